@@ -1,0 +1,132 @@
+"""The seam between the agent runtime and a model: messages, options, results, errors.
+
+Every backend (llama.cpp, MLX, an OpenAI-compatible server, the echo backend) implements the
+``Backend`` protocol and translates the errors of the library underneath into this tree::
+
+    BackendError                 root; ``kind`` is the wire error kind carried in ``RunResult``
+    ├── BackendTimeout           "timeout"           the model or server did not answer in time
+    ├── BackendUnavailable       "backend_error"     model file missing/corrupt, library not installed
+    ├── PaymentRequired          "payment_required"  HTTP 402 from a paid endpoint
+    ├── ServerError              "server_error"      HTTP 5xx or an unexpected failure inside the engine
+    └── LogicError               "logic_error"       bad request (other 4xx) or a malformed reply
+
+Errors that cross the network travel as messages carrying ``kind``, never as pickled exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Protocol, TypedDict, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(TypedDict):
+    """One turn of a chat conversation, in the OpenAI message shape."""
+
+    role: Role
+    content: str
+
+
+class GenerationOptions(BaseModel):
+    """Sampling options for one generation; unknown keys are rejected so typos fail loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class Generation(BaseModel):
+    """The result of one generation: the text, token usage, wall-clock latency and who produced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    latency_s: float = Field(ge=0.0)
+    backend: str
+    model: str = ""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model that turns chat messages into text.
+
+    ``generate`` is synchronous and may block for seconds; the agent runtime calls it from a worker
+    thread. Implementations serialise concurrent calls themselves when the engine is not thread-safe.
+    """
+
+    name: str
+    model: str
+    supports_chat_template: bool
+    device: str
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        """Generate a reply to ``messages``; raise a ``BackendError`` subclass on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and any connections; calling it twice is harmless."""
+        ...
+
+
+class BackendError(Exception):
+    """Root of every error a backend raises; ``kind`` names the wire error kind."""
+
+    kind: ClassVar[str] = "backend_error"
+
+
+class BackendTimeout(BackendError):
+    """The model or server did not answer before the deadline."""
+
+    kind: ClassVar[str] = "timeout"
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot run here: the model file is missing or corrupt, or the library is absent."""
+
+    kind: ClassVar[str] = "backend_error"
+
+
+class PaymentRequired(BackendError):
+    """The remote endpoint refused the request for lack of credit (HTTP 402)."""
+
+    kind: ClassVar[str] = "payment_required"
+
+
+class ServerError(BackendError):
+    """The server or engine failed while handling a valid request (HTTP 5xx)."""
+
+    kind: ClassVar[str] = "server_error"
+
+
+class LogicError(BackendError):
+    """The request was rejected as invalid (HTTP 4xx) or the reply could not be understood."""
+
+    kind: ClassVar[str] = "logic_error"
+
+
+def last_user_message(messages: list[ChatMessage]) -> str:
+    """Return the content of the last user message, or an empty string when there is none."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message["content"]
+    return ""
+
+
+def plain_prompt(messages: list[ChatMessage]) -> str:
+    """Render messages as a plain "System:/User:/Assistant:" transcript for models without a chat template."""
+    labels = {"system": "System", "user": "User", "assistant": "Assistant"}
+    lines = [f"{labels[message['role']]}: {message['content']}" for message in messages]
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+PLAIN_PROMPT_STOPS = ["\nUser:", "\nSystem:"]
+"""Stop sequences for the plain transcript, so a base model does not write the next turn itself."""

@@ -1,0 +1,64 @@
+"""A deterministic backend that echoes the last user message; used by tests and fabric benchmarks."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from edge_agent.backends.base import (
+    BackendUnavailable,
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    last_user_message,
+)
+
+
+class EchoBackend:
+    """Reply with ``echo: <last user message>`` and a deterministic final-answer line.
+
+    The answer is ``answer`` when given, otherwise a short digest of the user message, so equal
+    inputs always give equal outputs (and votes agree) while different inputs differ. Token counts
+    are word counts. ``delay_s`` simulates model latency for fabric benchmarks.
+    """
+
+    supports_chat_template = True
+    device = "cpu"
+
+    def __init__(self, delay_s: float = 0.0, answer: str | None = None, model: str = "echo") -> None:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.name = "echo"
+        self.model = model
+        self.delay_s = delay_s
+        self.answer = answer
+        self._closed = False
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        """Return the echo reply for ``messages``; ``options.max_tokens`` caps the echoed words."""
+        if self._closed:
+            raise BackendUnavailable("the echo backend was closed")
+        started = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        user_text = last_user_message(messages)
+        echoed_words = user_text.split()[: options.max_tokens]
+        text = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
+        prompt_words = sum(len(message["content"].split()) for message in messages)
+        return Generation(
+            text=text,
+            prompt_tokens=prompt_words,
+            completion_tokens=len(text.split()),
+            latency_s=time.perf_counter() - started,
+            backend=self.name,
+            model=self.model,
+        )
+
+    def _final_answer(self, user_text: str) -> str:
+        if self.answer is not None:
+            return self.answer
+        return hashlib.sha256(user_text.encode("utf-8")).hexdigest()[:8]
+
+    def close(self) -> None:
+        """Mark the backend closed; later calls raise ``BackendUnavailable``."""
+        self._closed = True
