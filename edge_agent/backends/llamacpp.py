@@ -1,0 +1,134 @@
+"""llama.cpp through llama-cpp-python: GGUF models on the CPU, or offloaded to a CUDA/Metal GPU.
+
+The model's own chat template (GGUF metadata ``tokenizer.chat_template``) formats the conversation.
+A GGUF without one (a base model) gets a plain "System:/User:/Assistant:" transcript instead, because
+llama-cpp-python would otherwise silently fall back to the Llama-2 format.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.backends.base import (
+    PLAIN_PROMPT_STOPS,
+    BackendUnavailable,
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    LogicError,
+    ServerError,
+    plain_prompt,
+)
+from edge_agent.models import check_gguf
+
+
+class LlamaCppBackend:
+    """One ``llama_cpp.Llama`` instance serving one generation at a time.
+
+    ``use_chat_template`` forces the plain-prompt path when ``False``; by default it follows the model.
+    """
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        seed: int | None = None,
+        use_chat_template: bool | None = None,
+    ) -> None:
+        path = check_gguf(model_path)
+        llama_class = _import_llama()
+        threads = n_threads if n_threads is not None else max(1, (os.cpu_count() or 1) - 1)
+        try:
+            self._llm = llama_class(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_gpu_layers=n_gpu_layers,
+                seed=seed if seed is not None else 0xFFFFFFFF,  # llama.cpp's "random seed"
+                verbose=False,
+            )
+        except ValueError as error:
+            # llama-cpp-python raises ValueError for a file its loader rejects (bad tensors, truncation)
+            raise BackendUnavailable(f"llama.cpp could not load the model {path}: {error}") from error
+        has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
+        self.supports_chat_template = has_template if use_chat_template is None else use_chat_template
+        self.model = path.name
+        self.model_path = path
+        self.device = "gpu" if n_gpu_layers != 0 and _gpu_offload_supported() else "cpu"
+        self._lock = threading.Lock()
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        """Generate a reply with the chat template when there is one, else a plain transcript prompt."""
+        sampling: dict[str, Any] = {
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "seed": options.seed,
+        }
+        started = time.perf_counter()
+        with self._lock:
+            if self._llm is None:
+                raise BackendUnavailable(f"the llama.cpp backend for {self.model} was closed")
+            response = self._complete(messages, options, sampling)
+        latency = time.perf_counter() - started
+        usage = response.get("usage") or {}
+        return Generation(
+            text=_response_text(response).strip(),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+            backend=self.name,
+            model=self.model,
+        )
+
+    def _complete(
+        self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            if self.supports_chat_template:
+                stop = options.stop or None
+                return dict(self._llm.create_chat_completion(messages=messages, stop=stop, **sampling))
+            stop = [*options.stop, *PLAIN_PROMPT_STOPS]
+            return dict(self._llm.create_completion(prompt=plain_prompt(messages), stop=stop, **sampling))
+        except ValueError as error:
+            # raised for requests the model cannot take, such as a prompt longer than n_ctx
+            raise LogicError(f"llama.cpp rejected the request: {error}") from error
+        except RuntimeError as error:
+            raise ServerError(f"llama.cpp failed while generating: {error}") from error
+
+    def close(self) -> None:
+        """Free the model; later calls raise ``BackendUnavailable``."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
+
+def _response_text(response: dict[str, Any]) -> str:
+    choice = response["choices"][0]
+    if "message" in choice:
+        return str(choice["message"].get("content") or "")
+    return str(choice.get("text") or "")
+
+
+def _import_llama() -> Any:
+    try:
+        from llama_cpp import Llama
+    except (ImportError, OSError) as error:
+        hint = 'install it with `pip install "symphony-edge[llamacpp]"`'
+        raise BackendUnavailable(f"llama-cpp-python is not usable ({error}); {hint}") from error
+    return Llama
+
+
+def _gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
