@@ -1,0 +1,120 @@
+"""The embedded broker: amqtt (pure Python, MQTT 3.1.1) with the kit's access policy.
+
+amqtt refuses every CONNECT unless an authentication plugin is configured, so the config always names one:
+the anonymous plugin on loopback, the password-file plugin otherwise. A topic ACL (publish and subscribe lists
+per username, as rendered by provisioning) is enforced by amqtt's topic ACL plugin when given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from broker.policy import anonymous_allowed, free_port
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
+PASSWORD_FILE_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
+TOPIC_ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
+
+
+@dataclass(frozen=True)
+class TopicACL:
+    """Per-username topic filters a client may publish to and subscribe to."""
+
+    publish: dict[str, list[str]] = field(default_factory=dict)
+    subscribe: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> TopicACL:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read the topic ACL: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the topic ACL must be a mapping with 'publish' and 'subscribe'")
+        return cls(publish=dict(data.get("publish") or {}), subscribe=dict(data.get("subscribe") or {}))
+
+
+@dataclass(frozen=True)
+class EmbeddedBrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    password_file: Path | None = None
+    acl: TopicACL | None = None
+    allow_anonymous: bool = False
+
+
+def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
+    """The amqtt configuration dictionary for `config` (raises ConfigError on an unsafe bind)."""
+    anonymous = anonymous_allowed(config.host, config.password_file, config.allow_anonymous)
+    plugins: dict[str, Any] = {}
+    if anonymous:
+        plugins[ANONYMOUS_PLUGIN] = {"allow_anonymous": True}
+    else:
+        plugins[PASSWORD_FILE_PLUGIN] = {"password_file": str(config.password_file)}
+    if config.acl is not None:
+        plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": config.acl.publish, "acl": config.acl.subscribe}
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{config.port}", "max_connections": 1000}},
+        "plugins": plugins,
+    }
+
+
+class EmbeddedBroker:
+    """An amqtt broker running in the current event loop."""
+
+    def __init__(self, config: EmbeddedBrokerConfig) -> None:
+        if config.port == 0:
+            config = EmbeddedBrokerConfig(**{**config.__dict__, "port": free_port(config.host)})
+        self.config = config
+        self._amqtt_config = amqtt_config(config)
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"mqtt://{host}:{self.config.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker  # imported lazily: only broker hosts need it
+
+        self._broker = Broker(self._amqtt_config)
+        await self._broker.start()
+        log.info("embedded amqtt broker listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            with contextlib.suppress(Exception):  # amqtt may raise while tearing down closed sessions
+                await self._broker.shutdown()
+            self._broker = None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def serve_until_signalled(config: EmbeddedBrokerConfig, ready_message: bool = True) -> None:
+    """Run the embedded broker until SIGINT or SIGTERM, then shut it down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    async with EmbeddedBroker(config) as broker:
+        if ready_message:
+            print(f"embedded broker ready on {broker.url} (Ctrl+C to stop)", flush=True)
+        await stop.wait()
+    print("broker stopped", flush=True)

@@ -1,0 +1,89 @@
+"""`edge-agent broker`: host the fabric's broker on this node."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from edge_agent.cli.common import run_async
+from shared.errors import ConfigError
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=1883, show_default=True, type=int, help="TCP port (0 picks a free one).")
+@click.option(
+    "--password-file", type=click.Path(path_type=Path), help="Password file (required off loopback)."
+)
+@click.option(
+    "--acl-file", type=click.Path(path_type=Path), help="Topic ACL (YAML for amqtt, mosquitto format)."
+)
+@click.option(
+    "--allow-anonymous", is_flag=True, help="Allow clients without credentials on a non-loopback bind."
+)
+@click.option(
+    "--mosquitto", "use_mosquitto", is_flag=True, help="Run mosquitto with a rendered config instead."
+)
+@click.option(
+    "--render-only", type=click.Path(path_type=Path), help="With --mosquitto: write the config and exit."
+)
+def broker(
+    host: str,
+    port: int,
+    password_file: Path | None,
+    acl_file: Path | None,
+    allow_anonymous: bool,
+    use_mosquitto: bool,
+    render_only: Path | None,
+) -> None:
+    """Host an MQTT broker: embedded amqtt by default, mosquitto with --mosquitto.
+
+    Anonymous clients are accepted only on a loopback bind; any other bind needs --password-file unless
+    --allow-anonymous is given. SIGINT/SIGTERM stop the broker cleanly.
+    """
+    if use_mosquitto:
+        _run_mosquitto(host, port, password_file, acl_file, allow_anonymous, render_only)
+        return
+    from broker.embedded import EmbeddedBrokerConfig, TopicACL, serve_until_signalled
+
+    acl = TopicACL.load(acl_file) if acl_file else None
+    config = EmbeddedBrokerConfig(host, port, password_file, acl, allow_anonymous)
+    run_async(serve_until_signalled(config))
+
+
+def _run_mosquitto(
+    host: str,
+    port: int,
+    password_file: Path | None,
+    acl_file: Path | None,
+    allow_anonymous: bool,
+    render_only: Path | None,
+) -> None:
+    from broker.mosquitto import MosquittoConfig, find_mosquitto, render_config, start_mosquitto, stop_process
+
+    try:
+        text = render_config(MosquittoConfig(host, port, password_file, acl_file, allow_anonymous))
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    if render_only is not None:
+        render_only.write_text(text)
+        click.echo(f"wrote {render_only}")
+        return
+    if find_mosquitto() is None:
+        from broker.mosquitto import INSTALL_HINT
+
+        raise click.ClickException(INSTALL_HINT)
+    config_file = Path(tempfile.mkdtemp(prefix="symphony-mosquitto-")) / "mosquitto.conf"
+    config_file.write_text(text)
+    process = start_mosquitto(config_file)
+    click.echo(f"mosquitto (pid {process.pid}) on {host}:{port}, config {config_file} (Ctrl+C to stop)")
+    signal.signal(signal.SIGTERM, lambda *_: stop_process(process))
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = stop_process(process)
+    sys.exit(0 if code in (0, -signal.SIGTERM) else code)

@@ -1,0 +1,43 @@
+"""Small helpers shared by the command modules: config loading and error display."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from shared.config import NodeConfig, load_node_config
+from shared.errors import ConfigError, SymphonyError
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), help="Node config file (YAML)."
+)
+broker_option = click.option(
+    "-b", "--broker", "brokers", multiple=True, help="Broker URL (repeatable), e.g. mqtt://127.0.0.1:1883."
+)
+fabric_option = click.option("--fabric", default=None, help="Fabric name (topic prefix symphony/<fabric>).")
+
+
+def load_config(config_path: Path | None, **overrides: Any) -> NodeConfig:
+    """Load the node config, turning a bad file into a clear message and exit code 2."""
+    try:
+        return load_node_config(config_path, **overrides)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; kit errors become a clear message and exit code 1."""
+    try:
+        return asyncio.run(coroutine)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    except SymphonyError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,213 @@
+"""Node configuration: one YAML file per node, with environment overrides.
+
+A node file names the fabric, how to reach the broker(s), the agents the node hosts and optionally a router
+and an embedded broker. `load_node_config` raises `ConfigError` naming the file and the field on any mistake.
+
+Environment overrides (applied after the file, before validation):
+    SYMPHONY_EDGE_NODE_ID, SYMPHONY_EDGE_FABRIC, SYMPHONY_EDGE_BROKERS (comma-separated URLs),
+    SYMPHONY_EDGE_USERNAME, SYMPHONY_EDGE_PASSWORD, SYMPHONY_EDGE_STATE_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from shared.errors import ConfigError
+from shared.topics import validate_id
+
+Id = Annotated[str, AfterValidator(validate_id)]
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+ENVIRONMENT_PREFIX = "SYMPHONY_EDGE_"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerURL(StrictModel):
+    """A parsed ``mqtt://host:port`` or ``mqtts://host:port`` address (credentials never live here)."""
+
+    scheme: Literal["mqtt", "mqtts"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerURL:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+        if parts.username or parts.password:
+            raise ValueError("put broker credentials in username/password, not in the URL")
+        scheme = "mqtts" if parts.scheme in ("mqtts", "ssl") else "mqtt"
+        if not parts.hostname:
+            raise ValueError(f"broker URL {url!r} has no host")
+        return cls(
+            scheme=scheme, host=parts.hostname, port=parts.port or (8883 if scheme == "mqtts" else 1883)
+        )
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class TLSSettings(StrictModel):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class ConnectionSettings(StrictModel):
+    """How any component reaches the fabric."""
+
+    fabric: Id = "default"
+    brokers: tuple[str, ...] = (DEFAULT_BROKER,)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TLSSettings | None = None
+    keepalive_s: int = Field(default=10, ge=2, le=3600)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("brokers")
+    @classmethod
+    def _check_brokers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one broker URL is needed")
+        schemes = {BrokerURL.parse(url).scheme for url in value}
+        if len(schemes) > 1:
+            raise ValueError("all broker URLs must use the same scheme (mqtt:// or mqtts://)")
+        return value
+
+    def broker_urls(self) -> list[BrokerURL]:
+        return [BrokerURL.parse(url) for url in self.brokers]
+
+
+class AgentConfig(StrictModel):
+    """One agent on a node: a persona preset plus overrides, a backend and a model."""
+
+    agent_id: Id | None = None
+    preset: str | None = None
+    backend: str = "auto"
+    model: str = "default"
+    capabilities: tuple[str, ...] | None = None
+    system_prompt: str | None = None
+    description: str = ""
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_in_flight: int = Field(default=1, ge=1, le=64)
+    queue_size: int = Field(default=16, ge=0, le=10_000)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    context_length: int = Field(default=2048, ge=256, le=131_072)
+    backend_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouterSettings(StrictModel):
+    router_id: Id | None = None
+    state_file: Path | None = None
+    save_interval_s: float = Field(default=30.0, gt=0)
+    stale_after_s: float = Field(default=30.0, gt=0)
+    seed: int = 0
+
+
+class EmbeddedBrokerSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=0, le=65535)
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    allow_anonymous: bool = False
+
+
+class NodeConfig(StrictModel):
+    """Everything `edge-agent start` needs on one board."""
+
+    node_id: Id = Field(default_factory=lambda: _default_node_id())
+    connection: ConnectionSettings = ConnectionSettings()
+    agents: tuple[AgentConfig, ...] = ()
+    state_dir: Path = Path("~/.local/state/symphony-edge")
+    state_interval_s: float = Field(default=5.0, gt=0)
+    router: RouterSettings | None = None
+    broker: EmbeddedBrokerSettings | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir.expanduser()
+
+
+def _default_node_id() -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname()) or "node"
+    return name[:64]
+
+
+def load_node_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> NodeConfig:
+    """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides."""
+    data: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    _apply_environment(data, os.environ if environ is None else environ)
+    for key, value in overrides.items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    return data
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    simple = {"NODE_ID": "node_id", "STATE_DIR": "state_dir"}
+    for name, key in simple.items():
+        if f"{ENVIRONMENT_PREFIX}{name}" in environ:
+            data[key] = environ[f"{ENVIRONMENT_PREFIX}{name}"]
+    connection = {"FABRIC": "fabric", "USERNAME": "username", "PASSWORD": "password"}
+    for name, key in connection.items():
+        if f"{ENVIRONMENT_PREFIX}{name}" in environ:
+            _set_dotted(data, f"connection.{key}", environ[f"{ENVIRONMENT_PREFIX}{name}"])
+    brokers = environ.get(f"{ENVIRONMENT_PREFIX}BROKERS")
+    if brokers:
+        _set_dotted(data, "connection.brokers", [url.strip() for url in brokers.split(",") if url.strip()])
+
+
+def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+    *parents, last = dotted_key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[last] = value
+
+
+def _describe(error: ValidationError, path: Path | None) -> str:
+    source = str(path) if path is not None else "configuration"
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors()[:10]:
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {location}: {item['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,376 @@
+"""Every payload of the fabric (DESIGN §3) as a frozen pydantic model, and the one codec.
+
+Each message carries ``kind`` (the discriminator) and ``v`` (schema version). MQTT 3.1.1 has no properties, so
+correlation ids, reply topics and deadlines travel in the JSON payload. `decode` turns bytes into a message or
+raises `MessageError`; `encode` turns a message into bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from shared.errors import MessageError
+from shared.topics import validate_id, validate_publish_topic
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_NESTING_DEPTH = 32
+
+Id = Annotated[str, AfterValidator(validate_id)]
+PublishTopic = Annotated[str, AfterValidator(validate_publish_topic)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Text = Annotated[str, Field(max_length=200_000)]
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+
+ErrorKind = Literal[
+    "timeout",
+    "backend_error",
+    "bad_request",
+    "busy",
+    "payment_required",
+    "server_error",
+    "logic_error",
+    "cancelled",
+]
+
+
+class WireModel(BaseModel):
+    """Base of every wire payload: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- nodes ------------------------------------------------------------------------------------------------
+
+
+class AgentInfo(WireModel):
+    """One agent hosted by a node, as announced in its beacon."""
+
+    agent_id: Id
+    persona: str = ""
+    capabilities: tuple[Tag, ...] = ()
+    backend: str
+    backend_reason: str = ""
+    model: str
+    max_in_flight: int = Field(ge=1, le=1024)
+    tokens_per_second: NonNegative | None = None
+    description: str = Field(default="", max_length=4000)
+
+
+class NodeBeacon(WireModel):
+    """Retained birth (online) or death (offline, also the MQTT Will) certificate of a node."""
+
+    kind: Literal["node_beacon"] = "node_beacon"
+    v: Literal[1] = SCHEMA_VERSION
+    node_id: Id
+    epoch: int = Field(ge=0)
+    instance_id: Id
+    status: Literal["online", "offline"]
+    agents: tuple[AgentInfo, ...] = ()
+    software_version: str = ""
+    host: str = ""
+    sent_at: float = 0.0
+
+
+class AgentState(WireModel):
+    """Dynamic state of one agent: what routing reads besides the beacon."""
+
+    agent_id: Id
+    load: Fraction
+    in_flight: int = Field(ge=0)
+    queue_length: int = Field(ge=0)
+    latency_ema_ms: NonNegative = 0.0
+    available: bool = True
+    runs: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    tokens_per_second: NonNegative | None = None
+    latency_p50_ms: NonNegative | None = None
+    latency_p95_ms: NonNegative | None = None
+
+
+class NodeState(WireModel):
+    kind: Literal["node_state"] = "node_state"
+    v: Literal[1] = SCHEMA_VERSION
+    node_id: Id
+    epoch: int = Field(ge=0)
+    agents: tuple[AgentState, ...] = ()
+    sent_at: float = 0.0
+
+
+class RouterPresence(WireModel):
+    """Retained presence of a router (online, or offline as its Will)."""
+
+    kind: Literal["router_presence"] = "router_presence"
+    v: Literal[1] = SCHEMA_VERSION
+    router_id: Id
+    instance_id: Id
+    epoch: int = Field(ge=0)
+    status: Literal["online", "offline"]
+    sent_at: float = 0.0
+
+
+# --- tasks -----------------------------------------------------------------------------------------------
+
+
+class TaskOptions(WireModel):
+    """Per-task knobs of the pipeline."""
+
+    plan_k: int = Field(default=1, ge=1, le=8)
+    cot_count: int = Field(default=3, ge=1, le=9)
+    top_l: int = Field(default=3, ge=1, le=16)
+    deadline_s: float = Field(default=120.0, gt=0.0, le=3600.0)
+    run_timeout_s: float | None = Field(default=None, gt=0.0, le=3600.0)
+    selection: Literal["registry", "bid"] = "registry"
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    benchmark: str | None = Field(default=None, max_length=64)
+    difficulty: Literal["simple", "hard"] | None = None
+    gold_answer: str | None = Field(default=None, max_length=10_000)
+
+
+class TaskRequest(WireModel):
+    """A question for the fabric, published on ``task/submit``."""
+
+    kind: Literal["task_request"] = "task_request"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    query: str = Field(min_length=1, max_length=100_000)
+    requirements: tuple[Tag, ...] = ()
+    reply_topic: PublishTopic
+    client_id: str = Field(default="", max_length=128)
+    options: TaskOptions = TaskOptions()
+    sent_at: float = 0.0
+
+
+class SamplingOptions(WireModel):
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+
+
+class RunRequest(WireModel):
+    """One model run asked of one agent, published on ``agent/{agent_id}/run``."""
+
+    kind: Literal["run_request"] = "run_request"
+    v: Literal[1] = SCHEMA_VERSION
+    dispatch_id: Id
+    task_id: Id
+    agent_id: Id
+    purpose: Literal["plan", "solve"] = "solve"
+    subtask: str = Field(min_length=1, max_length=100_000)
+    context: tuple[Text, ...] = ()
+    instructions: str | None = Field(default=None, max_length=20_000)
+    sampling: SamplingOptions = SamplingOptions()
+    deadline_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+    reply_topic: PublishTopic
+    sent_at: float = 0.0
+
+
+class RunResult(WireModel):
+    """What an agent answers to a RunRequest (on the request's reply topic)."""
+
+    kind: Literal["run_result"] = "run_result"
+    v: Literal[1] = SCHEMA_VERSION
+    dispatch_id: Id
+    task_id: Id
+    agent_id: Id
+    node_id: Id
+    text: Text = ""
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    latency_ms: NonNegative = 0.0
+    queued_ms: NonNegative = 0.0
+    error: ErrorKind | None = None
+    error_message: str = Field(default="", max_length=4000)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class BidRequest(WireModel):
+    """The seed's beacon round: a router asks agents to bid for a requirement."""
+
+    kind: Literal["bid_request"] = "bid_request"
+    v: Literal[1] = SCHEMA_VERSION
+    request_id: Id
+    task_id: Id
+    requirement: str = Field(max_length=20_000)
+    required_tags: tuple[Tag, ...] = ()
+    reply_topic: PublishTopic
+    deadline_s: float = Field(default=0.5, gt=0.0, le=60.0)
+
+
+class Bid(WireModel):
+    kind: Literal["bid"] = "bid"
+    v: Literal[1] = SCHEMA_VERSION
+    request_id: Id
+    agent_id: Id
+    node_id: Id
+    match_score: Fraction
+    load: Fraction
+    latency_ms: NonNegative
+    available: bool
+
+
+TaskEventName = Literal[
+    "received",
+    "planned",
+    "screened",
+    "dispatched",
+    "result",
+    "redispatched",
+    "voted",
+    "rewarded",
+    "answered",
+    "failed",
+]
+
+
+class TaskEvent(WireModel):
+    """One step of a task's trace, published on ``task/{task_id}/events``."""
+
+    kind: Literal["task_event"] = "task_event"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    router_id: Id
+    event: TaskEventName
+    at: float
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BallotSummary(WireModel):
+    agent_id: str
+    answer: str
+    weight: float
+    latency_ms: float = 0.0
+
+
+class SubtaskSummary(WireModel):
+    index: int
+    text: str
+    answer: str
+    ballots: tuple[BallotSummary, ...] = ()
+
+
+class TaskAnswer(WireModel):
+    """The final, voted answer of a task, on the client's reply topic."""
+
+    kind: Literal["task_answer"] = "task_answer"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    router_id: Id
+    answer: str
+    final_text: Text = ""
+    plan: tuple[str, ...] = ()
+    subtasks: tuple[SubtaskSummary, ...] = ()
+    elapsed_ms: NonNegative = 0.0
+    replayed: bool = False
+
+
+class ErrorReply(WireModel):
+    """An error that crosses the network: a message, never an exception."""
+
+    kind: Literal["error_reply"] = "error_reply"
+    v: Literal[1] = SCHEMA_VERSION
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=4000)
+    task_id: str | None = Field(default=None, max_length=256)
+    dispatch_id: str | None = Field(default=None, max_length=256)
+
+
+Message = Union[
+    NodeBeacon,
+    NodeState,
+    RouterPresence,
+    TaskRequest,
+    RunRequest,
+    RunResult,
+    BidRequest,
+    Bid,
+    TaskEvent,
+    TaskAnswer,
+    ErrorReply,
+]
+_MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
+MESSAGE_TYPES: dict[str, type[WireModel]] = {
+    model.model_fields["kind"].default: model
+    for model in Message.__args__  # type: ignore[attr-defined]
+}
+M = TypeVar("M", bound=WireModel)
+
+
+def encode(message: WireModel) -> bytes:
+    """Serialise a message to compact JSON bytes."""
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def decode(
+    payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> Any:
+    """Decode `payload` into a message (of type `expected` when given), or raise `MessageError`."""
+    raw = payload.encode() if isinstance(payload, str) else payload
+    if len(raw) > max_bytes:
+        raise MessageError(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise MessageError(f"payload is not valid UTF-8 JSON: {str(error)[:200]}") from None
+    if _depth(data) > MAX_NESTING_DEPTH:
+        raise MessageError(f"payload is nested deeper than {MAX_NESTING_DEPTH} levels")
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        raise MessageError("payload is not a JSON object with a string 'kind'")
+    kind = data["kind"]
+    if kind not in MESSAGE_TYPES:
+        raise MessageError(f"unknown message kind {kind[:64]!r}")
+    if expected is not None and MESSAGE_TYPES[kind] is not expected:
+        raise MessageError(f"expected a {expected.__name__}, got kind {kind!r}")
+    try:
+        return _MESSAGE_ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise MessageError(f"invalid {kind}: {_summarise(error)}") from None
+
+
+def peek_reply_route(payload: bytes) -> tuple[str | None, str | None, str | None]:
+    """Best effort (reply topic, task id, dispatch id) of a payload that failed to decode, to answer it."""
+    try:
+        data = json.loads(payload[:DEFAULT_MAX_PAYLOAD_BYTES])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    fields = [data.get(name) for name in ("reply_topic", "task_id", "dispatch_id")]
+    reply_topic, task_id, dispatch_id = (value if isinstance(value, str) else None for value in fields)
+    try:
+        reply_topic = validate_publish_topic(reply_topic) if reply_topic else None
+    except ValueError:
+        reply_topic = None
+    return reply_topic, _short(task_id), _short(dispatch_id)
+
+
+def _short(value: str | None) -> str | None:
+    return value[:256] if value else None
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        location = ".".join(str(part) for part in item["loc"]) or "payload"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """Nesting depth of decoded JSON, stopping early once it is too deep."""
+    if level > MAX_NESTING_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(item, level + 1) for item in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(item, level + 1) for item in value), default=level + 1)
+    return level

@@ -1,0 +1,336 @@
+"""The one MQTT client of the kit (the only module that imports paho-mqtt).
+
+`FabricClient` wraps a paho 2 client (callback API version 2, MQTT 3.1.1) for asyncio code:
+
+- paho runs its network loop in its own thread; incoming messages are handed to the asyncio loop, where the
+  handler registered for the matching filter runs (a coroutine handler becomes a task);
+- every (re)connect sets TCP_NODELAY on the socket (without it each request/reply hop waits ~40 ms for Nagle
+  and delayed ACKs), re-subscribes every filter and runs the `on_connected` callbacks (beacons re-announce);
+- several broker URLs may be given: each lost connection or failed attempt moves to the next URL, after a
+  jittered, growing delay;
+- credentials come from the settings and never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from shared.config import BrokerURL, ConnectionSettings
+from shared.errors import TransportError
+from shared.messages import WireModel, encode
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], "Awaitable[None] | None"]
+ConnectedCallback = Callable[[], "Awaitable[None] | None"]
+MIN_RECONNECT_DELAY_S = 0.2
+MAX_RECONNECT_DELAY_S = 5.0
+
+
+@dataclass(frozen=True)
+class WillMessage:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """True when `topic` matches the subscription filter (with + and # wildcards)."""
+    return paho.topic_matches_sub(topic_filter, topic)
+
+
+def unique_client_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class FabricClient:
+    """An asyncio-friendly MQTT client for one component (agent node, router, client)."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        client_id: str,
+        *,
+        will: WillMessage | None = None,
+        max_payload_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.max_payload_bytes = max_payload_bytes
+        self._urls = settings.broker_urls()
+        self._url_index = 0
+        self._attempts = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: dict[str, tuple[int, Handler]] = {}
+        self._connected_callbacks: list[ConnectedCallback] = []
+        self._connected = asyncio.Event()
+        self._first_connect: asyncio.Future[None] | None = None
+        self._lock = threading.RLock()
+        self._pending_acks: dict[int, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.connect_count = 0
+        self._paho = self._build_paho(will)
+
+    # --- public API ---------------------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> BrokerURL:
+        return self._urls[self._url_index]
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def on_connected(self, callback: ConnectedCallback) -> None:
+        """Run `callback` in the event loop after every successful (re)connect."""
+        self._connected_callbacks.append(callback)
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Connect to the first reachable broker and return once the broker accepted us."""
+        self._loop = asyncio.get_running_loop()
+        self._first_connect = self._loop.create_future()
+        url = self.broker
+        self._paho.connect_async(url.host, url.port, keepalive=self.settings.keepalive_s)
+        self._paho.loop_start()
+        wait_s = timeout if timeout is not None else self.settings.connect_timeout_s
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_connect), wait_s)
+        except asyncio.TimeoutError:
+            await self.close()
+            brokers = ", ".join(str(url) for url in self._urls)
+            raise TransportError(f"no broker answered within {wait_s:.0f} s (tried {brokers})") from None
+        except TransportError:
+            await self.close()
+            raise
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Subscribe `handler` to `topic_filter`; waits for the broker's SUBACK when connected."""
+        self._handlers[topic_filter] = (qos, handler)
+        if not self.is_connected:
+            return  # on_connect subscribes every registered filter
+        with self._lock:
+            result, mid = self._paho.subscribe(topic_filter, qos)
+            ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+        if ack is not None:
+            await self._wait_ack(mid, ack, timeout=self.settings.connect_timeout_s)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        self._handlers.pop(topic_filter, None)
+        if self.is_connected:
+            self._paho.unsubscribe(topic_filter)
+
+    def publish(
+        self, topic: str, message: WireModel | bytes, *, qos: int = 1, retain: bool = False
+    ) -> int | None:
+        """Queue a message for sending (paho keeps QoS 1 messages across reconnects); returns its mid."""
+        payload = message if isinstance(message, bytes) else encode(message)
+        info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+        return info.mid
+
+    async def publish_confirmed(
+        self,
+        topic: str,
+        message: WireModel | bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 5.0,
+    ) -> bool:
+        """Publish and wait for the broker's acknowledgement (PUBACK for QoS 1); False on timeout."""
+        payload = message if isinstance(message, bytes) else encode(message)
+        with self._lock:  # held until the future is registered, so the network thread cannot ack first
+            info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+            if qos == 0 or info.is_published():
+                return True
+            ack = self._expect_ack(info.mid)
+        return await self._wait_ack(info.mid, ack, timeout)
+
+    async def close(self, final_messages: Sequence[tuple[str, bytes, bool]] = ()) -> None:
+        """Publish `final_messages` (topic, payload, retain), disconnect cleanly and stop the network thread."""
+        if self._closing:
+            return
+        self._closing = True
+        for topic, payload, retain in final_messages:
+            if self.is_connected:
+                await self.publish_confirmed(topic, payload, retain=retain, timeout=2.0)
+        self._paho.disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self._paho.loop_stop)
+        self._connected.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --- paho plumbing ------------------------------------------------------------------------------------
+
+    def _build_paho(self, will: WillMessage | None) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(MIN_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S)
+        if self.settings.username:
+            password = self.settings.password.get_secret_value() if self.settings.password else None
+            client.username_pw_set(self.settings.username, password)
+        if self.broker.scheme == "mqtts":
+            self._configure_tls(client)
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
+        client.on_publish = self._on_ack
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _configure_tls(self, client: paho.Client) -> None:
+        tls = self.settings.tls
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
+        if tls and tls.cert_file:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        if tls and tls.insecure:
+            context.check_hostname = False
+        client.tls_set_context(context)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._report_refusal(str(reason))
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._attempts = 0
+        for topic_filter, (qos, _) in list(self._handlers.items()):
+            client.subscribe(topic_filter, qos)
+        self._call_in_loop(self._handle_connected)
+
+    def _report_refusal(self, reason: str) -> None:
+        log.warning("broker %s refused the connection of %s: %s", self.broker, self.client_id, reason)
+        self._call_in_loop(self._fail_first_connect, f"broker {self.broker} refused the connection: {reason}")
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._call_in_loop(self._connected.clear)
+        if not self._closing:
+            log.info("disconnected from %s (%s); reconnecting", self.broker, reason)
+            self._move_to_next_broker(client)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._move_to_next_broker(client)
+
+    def _move_to_next_broker(self, client: paho.Client) -> None:
+        """Point paho's built-in reconnect at the next URL with a jittered, growing delay."""
+        self._attempts += 1
+        self._url_index = (self._url_index + 1) % len(self._urls)
+        delay = min(MAX_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S * 2 ** min(self._attempts, 6))
+        delay *= random.uniform(0.5, 1.0)
+        client.reconnect_delay_set(delay, delay)
+        try:
+            client.host = self.broker.host
+            client.port = self.broker.port
+        except RuntimeError:
+            log.debug("connection still open; keeping broker %s", client.host)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._call_in_loop(self._dispatch, message.topic, message.payload)
+
+    def _on_ack(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._lock:
+            future = self._pending_acks.pop(mid, None)
+        if future is not None:
+            self._call_in_loop(_resolve, future)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        self._on_ack(client, userdata, mid, reasons, properties)
+
+    # --- event-loop side ----------------------------------------------------------------------------------
+
+    def _call_in_loop(self, function: Callable[..., Any], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+                self._loop.call_soon_threadsafe(function, *args)
+
+    def _fail_first_connect(self, reason: str) -> None:
+        if self._first_connect is not None and not self._first_connect.done():
+            self._first_connect.set_exception(TransportError(reason))
+
+    def _handle_connected(self) -> None:
+        self.connect_count += 1
+        self._connected.set()
+        log.info("connected to %s as %s", self.broker, self.client_id)
+        if self._first_connect is not None and not self._first_connect.done():
+            self._first_connect.set_result(None)
+        for callback in self._connected_callbacks:
+            self._run_handler(callback)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        for topic_filter, (_, handler) in list(self._handlers.items()):
+            if topic_matches(topic_filter, topic):
+                self._run_handler(handler, topic, payload)
+
+    def _run_handler(self, handler: Callable[..., Any], *args: Any) -> None:
+        # A failing handler must never stop the client or the other handlers, so errors are logged here.
+        try:
+            result = handler(*args)
+        except Exception:
+            log.exception("handler %s failed", getattr(handler, "__qualname__", handler))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_finished)
+
+    def _task_finished(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler task failed", exc_info=task.exception())
+
+    def _expect_ack(self, mid: int) -> asyncio.Future[None]:
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending_acks[mid] = future
+        return future
+
+    async def _wait_ack(self, mid: int, future: asyncio.Future[None], timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            with self._lock:
+                self._pending_acks.pop(mid, None)
+            return False
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
