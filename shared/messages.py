@@ -8,7 +8,7 @@ raises `MessageError`; `encode` turns a message into bytes.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -284,19 +284,10 @@ class ErrorReply(WireModel):
     dispatch_id: str | None = Field(default=None, max_length=256)
 
 
-Message = Union[
-    NodeBeacon,
-    NodeState,
-    RouterPresence,
-    TaskRequest,
-    RunRequest,
-    RunResult,
-    BidRequest,
-    Bid,
-    TaskEvent,
-    TaskAnswer,
-    ErrorReply,
-]
+Message = (
+    NodeBeacon | NodeState | RouterPresence | TaskRequest | RunRequest | RunResult | BidRequest | Bid | TaskEvent
+    | TaskAnswer | ErrorReply
+)
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {
     model.model_fields["kind"].default: model
