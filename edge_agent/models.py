@@ -114,9 +114,7 @@ def check_gguf(path: Path | str) -> Path:
     with path.open("rb") as handle:
         magic = handle.read(len(GGUF_MAGIC))
     if magic != GGUF_MAGIC:
-        raise CorruptModel(
-            f"model file {path} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})"
-        )
+        raise CorruptModel(f"model file {path} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
     return path
 
 

@@ -31,9 +31,7 @@ class MLXBackend:
     def __init__(self, model_path: str | Path) -> None:
         path = Path(model_path).expanduser()
         if not is_mlx_model_dir(path):
-            raise BackendUnavailable(
-                f"no MLX model at {path}: expected a directory with config.json and *.safetensors"
-            )
+            raise BackendUnavailable(f"no MLX model at {path}: expected a directory with config.json and *.safetensors")
         self._mlx_lm, self._make_sampler, self._mlx_core = _import_mlx()
         try:
             self._model, self._tokenizer = self._mlx_lm.load(str(path))
@@ -69,9 +67,7 @@ class MLXBackend:
 
     def _prompt(self, messages: list[ChatMessage]) -> str:
         if self.supports_chat_template:
-            return str(
-                self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            )
+            return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return plain_prompt(messages)
 
     def _stream(self, prompt: str, max_tokens: int, sampler: Any, stops: list[str]) -> tuple[str, int, int]:
@@ -107,8 +103,6 @@ def _import_mlx() -> tuple[Any, Any, Any]:
         import mlx_lm
         from mlx_lm.sample_utils import make_sampler
     except ImportError as error:
-        hint = (
-            'install it with `pip install "symphony-edge[mlx]"` (on Linux: `pip install "mlx[cpu]" mlx-lm`)'
-        )
+        hint = 'install it with `pip install "symphony-edge[mlx]"` (on Linux: `pip install "mlx[cpu]" mlx-lm`)'
         raise BackendUnavailable(f"mlx-lm is not usable ({error}); {hint}") from error
     return mlx_lm, make_sampler, mlx_core

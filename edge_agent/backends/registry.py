@@ -72,6 +72,11 @@ def register(name: str, factory: str | BackendFactory) -> None:
     _FACTORIES[name] = factory
 
 
+def unregister(name: str) -> None:
+    """Remove the backend registered as ``name``; unknown names are ignored."""
+    _FACTORIES.pop(name, None)
+
+
 def available_backends() -> list[str]:
     """Return the registered backend names, sorted (``auto`` is accepted too but not listed)."""
     return sorted(_FACTORIES)
