@@ -1,0 +1,115 @@
+"""`edge-agent start` (run this board's agents) and `edge-agent decommission` (clear its retained beacon)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.main import package_version
+from shared.config import AgentConfig, NodeConfig
+
+
+@click.command()
+@config_option
+@broker_option
+@fabric_option
+@click.option("--node-id", help="This node's id (default: the host name).")
+@click.option("--preset", help="Agent persona: planner, coder, math, retriever, writer.")
+@click.option("--model", help="Model: 'default' (bundled SmolLM2), a .gguf path, or an MLX directory.")
+@click.option("--backend", help="auto, llamacpp, mlx, openai or echo.")
+@click.option("--capability", "capabilities", multiple=True, help="Capability tag (repeatable).")
+@click.option("--host-broker", is_flag=True, help="Also host the embedded broker in this process.")
+@click.option("--broker-port", type=int, default=None, help="Port of the hosted broker (with --host-broker).")
+@click.option("--router", "host_router", is_flag=True, help="Also host the routing and voting handlers.")
+def start(
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    node_id: str | None,
+    preset: str | None,
+    model: str | None,
+    backend: str | None,
+    capabilities: tuple[str, ...],
+    host_broker: bool,
+    broker_port: int | None,
+    host_router: bool,
+) -> None:
+    """Start this node: connect, publish the retained capability beacon, serve tasks until Ctrl+C.
+
+    Without -c, one agent is started from the quick flags. With -c, the quick flags override the file's
+    connection settings and, when the file has exactly one agent, that agent's fields.
+    """
+    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric}
+    if brokers:
+        overrides["connection.brokers"] = list(brokers)
+    config = load_config(config_path, **overrides)
+    config = _with_quick_agent(config, preset, model, backend, capabilities)
+    config = _with_hosted_broker(config, host_broker, broker_port)
+    from edge_agent.runtime.assembly import run_node
+
+    companions = [_router_companion(config)] if host_router else []
+    run_async(run_node(config, package_version(), companions))
+
+
+def _with_quick_agent(
+    config: NodeConfig, preset: str | None, model: str | None, backend: str | None, capabilities: tuple[str, ...]
+) -> NodeConfig:
+    quick = {"preset": preset, "model": model, "backend": backend, "capabilities": capabilities or None}
+    quick = {key: value for key, value in quick.items() if value is not None}
+    if len(config.agents) > 1:
+        if quick:
+            raise click.UsageError("--preset/--model/--backend/--capability need a config with at most one agent")
+        return config
+    base = config.agents[0] if config.agents else AgentConfig()
+    try:
+        agent = AgentConfig.model_validate({**base.model_dump(exclude_unset=True), **quick})
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    return config.model_copy(update={"agents": (agent,)})
+
+
+def _with_hosted_broker(config: NodeConfig, host_broker: bool, port: int | None) -> NodeConfig:
+    if not host_broker:
+        return config
+    from shared.config import BrokerURL, EmbeddedBrokerSettings
+
+    first = BrokerURL.parse(config.connection.brokers[0])
+    settings = config.broker or EmbeddedBrokerSettings(host=first.host, port=port or first.port)
+    return config.model_copy(update={"broker": settings})
+
+
+def _router_companion(config: NodeConfig) -> Any:
+    def open_router() -> Any:
+        from router.service import hosted_router  # lazy: a plain board never loads the router
+
+        return hosted_router(config.connection, config.router, config.resolved_state_dir())
+
+    return open_router
+
+
+@click.command()
+@config_option
+@broker_option
+@fabric_option
+@click.option("--node-id", required=True, help="The node whose retained beacon to clear.")
+def decommission(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, node_id: str) -> None:
+    """Remove a node from the fabric for good: clear its retained beacon (empty payload)."""
+    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric}
+    if brokers:
+        overrides["connection.brokers"] = list(brokers)
+    config = load_config(config_path, **overrides)
+    run_async(_clear_beacon(config))
+    click.echo(f"cleared the retained beacon of {node_id}")
+
+
+async def _clear_beacon(config: NodeConfig) -> None:
+    from shared.mqtt import FabricClient, unique_client_id
+    from shared.topics import Topics
+
+    client = FabricClient(config.connection, unique_client_id("decommission"))
+    await client.connect()
+    await client.publish_confirmed(Topics(config.connection.fabric).beacon(config.node_id), b"", retain=True)
+    await client.close()

@@ -1,0 +1,137 @@
+"""Turn a node config into running parts: backends, agent workers, the node (and optional broker/router)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
+
+from edge_agent.backends.base import Backend
+from edge_agent.backends.registry import choose_backend, create_backend, detect_platform
+from edge_agent.backends.throughput import measure_tokens_per_second
+from edge_agent.models import resolve_model
+from edge_agent.personas import FINAL_ANSWER_INSTRUCTION, get_persona
+from edge_agent.runtime.node import EdgeNode, NodeSettings
+from edge_agent.runtime.worker import AgentProfile, AgentWorker
+from shared.config import AgentConfig, NodeConfig
+
+log = logging.getLogger(__name__)
+GENERALIST_PROMPT = f"You are a helpful, careful assistant. {FINAL_ANSWER_INSTRUCTION}"
+
+
+def open_backend(agent: AgentConfig) -> tuple[Backend, str]:
+    """Create the agent's backend; returns it with the reason for the choice (logged and put in the beacon)."""
+    name, settings, reason = agent.backend, {}, f"backend {agent.backend!r} set in the config"
+    if name == "auto":
+        choice = choose_backend(detect_platform())
+        name, settings, reason = choice.name, choice.settings(), f"auto: {choice.reason}"
+    settings = {**settings, **_model_settings(name, agent), **agent.backend_settings}
+    log.info("agent %s: %s", agent.agent_id, reason)
+    return create_backend(name, **settings), reason
+
+
+def _model_settings(name: str, agent: AgentConfig) -> dict[str, Any]:
+    if name == "llamacpp":
+        settings: dict[str, Any] = {"model_path": resolve_model(agent.model), "n_ctx": agent.context_length}
+        if agent.threads is not None:
+            settings["n_threads"] = agent.threads
+        return settings
+    if name == "mlx":
+        return {"model_path": resolve_model(agent.model)}
+    if name == "echo":
+        return {"model": "echo"} if agent.model == "default" else {"model": agent.model}
+    return {"model": agent.model}
+
+
+def agent_profile(agent: AgentConfig, index: int, node_id: str, backend_reason: str) -> AgentProfile:
+    """Merge the persona preset (if any) with the agent's own overrides."""
+    persona = get_persona(agent.preset) if agent.preset else None
+    capabilities = agent.capabilities if agent.capabilities is not None else (persona.capabilities if persona else ())
+    system_prompt = agent.system_prompt or (persona.system_prompt if persona else GENERALIST_PROMPT)
+    default_id = f"{node_id}-{agent.preset or 'agent'}-{index}" if index else f"{node_id}-{agent.preset or 'agent'}"
+    return AgentProfile(
+        agent_id=agent.agent_id or default_id,
+        persona=agent.preset or "generalist",
+        system_prompt=system_prompt,
+        capabilities=tuple(capabilities),
+        max_in_flight=agent.max_in_flight,
+        queue_size=agent.queue_size,
+        max_tokens=agent.max_tokens,
+        temperature=agent.temperature,
+        top_p=agent.top_p,
+        backend_reason=backend_reason,
+        description=agent.description,
+    )
+
+
+def build_worker(agent: AgentConfig, index: int, node_id: str, warm_up: bool = True) -> AgentWorker:
+    """Open the backend, measure its speed with a short warm-up, and wrap it in a worker."""
+    backend, reason = open_backend(agent)
+    worker = AgentWorker(agent_profile(agent, index, node_id, reason), backend, node_id)
+    if warm_up and backend.name != "echo":
+        worker.tokens_per_second = round(measure_tokens_per_second(backend), 1)
+        log.info("agent %s: %.1f tokens/s on warm-up", worker.profile.agent_id, worker.tokens_per_second)
+    return worker
+
+
+async def build_workers(config: NodeConfig, warm_up: bool = True) -> list[AgentWorker]:
+    """Load every agent's backend off the event loop (model loading takes seconds)."""
+    agents = config.agents or (AgentConfig(),)
+    workers = []
+    for index, agent in enumerate(agents):
+        workers.append(await asyncio.to_thread(build_worker, agent, index, config.node_id, warm_up))
+    ids = [worker.profile.agent_id for worker in workers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"agent ids must be unique on a node: {ids}")
+    return workers
+
+
+def node_settings(config: NodeConfig, version: str) -> NodeSettings:
+    return NodeSettings(
+        node_id=config.node_id,
+        connection=config.connection,
+        state_dir=config.resolved_state_dir(),
+        state_interval_s=config.state_interval_s,
+        software_version=version,
+    )
+
+
+async def run_node(
+    config: NodeConfig, version: str, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()
+) -> None:
+    """Run a node until SIGINT/SIGTERM, with its embedded broker when configured.
+
+    `companions` are started after the node and stopped before it (the CLI passes the router here, so the
+    agent runtime never imports the router).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    async with AsyncExitStack() as stack:
+        if config.broker is not None:
+            await stack.enter_async_context(_embedded_broker(config))
+        workers = await build_workers(config)
+        node = EdgeNode(node_settings(config, version), workers)
+        await node.start()
+        stack.push_async_callback(node.stop)
+        for companion in companions:
+            await stack.enter_async_context(companion())
+        agents = ", ".join(f"{w.profile.agent_id} ({w.backend.name}, {w.profile.persona})" for w in workers)
+        print(f"node {config.node_id} online (epoch {node.epoch}) with agents: {agents}", flush=True)
+        await stop.wait()
+        print(f"node {config.node_id} stopping", flush=True)
+
+
+def _embedded_broker(config: NodeConfig) -> Any:
+    from broker.embedded import EmbeddedBroker, EmbeddedBrokerConfig, TopicACL
+
+    settings = config.broker
+    assert settings is not None
+    acl = TopicACL.load(settings.acl_file) if settings.acl_file else None
+    return EmbeddedBroker(
+        EmbeddedBrokerConfig(settings.host, settings.port, settings.password_file, acl, settings.allow_anonymous)
+    )

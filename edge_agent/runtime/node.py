@@ -1,0 +1,253 @@
+"""An edge node on the fabric: beacon, state, and the run topics of the agents it hosts.
+
+connect ──► retained NodeBeacon(online, epoch)          Will: retained NodeBeacon(offline, same epoch)
+agent/{id}/run ──► AgentWorker ──► RunResult on the request's reply topic
+every state_interval_s or on change ──► NodeState
+graceful stop ──► retained NodeBeacon(offline)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.runtime.epoch import next_epoch
+from edge_agent.runtime.worker import AgentWorker, QueueFull
+from shared.config import ConnectionSettings
+from shared.errors import MessageError, TransportError
+from shared.messages import (
+    Bid,
+    BidRequest,
+    ErrorReply,
+    NodeBeacon,
+    NodeState,
+    RunRequest,
+    decode,
+    encode,
+    peek_reply_route,
+)
+from shared.mqtt import FabricClient, WillMessage
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+MIN_STATE_GAP_S = 0.05
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: str
+    connection: ConnectionSettings
+    state_dir: Path
+    state_interval_s: float = 5.0
+    software_version: str = ""
+    duplicate_wait_s: float | None = None  # how long to watch a retained online beacon for signs of life
+
+
+class DuplicateNodeError(TransportError):
+    """Another live node already uses this node id."""
+
+
+class EdgeNode:
+    """Hosts agents on the fabric until stopped."""
+
+    def __init__(self, settings: NodeSettings, workers: list[AgentWorker]) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.connection.fabric)
+        self.workers = {worker.profile.agent_id: worker for worker in workers}
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.epoch = 0
+        self.client: FabricClient | None = None
+        self._state_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._state_loop: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Refuse a duplicate node id, connect, announce the beacon and start serving."""
+        wait_s = self.settings.duplicate_wait_s
+        if wait_s is None:
+            wait_s = min(2.5 * self.settings.state_interval_s, 15.0)
+        duplicate = await find_live_duplicate(self.settings, self.topics, self.instance_id, wait_s)
+        if duplicate is not None:
+            raise DuplicateNodeError(
+                f"node id {duplicate.node_id!r} is already live on the fabric (instance {duplicate.instance_id}, "
+                f"host {duplicate.host or '?'}, epoch {duplicate.epoch}); stop it or choose another --node-id"
+            )
+        self.epoch = next_epoch(self.settings.state_dir, self.settings.node_id)
+        will = WillMessage(self.topics.beacon(self.settings.node_id), encode(self.beacon("offline")))
+        self.client = FabricClient(self.settings.connection, f"node-{self.settings.node_id}", will=will)
+        self.client.on_connected(self._announce)
+        for agent_id in self.workers:
+            await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
+        await self.client.subscribe(self.topics.bid_request(), self._on_bid_request)
+        await self.client.connect()
+        self._state_loop = asyncio.create_task(
+            self._publish_state_forever(), name=f"node[{self.settings.node_id}].state"
+        )
+
+    async def stop(self) -> None:
+        """Publish the offline beacon and disconnect cleanly."""
+        if self._state_loop is not None:
+            self._state_loop.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.client is not None:
+            offline = (self.topics.beacon(self.settings.node_id), encode(self.beacon("offline")), True)
+            await self.client.close(final_messages=[offline])
+        for worker in self.workers.values():
+            worker.backend.close()
+
+    # --- messages -----------------------------------------------------------------------------------------
+
+    def beacon(self, status: str) -> NodeBeacon:
+        return NodeBeacon(
+            node_id=self.settings.node_id,
+            epoch=self.epoch,
+            instance_id=self.instance_id,
+            status=status,  # type: ignore[arg-type]
+            agents=tuple(worker.info() for worker in self.workers.values()),
+            software_version=self.settings.software_version,
+            host=socket.gethostname(),
+            sent_at=time.time(),
+        )
+
+    def state(self) -> NodeState:
+        return NodeState(
+            node_id=self.settings.node_id,
+            epoch=self.epoch,
+            agents=tuple(worker.state() for worker in self.workers.values()),
+            sent_at=time.time(),
+        )
+
+    def _announce(self) -> None:
+        assert self.client is not None
+        self.client.publish(self.topics.beacon(self.settings.node_id), self.beacon("online"), retain=True)
+        self._state_changed.set()
+
+    async def _publish_state_forever(self) -> None:
+        assert self.client is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), self.settings.state_interval_s)
+            self._state_changed.clear()
+            if self.client.is_connected:
+                self.client.publish(self.topics.state(self.settings.node_id), self.state(), qos=0)
+            await asyncio.sleep(MIN_STATE_GAP_S)  # coalesce bursts of changes into one message
+
+    # --- handlers -----------------------------------------------------------------------------------------
+
+    def _on_run_request(self, topic: str, payload: bytes) -> None:
+        try:
+            request: RunRequest = decode(payload, RunRequest)
+        except MessageError as error:
+            self._reply_error(payload, "bad_request", str(error))
+            return
+        worker = self.workers.get(request.agent_id)
+        if worker is None or topic != self.topics.agent_run(request.agent_id):
+            self._reply_error(payload, "bad_request", f"agent {request.agent_id!r} does not listen on {topic}")
+            return
+        try:
+            worker.admit()
+        except QueueFull as error:
+            self._reply_error(payload, "busy", str(error))
+            return
+        self._state_changed.set()
+        task = asyncio.create_task(self._serve(worker, request), name=f"agent[{request.agent_id}].run")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, worker: AgentWorker, request: RunRequest) -> None:
+        assert self.client is not None
+        result = await worker.run(request)
+        self.client.publish(request.reply_topic, result)
+        self._state_changed.set()
+
+    def _on_bid_request(self, topic: str, payload: bytes) -> None:
+        assert self.client is not None
+        try:
+            request: BidRequest = decode(payload, BidRequest)
+        except MessageError as error:
+            log.info("ignoring a malformed bid request: %s", error)
+            return
+        for worker in self.workers.values():
+            state = worker.state()
+            bid = Bid(
+                request_id=request.request_id,
+                agent_id=worker.profile.agent_id,
+                node_id=self.settings.node_id,
+                match_score=tag_overlap(request.required_tags, worker.profile.capabilities),
+                load=state.load,
+                latency_ms=state.latency_ema_ms,
+                available=state.available,
+            )
+            self.client.publish(request.reply_topic, bid)
+
+    def _reply_error(self, payload: bytes, code: str, message: str) -> None:
+        assert self.client is not None
+        reply_topic, task_id, dispatch_id = peek_reply_route(payload)
+        log.info("run request refused (%s): %s", code, message)
+        if reply_topic is not None:
+            error = ErrorReply(code=code, message=message[:4000], task_id=task_id, dispatch_id=dispatch_id)
+            self.client.publish(reply_topic, error)
+
+
+def tag_overlap(required: tuple[str, ...], capabilities: tuple[str, ...]) -> float:
+    """Share of the required tags this agent has (1.0 when nothing is required)."""
+    if not required:
+        return 1.0
+    have = {tag.lower() for tag in capabilities}
+    return sum(tag.lower() in have for tag in required) / len(required)
+
+
+async def find_live_duplicate(
+    settings: NodeSettings, topics: Topics, instance_id: str, wait_s: float
+) -> NodeBeacon | None:
+    """The live beacon of another instance using our node id, or None.
+
+    A retained online beacon of another instance may be a ghost (its broker lost the Will), so it counts as
+    live only if that instance also publishes state within `wait_s`.
+    """
+    retained: asyncio.Queue[NodeBeacon] = asyncio.Queue()
+    alive = asyncio.Event()
+    beacon_holder: list[NodeBeacon] = []
+
+    def on_beacon(topic: str, payload: bytes) -> None:
+        if payload:
+            with contextlib.suppress(MessageError):
+                retained.put_nowait(decode(payload, NodeBeacon))
+
+    def on_state(topic: str, payload: bytes) -> None:
+        try:
+            state: NodeState = decode(payload, NodeState)
+        except MessageError:
+            return
+        if beacon_holder and state.epoch == beacon_holder[0].epoch:
+            alive.set()
+
+    probe = FabricClient(settings.connection, f"probe-{settings.node_id}-{instance_id}")
+    await probe.subscribe(topics.beacon(settings.node_id), on_beacon)
+    await probe.subscribe(topics.state(settings.node_id), on_state)
+    try:
+        await probe.connect()
+        try:
+            beacon = await asyncio.wait_for(retained.get(), 0.5)
+        except asyncio.TimeoutError:
+            return None
+        if beacon.status != "online" or beacon.instance_id == instance_id:
+            return None
+        beacon_holder.append(beacon)
+        try:
+            await asyncio.wait_for(alive.wait(), wait_s)
+        except asyncio.TimeoutError:
+            log.warning("retained beacon of %s looks stale (no state for %.0f s); taking over", beacon.node_id, wait_s)
+            return None
+        return beacon
+    finally:
+        await probe.close()

@@ -1,0 +1,155 @@
+"""One agent's task loop: bounded concurrency, a bounded queue, a deadline per run.
+
+Runs up to `max_in_flight` requests at once; further requests wait in a queue of `queue_size`; beyond that the
+request is refused as `busy`. Model calls run in worker threads so the event loop (beacons, state, other
+agents) keeps flowing during generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from edge_agent.backends.base import Backend, BackendError, GenerationOptions
+from edge_agent.personas import build_messages
+from edge_agent.runtime.metrics import AgentMetrics
+from shared.messages import AgentInfo, AgentState, RunRequest, RunResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """What an agent is: identity, persona, capacity (the static half of its beacon entry)."""
+
+    agent_id: str
+    persona: str
+    system_prompt: str
+    capabilities: tuple[str, ...]
+    max_in_flight: int
+    queue_size: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    backend_reason: str = ""
+    description: str = ""
+
+
+class QueueFull(Exception):
+    """The agent's queue is full: the request is refused as busy."""
+
+
+class AgentWorker:
+    """Serves RunRequests for one agent on one backend."""
+
+    def __init__(self, profile: AgentProfile, backend: Backend, node_id: str) -> None:
+        self.profile = profile
+        self.backend = backend
+        self.node_id = node_id
+        self.metrics = AgentMetrics()
+        self.tokens_per_second: float | None = None
+        self.in_flight = 0
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(profile.max_in_flight)
+
+    def info(self) -> AgentInfo:
+        return AgentInfo(
+            agent_id=self.profile.agent_id,
+            persona=self.profile.persona,
+            capabilities=self.profile.capabilities,
+            backend=self.backend.name,
+            backend_reason=self.profile.backend_reason,
+            model=str(self.backend.model),
+            max_in_flight=self.profile.max_in_flight,
+            tokens_per_second=self.tokens_per_second,
+            description=self.profile.description,
+        )
+
+    def state(self) -> AgentState:
+        return AgentState(
+            agent_id=self.profile.agent_id,
+            load=min(1.0, self.in_flight / self.profile.max_in_flight),
+            in_flight=self.in_flight,
+            queue_length=self.waiting,
+            latency_ema_ms=self.metrics.latency_ema_ms,
+            available=self.waiting < self.profile.queue_size,
+            runs=self.metrics.runs,
+            errors=self.metrics.errors,
+            tokens_per_second=self.metrics.tokens_per_second or self.tokens_per_second,
+            latency_p50_ms=self.metrics.percentile(0.5),
+            latency_p95_ms=self.metrics.percentile(0.95),
+        )
+
+    def admit(self) -> None:
+        """Reserve a place for one request, or raise QueueFull."""
+        if self.in_flight + self.waiting >= self.profile.max_in_flight + self.profile.queue_size:
+            raise QueueFull(f"agent {self.profile.agent_id} is busy ({self.in_flight} running, {self.waiting} queued)")
+        self.waiting += 1
+
+    async def run(self, request: RunRequest) -> RunResult:
+        """Run an admitted request within its deadline and return the result (never raises)."""
+        received = time.monotonic()
+        try:
+            return await asyncio.wait_for(self._run_in_slot(request, received), request.deadline_s)
+        except asyncio.TimeoutError:
+            # The model call may still finish in its thread; the backend's own lock keeps calls serial.
+            return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
+
+    async def _run_in_slot(self, request: RunRequest, received: float) -> RunResult:
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1  # admitted requests leave the queue whether they got a slot or were cancelled
+        self.in_flight += 1
+        try:
+            return await self._generate(request, received)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    async def _generate(self, request: RunRequest, received: float) -> RunResult:
+        started = time.monotonic()
+        system_prompt = request.instructions or self.profile.system_prompt
+        messages = build_messages(system_prompt, request.subtask, list(request.context))
+        options = GenerationOptions(
+            max_tokens=min(request.sampling.max_tokens, self.profile.max_tokens * 4),
+            temperature=request.sampling.temperature,
+            top_p=request.sampling.top_p,
+            seed=request.sampling.seed,
+        )
+        try:
+            generation = await asyncio.to_thread(self.backend.generate, messages, options)
+        except BackendError as error:
+            log.warning("agent %s: backend error on %s: %s", self.profile.agent_id, request.dispatch_id, error)
+            return self._failure(request, received, error.kind, str(error))
+        latency_ms = (time.monotonic() - started) * 1000
+        self.metrics.record(latency_ms, generation.completion_tokens, ok=True)
+        return RunResult(
+            dispatch_id=request.dispatch_id,
+            task_id=request.task_id,
+            agent_id=self.profile.agent_id,
+            node_id=self.node_id,
+            text=generation.text,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_ms=latency_ms,
+            queued_ms=(started - received) * 1000,
+        )
+
+    def _failure(self, request: RunRequest, received: float, kind: str, message: str) -> RunResult:
+        latency_ms = (time.monotonic() - received) * 1000
+        self.metrics.record(latency_ms, 0, ok=False)
+        return RunResult(
+            dispatch_id=request.dispatch_id,
+            task_id=request.task_id,
+            agent_id=self.profile.agent_id,
+            node_id=self.node_id,
+            latency_ms=latency_ms,
+            error=kind if kind in _ERROR_KINDS else "backend_error",  # type: ignore[arg-type]
+            error_message=message[:4000],
+        )
+
+
+_ERROR_KINDS = {"timeout", "backend_error", "bad_request", "busy", "payment_required", "server_error", "logic_error"}
