@@ -1,6 +1,7 @@
 """Find backends by name and pick one automatically for the machine we run on.
 
-Backends are registered as ``"module:factory"`` strings and imported only when created, so
+Backends are registered as ``"module:factory"`` strings (built-ins here, plugins through the
+``symphony_edge.backends`` entry-point group) and imported only when created, so
 ``import edge_agent.backends`` never loads llama.cpp or MLX. ``choose_backend`` is a pure function of
 ``PlatformFacts``; ``detect_platform`` is the one place that looks at the real machine.
 """
@@ -8,6 +9,7 @@ Backends are registered as ``"module:factory"`` strings and imported only when c
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -27,6 +29,8 @@ _FACTORIES: dict[str, str | BackendFactory] = {
 }
 
 AUTO = "auto"
+ENTRY_POINT_GROUP = "symphony_edge.backends"
+"""Third-party packages add backends with an entry point in this group, ``name = "module:factory"``."""
 
 INSTALL_HINT = (
     'install a model engine: `pip install "symphony-edge[llamacpp]"` (any machine) or '
@@ -79,7 +83,14 @@ def unregister(name: str) -> None:
 
 def available_backends() -> list[str]:
     """Return the registered backend names, sorted (``auto`` is accepted too but not listed)."""
+    _load_entry_points()
     return sorted(_FACTORIES)
+
+
+def _load_entry_points() -> None:
+    # Built-in and explicitly registered names win over plugins of the same name.
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _FACTORIES.setdefault(entry_point.name, entry_point.value)
 
 
 def create_backend(name: str, **settings: Any) -> Backend:
@@ -91,6 +102,8 @@ def create_backend(name: str, **settings: Any) -> Backend:
     if name == AUTO:
         choice = choose_backend(detect_platform())
         name, settings = choice.name, {**choice.settings(), **settings}
+    if name not in _FACTORIES:
+        _load_entry_points()
     try:
         factory = _FACTORIES[name]
     except KeyError:
