@@ -305,7 +305,10 @@ def decode(
     payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 ) -> Any:
     """Decode `payload` into a message (of type `expected` when given), or raise `MessageError`."""
-    raw = payload.encode() if isinstance(payload, str) else payload
+    try:
+        raw = payload.encode() if isinstance(payload, str) else payload
+    except UnicodeEncodeError:  # a str with lone surrogates has no UTF-8 form
+        raise MessageError("payload is not valid UTF-8 text") from None
     if len(raw) > max_bytes:
         raise MessageError(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
