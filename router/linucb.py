@@ -114,7 +114,7 @@ class LinUCBPolicy:
         self._b = np.zeros((1, dimension))
         self._theta = np.zeros((1, dimension))
         self._beta = np.array([self._width_factor(0)])
-        self._counts = np.zeros(1)
+        self._counts: list[int] = [0]
 
     @property
     def arms(self) -> list[str]:
@@ -124,7 +124,7 @@ class LinUCBPolicy:
     def count(self, arm: str) -> int:
         """How many rewards the arm has learned from."""
         row = self._index.get(arm, 0)
-        return int(self._counts[row])
+        return self._counts[row]
 
     def theta(self, arm: str) -> np.ndarray:
         """The arm's ridge estimate A^-1 b (zeros for an unseen arm)."""
@@ -143,7 +143,7 @@ class LinUCBPolicy:
         if not contexts:
             raise ValueError("select needs at least one candidate arm")
         names = list(contexts)
-        rows = [self._index.get(name, 0) for name in names]
+        rows = np.array([self._index.get(name, 0) for name in names])
         features = np.array([contexts[name] for name in names], dtype=float)
         if features.ndim != 2:
             raise ValueError("every context must be a vector of the same length")
@@ -171,8 +171,8 @@ class LinUCBPolicy:
         a_inverse -= np.outer(projected, projected) / (1.0 + features @ projected)
         self._b[row] += reward * features
         self._theta[row] = a_inverse @ self._b[row]
-        self._counts[row] += 1.0
-        self._beta[row] = self._width_factor(int(self._counts[row]))
+        self._counts[row] += 1
+        self._beta[row] = self._width_factor(self._counts[row])
 
     def freeze(self) -> LinUCBPolicy:
         """Return a frozen copy (same state, `update` becomes a no-op); this policy is unchanged."""
@@ -182,7 +182,7 @@ class LinUCBPolicy:
         frozen._b = self._b.copy()
         frozen._theta = self._theta.copy()
         frozen._beta = self._beta.copy()
-        frozen._counts = self._counts.copy()
+        frozen._counts = list(self._counts)
         return frozen
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +191,7 @@ class LinUCBPolicy:
             name: {
                 "a_inverse": self._a_inverse[row].tolist(),
                 "b": self._b[row].tolist(),
-                "count": int(self._counts[row]),
+                "count": self._counts[row],
             }
             for name, row in self._index.items()
         }
@@ -208,7 +208,7 @@ class LinUCBPolicy:
             policy._a_inverse[row] = np.asarray(arm["a_inverse"], dtype=float)
             policy._b[row] = np.asarray(arm["b"], dtype=float)
             policy._theta[row] = policy._a_inverse[row] @ policy._b[row]
-            policy._counts[row] = float(arm["count"])
+            policy._counts[row] = int(arm["count"])
             policy._beta[row] = policy._width_factor(int(arm["count"]))
         return policy
 
@@ -245,7 +245,7 @@ class LinUCBPolicy:
         self._theta[row] = 0.0
         self._beta[row] = self._beta[0]
         self._index[arm] = row
-        self._counts = np.append(self._counts, 0.0)
+        self._counts.append(0)
         return row
 
     def _grow(self) -> None:

@@ -142,11 +142,19 @@ def _priors(agents: list[AgentView], prior: PriorSource, benchmark: str, difficu
 
 def _stabilities(agents: list[AgentView], weights: ScreeningWeights) -> np.ndarray:
     """Vectorised `stability_score` over the agents (all of which are available)."""
-    loads = _unit_interval(np.array([agent.load for agent in agents], dtype=float))
-    latencies = np.array([agent.latency_ms for agent in agents], dtype=float)
-    slowness = _unit_interval(latencies * (1.0 / weights.latency_cap_ms))
+    # One 2 x n array (load, latency share) keeps the number of numpy calls, which dominate here, low.
+    state = np.array([[agent.load for agent in agents], [agent.latency_ms for agent in agents]], dtype=float)
+    state *= _state_scale(weights.latency_cap_ms)
+    np.maximum(state, 0.0, out=state)
+    np.minimum(state, 1.0, out=state)
     constant = weights.idle + weights.responsive + weights.available
-    return constant - weights.idle * loads - weights.responsive * slowness
+    return constant - np.array([weights.idle, weights.responsive]) @ state
+
+
+@lru_cache(maxsize=8)
+def _state_scale(latency_cap_ms: float) -> np.ndarray:
+    """Column that scales (load, latency) rows to (load, latency / cap)."""
+    return np.array([[1.0], [1.0 / latency_cap_ms]])
 
 
 def _top_order(scores: list[float], agent_ids: list[str], top_l: int) -> list[int]:
