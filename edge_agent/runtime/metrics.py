@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -36,4 +37,5 @@ class AgentMetrics:
         if not self._latencies_ms:
             return None
         ordered = sorted(self._latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        rank = math.ceil(fraction * len(ordered) - 1e-9)  # nearest rank: p95 of 20 runs is the 19th, not the max
+        return ordered[min(len(ordered) - 1, max(0, rank - 1))]
