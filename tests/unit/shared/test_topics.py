@@ -1,0 +1,109 @@
+"""Topic builders (one table, prefix symphony/{fabric}) and the id check that keeps crafted ids out of topics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from shared.errors import TopicError
+from shared.topics import Topics, validate_id, validate_publish_topic
+
+T = Topics("f1")
+
+BUILDERS: list[tuple[Callable[[], str], str]] = [
+    (lambda: T.everything(), "symphony/f1/#"),
+    (lambda: T.beacon("node-1"), "symphony/f1/beacon/node-1"),
+    (lambda: T.beacons(), "symphony/f1/beacon/+"),
+    (lambda: T.state("node-1"), "symphony/f1/state/node-1"),
+    (lambda: T.states(), "symphony/f1/state/+"),
+    (lambda: T.agent_run("node-1-math"), "symphony/f1/agent/node-1-math/run"),
+    (lambda: T.router_presence("r1"), "symphony/f1/router/r1"),
+    (lambda: T.router_presences(), "symphony/f1/router/+"),
+    (lambda: T.router_inbox("r1"), "symphony/f1/router/r1/inbox"),
+    (lambda: T.router_bids("r1"), "symphony/f1/router/r1/bids"),
+    (lambda: T.bid_request(), "symphony/f1/bid/request"),
+    (lambda: T.task_submit(), "symphony/f1/task/submit"),
+    (lambda: T.task_events("t-9"), "symphony/f1/task/t-9/events"),
+    (lambda: T.all_task_events(), "symphony/f1/task/+/events"),
+    (lambda: T.reply("client-1"), "symphony/f1/reply/client-1"),
+]
+
+
+@pytest.mark.parametrize(("build", "expected"), BUILDERS, ids=[expected for _, expected in BUILDERS])
+def test_every_builder(build: Callable[[], str], expected: str) -> None:
+    assert build() == expected
+
+
+def test_default_fabric_and_prefix() -> None:
+    assert Topics().prefix == "symphony/default"
+    assert Topics("lab").prefix == "symphony/lab"
+    assert Topics("lab").last_level(Topics("lab").beacon("n7")) == "n7"
+
+
+ID_BUILDERS: list[Callable[[str], str]] = [
+    T.beacon,
+    T.state,
+    T.agent_run,
+    T.router_presence,
+    T.router_inbox,
+    T.router_bids,
+    T.task_events,
+    T.reply,
+]
+
+
+@pytest.mark.parametrize("build", ID_BUILDERS, ids=lambda build: build.__name__)
+@pytest.mark.parametrize("bad", ["", "+", "#", "a/b", "x+", "tab\there"])
+def test_builders_refuse_ids_that_would_break_the_topic(build: Callable[[str], str], bad: str) -> None:
+    with pytest.raises(TopicError):
+        build(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("+", id="plus"),
+        pytest.param("#", id="hash"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("node+1", id="plus-inside"),
+        pytest.param("node#", id="hash-at-end"),
+        pytest.param("new\nline", id="newline"),
+        pytest.param("nul\x00", id="nul"),
+        pytest.param("esc\x1b", id="escape"),
+        pytest.param("del\x7f", id="del"),
+        pytest.param("x" * 129, id="129-chars"),
+        pytest.param(None, id="none"),
+        pytest.param(42, id="int"),
+    ],
+)
+def test_validate_id_refuses(bad: object) -> None:
+    with pytest.raises(TopicError):
+        validate_id(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", ["n", "node-1", "jetson_orin.lab", "x" * 128, "Ünïcode-节点", "a b"])
+def test_validate_id_accepts_normal_ids(good: str) -> None:
+    assert validate_id(good) == good
+
+
+def test_the_error_names_what_was_checked() -> None:
+    with pytest.raises(TopicError, match="node id"):
+        T.beacon("a/b")
+
+
+@pytest.mark.parametrize("bad", ["", "a/+/b", "a/#", "x" * 1025, "bad\x00topic"])
+def test_validate_publish_topic_refuses(bad: str) -> None:
+    with pytest.raises(TopicError):
+        validate_publish_topic(bad)
+
+
+def test_validate_publish_topic_accepts_a_reply_topic() -> None:
+    assert validate_publish_topic("symphony/f1/reply/c") == "symphony/f1/reply/c"
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "+", "#"])
+def test_a_fabric_name_is_an_id(bad: str) -> None:
+    with pytest.raises(TopicError):
+        Topics(bad)
