@@ -124,6 +124,9 @@ class AgentWorker:
         except BackendError as error:
             log.warning("agent %s: backend error on %s: %s", self.profile.agent_id, request.dispatch_id, error)
             return self._failure(request, received, error.kind, str(error))
+        except Exception as error:  # a backend that does not translate its errors must not leave the router waiting
+            log.exception("agent %s: unexpected backend failure on %s", self.profile.agent_id, request.dispatch_id)
+            return self._failure(request, received, "server_error", f"{type(error).__name__}: {error}")
         latency_ms = (time.monotonic() - started) * 1000
         self.metrics.record(latency_ms, generation.completion_tokens, ok=True)
         return RunResult(
