@@ -122,7 +122,9 @@ SAMPLES: list[WireModel] = [
         answer="4",
         plan=("add",),
         subtasks=(
-            SubtaskSummary(index=0, text="add", answer="4", ballots=(BallotSummary(agent_id="a", answer="4", weight=1),)),
+            SubtaskSummary(
+                index=0, text="add", answer="4", ballots=(BallotSummary(agent_id="a", answer="4", weight=1),)
+            ),
         ),
         elapsed_ms=12.0,
     ),
@@ -219,8 +221,7 @@ def test_the_size_limit_is_enforced_and_configurable() -> None:
     assert decode(payload, max_bytes=len(payload)) == decode(payload)
     with pytest.raises(MessageError, match="exceeds"):
         decode(payload, max_bytes=len(payload) - 1)
-    huge = encode(TaskEvent(task_id="t", router_id="r", event="planned", at=0.0,
-                            data={"blob": "x" * (1024 * 1024)}))
+    huge = encode(TaskEvent(task_id="t", router_id="r", event="planned", at=0.0, data={"blob": "x" * (1024 * 1024)}))
     with pytest.raises(MessageError, match="exceeds"):
         decode(huge)  # the default limit is 1 MiB
     assert decode(huge, max_bytes=2 * 1024 * 1024).data["blob"] == "x" * (1024 * 1024)

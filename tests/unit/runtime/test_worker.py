@@ -1,0 +1,219 @@
+"""AgentWorker on the echo backend: bounded concurrency, bounded queue, deadlines, backend errors as kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from edge_agent.backends.base import ChatMessage, Generation, GenerationOptions, PaymentRequired, ServerError
+from edge_agent.backends.echo import EchoBackend
+from edge_agent.runtime.worker import AgentProfile, AgentWorker, QueueFull
+from shared.messages import RunRequest, RunResult
+
+
+class CountingEcho(EchoBackend):
+    """The echo backend, recording how many generations run at the same moment."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self._lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.calls = 0
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            return super().generate(messages, options)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+class FailingBackend(EchoBackend):
+    """A backend whose every call raises the given error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        raise self.error
+
+
+def profile(max_in_flight: int = 1, queue_size: int = 16) -> AgentProfile:
+    return AgentProfile(
+        agent_id="n-echo",
+        persona="generalist",
+        system_prompt="You echo.",
+        capabilities=("echo",),
+        max_in_flight=max_in_flight,
+        queue_size=queue_size,
+        max_tokens=64,
+        temperature=0.0,
+        top_p=1.0,
+    )
+
+
+def request(number: int = 0, deadline_s: float = 30.0, subtask: str = "hello there") -> RunRequest:
+    return RunRequest(
+        dispatch_id=f"d-{number}",
+        task_id="t-1",
+        agent_id="n-echo",
+        subtask=subtask,
+        deadline_s=deadline_s,
+        reply_topic="symphony/t/reply/c",
+    )
+
+
+async def admit_and_run(worker: AgentWorker, requests: list[RunRequest]) -> list[RunResult]:
+    for _ in requests:
+        worker.admit()
+    return list(await asyncio.gather(*(worker.run(item) for item in requests)))
+
+
+def test_a_run_returns_the_echo_with_usage_and_identity() -> None:
+    worker = AgentWorker(profile(), EchoBackend(), "node-1")
+    (result,) = asyncio.run(admit_and_run(worker, [request(subtask="two plus two")]))
+    assert result.ok
+    assert (result.dispatch_id, result.task_id, result.agent_id, result.node_id) == ("d-0", "t-1", "n-echo", "node-1")
+    assert result.text.startswith("echo: ") and "two plus two" in result.text
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0
+    assert result.latency_ms >= 0 and result.queued_ms >= 0
+    assert worker.metrics.runs == 1
+    assert (worker.in_flight, worker.waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2, 3])
+def test_concurrency_never_exceeds_max_in_flight(max_in_flight: int) -> None:
+    backend = CountingEcho(delay_s=0.05)
+    worker = AgentWorker(profile(max_in_flight=max_in_flight, queue_size=16), backend, "node-1")
+    peaks: list[int] = []
+
+    async def scenario() -> list[RunResult]:
+        async def watch() -> None:
+            while True:
+                peaks.append(worker.state().in_flight)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await admit_and_run(worker, [request(number) for number in range(8)])
+        finally:
+            watcher.cancel()
+
+    results = asyncio.run(scenario())
+    assert all(result.ok for result in results)
+    assert sorted(result.dispatch_id for result in results) == sorted(f"d-{number}" for number in range(8))
+    assert backend.calls == 8
+    assert backend.peak <= max_in_flight
+    assert max(peaks) <= max_in_flight
+    if max_in_flight > 1:
+        assert backend.peak > 1  # the slots are really used in parallel, not serialised
+
+
+def test_the_queue_is_bounded_and_refuses_with_queue_full() -> None:
+    worker = AgentWorker(profile(max_in_flight=2, queue_size=1), EchoBackend(), "node-1")
+    for _ in range(3):
+        worker.admit()
+    assert not worker.state().available
+    with pytest.raises(QueueFull, match="busy"):
+        worker.admit()
+    assert worker.state().queue_length == 3  # the refused request left no trace
+
+
+def test_queue_size_zero_admits_only_max_in_flight() -> None:
+    worker = AgentWorker(profile(max_in_flight=1, queue_size=0), EchoBackend(), "node-1")
+    worker.admit()
+    with pytest.raises(QueueFull):
+        worker.admit()
+
+
+def test_places_free_up_after_runs_finish() -> None:
+    worker = AgentWorker(profile(max_in_flight=1, queue_size=0), EchoBackend(), "node-1")
+
+    async def scenario() -> None:
+        for number in range(3):
+            worker.admit()
+            assert (await worker.run(request(number))).ok
+
+    asyncio.run(scenario())
+    assert worker.metrics.runs == 3
+
+
+def test_a_missed_deadline_gives_a_timeout_result() -> None:
+    worker = AgentWorker(profile(), EchoBackend(delay_s=1.0), "node-1")
+    (result,) = asyncio.run(admit_and_run(worker, [request(deadline_s=0.05)]))
+    assert result.error == "timeout"
+    assert not result.ok
+    assert result.text == ""
+    assert "0.05" in result.error_message
+    assert (worker.metrics.runs, worker.metrics.errors) == (1, 1)
+    assert (worker.in_flight, worker.waiting) == (0, 0)
+
+
+def test_a_deadline_also_covers_time_in_the_queue() -> None:
+    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=0.5), "node-1")
+    slow, queued = request(1, deadline_s=30.0), request(2, deadline_s=0.1)
+    first, second = asyncio.run(admit_and_run(worker, [slow, queued]))
+    assert first.ok
+    assert second.error == "timeout"
+    assert worker.waiting == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ServerError("engine crashed"), "server_error"),
+        (PaymentRequired("no credit"), "payment_required"),
+    ],
+)
+def test_a_backend_error_becomes_its_error_kind(error: Exception, kind: str) -> None:
+    worker = AgentWorker(profile(), FailingBackend(error), "node-1")
+    (result,) = asyncio.run(admit_and_run(worker, [request()]))
+    assert result.error == kind
+    assert str(error) in result.error_message
+    assert worker.metrics.errors == 1
+    assert worker.in_flight == 0
+
+
+def test_a_closed_echo_backend_gives_backend_error() -> None:
+    backend = EchoBackend()
+    backend.close()
+    worker = AgentWorker(profile(), backend, "node-1")
+    (result,) = asyncio.run(admit_and_run(worker, [request()]))
+    assert result.error == "backend_error"
+
+
+def test_an_unexpected_exception_in_a_backend_still_gives_a_result() -> None:
+    worker = AgentWorker(profile(), FailingBackend(RuntimeError("segfault-ish")), "node-1")
+    (result,) = asyncio.run(admit_and_run(worker, [request()]))
+    assert result.error == "server_error"
+    assert "segfault-ish" in result.error_message
+    assert worker.in_flight == 0
+
+
+def test_state_and_info_describe_the_agent() -> None:
+    worker = AgentWorker(profile(max_in_flight=2, queue_size=4), EchoBackend(), "node-1")
+    worker.admit()
+    state = worker.state()
+    assert (state.agent_id, state.in_flight, state.queue_length, state.load, state.available) == (
+        "n-echo",
+        0,
+        1,
+        0.0,
+        True,
+    )
+    info = worker.info()
+    assert (info.agent_id, info.backend, info.model, info.max_in_flight, info.capabilities) == (
+        "n-echo",
+        "echo",
+        "echo",
+        2,
+        ("echo",),
+    )
