@@ -1,0 +1,60 @@
+"""`edge-agent router`: host the routing and voting handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from shared.config import NodeConfig, RouterSettings
+
+
+@click.command()
+@config_option
+@broker_option
+@fabric_option
+@click.option("--router-id", help="This router's id (default: router-<host>-<random>).")
+@click.option("--state-file", type=click.Path(path_type=Path), help="Where LinUCB state is saved (JSON).")
+@click.option("--frozen", is_flag=True, help="Evaluation mode: route with the saved state, learn nothing.")
+@click.option("--seed", type=int, default=None, help="Seed of the tie-breaking random generator.")
+def router(
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    router_id: str | None,
+    state_file: Path | None,
+    frozen: bool,
+    seed: int | None,
+) -> None:
+    """Host the Symphony pipeline (planning, Top-L + LinUCB routing, CoT voting) until Ctrl+C."""
+    overrides: dict[str, Any] = {"connection.fabric": fabric}
+    if brokers:
+        overrides["connection.brokers"] = list(brokers)
+    config = load_config(config_path, **overrides)
+    run_async(_serve(config, router_id, state_file, frozen, seed))
+
+
+async def _serve(
+    config: NodeConfig, router_id: str | None, state_file: Path | None, frozen: bool, seed: int | None
+) -> None:
+    from router.service import RouterService, router_config
+
+    base = config.router or RouterSettings()
+    updates = {"router_id": router_id, "state_file": state_file, "seed": seed}
+    settings = base.model_copy(update={key: value for key, value in updates.items() if value is not None})
+    service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    await service.start()
+    click.echo(f"router {service.router_id} serving fabric {config.connection.fabric!r} (Ctrl+C to stop)")
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+        click.echo(f"router {service.router_id} stopped; LinUCB state in {service.config.state_file}")

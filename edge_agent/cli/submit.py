@@ -1,0 +1,105 @@
+"""`edge-agent submit`: ask the fabric a question and print the voted answer with a short trace."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from shared.messages import TaskAnswer, TaskEvent
+
+
+@click.command()
+@click.argument("question")
+@config_option
+@broker_option
+@fabric_option
+@click.option("--plan-k", type=int, default=1, show_default=True, help="Planners asked to decompose the task.")
+@click.option("--cot-count", type=int, default=3, show_default=True, help="Parallel runs voted per subtask.")
+@click.option("--top-l", type=int, default=3, show_default=True, help="Candidates kept by screening.")
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="Generation limit per run.")
+@click.option("--selection", type=click.Choice(["registry", "bid"]), default="registry", show_default=True)
+@click.option("--gold", help="The correct answer, if known (the router learns from it).")
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Seconds to wait.")
+@click.option("--task-id", help="Task id (resending the same id returns the same answer).")
+@click.option("--json", "as_json", is_flag=True, help="Print the TaskAnswer as JSON.")
+@click.option("--trace/--no-trace", default=True, show_default=True, help="Print trace events as they happen.")
+def submit(
+    question: str,
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    plan_k: int,
+    cot_count: int,
+    top_l: int,
+    max_tokens: int,
+    selection: str,
+    gold: str | None,
+    timeout_s: float,
+    task_id: str | None,
+    as_json: bool,
+    trace: bool,
+) -> None:
+    """Submit QUESTION and print the voted answer; exits 1 with a clear message on timeout or error."""
+    overrides: dict[str, Any] = {"connection.fabric": fabric}
+    if brokers:
+        overrides["connection.brokers"] = list(brokers)
+    config = load_config(config_path, **overrides)
+    options = {
+        "plan_k": plan_k,
+        "cot_count": cot_count,
+        "top_l": top_l,
+        "max_tokens": max_tokens,
+        "selection": selection,
+        "gold_answer": gold,
+        "deadline_s": timeout_s,
+    }
+    try:
+        answer = run_async(_submit(config.connection, question, task_id, timeout_s, options, trace and not as_json))
+    except ValueError as error:  # invalid options (pydantic) are the user's mistake
+        raise click.UsageError(str(error)) from None
+    if as_json:
+        click.echo(answer.model_dump_json(indent=2))
+    else:
+        print_answer(answer)
+
+
+async def _submit(
+    connection: Any, question: str, task_id: str | None, timeout_s: float, options: dict[str, Any], trace: bool
+) -> TaskAnswer:
+    from shared.client import FabricTaskClient
+
+    async with FabricTaskClient(connection) as client:
+        return await client.submit(
+            question, task_id=task_id, timeout_s=timeout_s + 5, on_event=print_event if trace else None, **options
+        )
+
+
+def print_event(event: TaskEvent) -> None:
+    """One line per trace event, compact."""
+    data = {key: value for key, value in event.data.items() if value not in (None, [], {})}
+    details = json.dumps(data, default=str)
+    if len(details) > 160:
+        details = details[:157] + "..."
+    click.echo(f"  [{event.event:>12}] {details}", err=True)
+
+
+def print_answer(answer: TaskAnswer) -> None:
+    click.echo("")
+    if len(answer.plan) > 1:
+        click.echo("plan:")
+        for index, step in enumerate(answer.plan, start=1):
+            click.echo(f"  {index}. {step}")
+    for subtask in answer.subtasks:
+        click.echo(f"subtask {subtask.index + 1}: {subtask.text[:100]}")
+        for ballot in subtask.ballots:
+            click.echo(
+                f"  {ballot.agent_id:<24} {ballot.latency_ms:>8.0f} ms  w={ballot.weight:.2f}  {ballot.answer[:60]!r}"
+            )
+    click.echo(f"\nanswer: {answer.answer}")
+    click.echo(f"(task {answer.task_id}, router {answer.router_id}, {answer.elapsed_ms:.0f} ms)")
+    sys.stdout.flush()

@@ -1,0 +1,116 @@
+"""The router's learning state: per-agent LinUCB, per-agent reliability, and the reward ledger.
+
+`choose` screens the live agents (Top-L) and orders the candidates by LinUCB's upper confidence bound;
+`learn` joins a delayed reward to the context recorded at dispatch and updates the arm and the agent's
+reliability (an exponential average of its rewards, used as its vote weight).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
+from router.registry import DEFAULT_RELIABILITY
+from router.rewards import RewardLedger
+from router.screening import AgentView, ScoredCandidate, screen
+
+RELIABILITY_RATE = 0.1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One screened agent in the order LinUCB prefers, with the context it was scored on."""
+
+    agent_id: str
+    x: np.ndarray
+    screening: ScoredCandidate
+    ucb: float
+
+
+class RoutingBrain:
+    """Selection and learning for one router (no I/O, randomness from the injected generator)."""
+
+    def __init__(self, policy: LinUCBPolicy | None = None, seed: int = 0) -> None:
+        self.policy = policy or LinUCBPolicy(LinUCBConfig())
+        self.rng = np.random.default_rng(seed)
+        self.reliability: dict[str, float] = {}
+        self.ledger = RewardLedger()
+
+    def choose(
+        self,
+        agents: Sequence[AgentView],
+        requirement: str,
+        tags: Sequence[str] = (),
+        top_l: int = 3,
+        difficulty: str | None = None,
+        benchmark: str | None = None,
+    ) -> list[Choice]:
+        """Top-L screening, then the candidates ordered by LinUCB (best first)."""
+        candidates = screen(
+            agents, requirement, tags, benchmark=benchmark or "", difficulty=difficulty or "", top_l=top_l
+        )
+        if not candidates:
+            return []
+        views = {agent.agent_id: agent for agent in agents}
+        contexts = {c.agent_id: self._context(c, views[c.agent_id], difficulty) for c in candidates}
+        selection = self.policy.select(contexts, self.rng)
+        ordered = sorted(candidates, key=lambda c: (c.agent_id != selection.arm, -selection.ucb[c.agent_id]))
+        return [Choice(c.agent_id, contexts[c.agent_id], c, selection.ucb[c.agent_id]) for c in ordered]
+
+    def _context(self, candidate: ScoredCandidate, view: AgentView, difficulty: str | None) -> np.ndarray:
+        return context_features(
+            candidate.match,
+            candidate.prior,
+            candidate.stability,
+            view.load,
+            view.latency_ms,
+            view.available,
+            self.reliability.get(view.agent_id, DEFAULT_RELIABILITY),
+            difficulty,
+        )
+
+    def record_dispatch(self, dispatch_id: str, choice: Choice) -> None:
+        self.ledger.record(dispatch_id, choice.agent_id, choice.x)
+
+    def learn(self, dispatch_id: str, reward: float) -> str | None:
+        """Apply a delayed reward; returns the agent it was credited to (None for an unknown dispatch)."""
+        joined = self.ledger.join(dispatch_id, reward)
+        if joined is None:
+            return None
+        self.policy.update(joined.agent_id, joined.x, joined.reward)
+        previous = self.reliability.get(joined.agent_id, DEFAULT_RELIABILITY)
+        self.reliability[joined.agent_id] = (1 - RELIABILITY_RATE) * previous + RELIABILITY_RATE * joined.reward
+        return joined.agent_id
+
+    def weight(self, agent_id: str) -> float:
+        return self.reliability.get(agent_id, DEFAULT_RELIABILITY)
+
+    # --- persistence ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.to_dict(), "reliability": dict(self.reliability)}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict()))
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, seed: int = 0, frozen: bool = False) -> RoutingBrain:
+        """Load a saved brain, or a fresh one when the file does not exist."""
+        if not path.exists():
+            brain = cls(seed=seed)
+        else:
+            data = json.loads(path.read_text())
+            brain = cls(LinUCBPolicy.from_dict(data["policy"]), seed=seed)
+            brain.reliability = {str(k): float(v) for k, v in data.get("reliability", {}).items()}
+        if frozen:
+            brain.policy = brain.policy.freeze()
+        return brain

@@ -1,0 +1,155 @@
+"""A small client for applications: submit a question to the fabric and await the voted answer.
+
+    async with FabricTaskClient(ConnectionSettings(brokers=("mqtt://127.0.0.1:1883",))) as client:
+        answer = await client.submit("What is 17 * 3?", cot_count=3)
+        print(answer.answer)
+
+Unanswered tasks are resent under the same task id (routers answer each id once), so a router that dies
+mid-task is replaced by the next owner without the application doing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from shared.config import ConnectionSettings
+from shared.errors import MessageError, SymphonyError
+from shared.messages import ErrorReply, TaskAnswer, TaskEvent, TaskOptions, TaskRequest, decode
+from shared.mqtt import FabricClient, unique_client_id
+from shared.topics import Topics
+
+EventCallback = Callable[[TaskEvent], None]
+
+
+class TaskFailed(SymphonyError):
+    """The fabric answered the task with an ErrorReply."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.code}: {reply.message}")
+        self.reply = reply
+
+
+class TaskTimeout(SymphonyError):
+    """No answer arrived within the client's timeout."""
+
+
+class FabricTaskClient:
+    """Submits TaskRequests and matches replies by task id."""
+
+    def __init__(self, connection: ConnectionSettings, client_id: str | None = None) -> None:
+        self.client_id = client_id or unique_client_id("client")
+        self.topics = Topics(connection.fabric)
+        self.reply_topic = self.topics.reply(self.client_id)
+        self._mqtt = FabricClient(connection, self.client_id)
+        self._waiting: dict[str, asyncio.Future[TaskAnswer | ErrorReply]] = {}
+        self._event_callbacks: dict[str, EventCallback] = {}
+
+    async def __aenter__(self) -> FabricTaskClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        await self._mqtt.subscribe(self.reply_topic, self._on_reply)
+        await self._mqtt.connect()
+
+    async def close(self) -> None:
+        await self._mqtt.close()
+
+    async def submit(
+        self,
+        query: str,
+        *,
+        task_id: str | None = None,
+        requirements: tuple[str, ...] = (),
+        timeout_s: float | None = None,
+        resend_every_s: float = 10.0,
+        on_event: EventCallback | None = None,
+        **options: Any,
+    ) -> TaskAnswer:
+        """Submit `query` and return the TaskAnswer; raises TaskFailed on an ErrorReply, TaskTimeout."""
+        task_options = TaskOptions(**options)
+        request = TaskRequest(
+            task_id=task_id or uuid.uuid4().hex,
+            query=query,
+            requirements=requirements,
+            reply_topic=self.reply_topic,
+            client_id=self.client_id,
+            options=task_options,
+            sent_at=time.time(),
+        )
+        reply = await self.submit_request(request, timeout_s or task_options.deadline_s + 5, resend_every_s, on_event)
+        if isinstance(reply, ErrorReply):
+            raise TaskFailed(reply)
+        return reply
+
+    async def submit_request(
+        self,
+        request: TaskRequest,
+        timeout_s: float,
+        resend_every_s: float = 10.0,
+        on_event: EventCallback | None = None,
+    ) -> TaskAnswer | ErrorReply:
+        """Publish `request` (resending it until answered) and return the reply."""
+        future: asyncio.Future[TaskAnswer | ErrorReply] = asyncio.get_running_loop().create_future()
+        self._waiting[request.task_id] = future
+        events_topic = self.topics.task_events(request.task_id)
+        if on_event is not None:
+            await self._mqtt.subscribe(events_topic, lambda _topic, payload: _deliver_event(payload, on_event))
+        try:
+            return await self._send_until_answered(request, future, timeout_s, resend_every_s)
+        finally:
+            self._waiting.pop(request.task_id, None)
+            if on_event is not None:
+                await self._mqtt.unsubscribe(events_topic)
+
+    async def _send_until_answered(
+        self, request: TaskRequest, future: asyncio.Future[Any], timeout_s: float, resend_every_s: float
+    ) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self._mqtt.publish_confirmed(self.topics.task_submit(), request, timeout=5.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TaskTimeout(f"no answer to task {request.task_id} within {timeout_s:g} s")
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), min(resend_every_s, remaining))
+            except asyncio.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TaskTimeout(f"no answer to task {request.task_id} within {timeout_s:g} s") from None
+
+    def _on_reply(self, topic: str, payload: bytes) -> None:
+        try:
+            reply = decode(payload)
+        except MessageError:
+            return
+        if isinstance(reply, (TaskAnswer, ErrorReply)) and reply.task_id:
+            future = self._waiting.get(reply.task_id)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+
+def _deliver_event(payload: bytes, callback: EventCallback) -> None:
+    try:
+        event = decode(payload, TaskEvent)
+    except MessageError:
+        return
+    callback(event)
+
+
+def ask(
+    query: str, brokers: tuple[str, ...] = ("mqtt://127.0.0.1:1883",), fabric: str = "default", **options: Any
+) -> str:
+    """Blocking one-call API: the voted answer to `query` as text."""
+
+    async def run() -> str:
+        async with FabricTaskClient(ConnectionSettings(fabric=fabric, brokers=brokers)) as client:
+            return (await client.submit(query, **options)).answer
+
+    return asyncio.run(run())
