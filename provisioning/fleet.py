@@ -1,0 +1,133 @@
+"""The fleet file: what runs where, on top of an Ansible inventory.
+
+```yaml
+fabric: home                 # topic prefix symphony/home
+prefix: ""                   # install prefix on the targets ("" = the real /etc, /var/lib, /opt)
+broker:
+  kind: mosquitto            # or: embedded (amqtt, as a systemd service)
+  hosts: [brokers]           # inventory hosts or groups; nodes connect to each in turn (failover)
+  port: 1883                 # default 8883 with tls
+  bind: 0.0.0.0
+  tls: false                 # true: a CA plus a certificate per broker, node and client (mosquitto only)
+agents:                      # inventory host or group -> agents; the most specific entry wins
+  all:    [{preset: writer}]
+  jetson: [{preset: coder, backend: llamacpp}, {preset: math}]
+routers: [brokers]           # hosts or groups that also host the routing and voting handlers
+clients: [laptop]            # one account per client id (write task/submit, read reply/<id>)
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from provisioning.errors import ProvisioningError
+from provisioning.inventory import Inventory
+from shared.config import AgentConfig
+from shared.topics import validate_id
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerSpec(_Strict):
+    kind: Literal["mosquitto", "embedded"] = "mosquitto"
+    hosts: tuple[str, ...] = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    bind: str = "0.0.0.0"
+    tls: bool = False
+
+    @property
+    def listen_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+
+class FleetSpec(_Strict):
+    """A validated fleet file."""
+
+    fabric: str = "default"
+    prefix: str = ""
+    broker: BrokerSpec
+    agents: dict[str, tuple[AgentConfig, ...]] = Field(default_factory=dict)
+    routers: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+
+    @field_validator("fabric")
+    @classmethod
+    def _check_fabric(cls, value: str) -> str:
+        return validate_id(value, "fabric name")
+
+    @field_validator("clients")
+    @classmethod
+    def _check_clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for client in value:
+            validate_id(client, "client id")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value and not PurePosixPath(value).is_absolute():
+            raise ValueError("prefix must be an absolute path (or empty)")
+        return value.rstrip("/")
+
+
+def load_fleet(path: Path) -> FleetSpec:
+    """Read and validate a fleet file; raises ProvisioningError naming the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ProvisioningError(f"{path}: cannot read the fleet file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ProvisioningError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ProvisioningError(f"{path}: the fleet file must be a mapping (fabric, broker, agents, ...)")
+    try:
+        return FleetSpec.model_validate(data)
+    except (ValidationError, ValueError) as error:
+        raise ProvisioningError(f"{path}: invalid fleet file\n{_describe(error)}") from None
+
+
+def _describe(error: ValidationError | ValueError) -> str:
+    if not isinstance(error, ValidationError):
+        return f"  {error}"
+    lines = []
+    for item in error.errors()[:10]:
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {location}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def check_against_inventory(fleet: FleetSpec, inventory: Inventory) -> None:
+    """Every host or group the fleet names must exist in the inventory."""
+    named = [*fleet.broker.hosts, *fleet.agents, *fleet.routers]
+    unknown = sorted({name for name in named if name not in inventory.hosts and not inventory.is_group(name)})
+    if unknown:
+        raise ProvisioningError(f"the fleet file names hosts or groups the inventory does not have: {unknown}")
+    if fleet.broker.tls and fleet.broker.kind == "embedded":
+        raise ProvisioningError("broker.tls needs broker.kind mosquitto (the embedded broker has no TLS listener)")
+
+
+def expand(inventory: Inventory, names: tuple[str, ...]) -> list[str]:
+    """Hosts named directly or through groups, in order, without duplicates."""
+    hosts: list[str] = []
+    for name in names:
+        for host in [name] if name in inventory.hosts else inventory.members(name):
+            if host not in hosts:
+                hosts.append(host)
+    return hosts
+
+
+def agents_for(fleet: FleetSpec, inventory: Inventory, host: str) -> tuple[AgentConfig, ...]:
+    """The agents of `host`: its own entry, else the last matching group entry in file order, else `all`."""
+    if host in fleet.agents:
+        return fleet.agents[host]
+    groups = [name for name in fleet.agents if name != "all" and host in inventory.members(name)]
+    if groups:
+        return fleet.agents[groups[-1]]
+    return fleet.agents.get("all", ())
