@@ -1,0 +1,156 @@
+"""Exp2, robustness: a shock at the midpoint, and how each policy's rolling success falls and recovers.
+
+Shocks (the seed's system-level definitions, `experiments/exp3/sim/exp3_sim.py`):
+
+    A_unavailable   A goes offline; E's hard success x 0.35, C's hard success x 0.70
+    A_degraded      A's hard success becomes 0.25; E's hard success x 0.55, C's x 0.80
+
+Departure from the seed: its A_unavailable set A unavailable once, and the next step's load decay made it
+available again (its static_rule kept calling A after the shock). Here an offline agent stays offline.
+
+Metrics per (shock, policy, seed): success before and after the shock; recovery time (metrics.recovery_time
+on the 50-task rolling success); deadlock rate (share of all tasks for which the policy had no available
+agent); cost per correct answer. linucb_frozen is ours, frozen at the shock (it stops learning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.experiments.config import ExperimentConfig
+from bench.experiments.episode import Episode, run_episode
+from bench.experiments.exp1 import trajectory_rows
+from bench.experiments.metrics import mean_std, recovery_time, rolling_mean
+from bench.experiments.output import ExperimentResult, Progress, Row, write_csv
+from bench.experiments.policies import make_policy
+from bench.experiments.simulation import HARD, Fleet
+
+SHOCKS: tuple[str, ...] = ("A_unavailable", "A_degraded")
+ROLLING_WINDOW = 50
+
+
+@dataclass(frozen=True)
+class Shock:
+    """An event that changes the fleet once, at step `at`."""
+
+    kind: str
+    at: int
+
+    def __call__(self, t: int, fleet: Fleet, rng: np.random.Generator) -> None:
+        if t != self.at:
+            return
+        a, c, e = fleet.index["A"], fleet.index["C"], fleet.index["E"]
+        if self.kind == "A_unavailable":
+            fleet.offline[a] = True
+            fleet.success[e, HARD] *= 0.35
+            fleet.success[c, HARD] *= 0.70
+        elif self.kind == "A_degraded":
+            fleet.success[a, HARD] = 0.25
+            fleet.success[e, HARD] *= 0.55
+            fleet.success[c, HARD] *= 0.80
+        else:
+            raise ValueError(f"unknown shock {self.kind!r}; choose from {', '.join(SHOCKS)}")
+
+
+class Exp2Config(ExperimentConfig):
+    shocks: tuple[str, ...] = SHOCKS
+    policies: tuple[str, ...] = ("static_rule", "random", "random_topL", "seed_linucb", "linucb", "linucb_frozen")
+
+    @property
+    def shock_at(self) -> int:
+        return self.n_tasks // 2
+
+    @property
+    def episode_count(self) -> int:
+        return self.seeds * len(self.policies) * len(self.shocks)
+
+
+COLUMNS = [
+    ("shock", "shock"),
+    ("policy", "policy"),
+    ("success_pre", "success pre"),
+    ("success_post", "success post"),
+    ("recovered", "recovered"),
+    ("recovery_time_mean", "recovery (tasks)"),
+    ("deadlock_rate", "deadlock"),
+    ("cost_per_correct", "cost/correct"),
+]
+
+
+def run(config: Exp2Config, out_dir: Path, progress: Progress | None = None) -> ExperimentResult:
+    """Run every (shock, policy, seed); write summary.csv, per_seed.csv, trajectories.csv, recovery_curves.png."""
+    from bench.experiments.plotting import plot_recovery_curves
+
+    per_seed: list[Row] = []
+    trajectories: list[Row] = []
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for shock in config.shocks:
+        curves[shock] = {}
+        for name in config.policies:
+            episodes = [_episode(config, shock, name, seed) for seed in config.seed_list()]
+            if progress:
+                progress(len(episodes))
+            rolling = [rolling_mean([s.success for s in e.steps], ROLLING_WINDOW) for e in episodes]
+            curves[shock][name] = np.mean(rolling, axis=0)
+            per_seed += [_seed_row(shock, e, r, config.shock_at) for e, r in zip(episodes, rolling, strict=True)]
+            trajectories += _trajectory(shock, episodes, rolling)
+    summary = [_summarize(shock, name, per_seed) for shock in config.shocks for name in config.policies]
+    files = [
+        write_csv(out_dir / "summary.csv", summary),
+        write_csv(out_dir / "per_seed.csv", per_seed),
+        write_csv(out_dir / "trajectories.csv", trajectories),
+        plot_recovery_curves(curves, config.shock_at, ROLLING_WINDOW, out_dir / "recovery_curves.png"),
+    ]
+    return ExperimentResult("exp2", summary, files, COLUMNS)
+
+
+def _episode(config: Exp2Config, shock: str, name: str, seed: int) -> Episode:
+    frozen = name == "linucb_frozen"
+    settings = replace(config.settings(), freeze_at=config.shock_at if frozen else None)
+    policy = make_policy("linucb" if frozen else name)
+    return run_episode(policy, seed, settings, events=(Shock(shock, config.shock_at),), label=name)
+
+
+def _seed_row(shock: str, episode: Episode, rolling: np.ndarray, shock_at: int) -> Row:
+    steps = episode.steps
+    correct = sum(s.success for s in steps)
+    recovery = recovery_time(rolling, shock_at)
+    return {
+        "shock": shock,
+        "policy": episode.policy,
+        "seed": episode.seed,
+        "success_pre": sum(s.success for s in steps[:shock_at]) / max(1, shock_at),
+        "success_post": sum(s.success for s in steps[shock_at:]) / max(1, len(steps) - shock_at),
+        "recovery_time": recovery,
+        "deadlock_rate": sum(s.agent == "" for s in steps) / len(steps),
+        "cost_per_correct": sum(s.cost for s in steps) / correct if correct else float("nan"),
+    }
+
+
+def _summarize(shock: str, policy: str, per_seed: Sequence[Row]) -> Row:
+    rows = [row for row in per_seed if row["shock"] == shock and row["policy"] == policy]
+    recovered = [row["recovery_time"] for row in rows if row["recovery_time"] is not None]
+    return {
+        "shock": shock,
+        "policy": policy,
+        "seeds": len(rows),
+        "success_pre": mean_std([row["success_pre"] for row in rows])[0],
+        "success_post": mean_std([row["success_post"] for row in rows])[0],
+        "success_post_std": mean_std([row["success_post"] for row in rows])[1],
+        "recovered": f"{len(recovered)}/{len(rows)}",
+        "recovery_time_mean": mean_std(recovered)[0] if recovered else None,
+        "deadlock_rate": mean_std([row["deadlock_rate"] for row in rows])[0],
+        "cost_per_correct": mean_std([row["cost_per_correct"] for row in rows])[0],
+    }
+
+
+def _trajectory(shock: str, episodes: Sequence[Episode], rolling: Sequence[np.ndarray]) -> list[Row]:
+    rows = trajectory_rows(episodes, shock=shock)
+    flat = np.concatenate(rolling).tolist()
+    for row, value in zip(rows, flat, strict=True):
+        row["rolling_success"] = value
+    return rows
