@@ -1,0 +1,122 @@
+"""`edge-agent bench`: benchmarks and the seed's simulated experiments.
+
+Each subcommand parses its options into the experiment's config and calls the experiment's `run`; the logic
+lives in `bench.experiments`, imported inside the subcommand so `edge-agent --help` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Run benchmarks and the Symphony experiments (CSV, JSON and plots under runs/bench/)."""
+
+
+def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every simulated experiment takes."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Seeds to run."),
+            click.option("--tasks", default=1000, show_default=True, type=click.IntRange(min=1), help="Tasks/seed."),
+            click.option(
+                "--out",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=Path("runs/bench") / name,
+                show_default=True,
+                help="Output folder.",
+            ),
+            click.option("--drift", is_flag=True, help="The seed's drift from the midpoint (A worse, B better)."),
+            click.option("--fallback", is_flag=True, help="Retry a failed task on agent A (costs A's price)."),
+            click.option(
+                "--screening",
+                type=click.Choice(["match", "score"]),
+                default="match",
+                show_default=True,
+                help="Top-L by match (the seed's simulations) or 0.5 match + 0.35 prior + 0.15 stability.",
+            ),
+            click.option("--seed", "base_seed", default=123, show_default=True, help="First seed."),
+            click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@bench.command()
+@experiment_options("exp1")
+def exp1(out: Path, as_json: bool, **options: Any) -> None:
+    """Exp1, efficiency and cost: always_A, static_rule, random, the seed's LinUCB and ours."""
+    from bench.experiments import exp1 as experiment
+
+    _run(experiment.run, _config(experiment.Exp1Config, options), out, as_json)
+
+
+@bench.command()
+@experiment_options("exp2")
+def exp2(out: Path, as_json: bool, **options: Any) -> None:
+    """Exp2, robustness: shocks A_unavailable and A_degraded at the midpoint, recovery and deadlocks."""
+    from bench.experiments import exp2 as experiment
+
+    _run(experiment.run, _config(experiment.Exp2Config, options), out, as_json)
+
+
+@bench.command()
+@experiment_options("exp3")
+def exp3(out: Path, as_json: bool, **options: Any) -> None:
+    """Exp3, system optimisation: heterogeneous latency and load bursts; latency, cost and load balance."""
+    from bench.experiments import exp3 as experiment
+
+    _run(experiment.run, _config(experiment.Exp3Config, options), out, as_json)
+
+
+def _config(config_class: Any, options: dict[str, Any]) -> Any:
+    """Validate the options into the experiment's config; a bad value is a usage error (exit code 2)."""
+    from pydantic import ValidationError
+
+    options = dict(options)
+    options["n_tasks"] = options.pop("tasks")
+    try:
+        return config_class(**options)
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _run(run: Callable[..., Any], config: Any, out: Path, as_json: bool) -> None:
+    """Run with a progress bar on stderr, then print the table (or JSON) and the files written."""
+    from bench.experiments.output import format_table
+
+    with click.progressbar(length=config.episode_count, label="episodes", file=sys.stderr) as bar:
+        result = run(config, out, bar.update)
+    files = [str(path) for path in result.files]
+    if as_json:
+        payload = {"experiment": result.name, "config": config.model_dump(), "summary": result.summary, "files": files}
+        click.echo(json.dumps(_finite(payload), indent=2))
+        return
+    click.echo(f"{result.name}: {config.seeds} seeds x {config.n_tasks} tasks")
+    click.echo(format_table(result.summary, result.columns))
+    click.echo("\nwrote:")
+    for path in files:
+        click.echo(f"  {path}")
+
+
+def _finite(value: Any) -> Any:
+    """NaN is not JSON: turn it into null, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
