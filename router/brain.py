@@ -83,6 +83,8 @@ class RoutingBrain:
         joined = self.ledger.join(dispatch_id, reward)
         if joined is None:
             return None
+        if self.policy.config.frozen:
+            return joined.agent_id  # evaluation mode: vote weights stay as saved, like LinUCB
         self.policy.update(joined.agent_id, joined.x, joined.reward)
         previous = self.reliability.get(joined.agent_id, DEFAULT_RELIABILITY)
         self.reliability[joined.agent_id] = (1 - RELIABILITY_RATE) * previous + RELIABILITY_RATE * joined.reward
