@@ -1,0 +1,103 @@
+"""RoutingBrain: UCB order, rewards joined by dispatch id, persistence and the frozen evaluation mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router.brain import RoutingBrain
+from router.screening import AgentView
+
+AGENTS = [
+    AgentView("math-1", "n1", ("mathematical-reasoning",), "math specialist"),
+    AgentView("math-2", "n2", ("mathematical-reasoning",), "math specialist", load=0.5, latency_ms=400.0),
+    AgentView("writer", "n3", ("creative-writing",), "writer"),
+    AgentView("coder", "n4", ("code-generation",), "coder", latency_ms=900.0),
+]
+STEP = "Compute 17 * 23"
+
+
+def train(brain: RoutingBrain, favourite: str, rounds: int = 30) -> None:
+    """Reward `favourite` fully and every other chosen agent with nothing."""
+    for round_number in range(rounds):
+        for choice in brain.choose(AGENTS, STEP, top_l=4):
+            dispatch_id = f"d{round_number}-{choice.agent_id}"
+            brain.record_dispatch(dispatch_id, choice)
+            brain.learn(dispatch_id, 1.0 if choice.agent_id == favourite else 0.0)
+
+
+def test_choose_orders_candidates_by_ucb() -> None:
+    brain = RoutingBrain(seed=1)
+    train(brain, "writer", rounds=5)
+    choices = brain.choose(AGENTS, STEP, top_l=4)
+    assert sorted(c.agent_id for c in choices) == sorted(a.agent_id for a in AGENTS)
+    ucbs = [choice.ucb for choice in choices]
+    assert ucbs[0] == pytest.approx(max(ucbs))
+    assert ucbs[1:] == sorted(ucbs[1:], reverse=True)
+
+
+def test_choose_keeps_top_l_by_screening_and_none_without_agents() -> None:
+    brain = RoutingBrain()
+    assert len(brain.choose(AGENTS, STEP, top_l=2)) == 2
+    assert brain.choose([], STEP) == []
+
+
+def test_learning_moves_the_rewarded_agent_to_the_front() -> None:
+    brain = RoutingBrain(seed=3)
+    train(brain, "coder")
+    assert brain.choose(AGENTS, STEP, top_l=4)[0].agent_id == "coder"
+    other = RoutingBrain(seed=3)
+    train(other, "math-2")
+    assert other.choose(AGENTS, STEP, top_l=4)[0].agent_id == "math-2"
+
+
+def test_learn_joins_the_reward_by_dispatch_id() -> None:
+    brain = RoutingBrain()
+    first, second = brain.choose(AGENTS, STEP, top_l=2)
+    brain.record_dispatch("d-first", first)
+    brain.record_dispatch("d-second", second)
+    assert brain.learn("d-second", 1.0) == second.agent_id
+    assert brain.reliability == {second.agent_id: pytest.approx(0.55)}  # 0.9 * 0.5 + 0.1 * 1.0
+    assert brain.policy.count(second.agent_id) == 1
+    assert brain.policy.count(first.agent_id) == 0
+    assert brain.learn("d-second", 1.0) is None  # already joined: no double counting
+    assert brain.learn("never-dispatched", 1.0) is None
+    assert brain.policy.count(second.agent_id) == 1
+    assert brain.learn("d-first", 0.0) == first.agent_id
+    assert brain.weight(first.agent_id) == pytest.approx(0.45)
+    assert brain.weight("unknown") == 0.5
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    brain = RoutingBrain(seed=5)
+    train(brain, "math-1", rounds=10)
+    path = tmp_path / "nested" / "brain.json"
+    brain.save(path)
+    loaded = RoutingBrain.load(path, seed=5)
+    assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(brain.to_dict(), sort_keys=True)
+    assert loaded.reliability == pytest.approx(brain.reliability)
+    original = brain.choose(AGENTS, STEP, top_l=4)
+    again = loaded.choose(AGENTS, STEP, top_l=4)
+    assert [c.agent_id for c in again] == [c.agent_id for c in original]
+    assert [c.ucb for c in again] == pytest.approx([c.ucb for c in original])
+    assert not path.with_suffix(".json.tmp").exists()
+
+
+def test_load_of_a_missing_file_is_a_fresh_brain(tmp_path: Path) -> None:
+    brain = RoutingBrain.load(tmp_path / "absent.json")
+    assert brain.reliability == {}
+    assert brain.policy.arms == []
+
+
+def test_frozen_brain_does_not_learn(tmp_path: Path) -> None:
+    brain = RoutingBrain(seed=2)
+    train(brain, "writer", rounds=5)
+    path = tmp_path / "brain.json"
+    brain.save(path)
+    frozen = RoutingBrain.load(path, seed=2, frozen=True)
+    before = json.dumps(frozen.to_dict(), sort_keys=True)
+    train(frozen, "coder", rounds=20)
+    assert json.dumps(frozen.to_dict(), sort_keys=True) == before  # neither LinUCB nor the vote weights moved
+    assert frozen.choose(AGENTS, STEP, top_l=4)[0].agent_id == brain.choose(AGENTS, STEP, top_l=4)[0].agent_id
