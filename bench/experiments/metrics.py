@@ -6,22 +6,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
+Values = Sequence[float] | np.ndarray
+"""A series of numbers: a list or a numpy vector."""
 
-def gini(values: Sequence[float]) -> float:
+
+def gini(values: Values) -> float:
     """Gini coefficient of non-negative values: 0 when all are equal, (n - 1) / n when one holds everything.
 
     Computed as sum_ij |x_i - x_j| / (2 n^2 mean); 0 for an empty or all-zero input.
     """
     data = np.asarray(values, dtype=float)
-    if data.size == 0 or data.sum() <= 0.0:
-        return 0.0
     if (data < 0.0).any():
         raise ValueError("gini needs non-negative values")
+    if data.size == 0 or data.sum() <= 0.0:
+        return 0.0
     differences = np.abs(data[:, None] - data[None, :]).sum()
     return float(differences / (2.0 * data.size**2 * data.mean()))
 
 
-def rolling_mean(values: Sequence[float], window: int = 50) -> np.ndarray:
+def rolling_mean(values: Values, window: int = 50) -> np.ndarray:
     """Trailing mean over the last `window` values (fewer at the start), as the seed's rolling success."""
     data = np.asarray(values, dtype=float)
     if window < 1:
@@ -33,7 +36,7 @@ def rolling_mean(values: Sequence[float], window: int = 50) -> np.ndarray:
 
 
 def recovery_time(
-    rolling: Sequence[float],
+    rolling: Values,
     shock_at: int,
     *,
     baseline_window: int = 200,
@@ -68,7 +71,7 @@ def recovery_time(
     return trough - shock_at + int(sustained[0]) if sustained.size else None
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:
@@ -76,7 +79,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(data.mean()), float(data.std(ddof=1)) if data.size > 1 else 0.0
 
 
-def percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Values, q: float) -> float:
     """The q-th percentile (linear interpolation); nan for no values."""
     data = np.asarray(values, dtype=float)
     return float(np.percentile(data, q)) if data.size else float("nan")
