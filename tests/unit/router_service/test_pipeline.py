@@ -1,0 +1,298 @@
+"""TaskPipeline over an in-memory RunPort: scripted agents answer by agent id, after asyncio.sleep delays."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from router.brain import RoutingBrain
+from router.pipeline import NoAgentsError, TaskPipeline
+from router.screening import AgentView
+from shared.messages import RunRequest, RunResult, TaskAnswer, TaskOptions, TaskRequest
+
+Script = Callable[[RunRequest], "tuple[str, float] | str"]
+"""What an agent does with a request: (reply text, delay) or an error kind ('error:<kind>')."""
+
+
+def answers(text: str, delay: float = 0.0) -> Script:
+    return lambda request: (f"Working...\nFinal answer: {text}", delay)
+
+
+def fails(kind: str = "backend_error") -> Script:
+    return lambda request: f"error:{kind}"
+
+
+@dataclass
+class FakePort:
+    """The pipeline's RunPort in memory: records every call in order and plays each agent's script."""
+
+    scripts: dict[str, Script]
+    reply_topic: str = "symphony/unit/router/r1/inbox"
+    log: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[RunRequest] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def run(self, request: RunRequest, timeout_s: float) -> RunResult:
+        self.requests.append(request)
+        self.log.append(("dispatch", request.agent_id))
+        outcome = self.scripts[request.agent_id](request)
+        base = {"dispatch_id": request.dispatch_id, "task_id": request.task_id, "agent_id": request.agent_id}
+        if isinstance(outcome, str):
+            await asyncio.sleep(0)
+            self.log.append(("failed", request.agent_id))
+            return RunResult(node_id="n", error=outcome.removeprefix("error:"), **base)  # type: ignore[arg-type]
+        text, delay = outcome
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self.log.append(("cancelled", request.agent_id))
+            raise
+        self.log.append(("result", request.agent_id))
+        return RunResult(node_id="n", text=text, latency_ms=delay * 1000, completion_tokens=5, **base)
+
+    def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
+        self.events.append((event, data))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [data for name, data in self.events if name == event]
+
+    def solve_requests(self) -> list[RunRequest]:
+        return [request for request in self.requests if request.purpose == "solve"]
+
+
+def agents(*ids: str) -> list[AgentView]:
+    return [AgentView(agent_id, f"node-{agent_id}", ("mathematical-reasoning",), "math") for agent_id in ids]
+
+
+def task(query: str = "What is 6 * 7?", **options: Any) -> TaskRequest:
+    return TaskRequest(task_id="t1", query=query, reply_topic="symphony/unit/reply/c", options=TaskOptions(**options))
+
+
+def pipeline(
+    port: FakePort, views: list[AgentView], request: TaskRequest, brain: RoutingBrain | None = None
+) -> TaskPipeline:
+    clock = itertools.count(0.0, 0.001)
+    return TaskPipeline(request, brain or RoutingBrain(seed=0), lambda: views, port, "r1", lambda: next(clock))
+
+
+def execute(port: FakePort, views: list[AgentView], request: TaskRequest, **kwargs: Any) -> TaskAnswer:
+    """Run the pipeline to its answer in a fresh event loop (bounded)."""
+    return asyncio.run(asyncio.wait_for(pipeline(port, views, request, **kwargs).execute(), 10))
+
+
+# --- parallel CoT on distinct agents ------------------------------------------------------------------
+
+
+def test_cot_runs_go_to_distinct_agents_in_parallel() -> None:
+    port = FakePort({"a": answers("42", 0.03), "b": answers("42", 0.01), "c": answers("42", 0.02)})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
+    dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
+    assert sorted(dispatched) == ["a", "b", "c"]
+    first_result = next(index for index, (kind, _) in enumerate(port.log) if kind in ("result", "cancelled"))
+    assert first_result == 3, f"a result came back before all runs were dispatched: {port.log}"
+    assert answer.answer == "42"
+    assert {event["agent"] for event in port.named("dispatched")} == {"a", "b", "c"}
+
+
+def test_more_agents_than_runs_still_distinct() -> None:
+    port = FakePort({name: answers("1") for name in "abcdef"})
+    execute(port, agents(*"abcdef"), task(cot_count=5, top_l=6))
+    dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
+    assert len(dispatched) == len(set(dispatched)) == 5
+
+
+def test_fewer_agents_than_runs_reuses_agents() -> None:
+    port = FakePort({"a": answers("5", 0.01), "b": answers("6", 0.02)})
+    answer = execute(port, agents("a", "b"), task(cot_count=3))
+    assert sorted(agent for kind, agent in port.log if kind == "dispatch") in (["a", "a", "b"], ["a", "b", "b"])
+    assert answer.answer in ("5", "6")
+
+
+# --- early stop ---------------------------------------------------------------------------------------
+
+
+def test_two_of_three_agreeing_with_equal_weights_stop_early() -> None:
+    """Weights 0.5 each: two agreeing ballots weigh 1.0 > 0 + 0.5 outstanding, so the third run is cancelled."""
+    port = FakePort({"a": answers("42", 0.01), "b": answers("42", 0.02), "c": answers("7", 5.0)})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
+    assert ("cancelled", "c") in port.log
+    assert ("result", "c") not in port.log
+    assert answer.answer == "42"
+    assert {"subtask": 0, "early_stop": True, "outstanding": 1} in port.named("voted")
+    (subtask,) = answer.subtasks
+    assert sorted(ballot.agent_id for ballot in subtask.ballots) == ["a", "b"]
+
+
+def test_no_early_stop_while_the_outstanding_run_could_still_win() -> None:
+    port = FakePort({"a": answers("42", 0.01), "b": answers("7", 0.02), "c": answers("7", 0.05)})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
+    assert ("result", "c") in port.log
+    assert answer.answer == "7"
+    assert not [event for event in port.named("voted") if event.get("early_stop")]
+
+
+def test_a_reliable_outstanding_agent_prevents_early_stop() -> None:
+    """Two agreeing agents of weight 0.3 (0.6) do not outweigh one outstanding agent of weight 0.9."""
+    brain = RoutingBrain(seed=0)
+    brain.reliability.update({"a": 0.3, "b": 0.3, "c": 0.9})
+    port = FakePort({"a": answers("42", 0.01), "b": answers("42", 0.02), "c": answers("7", 0.05)})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3), brain=brain)
+    assert ("result", "c") in port.log
+    assert answer.answer == "7"
+
+
+# --- failures and re-dispatch -------------------------------------------------------------------------
+
+
+def test_failing_agent_is_redispatched_to_the_next_candidate() -> None:
+    """The agent dispatched first fails (whichever LinUCB put first); its run moves to the fourth candidate."""
+    broken: list[str] = []
+    replies = iter(["42", "7", "42"])  # the two first successes disagree, so the spare's run is always awaited
+
+    def first_dispatched_agent_fails(request: RunRequest) -> tuple[str, float] | str:
+        if not broken:
+            broken.append(request.agent_id)
+        return "error:backend_error" if request.agent_id in broken else (f"Final answer: {next(replies)}", 0.01)
+
+    port = FakePort(dict.fromkeys("abcd", first_dispatched_agent_fails))
+    brain = RoutingBrain(seed=0)
+    answer = execute(port, agents("a", "b", "c", "d"), task(cot_count=3, top_l=4), brain=brain)
+    dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
+    assert len(dispatched) == 4
+    assert len(set(dispatched)) == 4
+    (event,) = port.named("redispatched")
+    assert event["failed_agent"] == broken[0]
+    assert event["next_agent"] == dispatched[3]
+    assert event["error"] == "backend_error"
+    assert answer.answer == "42"
+    assert broken[0] not in {ballot.agent_id for ballot in answer.subtasks[0].ballots}
+    assert dispatched[3] in {ballot.agent_id for ballot in answer.subtasks[0].ballots}
+    assert brain.weight(broken[0]) < 0.5  # a failed run earns reward 0
+
+
+def test_failed_runs_without_spare_candidates_still_answer_from_the_rest() -> None:
+    port = FakePort({"a": fails("timeout"), "b": answers("9", 0.01), "c": answers("9", 0.02)})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
+    assert answer.answer == "9"
+    assert [event["next_agent"] for event in port.named("redispatched")] == [None]
+
+
+def test_every_agent_failing_raises_no_agents() -> None:
+    port = FakePort({"a": fails(), "b": fails("busy")})
+    with pytest.raises(NoAgentsError, match="every agent failed"):
+        execute(port, agents("a", "b"), task(cot_count=2))
+
+
+def test_no_live_agents_raises_no_agents() -> None:
+    port = FakePort({})
+    with pytest.raises(NoAgentsError, match="no live agent"):
+        execute(port, [], task())
+    assert port.requests == []
+
+
+# --- planning -----------------------------------------------------------------------------------------
+
+PLAN_QUERY = "First add 2 and 2, then double the result and explain each step."
+PLAN_JSON = '{"subtasks": ["add 2 and 2", "double the result"]}'
+
+
+def planner_and_solver(plan_text: str | None, solutions: dict[str, str]) -> Script:
+    """Answers plan requests with `plan_text` (None: fails) and solve requests from `solutions` by subtask."""
+
+    def script(request: RunRequest) -> tuple[str, float] | str:
+        if request.purpose == "plan":
+            return "error:backend_error" if plan_text is None else (plan_text, 0.01)
+        return (f"Final answer: {solutions.get(request.subtask, 'unknown')}", 0.01)
+
+    return script
+
+
+def test_plan_k_two_executes_the_voted_plan_in_order_with_context() -> None:
+    solutions = {"add 2 and 2": "4", "double the result": "8"}
+    scripts = {name: planner_and_solver(PLAN_JSON, solutions) for name in "abc"}
+    port = FakePort(scripts)
+    answer = execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=2, cot_count=3))
+    plan_requests = [request for request in port.requests if request.purpose == "plan"]
+    assert len({request.agent_id for request in plan_requests}) == 2
+    assert all(request.instructions for request in plan_requests)  # the planner prompt travels with the run
+    assert answer.plan == ("add 2 and 2", "double the result")
+    solve = port.solve_requests()
+    subtasks = [request.subtask for request in solve]
+    first_step_runs = subtasks.count("add 2 and 2")
+    assert first_step_runs >= 2
+    assert subtasks[:first_step_runs] == ["add 2 and 2"] * first_step_runs  # step 1 entirely before step 2
+    assert set(subtasks[first_step_runs:]) == {"double the result"}
+    assert all(request.context == () for request in solve[:first_step_runs])
+    for request in solve[first_step_runs:]:
+        (context,) = request.context
+        assert "add 2 and 2" in context and context.endswith(": 4")
+    assert answer.answer == "8"
+    assert [subtask.answer for subtask in answer.subtasks] == ["4", "8"]
+    (planned,) = port.named("planned")
+    assert planned["plan"] == ["add 2 and 2", "double the result"]
+
+
+def test_plan_vote_prefers_the_plan_that_planners_agree_on() -> None:
+    solutions = {"add 2 and 2": "4", "double the result": "8", "guess": "1"}
+    other = '{"subtasks": ["guess"]}'
+    scripts = {
+        "a": planner_and_solver(PLAN_JSON, solutions),
+        "b": planner_and_solver(PLAN_JSON, solutions),
+        "c": planner_and_solver(other, solutions),
+    }
+    port = FakePort(scripts)
+    answer = execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=3, cot_count=1))
+    assert answer.plan == ("add 2 and 2", "double the result")
+
+
+def test_all_planners_failing_gives_a_one_step_plan() -> None:
+    scripts = {
+        "a": planner_and_solver(None, {PLAN_QUERY: "8"}),
+        "b": planner_and_solver("I cannot plan this, sorry", {PLAN_QUERY: "8"}),
+    }
+    port = FakePort(scripts)
+    answer = execute(port, agents("a", "b"), task(PLAN_QUERY, plan_k=2, cot_count=2))
+    assert answer.plan == (PLAN_QUERY,)
+    (planned,) = port.named("planned")
+    assert planned["fallback"] is True
+    assert {request.subtask for request in port.solve_requests()} == {PLAN_QUERY}
+    assert answer.answer == "8"
+
+
+def test_simple_query_skips_planning() -> None:
+    port = FakePort({name: planner_and_solver(PLAN_JSON, {"What is 6 * 7?": "42"}) for name in "ab"})
+    answer = execute(port, agents("a", "b"), task(plan_k=2, cot_count=2))
+    assert [request.purpose for request in port.requests] == ["solve", "solve"]
+    assert answer.plan == ("What is 6 * 7?",)
+
+
+# --- learning -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("gold", "right_agent_ahead"), [("42", True), (None, False)])
+def test_gold_answer_rewards_the_correct_agent(gold: str | None, right_agent_ahead: bool) -> None:
+    """With a gold answer the lone correct agent out-earns the wrong majority; without one, agreement pays."""
+    port = FakePort({"right": answers("42", 0.01), "wrong-1": answers("7", 0.01), "wrong-2": answers("7", 0.01)})
+    brain = RoutingBrain(seed=0)
+    answer = execute(port, agents("right", "wrong-1", "wrong-2"), task(cot_count=3, gold_answer=gold), brain=brain)
+    assert answer.answer == "7"  # the vote itself does not see the gold answer
+    (rewards,) = port.named("rewarded")
+    assert (rewards["rewards"]["right"] > rewards["rewards"]["wrong-1"]) is right_agent_ahead
+    assert (brain.weight("right") > brain.weight("wrong-1")) is right_agent_ahead
+    assert brain.policy.count("right") == 1
+
+
+def test_trace_has_the_pipeline_events_in_order() -> None:
+    port = FakePort({"a": answers("3", 0.01), "b": answers("3", 0.02)})
+    answer = execute(port, agents("a", "b"), task(cot_count=2))
+    names = [name for name, _ in port.events]
+    for earlier, later in itertools.pairwise(["received", "planned", "screened", "dispatched", "voted", "answered"]):
+        assert names.index(earlier) < names.index(later)
+    assert names.count("result") == 2
+    assert port.named("answered")[0]["answer"] == answer.answer == "3"
+    assert all(request.reply_topic == port.reply_topic for request in port.requests)
