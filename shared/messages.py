@@ -8,6 +8,7 @@ raises `MessageError`; `encode` turns a message into bytes.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -339,16 +340,26 @@ def peek_reply_route(payload: bytes) -> tuple[str | None, str | None, str | None
     try:
         data = json.loads(payload[:DEFAULT_MAX_PAYLOAD_BYTES])
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None, None, None
+        # Broken JSON (e.g. truncated) may still name its route in plain string fields: answer it if so.
+        text = payload[:DEFAULT_MAX_PAYLOAD_BYTES].decode("utf-8", errors="replace")
+        data = {name: found.group(1) for name in _ROUTE_FIELDS if (found := _string_field(name).search(text))}
     if not isinstance(data, dict):
         return None, None, None
-    fields = [data.get(name) for name in ("reply_topic", "task_id", "dispatch_id")]
+    fields = [data.get(name) for name in _ROUTE_FIELDS]
     reply_topic, task_id, dispatch_id = (value if isinstance(value, str) else None for value in fields)
     try:
         reply_topic = validate_publish_topic(reply_topic) if reply_topic else None
     except ValueError:
         reply_topic = None
     return reply_topic, _short(task_id), _short(dispatch_id)
+
+
+_ROUTE_FIELDS = ("reply_topic", "task_id", "dispatch_id")
+
+
+def _string_field(name: str) -> re.Pattern[str]:
+    """A JSON string field without escapes, e.g. ``"reply_topic": "a/b"``."""
+    return re.compile(rf'"{name}"\s*:\s*"([^"\\]*)"')
 
 
 def _short(value: str | None) -> str | None:
