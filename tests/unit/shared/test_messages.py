@@ -263,6 +263,11 @@ def test_decode_with_expected_rejects_another_kind(message: WireModel) -> None:
         (b'{"reply_topic": 3, "dispatch_id": "d1"}', (None, None, "d1")),
         (b'{"reply_topic": "a\\u0000b"}', (None, None, None)),
         (b"{broken", (None, None, None)),
+        (
+            b'{"kind": "run_request", "reply_topic": "symphony/t/reply/c", "task_id": "t1", "dispatch_id": "d1", ',
+            ("symphony/t/reply/c", "t1", "d1"),
+        ),  # truncated JSON still names its route
+        (b'{"reply_topic" : "symphony/t/reply/#", "task_id": "t\\"1"', (None, None, None)),
         (b"[1]", (None, None, None)),
         (b"\xff", (None, None, None)),
         (b'{"task_id": "' + b"x" * 1000 + b'"}', (None, "x" * 256, None)),
