@@ -214,6 +214,8 @@ def ansible_variables(plan: FleetPlan, output: Path) -> dict[str, Any]:
         "symphony_broker_port": plan.fleet.broker.listen_port,
         "symphony_broker_tls": plan.fleet.broker.tls,
         "symphony_node_hosts": [node.node_id for node in plan.nodes],
-        "mosquitto_config_file": paths.mosquitto_config,
-        "mosquitto_persistence_dir": paths.mosquitto_persistence,
+        "symphony_router_hosts": [node.node_id for node in plan.nodes if node.router_id is not None],
+        "symphony_agent_hosts": [node.node_id for node in plan.nodes if node.agents],
+        "symphony_mosquitto_config_file": paths.mosquitto_config,
+        "symphony_mosquitto_persistence_dir": paths.mosquitto_persistence,
     }

@@ -1,0 +1,90 @@
+"""`edge-agent provision`: render fleet configs and credentials from an inventory, then run Ansible."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared.errors import ConfigError
+
+inventory_option = click.option(
+    "-i", "--inventory", type=click.Path(path_type=Path), help="Ansible inventory (INI or YAML)."
+)
+fleet_option = click.option(
+    "--fleet", type=click.Path(path_type=Path), help="Fleet file (default: fleet.yml next to the inventory)."
+)
+output_option = click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Rendered files (default: rendered/ next to the inventory)."
+)
+
+
+@click.group(invoke_without_command=True)
+@inventory_option
+@fleet_option
+@output_option
+@click.option("--check", is_flag=True, help="Dry run: ansible-playbook --check --diff.")
+@click.option("--limit", help="Only these inventory hosts or groups (ansible --limit).")
+@click.option("--playbook", type=click.Path(path_type=Path), help="Playbook (default: the kit's ansible/site.yml).")
+@click.option("-e", "--extra-vars", multiple=True, help="Extra Ansible variable, key=value (repeatable).")
+@click.pass_context
+def provision(
+    context: click.Context,
+    inventory: Path | None,
+    fleet: Path | None,
+    output: Path | None,
+    check: bool,
+    limit: str | None,
+    playbook: Path | None,
+    extra_vars: tuple[str, ...],
+) -> None:
+    """Render every node's config, credentials, ACLs (and certificates), then run ansible/site.yml.
+
+    `edge-agent provision render` only renders. Secrets are kept across renders and never printed.
+    """
+    context.obj = {"inventory": inventory, "fleet": fleet, "output": output}
+    if context.invoked_subcommand is not None:
+        return
+    paths = _paths(inventory, fleet, output)
+    _render(*paths)
+    from provisioning.playbook import DEFAULT_PLAYBOOK, playbook_command, run_playbook
+
+    try:
+        command = playbook_command(paths[0], paths[2], playbook or DEFAULT_PLAYBOOK, check, limit, extra_vars)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    sys.exit(run_playbook(command))
+
+
+@provision.command()
+@inventory_option
+@fleet_option
+@output_option
+@click.pass_obj
+def render(obj: dict[str, Any], inventory: Path | None, fleet: Path | None, output: Path | None) -> None:
+    """Render node configs, credentials, ACLs and certificates only (no Ansible)."""
+    _render(*_paths(inventory or obj["inventory"], fleet or obj["fleet"], output or obj["output"]))
+
+
+def _paths(inventory: Path | None, fleet: Path | None, output: Path | None) -> tuple[Path, Path, Path]:
+    if inventory is None:
+        raise click.UsageError("give the inventory with -i/--inventory")
+    if fleet is None:
+        candidates = [inventory.parent / name for name in ("fleet.yml", "fleet.yaml")]
+        fleet = next((path for path in candidates if path.exists()), candidates[0])
+    return inventory, fleet, output or inventory.parent / "rendered"
+
+
+def _render(inventory: Path, fleet: Path, output: Path) -> None:
+    from provisioning.render import render as render_fleet
+
+    try:
+        report = render_fleet(inventory, fleet, output)
+    except ConfigError as error:  # a bad inventory or fleet file: say which and where, exit code 2
+        raise click.UsageError(str(error)) from None
+    click.echo(
+        f"rendered {len(report.nodes)} node(s), {len(report.clients)} client(s) into {report.output}: "
+        f"{len(report.changed)} file(s) changed, {len(report.unchanged)} unchanged (secrets in secrets.yaml, mode 0600)"
+    )
