@@ -1,0 +1,110 @@
+"""The I/O seam of `status`, `top`, `trace` and the dashboard: MQTT subscriptions feeding a FabricSnapshot.
+
+    beacon/+  state/+  router/+  [task/+/events]  ──►  FabricSnapshot (pure)  ──►  `changed` event
+
+Malformed payloads are skipped (an observer must never fail because someone else sent garbage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge_agent.observe.snapshot import FabricSnapshot
+from shared.config import ConnectionSettings
+from shared.errors import MessageError
+from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, decode
+from shared.mqtt import FabricClient, unique_client_id
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+RETAINED_GRACE_S = 0.3  # retained beacons follow the SUBACK within a few ms; this is the bounded allowance
+
+
+class FabricWatcher:
+    """Subscribes to the fabric's liveness topics (and optionally task events) and keeps a snapshot current."""
+
+    def __init__(
+        self,
+        connection: ConnectionSettings,
+        *,
+        task_events: str | None = None,
+        clock: Callable[[], float] = time.time,
+        snapshot: FabricSnapshot | None = None,
+    ) -> None:
+        self.topics = Topics(connection.fabric)
+        self.snapshot = snapshot or FabricSnapshot()
+        self.clock = clock
+        self.changed = asyncio.Event()
+        self.events: asyncio.Queue[TaskEvent] = asyncio.Queue()
+        self.task_events = task_events
+        self.client = FabricClient(connection, unique_client_id("observer"))
+        self.connected_at = 0.0
+
+    async def start(self) -> None:
+        """Connect (raises TransportError when the broker is unreachable or refuses us), then subscribe."""
+        await self.client.connect()
+        self.connected_at = self.clock()
+        await self.client.subscribe(self.topics.beacons(), self._on_beacon)
+        await self.client.subscribe(self.topics.states(), self._on_state, qos=0)
+        await self.client.subscribe(self.topics.router_presences(), self._on_presence)
+        if self.task_events is not None:
+            await self.client.subscribe(self.task_events, self._on_event, qos=0)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def settle(self, wait_s: float) -> None:
+        """Wait until every online node has sent a state since we connected, or `wait_s` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        await asyncio.sleep(min(RETAINED_GRACE_S, wait_s))
+        while loop.time() < deadline:
+            if self.snapshot.nodes and self.snapshot.every_online_node_has_state(self.connected_at):
+                return
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return
+
+    # --- handlers -----------------------------------------------------------------------------------------
+
+    def _on_beacon(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            self.snapshot.forget_node(self.topics.last_level(topic))
+            self.changed.set()
+            return
+        beacon = _decode(payload, NodeBeacon)
+        if beacon is not None and self.snapshot.apply_beacon(beacon, self.clock()):
+            self.changed.set()
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        state = _decode(payload, NodeState)
+        if state is not None and self.snapshot.apply_state(state, self.clock()):
+            self.changed.set()
+
+    def _on_presence(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return
+        presence = _decode(payload, RouterPresence)
+        if presence is not None and self.snapshot.apply_presence(presence, self.clock()):
+            self.changed.set()
+
+    def _on_event(self, topic: str, payload: bytes) -> None:
+        event = _decode(payload, TaskEvent)
+        if event is not None:
+            self.snapshot.apply_event(event, self.clock())
+            self.events.put_nowait(event)
+            self.changed.set()
+
+
+def _decode(payload: bytes, expected: type) -> Any:
+    try:
+        return decode(payload, expected)
+    except MessageError as error:
+        log.debug("skipping a malformed %s: %s", expected.__name__, error)
+        return None
