@@ -63,9 +63,10 @@ def plot_scenario_bars(summary: Sequence[Mapping[str, Any]], path: Path) -> Path
         axis.set_xticklabels(scenarios, rotation=20, ha="right", fontsize=8)
         axis.set_title(label)
         axis.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(policies), fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
