@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 PASSWORD_BYTES = 24
 MOSQUITTO_ITERATIONS = 101
 MOSQUITTO_SALT_BYTES = 12
-ARGON2_SETTINGS = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}
+ARGON2_TIME_COST, ARGON2_MEMORY_KIB, ARGON2_PARALLELISM = 1, 8192, 1
 
 
 def new_password() -> str:
@@ -54,7 +54,7 @@ def mosquitto_verify(password: str, hashed: str) -> bool:
 def argon2_hash(password: str) -> str:
     from pwdlib.hashers.argon2 import Argon2Hasher
 
-    return Argon2Hasher(**ARGON2_SETTINGS).hash(password)
+    return Argon2Hasher(ARGON2_TIME_COST, ARGON2_MEMORY_KIB, ARGON2_PARALLELISM).hash(password)
 
 
 def argon2_verify(password: str, hashed: str) -> bool:

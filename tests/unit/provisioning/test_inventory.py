@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.errors import ProvisioningError
-from provisioning.inventory import load_inventory, parse_ini_inventory, parse_yaml_inventory
+from provisioning.inventory import Inventory, load_inventory, parse_ini_inventory, parse_yaml_inventory
 
 INI = """
 # comment
@@ -46,7 +46,7 @@ all:
 
 
 @pytest.mark.parametrize("inventory", [parse_ini_inventory(INI), parse_yaml_inventory(YAML)], ids=["ini", "yaml"])
-def test_hosts_groups_and_addresses(inventory) -> None:  # type: ignore[no-untyped-def]
+def test_hosts_groups_and_addresses(inventory: Inventory) -> None:
     assert list(inventory.hosts) == ["solo", "j1", "j2", "pi"]
     assert inventory.members("agents") == ["j1", "j2", "pi"]
     assert inventory.members("all") == ["solo", "j1", "j2", "pi"]

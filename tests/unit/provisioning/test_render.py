@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,7 +27,7 @@ node-b
 mac-1
 """
 
-FLEET = {
+FLEET: dict[str, Any] = {
     "fabric": "lab",
     "broker": {"kind": "mosquitto", "hosts": ["brokers"]},
     "agents": {"boards": [{"preset": "writer", "backend": "echo"}, {"preset": "math"}], "mac-1": [{"backend": "mlx"}]},
@@ -35,7 +36,7 @@ FLEET = {
 }
 
 
-def write_fleet(directory: Path, fleet: dict[str, object] = FLEET, inventory: str = INVENTORY) -> tuple[Path, Path]:
+def write_fleet(directory: Path, fleet: dict[str, Any] = FLEET, inventory: str = INVENTORY) -> tuple[Path, Path]:
     (directory / "inventory.ini").write_text(inventory)
     (directory / "fleet.yml").write_text(yaml.safe_dump(fleet))
     return directory / "inventory.ini", directory / "fleet.yml"
@@ -48,7 +49,8 @@ def rendered(tmp_path: Path) -> Path:
 
 
 def secrets_of(out: Path) -> dict[str, str]:
-    return yaml.safe_load((out / "secrets.yaml").read_text())["passwords"]  # type: ignore[no-any-return]
+    passwords: dict[str, str] = yaml.safe_load((out / "secrets.yaml").read_text())["passwords"]
+    return passwords
 
 
 def test_every_node_config_loads_with_its_agents_router_and_credentials(rendered: Path) -> None:
@@ -190,6 +192,6 @@ def test_secrets_never_reach_the_report(rendered: Path, tmp_path: Path) -> None:
         ({k: v for k, v in FLEET.items() if k != "broker"}, "broker"),
     ],
 )
-def test_a_bad_fleet_file_is_refused_with_a_reason(tmp_path: Path, fleet: dict[str, object], message: str) -> None:
+def test_a_bad_fleet_file_is_refused_with_a_reason(tmp_path: Path, fleet: dict[str, Any], message: str) -> None:
     with pytest.raises(ProvisioningError, match=message):
         render(*write_fleet(tmp_path, fleet), tmp_path / "out")
