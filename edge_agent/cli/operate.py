@@ -129,3 +129,112 @@ async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float) 
                 return event.event
     finally:
         await watcher.close()
+
+
+# --- doctor -------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@config_option
+@broker_option
+@fabric_option
+@click.option("--node-id", help="The node to check (default: the config's node_id, else the host name).")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    help="Seconds to wait for a node state (default: the state interval + 1, at most 10).",
+)
+@click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="Seconds per network probe.")
+@click.option("--load-model", is_flag=True, help="Also load each local model with llama.cpp (slow).")
+def doctor(
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    node_id: str | None,
+    wait_s: float | None,
+    timeout_s: float,
+    load_model: bool,
+) -> None:
+    """Check the broker, credentials, TLS, ACLs, this node's beacon, clocks, models and backends.
+
+    Prints PASS, FAIL or WARN per check with a fix under each failure; exits 1 when any check FAILs.
+    """
+    from edge_agent.observe.checks import exit_code, report_lines
+    from edge_agent.observe.local import check_auto_backend, check_models
+
+    config = _config(config_path, brokers, fabric, node_id=node_id)
+    window = wait_s if wait_s is not None else min(config.state_interval_s + 1.0, 10.0)
+    click.echo(f"doctor: node {config.node_id!r}, fabric {config.connection.fabric!r}")
+    results = run_async(_network_checks(config, timeout_s, window))
+    for line in report_lines(results):
+        click.echo(line)
+    local = [*check_models(config, load_model), check_auto_backend(config)]
+    for line in report_lines(local):
+        click.echo(line)
+    failures = exit_code([*results, *local])
+    click.echo("all checks passed" if not failures else "some checks failed")
+    raise SystemExit(failures)
+
+
+async def _network_checks(config: NodeConfig, timeout_s: float, wait_s: float) -> list[Any]:
+    """Broker checks in order; a failure of one level (TCP, TLS, login) skips the levels above it."""
+    from edge_agent.observe import checks, probes
+
+    connection = config.connection
+    results = []
+    for url in connection.broker_urls():
+        results.append(checks.broker_reachable(str(url), await probes.tcp_error(url, timeout_s)))
+        if results[-1].ok and url.scheme == "mqtts":
+            error, version = await probes.tls_error(url, connection, timeout_s)
+            results.append(checks.tls_handshake(str(url), error, version))
+    if not all(result.ok for result in results):
+        return results
+    client, error = await probes.login(connection, timeout_s)
+    results.append(checks.credentials_accepted(str(connection.broker_urls()[0]), connection.username, error))
+    if client is None:
+        return results
+    try:
+        return results + await _fabric_checks(client, config, timeout_s, wait_s)
+    finally:
+        await client.close()
+
+
+async def _fabric_checks(client: Any, config: NodeConfig, timeout_s: float, wait_s: float) -> list[Any]:
+    """ACL round trips, then what the fabric says about this node id (beacon, duplicates, clock)."""
+    import socket
+
+    from edge_agent.observe import checks, probes
+    from shared.topics import Topics
+
+    topics = Topics(config.connection.fabric)
+    state_topic = topics.state(config.node_id)
+    echoed, rtt_ms = await probes.echo(client, state_topic, timeout_s)
+    results = [checks.acl_round_trip("publish and read my state topic", state_topic, echoed, rtt_ms)]
+    seen = await probes.observe_node(client, topics, config.node_id, wait_s)
+    run_topic = topics.agent_run(_probe_agent(config, seen.beacon))
+    run_echoed, run_rtt_ms = await probes.echo(client, run_topic, timeout_s)
+    # A provisioned node account may read its run topic but not write it (routers do), so without an echo
+    # the read permission is unproven rather than missing; only an anonymous broker (no ACL) makes it a FAIL.
+    required = config.connection.username is None
+    results.append(checks.acl_round_trip("read my run topic", run_topic, run_echoed, run_rtt_ms, required))
+    results.append(checks.beacon_visible(config.node_id, seen.beacon, seen.alive, wait_s))
+    my_host = socket.gethostname()
+    results.append(checks.duplicate_node_id(config.node_id, seen.beacon, seen.alive, my_host, seen.state_epochs))
+    sample = seen.clock_sample()
+    rtt_s = (rtt_ms or 0.0) / 1000
+    if sample is None:
+        results.append(checks.clock_skew(None, None, 0.0, rtt_s))
+    else:
+        results.append(checks.clock_skew(sample[0].node_id, sample[0].sent_at, sample[1], rtt_s))
+    return results
+
+
+def _probe_agent(config: NodeConfig, beacon: Any) -> str:
+    """The agent whose run topic the ACL probe uses: the config's first, else the live node's first."""
+    from edge_agent.observe.local import agents_of
+
+    if not config.agents and beacon is not None and beacon.agents:
+        return str(beacon.agents[0].agent_id)
+    return agents_of(config)[0][0]
