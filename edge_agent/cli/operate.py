@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,58 @@ async def _collect(connection: ConnectionSettings, wait_s: float) -> Any:
     finally:
         await watcher.close()
     return watcher.snapshot
+
+
+# --- top ----------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@config_option
+@broker_option
+@fabric_option
+@click.option("--interval", "interval_s", type=float, default=2.0, show_default=True, help="Seconds between redraws.")
+@click.option("--iterations", type=int, default=None, help="Stop after N redraws (default: until Ctrl+C).")
+@click.option("--tasks", "task_count", type=int, default=10, show_default=True, help="Recent tasks shown.")
+@click.option("--clear/--no-clear", default=None, help="Clear the screen between redraws [default: on a terminal].")
+def top(
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    interval_s: float,
+    iterations: int | None,
+    task_count: int,
+    clear: bool | None,
+) -> None:
+    """Live view of the fabric: nodes, agents, routers and recent tasks with their latency."""
+    config = _config(config_path, brokers, fabric)
+    clear = sys.stdout.isatty() if clear is None else clear
+    run_async(_top(config.connection, max(0.1, interval_s), iterations, task_count, clear))
+
+
+async def _top(
+    connection: ConnectionSettings, interval_s: float, iterations: int | None, tasks: int, clear: bool
+) -> None:
+    from edge_agent.observe.render import status_text, tasks_text
+    from edge_agent.observe.watch import FabricWatcher
+    from shared.topics import Topics
+
+    watcher = FabricWatcher(_quick_connect(connection, 5.0), task_events=Topics(connection.fabric).all_task_events())
+    await watcher.start()
+    drawn = 0
+    try:
+        await watcher.settle(min(interval_s, 1.0))
+        while iterations is None or drawn < iterations:
+            now = time.time()
+            recent = tasks_text(watcher.snapshot.recent_tasks(tasks), now)
+            screen = f"{status_text(watcher.snapshot, now)}\n\nrecent tasks\n{recent}"
+            header = f"edge-agent top: fabric {connection.fabric!r} at {time.strftime('%H:%M:%S')}"
+            # color=True keeps the escape sequence, which click strips by default when stdout is not a terminal
+            click.echo(f"{CLEAR_SCREEN if clear else ''}{header}\n\n{screen}\n", color=clear)
+            drawn += 1
+            if iterations is None or drawn < iterations:
+                await asyncio.sleep(interval_s)
+    finally:
+        await watcher.close()
 
 
 # --- trace --------------------------------------------------------------------------------------------------
