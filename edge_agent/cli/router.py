@@ -21,6 +21,7 @@ from shared.config import NodeConfig, RouterSettings
 @click.option("--state-file", type=click.Path(path_type=Path), help="Where LinUCB state is saved (JSON).")
 @click.option("--frozen", is_flag=True, help="Evaluation mode: route with the saved state, learn nothing.")
 @click.option("--seed", type=int, default=None, help="Seed of the tie-breaking random generator.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
 def router(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -29,9 +30,10 @@ def router(
     state_file: Path | None,
     frozen: bool,
     seed: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Host the Symphony pipeline (planning, Top-L + LinUCB routing, CoT voting) until Ctrl+C."""
-    overrides: dict[str, Any] = {"connection.fabric": fabric}
+    overrides: dict[str, Any] = {"connection.fabric": fabric, "metrics_port": metrics_port}
     if brokers:
         overrides["connection.brokers"] = list(brokers)
     config = load_config(config_path, **overrides)
@@ -52,9 +54,24 @@ async def _serve(
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     await service.start()
+    metrics = _serve_metrics(service, config.metrics_port) if config.metrics_port is not None else None
     click.echo(f"router {service.router_id} serving fabric {config.connection.fabric!r} (Ctrl+C to stop)")
     try:
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics.close()
         await service.stop()
         click.echo(f"router {service.router_id} stopped; LinUCB state in {service.config.state_file}")
+
+
+def _serve_metrics(service: Any, port: int) -> Any:
+    from edge_agent.runtime.prometheus import RouterSample, serve_router_metrics
+
+    def sample() -> RouterSample:
+        live = len(service.live_agents())
+        return RouterSample(service.router_id, service.runs_dispatched, live, dict(service.brain.reliability))
+
+    metrics = serve_router_metrics(port, sample)
+    click.echo(f"metrics of router {service.router_id} on {metrics.url}")
+    return metrics

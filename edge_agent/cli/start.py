@@ -24,6 +24,7 @@ from shared.config import AgentConfig, NodeConfig
 @click.option("--host-broker", is_flag=True, help="Also host the embedded broker in this process.")
 @click.option("--broker-port", type=int, default=None, help="Port of the hosted broker (with --host-broker).")
 @click.option("--router", "host_router", is_flag=True, help="Also host the routing and voting handlers.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
 def start(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -36,13 +37,14 @@ def start(
     host_broker: bool,
     broker_port: int | None,
     host_router: bool,
+    metrics_port: int | None,
 ) -> None:
     """Start this node: connect, publish the retained capability beacon, serve tasks until Ctrl+C.
 
     Without -c, one agent is started from the quick flags. With -c, the quick flags override the file's
     connection settings and, when the file has exactly one agent, that agent's fields.
     """
-    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric}
+    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric, "metrics_port": metrics_port}
     if brokers:
         overrides["connection.brokers"] = list(brokers)
     config = load_config(config_path, **overrides)

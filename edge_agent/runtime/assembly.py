@@ -118,6 +118,12 @@ async def run_node(
         node = EdgeNode(node_settings(config, version), workers)
         await node.start()
         stack.push_async_callback(node.stop)
+        if config.metrics_port is not None:
+            from edge_agent.runtime.prometheus import serve_node_metrics  # lazy: prometheus-client is optional
+
+            metrics = serve_node_metrics(config.metrics_port, node.state)
+            stack.callback(metrics.close)
+            print(f"metrics of node {config.node_id} on {metrics.url}", flush=True)
         for companion in companions:
             await stack.enter_async_context(companion())
         agents = ", ".join(f"{w.profile.agent_id} ({w.backend.name}, {w.profile.persona})" for w in workers)
