@@ -41,6 +41,7 @@ from shared.messages import (
 
 PLANNING_TAGS = ("planning",)
 MAX_CONTEXT_CHARS = 2000
+PLAN_MAX_TOKENS = 256
 
 
 class RunPort(Protocol):
@@ -150,7 +151,7 @@ class TaskPipeline:
         return list(winner.steps)
 
     async def _plan_with(self, choice: Choice) -> PlanCandidate | None:
-        request = self._run_request(choice, f"Task: {self.request.query}\nReturn the JSON now.", (), "plan")
+        request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)
         if record.result.error is not None:
             return None
@@ -311,11 +312,18 @@ class TaskPipeline:
             subtask=text,
             context=context,
             instructions=PLANNER_PROMPT.format(max_steps=8) if purpose == "plan" else None,
-            sampling=SamplingOptions(max_tokens=self.options.max_tokens, temperature=self.options.temperature),
+            sampling=self._sampling(purpose),
             deadline_s=self._run_timeout(),
             reply_topic=self.port.reply_topic,
             sent_at=self.clock(),
         )
+
+    def _sampling(self, purpose: str) -> SamplingOptions:
+        if purpose == "plan":  # plans must be strict JSON: less randomness, room for the whole object
+            return SamplingOptions(
+                max_tokens=max(self.options.max_tokens, PLAN_MAX_TOKENS), temperature=min(self.options.temperature, 0.3)
+            )
+        return SamplingOptions(max_tokens=self.options.max_tokens, temperature=self.options.temperature)
 
     def _run_timeout(self) -> float:
         remaining = self.options.deadline_s - (self.clock() - self.started)

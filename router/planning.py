@@ -2,7 +2,8 @@
 
 Small models rarely return clean JSON, so `parse_plan` tries, in order: the JSON inside code fences or
 the outermost {...} / [...] in the text; the same after repairs (trailing commas removed, Python-style
-single quotes read as a Python literal); and as a last resort a numbered or bulleted list. The steps are
+single quotes read as a Python literal); the complete items of a plan cut off by the token limit; and as a
+last resort a numbered or bulleted list. The steps are
 stripped, empty ones dropped, consecutive duplicates merged and the list cut to `max_steps`.
 
 Errors: PlanParseError (a ValueError) when no step can be recovered.
@@ -19,6 +20,8 @@ _STEP_KEYS = ("subtasks", "steps", "plan", "tasks")
 _ITEM_KEYS = ("subtask", "task", "step", "description", "text", "title")
 _FENCE = re.compile(r"```[A-Za-z]*\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_ITEM_FIELD = re.compile(r'"(?:subtask|task|step|description|text|title)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_BARE_ITEM = re.compile(r'(?:^|[\[,])\s*"((?:[^"\\]|\\.)*)"\s*(?=[,\]])')
 _LIST_LINE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|step\s*\d+\s*[.):-]?)\s+(.+?)\s*$", re.IGNORECASE)
 _MULTI_STEP_WORDS = re.compile(
     r"\b(?:then|after that|afterwards|first|second|finally|step|steps|and also|as well as|compare|"
@@ -53,9 +56,10 @@ def parse_plan(text: str, max_steps: int = MAX_STEPS) -> list[str]:
         steps = _clean(_steps_from(_decode(candidate)), max_steps)
         if steps:
             return steps
-    steps = _clean(_list_lines(text), max_steps)
-    if steps:
-        return steps
+    for fallback in (_truncated_steps, _list_lines):
+        steps = _clean(fallback(text), max_steps)
+        if steps:
+            return steps
     raise PlanParseError(f"no subtasks found in planner output: {text[:80]!r}")
 
 
@@ -122,6 +126,24 @@ def _item_text(item: object) -> str:
             if isinstance(item.get(key), str):
                 return str(item[key])
     return ""
+
+
+def _truncated_steps(text: str) -> list[str]:
+    """The complete items of a plan whose JSON was cut off (small models often hit the token limit)."""
+    start = text.find("[", max(text.find('"subtasks"'), 0))
+    if start == -1:
+        return []
+    body = text[start + 1 :]
+    fields = _ITEM_FIELD.findall(body)
+    strings = fields or [match.group(1) for match in _BARE_ITEM.finditer(body)]
+    return [_unescape(value) for value in strings]
+
+
+def _unescape(value: str) -> str:
+    try:
+        return str(json.loads(f'"{value}"'))
+    except ValueError:
+        return value
 
 
 def _list_lines(text: str) -> list[str]:

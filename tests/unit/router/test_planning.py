@@ -25,6 +25,10 @@ PARSE_CASES = [
         ["gather sources", "summarize them", "write the report"],
     ),
     ("Step 1: read\nStep 2: answer", ["read", "answer"]),
+    # cut off by the token limit: keep the complete items
+    ('{"subtasks": ["Compute 7*3", "Subtract from 50", "Say the', ["Compute 7*3", "Subtract from 50"]),
+    ('{"subtasks": [{"description": "Price 7 pens"}, {"description": "Change', ["Price 7 pens"]),
+    ('{"subtasks": ["say \\"hi\\" twice", "b"', ['say "hi" twice']),
 ]
 
 
