@@ -32,7 +32,7 @@ def first_event(url: str) -> dict[str, Any]:
         assert response.headers["Content-Type"] == "text/event-stream"
         line = response.readline()
         assert line.startswith(b"data: ")
-        return json.loads(line[6:])  # type: ignore[no-any-return]
+        return json.loads(line[6:])
 
 
 async def scenario(broker: RunningBroker, fabric: str) -> None:

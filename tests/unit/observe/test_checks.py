@@ -10,7 +10,7 @@ from shared.messages import NodeBeacon
 
 
 def beacon(status: str = "online", epoch: int = 5, host: str = "board") -> NodeBeacon:
-    return NodeBeacon(node_id="n1", epoch=epoch, instance_id="i1", status=status, host=host)
+    return NodeBeacon(node_id="n1", epoch=epoch, instance_id="i1", status=status, host=host)  # type: ignore[arg-type]
 
 
 def test_report_lines_show_label_detail_and_a_fix_only_for_problems() -> None:

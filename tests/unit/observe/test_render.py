@@ -54,7 +54,7 @@ def test_status_text_lists_agents_and_routers_and_says_when_there_are_none() -> 
     ],
 )
 def test_event_line_describes_each_event(name: str, data: dict[str, object], expected: str) -> None:
-    line = event_line(TaskEvent(task_id="t", router_id="r", event=name, at=12.5, data=data), started_at=12.0)
+    line = event_line(TaskEvent(task_id="t", router_id="r", event=name, at=12.5, data=data), started_at=12.0)  # type: ignore[arg-type]
     assert line.startswith("  +0.500s  " + name)
     assert expected in line
 

@@ -10,7 +10,7 @@ from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, Router
 
 def beacon(node_id: str = "n1", epoch: int = 2, status: str = "online", sent_at: float = 100.0) -> NodeBeacon:
     agent = AgentInfo(agent_id=f"{node_id}-math", backend="echo", model="echo", max_in_flight=1, capabilities=("math",))
-    return NodeBeacon(node_id=node_id, epoch=epoch, instance_id="i1", status=status, agents=(agent,), sent_at=sent_at)
+    return NodeBeacon(node_id=node_id, epoch=epoch, instance_id="i1", status=status, agents=(agent,), sent_at=sent_at)  # type: ignore[arg-type]
 
 
 def state(node_id: str = "n1", epoch: int = 2, load: float = 0.5) -> NodeState:
@@ -30,7 +30,7 @@ def state(node_id: str = "n1", epoch: int = 2, load: float = 0.5) -> NodeState:
 
 
 def event(name: str, at: float, task_id: str = "t1", **data: object) -> TaskEvent:
-    return TaskEvent(task_id=task_id, router_id="r1", event=name, at=at, data=data)
+    return TaskEvent(task_id=task_id, router_id="r1", event=name, at=at, data=data)  # type: ignore[arg-type]
 
 
 def test_an_offline_will_of_an_older_epoch_does_not_hide_the_restarted_node() -> None:

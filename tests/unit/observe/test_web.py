@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from pydantic import SecretStr
 
 from edge_agent.observe.web import basic_auth_ok, is_loopback, required_credentials
 from shared.config import ConnectionSettings
@@ -50,5 +51,5 @@ def test_a_non_loopback_host_needs_the_mqtt_credentials() -> None:
     assert required_credentials("127.0.0.1", ConnectionSettings()) is None
     with pytest.raises(ConfigError, match=r"connection\.username/password"):
         required_credentials("0.0.0.0", ConnectionSettings())
-    protected = ConnectionSettings(username="ops", password="s3cret")
+    protected = ConnectionSettings(username="ops", password=SecretStr("s3cret"))
     assert required_credentials("0.0.0.0", protected) == ("ops", "s3cret")
