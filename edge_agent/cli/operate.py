@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,12 @@ def _config(config_path: Path | None, brokers: tuple[str, ...], fabric: str | No
     if brokers:
         overrides["connection.brokers"] = list(brokers)
     return load_config(config_path, **overrides)
+
+
+def _quiet_transport_logs() -> None:
+    """The commands report a refused or failed connection themselves; paho's warning would say it twice."""
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # unless -v asked for more
+        logging.getLogger("shared.mqtt").setLevel(logging.ERROR)
 
 
 def _quick_connect(connection: ConnectionSettings, timeout_s: float) -> ConnectionSettings:
@@ -53,6 +60,7 @@ def status(
     as_json: bool,
 ) -> None:
     """Show the nodes, agents and routers of the fabric (one snapshot)."""
+    _quiet_transport_logs()
     config = _config(config_path, brokers, fabric)
     snapshot = run_async(_collect(_quick_connect(config.connection, connect_timeout), wait_s))
     from edge_agent.observe.render import status_text
@@ -98,6 +106,7 @@ def top(
     clear: bool | None,
 ) -> None:
     """Live view of the fabric: nodes, agents, routers and recent tasks with their latency."""
+    _quiet_transport_logs()
     config = _config(config_path, brokers, fabric)
     clear = sys.stdout.isatty() if clear is None else clear
     run_async(_top(config.connection, max(0.1, interval_s), iterations, task_count, clear))
@@ -142,6 +151,7 @@ def trace(
     task_id: str, config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, timeout_s: float
 ) -> None:
     """Follow TASK_ID's events live until it is answered or failed (exit 1 on failure or timeout)."""
+    _quiet_transport_logs()
     from shared.topics import Topics, validate_id
 
     try:
@@ -214,6 +224,7 @@ def doctor(
 
     Prints PASS, FAIL or WARN per check with a fix under each failure; exits 1 when any check FAILs.
     """
+    _quiet_transport_logs()
     from edge_agent.observe.checks import exit_code, report_lines
     from edge_agent.observe.local import check_auto_backend, check_models
 

@@ -119,3 +119,13 @@ def test_doctor_reports_a_missing_model_file(password_broker: RunningBroker, fab
     assert result.returncode == 1
     assert "FAIL  model of board-a-math: model file not found" in result.stdout or "no model matches" in result.stdout
     assert "edge-agent models pull smollm2" in result.stdout
+
+
+def test_status_fails_clearly_with_a_wrong_password(
+    password_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    config = node_file(tmp_path, password_broker, fabric, "wrong-password")
+    command = [sys.executable, "-m", "edge_agent.cli", "status", "-c", str(config)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: broker {password_broker.url} refused the connection: Not authorized"
