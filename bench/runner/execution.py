@@ -23,7 +23,7 @@ from typing import Literal
 ExecutionStatus = Literal["passed", "failed", "timeout", "no_code"]
 MEMORY_LIMIT_BYTES = 1 << 30
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_IMPORT = re.compile(r"^(?:import|from)\s+\S+", re.MULTILINE)
+_IMPORT = re.compile(r"^(?:import|from)\s+\S.*$", re.MULTILINE)
 _PRELUDE = f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT_BYTES}, {MEMORY_LIMIT_BYTES}))\n"
 
 

@@ -105,9 +105,11 @@ def agreement_table(trace: Sequence[dict[str, Any]]) -> str:
         multi = [entry for entry in entries if len(entry.get("ballots", [])) > 1]
         unanimous = sum(1 for entry in multi if len({ballot["answer"] for ballot in entry["ballots"]}) == 1)
         agreement = f"{unanimous}/{len(multi)}" if multi else "n/a"
+        mean_ballots = sum(len(entry.get("ballots", [])) for entry in entries) / len(entries)
         runs = ", ".join(f"{agent} {count}" for agent, count in sorted(agents.items()))
-        rows.append([variant, len(entries), agreement, runs])
-    return table(["variant", "tasks", "unanimous ballots", "runs per agent"], rows)
+        rows.append([variant, len(entries), f"{mean_ballots:.2f}", agreement, runs])
+    columns = ["variant", "tasks", "ballots per task", "unanimous (tasks with 2+ ballots)", "runs per agent"]
+    return table(columns, rows)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
