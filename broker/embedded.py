@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 ANONYMOUS_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 PASSWORD_FILE_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 TOPIC_ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
+WILL_ACL_PLUGIN = "broker.will_acl.WillTopicACLPlugin"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
         plugins[PASSWORD_FILE_PLUGIN] = {"password_file": str(config.password_file)}
     if config.acl is not None:
         plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": config.acl.publish, "acl": config.acl.subscribe}
+        plugins[WILL_ACL_PLUGIN] = {"publish_acl": config.acl.publish}  # amqtt does not check Wills itself
     host = f"[{config.host}]" if ":" in config.host else config.host
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{config.port}", "max_connections": 1000}},
