@@ -39,7 +39,10 @@ class AgentRegistry:
         if record is not None and beacon.epoch < record.beacon.epoch:
             return False
         if record is not None and beacon.epoch == record.beacon.epoch and not record.online:
-            return False  # an offline certificate is final for its epoch
+            # An offline certificate is final for its epoch, except against a birth sent after it: the node
+            # lived through a lost connection (its Will fired) and re-announced itself on reconnecting.
+            if beacon.status == "offline" or beacon.sent_at <= record.beacon.sent_at:
+                return False
         states = record.states if record is not None and record.beacon.epoch == beacon.epoch else {}
         self.nodes[beacon.node_id] = NodeRecord(beacon, now, states)
         return True
