@@ -20,7 +20,6 @@ import logging
 import random
 import socket
 import ssl
-import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -80,7 +79,6 @@ class FabricClient:
         self._connected_callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
-        self._lock = threading.RLock()
         self._pending_acks: dict[int, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
@@ -131,9 +129,8 @@ class FabricClient:
         self._handlers[topic_filter] = (qos, handler)
         if not self.is_connected:
             return  # on_connect subscribes every registered filter
-        with self._lock:
-            result, mid = self._paho.subscribe(topic_filter, qos)
-            ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None else None
+        result, mid = self._paho.subscribe(topic_filter, qos)
+        ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None else None
         if ack is not None and mid is not None:
             await self._wait_ack(mid, ack, timeout=self.settings.connect_timeout_s)
 
@@ -159,11 +156,12 @@ class FabricClient:
     ) -> bool:
         """Publish and wait for the broker's acknowledgement (PUBACK for QoS 1); False on timeout."""
         payload = message if isinstance(message, bytes) else encode(message)
-        with self._lock:  # held until the future is registered, so the network thread cannot ack first
-            info = self._paho.publish(topic, payload, qos=qos, retain=retain)
-            if qos == 0 or info.is_published():
-                return True
-            ack = self._expect_ack(info.mid)
+        # Registered before this coroutine yields, so an acknowledgement (handed over by `_on_ack` through the
+        # event loop) always finds it. While disconnected, paho queues the message and sends it on reconnect.
+        info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            return True
+        ack = self._expect_ack(info.mid)
         return await self._wait_ack(info.mid, ack, timeout)
 
     async def close(self, final_messages: Sequence[tuple[str, bytes, bool]] = ()) -> None:
@@ -260,10 +258,9 @@ class FabricClient:
         self._call_in_loop(self._dispatch, message.topic, message.payload)
 
     def _on_ack(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._lock:
-            future = self._pending_acks.pop(mid, None)
-        if future is not None:
-            self._call_in_loop(_resolve, future)
+        # Only hand over to the event loop: paho calls this holding its message lock, and taking a lock here
+        # that the event loop held around paho.publish deadlocked both threads under load.
+        self._call_in_loop(self._resolve_ack, mid)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         self._on_ack(client, userdata, mid, reasons, properties)
@@ -310,6 +307,11 @@ class FabricClient:
         if not task.cancelled() and task.exception() is not None:
             log.error("handler task failed", exc_info=task.exception())
 
+    def _resolve_ack(self, mid: int) -> None:
+        future = self._pending_acks.pop(mid, None)
+        if future is not None:
+            _resolve(future)
+
     def _expect_ack(self, mid: int) -> asyncio.Future[None]:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
@@ -320,8 +322,7 @@ class FabricClient:
         try:
             await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            with self._lock:
-                self._pending_acks.pop(mid, None)
+            self._pending_acks.pop(mid, None)
             return False
         return True
 
