@@ -154,7 +154,7 @@ def test_the_will_is_published_retained_when_a_client_process_is_killed(any_brok
         run(scenario())
     finally:
         child.kill()
-        child.wait(10)
+        child.communicate(timeout=10)  # also closes the pipes
 
 
 def test_a_clean_close_does_not_publish_the_will(any_broker: RunningBroker, fabric: str) -> None:
