@@ -41,7 +41,8 @@ class FabricTaskClient:
     """Submits TaskRequests and matches replies by task id."""
 
     def __init__(self, connection: ConnectionSettings, client_id: str | None = None) -> None:
-        self.client_id = client_id or unique_client_id("client")
+        # A provisioned client account may read only reply/<its username>, so that is its id by default.
+        self.client_id = client_id or connection.username or unique_client_id("client")
         self.topics = Topics(connection.fabric)
         self.reply_topic = self.topics.reply(self.client_id)
         self._mqtt = FabricClient(connection, self.client_id)
