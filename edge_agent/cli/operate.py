@@ -48,7 +48,14 @@ def _quick_connect(connection: ConnectionSettings, timeout_s: float) -> Connecti
 @config_option
 @broker_option
 @fabric_option
-@click.option("--wait", "wait_s", type=float, default=1.5, show_default=True, help="Seconds to collect states.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=6.0,
+    show_default=True,
+    help="Seconds to wait for node states (returns as soon as every online node has reported).",
+)
 @click.option("--connect-timeout", type=float, default=5.0, show_default=True, help="Seconds to reach the broker.")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 def status(
