@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make run    set everything up, then run the demo (broker + three SmolLM2 agents + router + one question)
-#   make test   set everything up, then run the whole test suite
+#   make test   set everything up (mosquitto and chromium via apt when missing), then run the test suite
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -9,7 +9,7 @@ WHEELS  := ../shared/wheels
 FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS),)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test check mosquitto clean
+.PHONY: setup run test check system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -24,11 +24,14 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/edge-agent demo
 
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
-		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients)
+# Integration tests run mosquitto as a process; the dashboard test drives headless Chromium.
+system-deps:
+	@missing=""; \
+	{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
-test: setup mosquitto
+test: setup system-deps
 	@$(PY) -m pytest -q -p no:cacheprovider; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; \
 	exit $$status
