@@ -317,8 +317,8 @@ def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int
     if len(raw) > max_bytes:
         raise MessageError(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise MessageError(f"payload is not valid UTF-8 JSON: {str(error)[:200]}") from None
     if _depth(data) > MAX_NESTING_DEPTH:
         raise MessageError(f"payload is nested deeper than {MAX_NESTING_DEPTH} levels")
@@ -360,6 +360,11 @@ _ROUTE_FIELDS = ("reply_topic", "task_id", "dispatch_id")
 def _string_field(name: str) -> re.Pattern[str]:
     """A JSON string field without escapes, e.g. ``"reply_topic": "a/b"``."""
     return re.compile(rf'"{name}"\s*:\s*"([^"\\]*)"')
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: encode() could not write them back, so they are refused on the way in."""
+    raise ValueError(f"{name} is not a valid JSON number")
 
 
 def _short(value: str | None) -> str | None:

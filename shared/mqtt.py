@@ -95,6 +95,13 @@ class FabricClient:
     def is_connected(self) -> bool:
         return self._connected.is_set()
 
+    def tcp_nodelay(self) -> bool | None:
+        """Whether Nagle's algorithm is off on the current socket (None while disconnected)."""
+        sock = self._paho.socket()
+        if not isinstance(sock, socket.socket) or sock.fileno() < 0:
+            return None
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
     def on_connected(self, callback: ConnectedCallback) -> None:
         """Run `callback` in the event loop after every successful (re)connect."""
         self._connected_callbacks.append(callback)

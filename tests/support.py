@@ -42,6 +42,8 @@ class RunningBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -12,9 +12,10 @@ WARM_UP_MESSAGES: list[ChatMessage] = [
 def measure_tokens_per_second(backend: Backend, max_tokens: int = 16, seed: int = 0) -> float:
     """Run one short greedy generation and return completion tokens per second of wall-clock time.
 
-    The first call also pays for any lazy warm-up in the engine, which is what a freshly started node
-    would see; the beacon treats the figure as an estimate. Returns 0.0 when nothing was generated.
+    A two-token call first pays for the engine's lazy warm-up, so the figure is the steady generation speed
+    (prompt processing included); the beacon treats it as an estimate. Returns 0.0 when nothing was generated.
     """
+    backend.generate(WARM_UP_MESSAGES, GenerationOptions(max_tokens=2, temperature=0.0, seed=seed))  # warm caches
     options = GenerationOptions(max_tokens=max_tokens, temperature=0.0, seed=seed)
     generation = backend.generate(WARM_UP_MESSAGES, options)
     if generation.completion_tokens == 0 or generation.latency_s <= 0:

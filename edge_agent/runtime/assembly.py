@@ -72,7 +72,7 @@ def build_worker(agent: AgentConfig, index: int, node_id: str, warm_up: bool = T
     backend, reason = open_backend(agent)
     worker = AgentWorker(agent_profile(agent, index, node_id, reason), backend, node_id)
     if warm_up and backend.name != "echo":
-        worker.tokens_per_second = round(measure_tokens_per_second(backend), 1)
+        worker.tokens_per_second = round(measure_tokens_per_second(backend, max_tokens=32), 1)
         log.info("agent %s: %.1f tokens/s on warm-up", worker.profile.agent_id, worker.tokens_per_second)
     return worker
 

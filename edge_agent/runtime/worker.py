@@ -94,7 +94,6 @@ class AgentWorker:
         try:
             return await asyncio.wait_for(self._run_in_slot(request, received), request.deadline_s)
         except asyncio.TimeoutError:
-            # The model call may still finish in its thread; the backend's own lock keeps calls serial.
             return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
 
     async def _run_in_slot(self, request: RunRequest, received: float) -> RunResult:
@@ -103,11 +102,15 @@ class AgentWorker:
         finally:
             self.waiting -= 1  # admitted requests leave the queue whether they got a slot or were cancelled
         self.in_flight += 1
-        try:
-            return await self._generate(request, received)
-        finally:
-            self.in_flight -= 1
-            self._slots.release()
+        # A model call cannot be interrupted in its thread: after a timeout it keeps its slot until it really
+        # ends, so max_in_flight bounds the calls actually running, not just the ones still awaited.
+        generation = asyncio.ensure_future(self._generate(request, received))
+        generation.add_done_callback(self._release_slot)
+        return await asyncio.shield(generation)
+
+    def _release_slot(self, _: asyncio.Future[RunResult]) -> None:
+        self.in_flight -= 1
+        self._slots.release()
 
     async def _generate(self, request: RunRequest, received: float) -> RunResult:
         started = time.monotonic()

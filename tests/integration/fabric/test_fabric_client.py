@@ -209,6 +209,25 @@ def test_the_client_reconnects_and_resubscribes_after_a_broker_restart(any_broke
     run(scenario(), timeout=90)
 
 
+def test_tcp_nodelay_is_set_after_connect_and_after_every_reconnect(any_broker: RunningBroker, fabric: str) -> None:
+    settings = connection_for(any_broker, fabric)
+
+    async def scenario() -> None:
+        connects = asyncio.Queue[int]()
+        client = FabricClient(settings, unique_client_id("nagle"))
+        client.on_connected(lambda: connects.put_nowait(1))
+        await client.connect(timeout=WAIT_S)
+        await asyncio.wait_for(connects.get(), WAIT_S)
+        assert client.tcp_nodelay() is True
+        await asyncio.to_thread(any_broker.restart)
+        await asyncio.wait_for(connects.get(), 30)
+        assert client.tcp_nodelay() is True  # a new socket, set again
+        await client.close()
+        assert client.tcp_nodelay() is None
+
+    run(scenario(), timeout=90)
+
+
 # --- authentication ---------------------------------------------------------------------------------------
 
 USER, PASSWORD = "board-7", "correct horse battery staple"

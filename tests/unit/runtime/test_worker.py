@@ -157,6 +157,23 @@ def test_a_missed_deadline_gives_a_timeout_result() -> None:
     assert (worker.in_flight, worker.waiting) == (0, 0)
 
 
+def test_a_timed_out_call_keeps_its_slot_until_the_model_call_really_ends() -> None:
+    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=0.4), "node-1")
+
+    async def scenario() -> tuple[int, RunResult]:
+        worker.admit()
+        timed_out = await worker.run(request(1, deadline_s=0.05))
+        assert timed_out.error == "timeout"
+        still_running = worker.in_flight  # the echo call is still sleeping in its thread
+        worker.admit()
+        return still_running, await worker.run(request(2, deadline_s=30.0))
+
+    still_running, second = asyncio.run(scenario())
+    assert still_running == 1
+    assert second.ok
+    assert second.queued_ms > 200  # it waited for the first call's slot
+
+
 def test_a_deadline_also_covers_time_in_the_queue() -> None:
     worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=0.5), "node-1")
     slow, queued = request(1, deadline_s=30.0), request(2, deadline_s=0.1)
