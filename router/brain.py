@@ -85,6 +85,8 @@ class RoutingBrain:
             return None
         if self.policy.config.frozen:
             return joined.agent_id  # evaluation mode: vote weights stay as saved, like LinUCB
+        if self.policy.config.frozen:
+            return joined.agent_id  # evaluation mode: neither the bandit nor the vote weights learn
         self.policy.update(joined.agent_id, joined.x, joined.reward)
         previous = self.reliability.get(joined.agent_id, DEFAULT_RELIABILITY)
         self.reliability[joined.agent_id] = (1 - RELIABILITY_RATE) * previous + RELIABILITY_RATE * joined.reward

@@ -230,9 +230,10 @@ class FabricClient:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._attempts = 0
-        for topic_filter, (qos, _) in list(self._handlers.items()):
-            client.subscribe(topic_filter, qos)
-        self._call_in_loop(self._handle_connected)
+        filters = [(topic_filter, qos) for topic_filter, (qos, _) in list(self._handlers.items())]
+        mid = client.subscribe(filters)[1] if filters else None
+        # Queued before the SUBACK can be handed over, so _handle_connected registers the ack future in time.
+        self._call_in_loop(self._handle_connected, mid)
 
     def _report_refusal(self, reason: str) -> None:
         log.warning("broker %s refused the connection of %s: %s", self.broker, self.client_id, reason)
@@ -283,10 +284,24 @@ class FabricClient:
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_exception(TransportError(reason))
 
-    def _handle_connected(self) -> None:
+    def _handle_connected(self, subscribe_mid: int | None) -> None:
         self.connect_count += 1
-        self._connected.set()
+        self._connected.set()  # from now on subscribe() sends its own SUBSCRIBE
         log.info("connected to %s as %s", self.broker, self.client_id)
+        acknowledged = self._expect_ack(subscribe_mid) if subscribe_mid is not None else None
+        task = asyncio.ensure_future(self._finish_connect(subscribe_mid, acknowledged))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_finished)
+
+    async def _finish_connect(self, mid: int | None, acknowledged: asyncio.Future[None] | None) -> None:
+        """Once the broker confirmed every subscription: release connect() and run the on_connected callbacks.
+
+        Waiting for the SUBACK means nothing sent to us right after connect() returns (a task for a router that
+        just started, a reply to a client) can arrive before the broker knows our subscriptions.
+        """
+        timeout = self.settings.connect_timeout_s
+        if mid is not None and acknowledged is not None and not await self._wait_ack(mid, acknowledged, timeout):
+            log.warning("no SUBACK from %s within %.0f s; continuing", self.broker, timeout)
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_result(None)
         for callback in self._connected_callbacks:
