@@ -120,3 +120,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+def _attach_fabric_benchmarks() -> None:
+    """`bench run` and `bench data` (benchmarks over the real fabric) live with their runner in bench.runner."""
+    from bench.runner.cli import data_command, run_command
+
+    bench.add_command(run_command, "run")
+    bench.add_command(data_command, "data")
+
+
+_attach_fabric_benchmarks()
