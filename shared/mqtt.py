@@ -256,11 +256,9 @@ class FabricClient:
         delay *= random.uniform(0.5, 1.0)
         # paho annotates the delays as int but computes with any number; sub-second delays matter here.
         client.reconnect_delay_set(delay, delay)
-        try:
-            client.host = self.broker.host
-            client.port = self.broker.port
-        except RuntimeError:
-            log.debug("connection still open; keeping broker %s", client.host)
+        # paho's host/port setters refuse a connection that is "lost" (not closed), which kept every client on
+        # the dead broker; connect_async is paho's public way to aim its next reconnect attempt elsewhere.
+        client.connect_async(self.broker.host, self.broker.port, keepalive=self.settings.keepalive_s)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._call_in_loop(self._dispatch, message.topic, message.payload)
