@@ -1,0 +1,106 @@
+"""Broker failover: two bridged mosquitto brokers; broker 1 dies and the fabric moves to broker 2 (issue 7.4).
+
+A fabric needs one shared message space, so two independent brokers would split it in two. The honest setup is
+two mosquitto instances bridged with ``topic symphony/# both 1``: while both live, a component on either sees
+every message (the watcher here sits on broker 2 only and sees the fleet that connected to broker 1). Every
+component is given both URLs; when broker 1 is killed, each moves to broker 2, resubscribes and re-announces,
+clients resend unanswered tasks, and the fabric keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line
+from support import RunningBroker
+
+from broker.mosquitto import MosquittoConfig, find_mosquitto, render_config
+from broker.policy import free_port
+from shared.client import FabricTaskClient
+
+AGENTS = ("edge-a", "edge-b", "edge-c")
+COMPONENTS = {*AGENTS, "router-1"}
+TASKS = 60
+
+
+def bridge_lines(remote_port: int) -> str:
+    return "\n".join(
+        [
+            "connection fabric-bridge",
+            f"address 127.0.0.1:{remote_port}",
+            "topic symphony/# both 1",
+            "cleansession true",
+            "restart_timeout 1 2",
+            "",
+        ]
+    )
+
+
+@pytest.fixture
+def bridged_brokers(tmp_path: Path) -> Iterator[tuple[RunningBroker, RunningBroker]]:
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto is not installed")
+    brokers = []
+    for index in range(2):
+        port = free_port()
+        text = render_config(MosquittoConfig(host="127.0.0.1", port=port))
+        if index == 1:
+            text += bridge_lines(brokers[0].port)
+        config_file = tmp_path / f"mosquitto-{index}.conf"
+        config_file.write_text(text)
+        broker = RunningBroker("mosquitto", port, [binary, "-c", str(config_file)])
+        broker.start()
+        brokers.append(broker)
+    yield brokers[0], brokers[1]
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_fabric_moves_to_the_second_broker_when_the_first_dies(bridged_brokers, fabric: str, fleet_factory):
+    first, second = bridged_brokers
+    urls = [first.url, second.url]
+    fleet = fleet_factory(fabric, urls)
+    watcher = Watcher(connection([second.url], fabric))  # on broker 2 only: sees broker 1 through the bridge
+
+    async def scenario():
+        await watcher.start()
+        try:
+            fleet.start_router("router-1")
+            for node_id in AGENTS:
+                fleet.start_agent(node_id)
+            ready = lambda: all(watcher.online(n) for n in AGENTS) and "router-1" in watcher.presences  # noqa: E731
+            assert await watcher.wait_until(ready, 30), "the bridge did not carry the beacons to broker 2"
+            async with FabricTaskClient(connection(urls, fabric)) as client:
+                before = await drive_load(client, 6, concurrency=6, deadline_s=10.0, prefix="before")
+                load = asyncio.ensure_future(drive_load(client, TASKS, concurrency=6, deadline_s=10.0))
+                await asyncio.sleep(1.0)
+                first.kill()
+                killed_at = time.monotonic()
+                moved = await watcher.wait_until(lambda: watcher.announced_since(killed_at) >= COMPONENTS, 30)
+                moved_s = time.monotonic() - killed_at
+                report = await load
+                after = await drive_load(client, 6, concurrency=6, deadline_s=10.0, prefix="after")
+            return before, report, after, moved, moved_s
+        finally:
+            await watcher.close()
+
+    before, report, after, moved, moved_s = bounded(scenario(), 150)
+    report_line(
+        "broker failover",
+        f"before: {before.summary()}; during: {report.summary()}; everything re-announced on broker 2 "
+        f"{moved_s:.2f} s after broker 1 was killed; after: {after.summary()}; "
+        f"answered twice={len(watcher.duplicate_answers())}",
+    )
+    assert before.answered == 6
+    assert moved, f"not on broker 2: {COMPONENTS - watcher.announced_since(0)}"
+    assert not report.lost, report.summary()
+    assert all(reply.code == "timeout" for reply in report.failed), report.failed
+    assert after.answered == 6, after.summary()
+    assert not watcher.duplicate_answers()
