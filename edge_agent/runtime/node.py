@@ -36,7 +36,7 @@ from shared.mqtt import FabricClient, WillMessage
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
-MIN_STATE_GAP_S = 0.05
+STATE_COALESCE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,16 @@ class EdgeNode:
     async def _publish_state_forever(self) -> None:
         assert self.client is not None
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(self._state_changed.wait(), self.settings.state_interval_s)
+                # A change: wait a moment so a burst (a run starting, then ending) becomes one message sent after
+                # the results, not one more packet on the request's critical path.
+                await asyncio.sleep(STATE_COALESCE_S)
+            except asyncio.TimeoutError:
+                pass  # the periodic state
             self._state_changed.clear()
             if self.client.is_connected:
                 self.client.publish(self.topics.state(self.settings.node_id), self.state(), qos=0)
-            await asyncio.sleep(MIN_STATE_GAP_S)  # coalesce bursts of changes into one message
 
     # --- handlers -----------------------------------------------------------------------------------------
 
