@@ -2,8 +2,9 @@
 
 `FabricClient` wraps a paho 2 client (callback API version 2, MQTT 3.1.1) for asyncio code:
 
-- paho runs its network loop in its own thread; incoming messages are handed to the asyncio loop, where the
-  handler registered for the matching filter runs (a coroutine handler becomes a task);
+- paho runs on the asyncio event loop itself (its socket is watched with add_reader/add_writer, keepalive is a
+  task), so a message costs no thread hand-off on the way in or out; only the blocking TCP/TLS connect runs in a
+  worker thread. The handler registered for the matching filter runs in the loop (a coroutine becomes a task);
 - every (re)connect sets TCP_NODELAY on the socket (without it each request/reply hop waits ~40 ms for Nagle
   and delayed ACKs), re-subscribes every filter and runs the `on_connected` callbacks (beacons re-announce);
 - several broker URLs may be given: each lost connection or failed attempt moves to the next URL, after a
@@ -20,6 +21,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ Handler = Callable[[str, bytes], "Awaitable[None] | None"]
 ConnectedCallback = Callable[[], "Awaitable[None] | None"]
 MIN_RECONNECT_DELAY_S = 0.2
 MAX_RECONNECT_DELAY_S = 5.0
+KEEPALIVE_TICK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class FabricClient:
         self._pending_acks: dict[int, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
+        self._connecting: asyncio.Future[Any] | None = None
+        self._watched_fd: int | None = None
+        self._loop_thread = threading.get_ident()
         self.connect_count = 0
         self._paho = self._build_paho(will)
 
@@ -109,10 +115,10 @@ class FabricClient:
     async def connect(self, timeout: float | None = None) -> None:
         """Connect to the first reachable broker and return once the broker accepted us."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._first_connect = self._loop.create_future()
-        url = self.broker
-        self._paho.connect_async(url.host, url.port, keepalive=self.settings.keepalive_s)
-        self._paho.loop_start()
+        self._keep(asyncio.ensure_future(self._keepalive_forever()))
+        self._start_connecting(delay_s=0.0)
         wait_s = timeout if timeout is not None else self.settings.connect_timeout_s
         try:
             await asyncio.wait_for(asyncio.shield(self._first_connect), wait_s)
@@ -172,15 +178,17 @@ class FabricClient:
         return await self._wait_ack(info.mid, ack, timeout)
 
     async def close(self, final_messages: Sequence[tuple[str, bytes, bool]] = ()) -> None:
-        """Publish `final_messages` (topic, payload, retain), disconnect cleanly and stop the network thread."""
+        """Publish `final_messages` (topic, payload, retain), then disconnect cleanly."""
         if self._closing:
             return
         self._closing = True
         for topic, payload, retain in final_messages:
             if self.is_connected:
                 await self.publish_confirmed(topic, payload, retain=retain, timeout=2.0)
-        self._paho.disconnect()
-        await asyncio.get_running_loop().run_in_executor(None, self._paho.loop_stop)
+        if self._paho.socket() is not None:
+            self._paho.disconnect()
+            self._paho.loop_write()  # sends DISCONNECT now; paho then closes the socket (no Will is published)
+        self._stop_watching()
         self._connected.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -196,7 +204,6 @@ class FabricClient:
         )
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(MIN_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S)  # type: ignore[arg-type]
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else None
             client.username_pw_set(self.settings.username, password)
@@ -206,8 +213,11 @@ class FabricClient:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         client.on_publish = self._on_ack
         client.on_subscribe = self._on_subscribe
         return client
@@ -243,22 +253,40 @@ class FabricClient:
         self._call_in_loop(self._connected.clear)
         if not self._closing:
             log.info("disconnected from %s (%s); reconnecting", self.broker, reason)
-            self._move_to_next_broker(client)
+            self._call_in_loop(self._start_connecting, self._next_attempt_delay())
 
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._move_to_next_broker(client)
-
-    def _move_to_next_broker(self, client: paho.Client) -> None:
-        """Point paho's built-in reconnect at the next URL with a jittered, growing delay."""
+    def _next_attempt_delay(self) -> float:
+        """Move to the next broker URL; the jittered, growing delay before trying it."""
         self._attempts += 1
         self._url_index = (self._url_index + 1) % len(self._urls)
         delay = min(MAX_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S * 2 ** min(self._attempts, 6))
-        delay *= random.uniform(0.5, 1.0)
-        # paho annotates the delays as int but computes with any number; sub-second delays matter here.
-        client.reconnect_delay_set(delay, delay)
-        # paho's host/port setters refuse a connection that is "lost" (not closed), which kept every client on
-        # the dead broker; connect_async is paho's public way to aim its next reconnect attempt elsewhere.
-        client.connect_async(self.broker.host, self.broker.port, keepalive=self.settings.keepalive_s)
+        return float(delay * random.uniform(0.5, 1.0))
+
+    def _start_connecting(self, delay_s: float) -> None:
+        if self._closing or (self._connecting is not None and not self._connecting.done()):
+            return
+        self._connecting = self._keep(asyncio.ensure_future(self._connect_until_connected(delay_s)))
+
+    async def _connect_until_connected(self, delay_s: float) -> None:
+        """Open a TCP (and TLS) connection to the current broker, moving on to the next one on failure.
+
+        The blocking socket connect runs in a worker thread; once it returns, CONNECT is queued and everything
+        else (CONNACK, subscriptions) happens on the event loop.
+        """
+        while not self._closing:
+            await asyncio.sleep(delay_s)
+            url = self.broker
+            self._paho.connect_async(url.host, url.port, keepalive=self.settings.keepalive_s)
+            try:
+                await asyncio.to_thread(self._paho.reconnect)
+            except OSError as error:  # refused, unreachable, TLS failure (ssl.SSLError is an OSError)
+                log.info("cannot reach %s: %s", url, error)
+                delay_s = self._next_attempt_delay()
+                continue
+            if self._closing:  # close() ran while we were connecting
+                self._paho.disconnect()
+                self._paho.loop_write()
+            return
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._call_in_loop(self._dispatch, message.topic, message.payload)
@@ -271,12 +299,87 @@ class FabricClient:
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         self._on_ack(client, userdata, mid, reasons, properties)
 
+    # --- the socket on the event loop ---------------------------------------------------------------------
+    # paho calls these from the loop thread, except while `reconnect` runs in its worker thread: then the
+    # registration is handed to the loop (in order, so a socket is always watched before it is written).
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._now_or_in_loop(self._watch, sock)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._now_or_in_loop(self._stop_watching)  # paho closes the socket right after this returns
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._now_or_in_loop(self._want_write, sock)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._now_or_in_loop(self._stop_writing)
+
+    def _watch(self, sock: Any) -> None:
+        current = self._paho.socket()
+        if self._loop is None or current is None or sock is not current or current.fileno() < 0:
+            return  # closed before the loop got to it
+        self._stop_watching()
+        self._watched_fd = current.fileno()
+        self._loop.add_reader(self._watched_fd, self._on_readable)
+
+    def _want_write(self, sock: Any) -> None:
+        if self._loop is not None and self._watched_fd is not None and sock is self._paho.socket():
+            self._loop.add_writer(self._watched_fd, self._on_writable)
+
+    def _stop_writing(self) -> None:
+        if self._loop is not None and self._watched_fd is not None:
+            self._loop.remove_writer(self._watched_fd)
+
+    def _stop_watching(self) -> None:
+        if self._loop is not None and self._watched_fd is not None:
+            self._loop.remove_reader(self._watched_fd)
+            self._loop.remove_writer(self._watched_fd)
+        self._watched_fd = None
+
+    def _on_readable(self) -> None:
+        self._paho.loop_read()
+        sock = self._paho.socket()
+        # TLS may hold decrypted bytes that the selector cannot see: read them now.
+        while isinstance(sock, ssl.SSLSocket) and sock.pending() and self._paho.socket() is sock:
+            self._paho.loop_read()
+
+    def _on_writable(self) -> None:
+        self._paho.loop_write()  # unregisters the writer once paho's queue is empty
+
+    async def _keepalive_forever(self) -> None:
+        """paho's timers (PINGREQ, a dead connection detected by a missing PINGRESP) run on the loop too."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_TICK_S)
+            if self._paho.socket() is not None:
+                self._paho.loop_misc()
+
     # --- event-loop side ----------------------------------------------------------------------------------
 
+    def _in_loop_thread(self) -> bool:
+        return self._loop is not None and threading.get_ident() == self._loop_thread
+
     def _call_in_loop(self, function: Callable[..., Any], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
-                self._loop.call_soon_threadsafe(function, *args)
+        """Run `function` in the loop soon (after the paho call in progress has returned)."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        if self._in_loop_thread():
+            self._loop.call_soon(function, *args)
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+            self._loop.call_soon_threadsafe(function, *args)
+
+    def _now_or_in_loop(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run `function` right away in the loop thread, else hand it to the loop."""
+        if self._in_loop_thread():
+            function(*args)
+        else:
+            self._call_in_loop(function, *args)
+
+    def _keep(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        self._tasks.add(task)
+        task.add_done_callback(self._task_finished)
+        return task
 
     def _fail_first_connect(self, reason: str) -> None:
         if self._first_connect is not None and not self._first_connect.done():
@@ -287,9 +390,7 @@ class FabricClient:
         self._connected.set()  # from now on subscribe() sends its own SUBSCRIBE
         log.info("connected to %s as %s", self.broker, self.client_id)
         acknowledged = self._expect_ack(subscribe_mid) if subscribe_mid is not None else None
-        task = asyncio.ensure_future(self._finish_connect(subscribe_mid, acknowledged))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_finished)
+        self._keep(asyncio.ensure_future(self._finish_connect(subscribe_mid, acknowledged)))
 
     async def _finish_connect(self, mid: int | None, acknowledged: asyncio.Future[None] | None) -> None:
         """Once the broker confirmed every subscription: release connect() and run the on_connected callbacks.
@@ -318,11 +419,9 @@ class FabricClient:
             log.exception("handler %s failed", getattr(handler, "__qualname__", handler))
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._task_finished)
+            self._keep(asyncio.ensure_future(result))
 
-    def _task_finished(self, task: asyncio.Future[None]) -> None:
+    def _task_finished(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("handler task failed", exc_info=task.exception())
