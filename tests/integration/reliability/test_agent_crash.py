@@ -135,6 +135,7 @@ def test_frozen_agent_is_declared_offline_then_served_again(
                 after = await drive_load(client, 10, 5, deadline_s=8.0, cot_count=1, prefix="thawed")
             return offline_after, during, after
         finally:
+            fleet.processes["edge-a"].send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM at teardown
             await watcher.close()
 
     offline_after, during, after = bounded(scenario(), 120)
