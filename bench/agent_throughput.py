@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -197,18 +198,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: cores - 1, both)")
     arguments = parser.parse_args()
     model_path = arguments.model or default_model_path()
-    raw = raw_tokens_per_second(model_path, FIXED_PROMPT, arguments.max_tokens, arguments.repeats, arguments.threads)
-    agent = agent_tokens_per_second(model_path, arguments.max_tokens, arguments.repeats, arguments.threads)
-    ratio = agent.end_to_end_tps / raw if raw > 0 else 0.0
-    print(f"model: {model_path.name}, max_tokens {arguments.max_tokens}, {arguments.repeats} repeats, greedy")
-    print(f"raw llama-cpp-python:        {raw:7.1f} tokens/s")
+    print_summary(measure(model_path, arguments.max_tokens, arguments.repeats, arguments.threads))
+
+
+def measure(model_path: Path, max_tokens: int = 64, repeats: int = 3, threads: int | None = None) -> dict[str, Any]:
+    """Raw llama-cpp-python tokens/s and tokens/s through an agent on the same model and prompt, with the ratio."""
+    raw = raw_tokens_per_second(model_path, FIXED_PROMPT, max_tokens, repeats, threads)
+    agent = agent_tokens_per_second(model_path, max_tokens, repeats, threads)
+    return {
+        "model": model_path.name,
+        "max_tokens": max_tokens,
+        "repeats": repeats,
+        "raw_tokens_per_s": round(raw, 1),
+        "agent": asdict(agent),
+        "ratio": round(agent.end_to_end_tps / raw, 3) if raw > 0 else 0.0,
+        "goal_ratio": GOAL_RATIO,
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    agent = result["agent"]
+    print(f"model: {result['model']}, max_tokens {result['max_tokens']}, {result['repeats']} repeats, greedy")
+    print(f"raw llama-cpp-python:        {result['raw_tokens_per_s']:7.1f} tokens/s")
     print(
-        f"agent end to end (MQTT):     {agent.end_to_end_tps:7.1f} tokens/s "
-        f"({agent.mean_completion_tokens:.0f} tokens/run, {agent.mean_overhead_ms:.1f} ms/run outside the worker)"
+        f"agent end to end (MQTT):     {agent['end_to_end_tps']:7.1f} tokens/s "
+        f"({agent['mean_completion_tokens']:.0f} tokens/run, {agent['mean_overhead_ms']:.1f} ms/run outside the worker)"
     )
-    print(f"agent inside the worker:     {agent.in_worker_tps:7.1f} tokens/s")
-    verdict = "meets" if ratio >= GOAL_RATIO else "below"
-    print(f"ratio agent/raw:             {ratio:7.3f} ({verdict} the goal of {GOAL_RATIO})")
+    print(f"agent inside the worker:     {agent['in_worker_tps']:7.1f} tokens/s")
+    verdict = "meets" if result["ratio"] >= GOAL_RATIO else "below"
+    print(f"ratio agent/raw:             {result['ratio']:7.3f} ({verdict} the goal of {GOAL_RATIO})")
 
 
 if __name__ == "__main__":

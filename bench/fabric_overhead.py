@@ -30,8 +30,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_FABRIC = "bench-relay"
@@ -128,7 +129,7 @@ def relay_topics() -> dict[str, str]:
     }
 
 
-def paho_client(port: int, name: str, subscriptions: list[str], on_message: object) -> object:
+def paho_client(port: int, name: str, subscriptions: list[str], on_message: Any) -> Any:
     """A connected paho client (QoS 1 subscriptions, TCP_NODELAY) running its network loop in a thread."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
@@ -140,7 +141,8 @@ def paho_client(port: int, name: str, subscriptions: list[str], on_message: obje
     client.max_inflight_messages_set(100)
 
     def on_connect(client: paho.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
-        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock: Any = client.socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for topic in subscriptions:
             client.subscribe(topic, 1)
         connected.set()
@@ -332,16 +334,33 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.role:
         run_relay_role(arguments.role, arguments.port)
         return
-    tasks, clients = arguments.tasks, arguments.clients
-    print(f"fabric overhead: {tasks} tasks one at a time, {2 * tasks} with {clients} clients")
+    print_summary(measure(arguments.tasks, arguments.clients, tuple(arguments.brokers.split(","))))
+
+
+def measure(tasks: int = 300, clients: int = 4, brokers: tuple[str, ...] = ("mosquitto", "amqtt")) -> dict[str, Any]:
+    """Relay and router figures per broker, with the router/relay ratios."""
+    result: dict[str, Any] = {"tasks": tasks, "clients": clients, "brokers": {}}
     with tempfile.TemporaryDirectory(prefix="fabric-overhead-") as temporary:
         directory = Path(temporary)
-        for kind in arguments.brokers.split(","):
+        for kind in brokers:
             with broker(kind, directory) as url:
-                relay = measure_relay(url, arguments.tasks, arguments.clients)
-                router = measure_router(url, arguments.tasks, arguments.clients, directory)
-            report(kind, relay, router, arguments.clients)
+                relay = measure_relay(url, tasks, clients)
+                router = measure_router(url, tasks, clients, directory)
+            result["brokers"][kind] = {
+                "relay": asdict(relay),
+                "router": asdict(router),
+                "p50_ratio": round(router.p50_ms / relay.p50_ms, 2),
+                "throughput_ratio": round(router.tasks_per_s / relay.tasks_per_s, 2),
+            }
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    tasks, clients = result["tasks"], result["clients"]
+    print(f"fabric overhead: {tasks} tasks one at a time, {2 * tasks} with {clients} clients")
+    for kind, figures in result["brokers"].items():
+        report(kind, Figures(**figures["relay"]), Figures(**figures["router"]), result["clients"])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -122,6 +122,65 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# --- micro-benchmarks: figures and ratios against the goals, `--json` for machines ------------------------
+
+
+def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], None], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_summary(result)
+
+
+@bench.command()
+@click.option("--tasks", default=300, show_default=True, type=click.IntRange(min=10), help="Tasks one at a time.")
+@click.option("--clients", default=4, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
+@click.option("--broker", "brokers", multiple=True, type=click.Choice(["mosquitto", "amqtt"]), help="Default: both.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def fabric(tasks: int, clients: int, brokers: tuple[str, ...], as_json: bool) -> None:
+    """Routing overhead per task (echo agents) next to a bare paho relay of the same 4 hops."""
+    from bench import fabric_overhead
+
+    result = fabric_overhead.measure(tasks, clients, brokers or ("mosquitto", "amqtt"))
+    _report(result, fabric_overhead.print_summary, as_json)
+
+
+@bench.command()
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GGUF (default: SmolLM2).")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), help="llama.cpp threads (default: cores - 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def backend(model: Path | None, max_tokens: int, repeats: int, threads: int | None, as_json: bool) -> None:
+    """Tokens/s through an agent (RunRequest -> RunResult) against raw llama-cpp-python, as a ratio."""
+    from bench import agent_throughput
+    from edge_agent.models import default_model_path
+
+    result = agent_throughput.measure(model or default_model_path(), max_tokens, repeats, threads)
+    _report(result, agent_throughput.print_summary, as_json)
+
+
+@bench.command()
+@click.option("--delay", default=0.5, show_default=True, type=float, help="Seconds each echo call takes.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Tasks per k.")
+@click.option("--broker", "broker_kind", default="mosquitto", type=click.Choice(["mosquitto", "amqtt"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def vote(delay: float, repeats: int, broker_kind: str, as_json: bool) -> None:
+    """Wall time of a k-way CoT vote (k = 1, 3, 5) over fixed-delay echo agents."""
+    from bench import vote_parallelism
+
+    _report(vote_parallelism.measure(delay, repeats, broker_kind), vote_parallelism.print_summary, as_json)
+
+
+@bench.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def router(as_json: bool) -> None:
+    """One routing decision (Top-L screening + LinUCB select + update) for 16 and 64 agents."""
+    from bench import routing_decision
+
+    _report(routing_decision.measure(), routing_decision.print_summary, as_json)
+
+
 def _attach_fabric_benchmarks() -> None:
     """`bench run` and `bench data` (benchmarks over the real fabric) live with their runner in bench.runner."""
     from bench.runner.cli import data_command, run_command
