@@ -84,8 +84,6 @@ class RoutingBrain:
         if joined is None:
             return None
         if self.policy.config.frozen:
-            return joined.agent_id  # evaluation mode: vote weights stay as saved, like LinUCB
-        if self.policy.config.frozen:
             return joined.agent_id  # evaluation mode: neither the bandit nor the vote weights learn
         self.policy.update(joined.agent_id, joined.x, joined.reward)
         previous = self.reliability.get(joined.agent_id, DEFAULT_RELIABILITY)

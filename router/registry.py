@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from router.screening import AgentView
+from shared.liveness import supersedes
 from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RouterPresence
 
 DEFAULT_RELIABILITY = 0.5
@@ -36,13 +37,8 @@ class AgentRegistry:
     def apply_beacon(self, beacon: NodeBeacon, now: float) -> bool:
         """Take a beacon into account; returns False when it is older than what we hold (ignored)."""
         record = self.nodes.get(beacon.node_id)
-        if record is not None and beacon.epoch < record.beacon.epoch:
+        if not supersedes(beacon, record.beacon if record is not None else None):
             return False
-        if record is not None and beacon.epoch == record.beacon.epoch and not record.online:
-            # An offline certificate is final for its epoch, except against a birth sent after it: the node
-            # lived through a lost connection (its Will fired) and re-announced itself on reconnecting.
-            if beacon.status == "offline" or beacon.sent_at <= record.beacon.sent_at:
-                return False
         states = record.states if record is not None and record.beacon.epoch == beacon.epoch else {}
         self.nodes[beacon.node_id] = NodeRecord(beacon, now, states)
         return True

@@ -1,8 +1,8 @@
 """What an observer knows about a fabric: nodes and their agents, routers, recent tasks and their traces.
 
 Fed one message at a time with the local receive time; never reads the clock or the network itself. Liveness
-follows the router's rule (DESIGN §3): the newest epoch of a node wins and an offline certificate is final for
-its epoch, so an old Will never hides a node that restarted.
+follows the router's rule (shared.liveness, DESIGN §3): the newest epoch of a node wins, so an old Will never
+hides a node that restarted, and a birth sent after a Will brings a reconnected node back.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.liveness import supersedes
 from shared.messages import AgentState, NodeBeacon, NodeState, RouterPresence, TaskEvent
 
 MAX_TASKS = 50
@@ -104,9 +105,7 @@ class FabricSnapshot:
     def apply_beacon(self, beacon: NodeBeacon, now: float) -> bool:
         """Take a beacon into account; False when an older epoch (or a repeated offline) is ignored."""
         record = self.nodes.get(beacon.node_id)
-        if record is not None and beacon.epoch < record.beacon.epoch:
-            return False
-        if record is not None and beacon.epoch == record.beacon.epoch and not record.online:
+        if not supersedes(beacon, record.beacon if record is not None else None):
             return False
         keep_state = record is not None and record.beacon.epoch == beacon.epoch
         state, seen = (record.state, record.state_seen) if keep_state and record else (None, None)
