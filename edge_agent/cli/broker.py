@@ -16,21 +16,11 @@ from shared.errors import ConfigError
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=1883, show_default=True, type=int, help="TCP port (0 picks a free one).")
-@click.option(
-    "--password-file", type=click.Path(path_type=Path), help="Password file (required off loopback)."
-)
-@click.option(
-    "--acl-file", type=click.Path(path_type=Path), help="Topic ACL (YAML for amqtt, mosquitto format)."
-)
-@click.option(
-    "--allow-anonymous", is_flag=True, help="Allow clients without credentials on a non-loopback bind."
-)
-@click.option(
-    "--mosquitto", "use_mosquitto", is_flag=True, help="Run mosquitto with a rendered config instead."
-)
-@click.option(
-    "--render-only", type=click.Path(path_type=Path), help="With --mosquitto: write the config and exit."
-)
+@click.option("--password-file", type=click.Path(path_type=Path), help="Password file (required off loopback).")
+@click.option("--acl-file", type=click.Path(path_type=Path), help="Topic ACL (YAML for amqtt, mosquitto format).")
+@click.option("--allow-anonymous", is_flag=True, help="Allow clients without credentials on a non-loopback bind.")
+@click.option("--mosquitto", "use_mosquitto", is_flag=True, help="Run mosquitto with a rendered config instead.")
+@click.option("--render-only", type=click.Path(path_type=Path), help="With --mosquitto: write the config and exit.")
 def broker(
     host: str,
     port: int,
