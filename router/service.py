@@ -254,11 +254,14 @@ class RouterService:
         self.runs_dispatched += 1
         self._publish(self.topics.agent_run(request.agent_id), request)
         try:
-            return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
-            return _failed(request, "timeout", f"no result within {timeout_s:g} s")
+            # asyncio.wait, not wait_for: wait_for may swallow a cancellation (an early-stopped vote) when the
+            # result lands in the same loop iteration, and the cancelled run would then report after the answer.
+            await asyncio.wait([future], timeout=timeout_s)
         finally:
             self._pending.pop(request.dispatch_id, None)
+        if not future.done():
+            return _failed(request, "timeout", f"no result within {timeout_s:g} s")
+        return future.result()
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=data)  # type: ignore[arg-type]

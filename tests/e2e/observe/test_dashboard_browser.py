@@ -133,8 +133,10 @@ def test_the_dashboard_shows_live_nodes_and_follows_a_task(fleet: Any, chromium:
     submitted = fleet.cli("submit", "What is 17 * 3?", *common, "--task-id", "dash-task-1", "--no-trace")
     assert submitted.returncode == 0, submitted.stderr
     page.wait_for("document.getElementById('tasks').innerText.includes('answered')", "the answered task")
-    timeline = page.evaluate("[...document.querySelectorAll('#timeline [data-event]')].map(e => e.dataset.event)")
-    assert timeline[0] == "received" and timeline[-1] == "answered"
+    events = "[...document.querySelectorAll('#timeline [data-event]')].map(e => e.dataset.event)"
+    # The page renders snapshots as they stream in: wait for the one that holds the whole trace.
+    timeline = page.wait_for(f"(t => t.length && t[t.length - 1] === 'answered' && t)({events})", "the whole trace")
+    assert timeline[0] == "received"
     assert {"screened", "dispatched", "result", "voted", "rewarded"} <= set(timeline)
     scores = page.evaluate("document.getElementById('scores').innerText")
     assert "board-a-math" in scores and "UCB" in scores
