@@ -69,5 +69,6 @@ def cli(verbose: int) -> None:
     """Symphony Edge: a fleet of small devices as one multi-agent LLM system over MQTT."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("amqtt").setLevel(max(level, logging.WARNING if verbose < 2 else logging.DEBUG))
+    # amqtt warns about routine shutdown details ("messages not broadcasted"); show them only with -v.
+    logging.getLogger("amqtt").setLevel(logging.ERROR if verbose == 0 else level)
     logging.getLogger("transitions").setLevel(logging.WARNING)
