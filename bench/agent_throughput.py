@@ -19,7 +19,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 
 from bench.backend_throughput import FIXED_PROMPT, FIXED_SEED, raw_tokens_per_second
+from broker.policy import free_port, wait_for_port
 
 GOAL_RATIO = 0.95
 START_TIMEOUT_S = 120.0
@@ -45,25 +45,6 @@ class AgentFigures:
     in_worker_tps: float  # completion tokens / the agent's own latency_ms
     mean_completion_tokens: float
     mean_overhead_ms: float  # end-to-end time minus the agent's latency_ms, per request
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the broker exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"no broker on 127.0.0.1:{port} after {timeout} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -160,7 +141,7 @@ def agent_tokens_per_second(
     config = workdir / "node.yaml"
     config.write_text(yaml.safe_dump({"agents": [agent_settings], "state_dir": str(workdir / "state")}))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "edge_agent.cli"]
     broker = subprocess.Popen(
         [*command, "broker", "--host", "127.0.0.1", "--port", str(port)],
@@ -171,7 +152,7 @@ def agent_tokens_per_second(
     )
     agent: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for_port(port, broker)
+        wait_for_port(port, timeout=30.0, process=broker)
         url = f"mqtt://127.0.0.1:{port}"
         agent = subprocess.Popen(
             [*command, "start", "-c", str(config), "--broker", url, "--fabric", fabric, "--node-id", node_id],

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from broker.policy import free_port
+from broker.policy import free_port, wait_for_port
 from shared.client import FabricTaskClient, TaskFailed, TaskTimeout
 from shared.config import ConnectionSettings
 
@@ -78,19 +78,6 @@ def start_broker(kind: str, port: int, directory: Path) -> subprocess.Popen[byte
         config_file.write_text(render_config(MosquittoConfig(host="127.0.0.1", port=port)))
         command = [binary, "-c", str(config_file)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the broker did not listen on port {port} within {timeout:g} s")
 
 
 def rss_mib(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
