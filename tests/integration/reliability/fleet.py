@@ -257,6 +257,19 @@ def _request(client: FabricTaskClient, task_id: str, query: str, deadline_s: flo
     )
 
 
+async def start_fleet(fleet: Fleet, watcher: Watcher, routers: tuple[str, ...], agents: tuple[str, ...]) -> None:
+    """Start routers and agents as processes and wait (bounded) until the watcher sees all of them live."""
+    for router_id in routers:
+        fleet.start_router(router_id)
+    for node_id in agents:
+        fleet.start_agent(node_id)
+
+    def ready() -> bool:
+        return all(watcher.online(n) for n in agents) and all(r in watcher.presences for r in routers)
+
+    assert await watcher.wait_until(ready, 30), fleet.log_text(routers[0])
+
+
 def connection(urls: list[str], fabric: str) -> ConnectionSettings:
     return ConnectionSettings(fabric=fabric, brokers=tuple(urls), keepalive_s=KEEPALIVE_S, connect_timeout_s=15.0)
 

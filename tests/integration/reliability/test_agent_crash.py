@@ -10,7 +10,15 @@ import time
 from typing import Any
 
 import pytest
-from integration.reliability.fleet import KEEPALIVE_S, Watcher, bounded, connection, drive_load, report_line
+from integration.reliability.fleet import (
+    KEEPALIVE_S,
+    Watcher,
+    bounded,
+    connection,
+    drive_load,
+    report_line,
+    start_fleet,
+)
 from support import RunningBroker
 
 from shared.client import FabricTaskClient
@@ -56,11 +64,7 @@ def test_agents_killed_at_random_lose_no_task(mosquitto_broker: RunningBroker, f
     async def scenario():
         await watcher.start()
         try:
-            fleet.start_router("router-1")
-            for node_id in AGENTS:
-                fleet.start_agent(node_id)
-            ready = lambda: all(watcher.online(n) for n in AGENTS) and "router-1" in watcher.presences  # noqa: E731
-            assert await watcher.wait_until(ready, 30), fleet.log_text("router-1")
+            await start_fleet(fleet, watcher, ("router-1",), AGENTS)
             async with FabricTaskClient(settings) as client:
                 stop = asyncio.Event()
                 chaos = asyncio.create_task(kill_and_restart(stop))

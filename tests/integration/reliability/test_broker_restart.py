@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import pytest
-from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line
+from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line, start_fleet
 from support import RunningBroker
 
 from shared.client import FabricTaskClient
@@ -29,11 +29,7 @@ def test_broker_restart_under_load(any_broker: RunningBroker, fabric: str, fleet
     async def scenario():
         await watcher.start()
         try:
-            fleet.start_router("router-1")
-            for node_id in AGENTS:
-                fleet.start_agent(node_id)
-            ready = lambda: all(watcher.online(n) for n in AGENTS) and "router-1" in watcher.presences  # noqa: E731
-            assert await watcher.wait_until(ready, 30), fleet.log_text("router-1")
+            await start_fleet(fleet, watcher, ("router-1",), AGENTS)
             async with FabricTaskClient(settings) as client:
                 load = asyncio.ensure_future(drive_load(client, TASKS, concurrency=6, deadline_s=10.0))
                 await asyncio.sleep(1.0)

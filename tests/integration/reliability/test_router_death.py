@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 import pytest
-from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line
+from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line, start_fleet
 from support import RunningBroker
 
 from shared.client import FabricTaskClient
@@ -25,12 +25,7 @@ def test_survivor_router_answers_the_dead_routers_tasks(mosquitto_broker: Runnin
     async def scenario():
         await watcher.start()
         try:
-            for name in ("router-1", "router-2"):
-                fleet.start_router(name)
-            for node_id in AGENTS:
-                fleet.start_agent(node_id)
-            ready = lambda: all(watcher.online(n) for n in AGENTS) and len(watcher.presences) == 2  # noqa: E731
-            assert await watcher.wait_until(ready, 30), fleet.log_text("router-1")
+            await start_fleet(fleet, watcher, ("router-1", "router-2"), AGENTS)
             await asyncio.sleep(0.5)  # each router hears the other's presence
             async with FabricTaskClient(settings) as client:
                 load = asyncio.ensure_future(drive_load(client, TASKS, concurrency=8, deadline_s=10.0))
