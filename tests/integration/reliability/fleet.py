@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support import stop_processes
 
 from shared.client import FabricTaskClient, TaskTimeout
 from shared.config import ConnectionSettings
@@ -97,15 +98,7 @@ class Fleet:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_processes(self.processes.values())
 
 
 class Watcher:

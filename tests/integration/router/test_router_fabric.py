@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from support import RunningBroker, amqtt_command, connection_for, mosquitto_command
+from support import RunningBroker, amqtt_command, connection_for, mosquitto_command, stop_processes
 
 from broker.policy import free_port
 from shared.client import FabricTaskClient
@@ -113,15 +113,7 @@ class Fleet:
         process.wait(10)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes.values())
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.directory.glob("*.log")))
