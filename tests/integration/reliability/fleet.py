@@ -143,6 +143,7 @@ class Watcher:
         with contextlib.suppress(MessageError):
             event = decode(payload, TaskEvent)
             self.events[event.task_id].append(event)
+            self.changed.set()
 
     def _on_reply(self, topic: str, payload: bytes) -> None:
         with contextlib.suppress(MessageError):
@@ -165,6 +166,20 @@ class Watcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(0.1, remaining))
         return True
+
+    def busy_nodes(self) -> set[str]:
+        """Nodes with a run dispatched to them and no result yet, in tasks not yet answered."""
+        agent_to_node = {agent.agent_id: b.node_id for b in self.beacons.values() for agent in b.agents}
+        open_runs: dict[str, str] = {}
+        for events in self.events.values():
+            if any(event.event in ("answered", "failed") for event in events):
+                continue
+            for event in events:
+                if event.event == "dispatched":
+                    open_runs[event.data["dispatch_id"]] = event.data["agent"]
+                elif event.event == "result":
+                    open_runs.pop(event.data.get("dispatch_id", ""), None)
+        return {agent_to_node[agent] for agent in open_runs.values() if agent in agent_to_node}
 
     def announced_since(self, since: float) -> set[str]:
         """Node and router ids that published an online beacon or presence after `since` (monotonic)."""
