@@ -41,6 +41,7 @@ ConnectedCallback = Callable[[], "Awaitable[None] | None"]
 MIN_RECONNECT_DELAY_S = 0.2
 MAX_RECONNECT_DELAY_S = 5.0
 KEEPALIVE_TICK_S = 0.5
+ROUTE_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,21 @@ class WillMessage:
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
-    """True when `topic` matches the subscription filter (with + and # wildcards)."""
-    return paho.topic_matches_sub(topic_filter, topic)
+    """True when `topic` matches the subscription filter (MQTT 3.1.1 §4.7: + and # wildcards, $ topics apart)."""
+    if topic_filter == topic:
+        return True
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return False
+    wanted = topic_filter.split("/")
+    levels = topic.split("/")
+    if topic.startswith("$") and wanted[0] in ("+", "#"):
+        return False
+    for index, level in enumerate(wanted):
+        if level == "#":
+            return True  # also matches the parent level: a/# matches a
+        if index >= len(levels) or (level != "+" and level != levels[index]):
+            return False
+    return len(wanted) == len(levels)
 
 
 def unique_client_id(prefix: str) -> str:
@@ -79,6 +93,7 @@ class FabricClient:
         self._attempts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, tuple[int, Handler]] = {}
+        self._routes: dict[str, list[Handler]] = {}
         self._connected_callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
@@ -140,6 +155,7 @@ class FabricClient:
     async def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Subscribe `handler` to `topic_filter`; waits for the broker's SUBACK when connected."""
         self._handlers[topic_filter] = (qos, handler)
+        self._routes.clear()
         if not self.is_connected:
             return  # on_connect subscribes every registered filter
         result, mid = self._paho.subscribe(topic_filter, qos)
@@ -149,6 +165,7 @@ class FabricClient:
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._handlers.pop(topic_filter, None)
+        self._routes.clear()
         if self.is_connected:
             self._paho.unsubscribe(topic_filter)
 
@@ -218,7 +235,6 @@ class FabricClient:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
-        client.on_publish = self._on_ack
         client.on_subscribe = self._on_subscribe
         return client
 
@@ -407,9 +423,18 @@ class FabricClient:
             self._run_handler(callback)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
-        for topic_filter, (_, handler) in list(self._handlers.items()):
-            if topic_matches(topic_filter, topic):
-                self._run_handler(handler, topic, payload)
+        for handler in self._handlers_for(topic):
+            self._run_handler(handler, topic, payload)
+
+    def _handlers_for(self, topic: str) -> list[Handler]:
+        """The handlers whose filter matches `topic`, remembered per topic (most topics recur)."""
+        handlers = self._routes.get(topic)
+        if handlers is None:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            handlers = [handler for f, (_, handler) in self._handlers.items() if topic_matches(f, topic)]
+            self._routes[topic] = handlers
+        return handlers
 
     def _run_handler(self, handler: Callable[..., Any], *args: Any) -> None:
         # A failing handler must never stop the client or the other handlers, so errors are logged here.
@@ -430,11 +455,13 @@ class FabricClient:
         future = self._pending_acks.pop(mid, None)
         if future is not None:
             _resolve(future)
+        self._listen_for_acks()
 
     def _expect_ack(self, mid: int) -> asyncio.Future[None]:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending_acks[mid] = future
+        self._listen_for_acks()
         return future
 
     async def _wait_ack(self, mid: int, future: asyncio.Future[None], timeout: float) -> bool:
@@ -442,8 +469,15 @@ class FabricClient:
             await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             self._pending_acks.pop(mid, None)
+            self._listen_for_acks()
             return False
         return True
+
+    def _listen_for_acks(self) -> None:
+        """Hear PUBACKs only while a publish_confirmed waits: paho builds two objects for every callback."""
+        wanted = self._on_ack if self._pending_acks else None
+        if self._paho.on_publish != wanted:
+            self._paho.on_publish = wanted
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
