@@ -102,6 +102,8 @@ class FabricClient:
         self._closing = False
         self._connecting: asyncio.Future[Any] | None = None
         self._watched_fd: int | None = None
+        self._flush_scheduled = False
+        self._writer_added = False
         self._loop_thread = threading.get_ident()
         self.connect_count = 0
         self._paho = self._build_paho(will)
@@ -338,20 +340,36 @@ class FabricClient:
         self._stop_watching()
         self._watched_fd = current.fileno()
         self._loop.add_reader(self._watched_fd, self._on_readable)
+        if self._paho.want_write():  # queued before the socket was watched (CONNECT, resent messages)
+            self._want_write(current)
 
     def _want_write(self, sock: Any) -> None:
-        if self._loop is not None and self._watched_fd is not None and sock is self._paho.socket():
+        # Flush once this loop iteration's publishes are queued; wait for the socket only when its buffer is full
+        # (that saves an epoll registration and a wake-up per burst of messages).
+        if self._loop is not None and not self._flush_scheduled and sock is self._paho.socket():
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._loop is None or self._watched_fd is None:
+            return
+        self._paho.loop_write()
+        if self._paho.want_write() and self._watched_fd is not None and not self._writer_added:
+            self._writer_added = True
             self._loop.add_writer(self._watched_fd, self._on_writable)
 
     def _stop_writing(self) -> None:
-        if self._loop is not None and self._watched_fd is not None:
+        if self._loop is not None and self._watched_fd is not None and self._writer_added:
             self._loop.remove_writer(self._watched_fd)
+        self._writer_added = False
 
     def _stop_watching(self) -> None:
         if self._loop is not None and self._watched_fd is not None:
             self._loop.remove_reader(self._watched_fd)
             self._loop.remove_writer(self._watched_fd)
         self._watched_fd = None
+        self._writer_added = False
 
     def _on_readable(self) -> None:
         self._paho.loop_read()
