@@ -6,9 +6,9 @@
 Starts a broker (embedded amqtt by default, or mosquitto) in its own process, one router and `--agents` echo
 agents as `edge-agent` processes on loopback, then keeps `--concurrency` tasks in flight until the time is up.
 The RSS of the broker, the router and every agent is sampled once the warm-up is over and again at the end; the
-growth in % is printed per process, with a trajectory every 15 s. The router's bounded caches (4,096 text
-vectors of 2 KiB, 2,048 answers, 4,096 reward contexts) fill during the first ~10,000 tasks (about two minutes
-at 80 tasks/s on the 2-core machine) and then stay flat, so the default warm-up is 25 % of the run, at most 2 min.
+growth in % is printed per process, with a trajectory every 15 s. The router's bounded caches (512 text
+vectors of 2 KiB, 1,024 answers for replays) fill during the first ~1,000 tasks and then stay flat; the default
+warm-up is 25 % of the run, at most 2 min.
 Exit code 1 when a process grew by more than `--max-growth` % or a task was lost.
 
 Not part of CI: a meaningful soak takes minutes. The test suite only smoke-tests this script for a few seconds.

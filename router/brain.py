@@ -78,6 +78,10 @@ class RoutingBrain:
     def record_dispatch(self, dispatch_id: str, choice: Choice) -> None:
         self.ledger.record(dispatch_id, choice.agent_id, choice.x)
 
+    def forget(self, dispatch_id: str) -> None:
+        """Forget a dispatch that will not be rewarded, so the ledger holds only runs still awaiting one."""
+        self.ledger.forget(dispatch_id)
+
     def learn(self, dispatch_id: str, reward: float) -> str | None:
         """Apply a delayed reward; returns the agent it was credited to (None for an unknown dispatch)."""
         joined = self.ledger.join(dispatch_id, reward)

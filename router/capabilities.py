@@ -179,7 +179,7 @@ def infer_requirements(text: str) -> list[str]:
     return sorted(found, key=CAPABILITY_INDEX.__getitem__)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)
 def text_vector(text: str) -> np.ndarray:
     """Return the unit-length hashed bag-of-words plus character-trigram vector of `text` (read-only)."""
     lowered = text.lower()

@@ -153,6 +153,7 @@ class TaskPipeline:
     async def _plan_with(self, choice: Choice) -> PlanCandidate | None:
         request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)
+        self.brain.forget(record.dispatch_id)  # plans are not rewarded: the seed rewards answers
         if record.result.error is not None:
             return None
         try:
@@ -242,7 +243,11 @@ class TaskPipeline:
     async def _run(self, choice: Choice, request: RunRequest, subtask_index: int) -> RunRecord:
         self.brain.record_dispatch(request.dispatch_id, choice)
         self._emit("dispatched", subtask=subtask_index, agent=choice.agent_id, dispatch_id=request.dispatch_id)
-        result = await self.port.run(request, self._run_timeout())
+        try:
+            result = await self.port.run(request, self._run_timeout())
+        except asyncio.CancelledError:
+            self.brain.forget(request.dispatch_id)  # cut short by an early-stopped vote: no reward
+            raise
         self._order += 1
         answer = extract_answer(result.text) if result.error is None else ExtractedAnswer("", "", "none")
         self._emit(

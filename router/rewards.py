@@ -101,6 +101,10 @@ class RewardLedger:
             self._pending.popitem(last=False)
         return True
 
+    def forget(self, dispatch_id: str) -> None:
+        """Drop a dispatch that will earn no reward (a cancelled run, a plan)."""
+        self._pending.pop(dispatch_id, None)
+
     def join(self, dispatch_id: str, reward: float) -> JoinedReward | None:
         """Match a reward to its dispatch and forget the dispatch; None for unknown or already-joined ids."""
         entry = self._pending.pop(dispatch_id, None)

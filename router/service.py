@@ -62,7 +62,7 @@ class RouterConfig:
     stale_after_s: float = 30.0
     seed: int = 0
     frozen: bool = False
-    answer_cache_size: int = 2048
+    answer_cache_size: int = 1024
 
 
 def default_router_id() -> str:

@@ -91,3 +91,12 @@ def test_ledger_is_bounded_and_forgets_the_oldest() -> None:
     assert ledger.join("d4", 1.0) is not None
     with pytest.raises(ValueError):
         RewardLedger(capacity=0)
+
+
+def test_ledger_forgets_a_dispatch_that_earns_no_reward() -> None:
+    ledger = RewardLedger()
+    ledger.record("d1", "agent-a", np.array([1.0, 0.5]))
+    ledger.forget("d1")
+    ledger.forget("never-recorded")
+    assert len(ledger) == 0
+    assert ledger.join("d1", 1.0) is None

@@ -128,6 +128,14 @@ def test_two_of_three_agreeing_with_equal_weights_stop_early() -> None:
     assert sorted(ballot.agent_id for ballot in subtask.ballots) == ["a", "b"]
 
 
+def test_runs_cut_short_by_an_early_stop_leave_nothing_in_the_reward_ledger() -> None:
+    brain = RoutingBrain(seed=0)
+    port = FakePort({"a": answers("42", 0.01), "b": answers("42", 0.02), "c": answers("7", 5.0)})
+    execute(port, agents("a", "b", "c"), task(cot_count=3), brain=brain)
+    assert ("cancelled", "c") in port.log
+    assert len(brain.ledger) == 0
+
+
 def test_no_early_stop_while_the_outstanding_run_could_still_win() -> None:
     port = FakePort({"a": answers("42", 0.01), "b": answers("7", 0.02), "c": answers("7", 0.05)})
     answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
