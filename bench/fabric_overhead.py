@@ -50,6 +50,7 @@ class Figures:
     tasks_per_s: float
     overhead_p50_ms: float | None = None
     overhead_p95_ms: float | None = None
+    cpu_ms_per_task: dict[str, float] | None = None  # per process, during the throughput phase
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -262,13 +263,18 @@ def measure_router(url: str, tasks: int, clients: int, directory: Path) -> Figur
     node = [*cli, "start", "-c", str(node_config), "--node-id", "bench-node", *common]
     router = [*cli, "router", "--router-id", "bench-router", *common]
     connection = ConnectionSettings(fabric=fabric, brokers=(url,))
-    with processes(node, router, env=env):
+    with processes(node, router, env=env) as (node_process, router_process):
+        cpu_ms: dict[str, float] = {}
 
         async def scenario() -> tuple[list[float], list[float], float]:
             await wait_until_routed(connection)
             await router_client_loop(connection, 50, 1)  # warm-up
             latencies, overheads, _ = await router_client_loop(connection, tasks, 1)
+            watched = {"router": router_process.pid, "agent": node_process.pid, "client": os.getpid()}
+            before = cpu_seconds(watched)
             _, _, throughput = await router_client_loop(connection, tasks * 2, clients)
+            after = cpu_seconds(watched)
+            cpu_ms.update({name: (after[name] - before[name]) * 1000 / (tasks * 2) for name in watched})
             return latencies, overheads, throughput
 
         latencies, overheads, throughput = asyncio.run(scenario())
@@ -279,7 +285,16 @@ def measure_router(url: str, tasks: int, clients: int, directory: Path) -> Figur
         throughput,
         percentile(overheads, 0.5),
         percentile(overheads, 0.95),
+        {name: round(value, 2) for name, value in cpu_ms.items()},
     )
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU time of each process so far."""
+    import psutil
+
+    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
+    return {name: t.user + t.system for name, t in times.items()}
 
 
 # --- report --------------------------------------------------------------------------------------------------
@@ -298,6 +313,9 @@ def report(kind: str, relay: Figures, router: Figures, clients: int) -> None:
             f"  {figures.system:<11} {figures.p50_ms:8.2f} {figures.p95_ms:8.2f} {overhead:>20} "
             f"{figures.tasks_per_s:16.0f}"
         )
+    if router.cpu_ms_per_task:
+        shares = ", ".join(f"{name} {value:.2f}" for name, value in router.cpu_ms_per_task.items())
+        print(f"  router CPU ms per task (throughput phase): {shares}")
     latency_ratio = router.p50_ms / relay.p50_ms
     throughput_ratio = router.tasks_per_s / relay.tasks_per_s
     print(

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from edge_agent.backends.base import Backend, BackendError, GenerationOptions
+from edge_agent.backends.base import Backend, BackendError, Generation, GenerationOptions
 from edge_agent.personas import build_messages
 from edge_agent.runtime.metrics import AgentMetrics
 from shared.messages import AgentInfo, AgentState, RunRequest, RunResult
@@ -89,41 +89,28 @@ class AgentWorker:
         self.waiting += 1
 
     async def run(self, request: RunRequest) -> RunResult:
-        """Run an admitted request within its deadline and return the result (never raises)."""
+        """Run an admitted request within its deadline and return the result (never raises).
+
+        The deadline covers the wait for a slot and the model call. A model call cannot be interrupted in its
+        thread: after a timeout it keeps its slot until it really ends, so max_in_flight bounds the calls actually
+        running, not just the ones still awaited.
+        """
         received = time.monotonic()
         try:
-            return await asyncio.wait_for(self._run_in_slot(request, received), request.deadline_s)
-        except asyncio.TimeoutError:
-            return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
-
-    async def _run_in_slot(self, request: RunRequest, received: float) -> RunResult:
-        try:
-            await self._slots.acquire()
+            got_slot = await self._take_slot(request.deadline_s)
         finally:
             self.waiting -= 1  # admitted requests leave the queue whether they got a slot or were cancelled
+        if not got_slot:
+            return self._timed_out(request, received)
         self.in_flight += 1
-        # A model call cannot be interrupted in its thread: after a timeout it keeps its slot until it really
-        # ends, so max_in_flight bounds the calls actually running, not just the ones still awaited.
-        generation = asyncio.ensure_future(self._generate(request, received))
-        generation.add_done_callback(self._release_slot)
-        return await asyncio.shield(generation)
-
-    def _release_slot(self, _: asyncio.Future[RunResult]) -> None:
-        self.in_flight -= 1
-        self._slots.release()
-
-    async def _generate(self, request: RunRequest, received: float) -> RunResult:
         started = time.monotonic()
-        system_prompt = request.instructions or self.profile.system_prompt
-        messages = build_messages(system_prompt, request.subtask, list(request.context))
-        options = GenerationOptions(
-            max_tokens=min(request.sampling.max_tokens, self.profile.max_tokens * 4),
-            temperature=request.sampling.temperature,
-            top_p=request.sampling.top_p,
-            seed=request.sampling.seed,
-        )
+        call = asyncio.get_running_loop().run_in_executor(None, self._generate, request)
+        call.add_done_callback(self._release_slot)
+        done, _ = await asyncio.wait({call}, timeout=max(0.0, request.deadline_s - (started - received)))
+        if not done:
+            return self._timed_out(request, received)
         try:
-            generation = await asyncio.to_thread(self.backend.generate, messages, options)
+            generation = call.result()
         except BackendError as error:
             log.warning("agent %s: backend error on %s: %s", self.profile.agent_id, request.dispatch_id, error)
             return self._failure(request, received, error.kind, str(error))
@@ -143,6 +130,34 @@ class AgentWorker:
             latency_ms=latency_ms,
             queued_ms=(started - received) * 1000,
         )
+
+    async def _take_slot(self, timeout_s: float) -> bool:
+        """Take a running slot, waiting at most `timeout_s`; False on timeout."""
+        if not self._slots.locked():
+            return await self._slots.acquire()  # free: returns at once, without a trip through the event loop
+        try:
+            return await asyncio.wait_for(self._slots.acquire(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+
+    def _release_slot(self, _: asyncio.Future[Generation]) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+
+    def _generate(self, request: RunRequest) -> Generation:
+        """The model call (in a worker thread)."""
+        system_prompt = request.instructions or self.profile.system_prompt
+        messages = build_messages(system_prompt, request.subtask, list(request.context))
+        options = GenerationOptions(
+            max_tokens=min(request.sampling.max_tokens, self.profile.max_tokens * 4),
+            temperature=request.sampling.temperature,
+            top_p=request.sampling.top_p,
+            seed=request.sampling.seed,
+        )
+        return self.backend.generate(messages, options)
+
+    def _timed_out(self, request: RunRequest, received: float) -> RunResult:
+        return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
 
     def _failure(self, request: RunRequest, received: float, kind: str, message: str) -> RunResult:
         latency_ms = (time.monotonic() - received) * 1000
