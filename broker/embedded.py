@@ -89,9 +89,9 @@ class EmbeddedBroker:
         return f"mqtt://{host}:{self.config.port}"
 
     async def start(self) -> None:
-        from amqtt.broker import Broker  # imported lazily: only broker hosts need it
+        from broker.amqtt_fixes import SymphonyBroker  # imported lazily: only broker hosts need amqtt
 
-        self._broker = Broker(self._amqtt_config)
+        self._broker = SymphonyBroker(self._amqtt_config)
         await self._broker.start()
         log.info("embedded amqtt broker listening on %s", self.url)
 

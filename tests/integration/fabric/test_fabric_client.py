@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +100,45 @@ def test_a_plain_message_is_not_retained(any_broker: RunningBroker, fabric: str)
         await publisher.close()
 
     run(scenario())
+
+
+def test_a_new_client_gets_only_the_retained_messages_it_subscribed_to(any_broker: RunningBroker, fabric: str) -> None:
+    """amqtt 0.12 sent a connecting client the retained messages of every filter any client had subscribed to."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    settings = connection_for(any_broker, fabric)
+    topics = Topics(fabric)
+    own_topic = topics.reply("late-client")
+    received: list[str] = []
+    subscribed = threading.Event()
+
+    async def scenario() -> None:
+        watcher = await connected(settings, "watcher")
+        await watcher.subscribe(topics.router_presences(), Inbox())  # someone else's filter that matches
+        publisher = await connected(settings, "pub")
+        assert await publisher.publish_confirmed(
+            topics.router_presence("r1"), ErrorReply(code="x", message="m"), retain=True
+        )
+        assert await publisher.publish_confirmed(own_topic, ErrorReply(code="mine", message="m"), retain=True)
+
+        late = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique_client_id("late"), protocol=paho.MQTTv311)
+        late.on_message = lambda client, userdata, message: received.append(message.topic)
+        late.on_subscribe = lambda *args: subscribed.set()
+        late.on_connect = lambda client, *args: client.subscribe(own_topic, 1)
+        late.connect("127.0.0.1", any_broker.port)
+        late.loop_start()
+        try:
+            assert await asyncio.to_thread(subscribed.wait, WAIT_S)
+            await asyncio.sleep(1.0)  # the leaked retained messages came right after CONNACK
+        finally:
+            late.disconnect()
+            late.loop_stop()
+        await publisher.close()
+        await watcher.close()
+
+    run(scenario())
+    assert received == [own_topic]
 
 
 WILL_CLIENT = textwrap.dedent(
