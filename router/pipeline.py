@@ -83,6 +83,30 @@ class SubtaskOutcome:
     records: list[RunRecord] = field(default_factory=list)
 
 
+@dataclass
+class SpareAgents:
+    """Where a failed run of one subtask goes next: an unused Top-L candidate, else a fresh screening.
+
+    The fresh screening sees the registry as it is now (a dead agent has left it), so a run is re-dispatched even
+    when cot_count = top_l left no unused candidate. An agent runs a subtask at most once.
+    """
+
+    backups: list[Choice]
+    tried: set[str]
+    rescreen: Callable[[int], list[Choice]]
+
+    def next(self) -> Choice | None:
+        if self.backups:
+            choice = self.backups.pop(0)
+        else:
+            fresh = [c for c in self.rescreen(len(self.tried) + 1) if c.agent_id not in self.tried]
+            if not fresh:
+                return None
+            choice = fresh[0]
+        self.tried.add(choice.agent_id)
+        return choice
+
+
 class TaskPipeline:
     """Drives one TaskRequest to a TaskAnswer."""
 
@@ -176,7 +200,11 @@ class TaskPipeline:
         choices = self._choose(tags, step, max(self.options.top_l, count))
         first = _distinct(choices, count)
         first_ids = {choice.agent_id for choice in first}
-        backups = [choice for choice in choices if choice.agent_id not in first_ids]
+        spares = SpareAgents(
+            backups=[choice for choice in choices if choice.agent_id not in first_ids],
+            tried=set(first_ids),
+            rescreen=lambda size: self._screen(tags, step, size),
+        )
         self._emit(
             "screened",
             subtask=index,
@@ -186,16 +214,16 @@ class TaskPipeline:
                 {"agent": c.agent_id, "score": round(c.screening.score, 3), "ucb": round(c.ucb, 3)} for c in choices
             ],
         )
-        records = await self._run_votes(index, step, context, first, backups)
+        records = await self._run_votes(index, step, context, first, spares)
         outcome = self._vote(index, step, records)
         self._learn(outcome, is_final)
         return outcome
 
     async def _run_votes(
-        self, index: int, step: str, context: tuple[str, ...], first: list[Choice], backups: list[Choice]
+        self, index: int, step: str, context: tuple[str, ...], first: list[Choice], spares: SpareAgents
     ) -> list[RunRecord]:
         pending = {
-            asyncio.ensure_future(self._run_with_fallback(index, step, context, choice, backups)): choice
+            asyncio.ensure_future(self._run_with_fallback(index, step, context, choice, spares)): choice
             for choice in first
         }
         records: list[RunRecord] = []
@@ -219,9 +247,9 @@ class TaskPipeline:
         return can_stop_early(ballots, weights, self.brain.reliability, default_weight=DEFAULT_RELIABILITY)
 
     async def _run_with_fallback(
-        self, index: int, step: str, context: tuple[str, ...], choice: Choice, backups: list[Choice]
+        self, index: int, step: str, context: tuple[str, ...], choice: Choice, spares: SpareAgents
     ) -> RunRecord | None:
-        """Run on `choice`; on failure move to the next unused candidate (shared `backups` list)."""
+        """Run on `choice`; on failure move to a spare agent (shared by the subtask's runs)."""
         current: Choice | None = choice
         while current is not None:
             request = self._run_request(current, step, context, "solve")
@@ -229,7 +257,7 @@ class TaskPipeline:
             if record.result.error is None:
                 return record
             self.brain.learn(record.dispatch_id, 0.0)
-            current = backups.pop(0) if backups else None
+            current = spares.next()
             self._emit(
                 "redispatched",
                 subtask=index,
@@ -300,13 +328,15 @@ class TaskPipeline:
     # --- helpers --------------------------------------------------------------------------------------
 
     def _choose(self, tags: Sequence[str], requirement: str, count: int) -> list[Choice]:
-        agents = self.live_agents()
-        choices = self.brain.choose(
-            agents, requirement, tags, max(count, self.options.top_l), self.options.difficulty, self.options.benchmark
-        )
+        choices = self._screen(tags, requirement, max(count, self.options.top_l))
         if not choices:
             raise NoAgentsError("no live agent is available on the fabric")
         return choices
+
+    def _screen(self, tags: Sequence[str], requirement: str, size: int) -> list[Choice]:
+        """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live)."""
+        agents = self.live_agents()
+        return self.brain.choose(agents, requirement, tags, size, self.options.difficulty, self.options.benchmark)
 
     def _run_request(self, choice: Choice, text: str, context: tuple[str, ...], purpose: str) -> RunRequest:
         return RunRequest(

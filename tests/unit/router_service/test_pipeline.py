@@ -183,6 +183,27 @@ def test_failing_agent_is_redispatched_to_the_next_candidate() -> None:
     assert brain.weight(broken[0]) < 0.5  # a failed run earns reward 0
 
 
+def test_with_cot_count_equal_to_top_l_a_failed_run_goes_to_a_freshly_screened_agent() -> None:
+    """The defaults (cot_count 3 = top_l 3) leave no unused candidate: the spare comes from a new screening."""
+    broken: list[str] = []
+    replies = iter(["42", "7", "42"])
+
+    def first_dispatched_agent_fails(request: RunRequest) -> tuple[str, float] | str:
+        if not broken:
+            broken.append(request.agent_id)
+        return "error:backend_error" if request.agent_id in broken else (f"Final answer: {next(replies)}", 0.01)
+
+    port = FakePort(dict.fromkeys("abcd", first_dispatched_agent_fails))
+    answer = execute(port, agents("a", "b", "c", "d"), task(cot_count=3, top_l=3))
+    dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
+    assert len(dispatched) == 4
+    assert len(set(dispatched)) == 4  # an agent runs a subtask at most once
+    (event,) = port.named("redispatched")
+    assert event["failed_agent"] == broken[0]
+    assert event["next_agent"] == dispatched[3]
+    assert answer.answer == "42"
+
+
 def test_failed_runs_without_spare_candidates_still_answer_from_the_rest() -> None:
     port = FakePort({"a": fails("timeout"), "b": answers("9", 0.01), "c": answers("9", 0.02)})
     answer = execute(port, agents("a", "b", "c"), task(cot_count=3))
