@@ -102,14 +102,7 @@ def test_agents_killed_at_random_lose_no_task(mosquitto_broker: RunningBroker, f
     assert max(offline_after) <= 3 * KEEPALIVE_S, offline_after
 
 
-AMQTT_NO_KEEPALIVE = pytest.mark.xfail(
-    reason="amqtt 0.12 never drops a silent client (its broker handle_read_timeout is a no-op): no Will fires; "
-    "routers fall back to stale_after_s without state",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize("broker_kind", ["mosquitto", pytest.param("amqtt", marks=AMQTT_NO_KEEPALIVE)])
+@pytest.mark.parametrize("broker_kind", ["mosquitto", "amqtt"])
 def test_frozen_agent_is_declared_offline_then_served_again(
     broker_kind: str, mosquitto_broker: RunningBroker, amqtt_broker: RunningBroker, fabric: str, fleet_factory
 ):
