@@ -157,8 +157,13 @@ def test_a_reliable_outstanding_agent_prevents_early_stop() -> None:
 # --- failures and re-dispatch -------------------------------------------------------------------------
 
 
-def test_failing_agent_is_redispatched_to_the_next_candidate() -> None:
-    """The agent dispatched first fails (whichever LinUCB put first); its run moves to the fourth candidate."""
+@pytest.mark.parametrize("top_l", [4, 3])
+def test_failing_agent_is_redispatched_to_the_next_candidate(top_l: int) -> None:
+    """The agent dispatched first fails (whichever LinUCB put first); its run moves to the fourth agent.
+
+    With top_l 4 that agent is the unused Top-L candidate; with top_l 3 = cot_count (the defaults) no candidate
+    is left, and it comes from a fresh screening.
+    """
     broken: list[str] = []
     replies = iter(["42", "7", "42"])  # the two first successes disagree, so the spare's run is always awaited
 
@@ -169,10 +174,10 @@ def test_failing_agent_is_redispatched_to_the_next_candidate() -> None:
 
     port = FakePort(dict.fromkeys("abcd", first_dispatched_agent_fails))
     brain = RoutingBrain(seed=0)
-    answer = execute(port, agents("a", "b", "c", "d"), task(cot_count=3, top_l=4), brain=brain)
+    answer = execute(port, agents("a", "b", "c", "d"), task(cot_count=3, top_l=top_l), brain=brain)
     dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
     assert len(dispatched) == 4
-    assert len(set(dispatched)) == 4
+    assert len(set(dispatched)) == 4  # an agent runs a subtask at most once
     (event,) = port.named("redispatched")
     assert event["failed_agent"] == broken[0]
     assert event["next_agent"] == dispatched[3]
@@ -181,27 +186,6 @@ def test_failing_agent_is_redispatched_to_the_next_candidate() -> None:
     assert broken[0] not in {ballot.agent_id for ballot in answer.subtasks[0].ballots}
     assert dispatched[3] in {ballot.agent_id for ballot in answer.subtasks[0].ballots}
     assert brain.weight(broken[0]) < 0.5  # a failed run earns reward 0
-
-
-def test_with_cot_count_equal_to_top_l_a_failed_run_goes_to_a_freshly_screened_agent() -> None:
-    """The defaults (cot_count 3 = top_l 3) leave no unused candidate: the spare comes from a new screening."""
-    broken: list[str] = []
-    replies = iter(["42", "7", "42"])
-
-    def first_dispatched_agent_fails(request: RunRequest) -> tuple[str, float] | str:
-        if not broken:
-            broken.append(request.agent_id)
-        return "error:backend_error" if request.agent_id in broken else (f"Final answer: {next(replies)}", 0.01)
-
-    port = FakePort(dict.fromkeys("abcd", first_dispatched_agent_fails))
-    answer = execute(port, agents("a", "b", "c", "d"), task(cot_count=3, top_l=3))
-    dispatched = [agent for kind, agent in port.log if kind == "dispatch"]
-    assert len(dispatched) == 4
-    assert len(set(dispatched)) == 4  # an agent runs a subtask at most once
-    (event,) = port.named("redispatched")
-    assert event["failed_agent"] == broken[0]
-    assert event["next_agent"] == dispatched[3]
-    assert answer.answer == "42"
 
 
 def test_failed_runs_without_spare_candidates_still_answer_from_the_rest() -> None:
