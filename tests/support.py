@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +103,16 @@ def mosquitto_command(directory: Path, port: int, config: MosquittoConfig | None
 
 def connection_for(broker: RunningBroker, fabric: str, **extra: object) -> ConnectionSettings:
     return ConnectionSettings(fabric=fabric, brokers=(broker.url,), keepalive_s=2, **extra)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler] | object) -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port for the duration of the block; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, name="test-http-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import http_server
 
 from edge_agent.models import CorruptModel, ModelError, pull_model, resolve_model
 
@@ -26,15 +26,8 @@ def file_server(tmp_path: Path) -> Iterator[str]:
     served.mkdir()
     (served / "tiny.gguf").write_bytes(GGUF_BYTES)
     (served / "fake.gguf").write_bytes(b"<html>login page</html>" * 10)
-    handler = functools.partial(QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="model-file-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(functools.partial(QuietHandler, directory=str(served))) as url:
+        yield url
 
 
 def test_pull_by_url_reports_progress_and_lands_in_the_models_dir(file_server: str, tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import http_server
 
 from edge_agent.backends.base import (
     BackendError,
@@ -142,14 +142,8 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def stub_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StubHandler)
-    thread = threading.Thread(target=server.serve_forever, name="openai-stub", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(StubHandler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
