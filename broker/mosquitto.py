@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.bridges import Bridge, bridge_lines
 from broker.policy import anonymous_allowed
 
 SEARCH_PATHS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
@@ -35,6 +36,7 @@ class MosquittoConfig:
     persistence_dir: Path | None = None
     max_queued_messages: int = 0  # 0 = unlimited: never drop QoS 1 messages for slow subscribers
     max_inflight_messages: int = 100
+    bridges: tuple[Bridge, ...] = ()  # connections from this (site) broker to the hub
 
 
 def render_config(config: MosquittoConfig) -> str:
@@ -62,6 +64,8 @@ def render_config(config: MosquittoConfig) -> str:
     lines.append(f"persistence {'true' if config.persistence_dir else 'false'}")
     if config.persistence_dir is not None:
         lines.append(f"persistence_location {config.persistence_dir}/")
+    for bridge in config.bridges:
+        lines += bridge_lines(bridge)
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broker.bridges import BridgeTopic
 from shared.topics import Topics
 
 
@@ -62,6 +63,18 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
 def client_account(topics: Topics, client_id: str) -> Account:
     """A client submits tasks and reads only its own replies and the task event streams."""
     return Account(client_id, (topics.task_submit(),), (topics.reply(client_id), topics.all_task_events()))
+
+
+def bridge_account(topics: Topics, site: str, bridged: Iterable[BridgeTopic]) -> Account:
+    """A site's bridge on the hub: writes exactly what the site sends out, reads exactly what it takes in."""
+    bridged = list(bridged)
+    publish = [topic.pattern for topic in bridged if topic.direction in ("out", "both")]
+    subscribe = [topic.pattern for topic in bridged if topic.direction in ("in", "both")]
+    return Account(bridge_username(site), tuple(publish), tuple(subscribe))
+
+
+def bridge_username(site: str) -> str:
+    return f"bridge-{site}"
 
 
 def _unique(filters: list[str]) -> tuple[str, ...]:

@@ -9,6 +9,8 @@ broker:
   port: 1883                 # default 8883 with tls
   bind: 0.0.0.0
   tls: false                 # true: a CA plus a certificate per broker, node and client (mosquitto only)
+  sites:                     # optional: site brokers bridged to the hub (`hosts`), one fabric (mosquitto only)
+    east: {broker: east-gw, members: [east], clients: [laptop]}   # members: hosts/groups at the site
 agents:                      # inventory host or group -> agents; the most specific entry wins
   all:    [{preset: writer}]
   jetson: [{preset: coder, backend: llamacpp}, {preset: math}]
@@ -35,12 +37,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SiteSpec(_Strict):
+    """A site broker, bridged to the hub, and who lives at the site (they connect to it first, then the hub)."""
+
+    broker: str
+    members: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+
+
 class BrokerSpec(_Strict):
     kind: Literal["mosquitto", "embedded"] = "mosquitto"
     hosts: tuple[str, ...] = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     bind: str = "0.0.0.0"
     tls: bool = False
+    sites: dict[str, SiteSpec] = Field(default_factory=dict)
+
+    @field_validator("sites")
+    @classmethod
+    def _check_sites(cls, value: dict[str, SiteSpec]) -> dict[str, SiteSpec]:
+        for name in value:
+            validate_id(name, "site name")
+        return value
 
     @property
     def listen_port(self) -> int:
@@ -105,12 +123,37 @@ def _describe(error: ValidationError | ValueError) -> str:
 
 def check_against_inventory(fleet: FleetSpec, inventory: Inventory) -> None:
     """Every host or group the fleet names must exist in the inventory."""
+    sites = fleet.broker.sites.values()
     named = [*fleet.broker.hosts, *fleet.agents, *fleet.routers]
+    named += [site.broker for site in sites] + [member for site in sites for member in site.members]
     unknown = sorted({name for name in named if name not in inventory.hosts and not inventory.is_group(name)})
     if unknown:
         raise ProvisioningError(f"the fleet file names hosts or groups the inventory does not have: {unknown}")
     if fleet.broker.tls and fleet.broker.kind == "embedded":
         raise ProvisioningError("broker.tls needs broker.kind mosquitto (the embedded broker has no TLS listener)")
+    check_sites(fleet, inventory)
+
+
+def check_sites(fleet: FleetSpec, inventory: Inventory) -> None:
+    """Site brokers are single hosts apart from the hub; a host or client lives at one site at most."""
+    sites = fleet.broker.sites
+    if not sites and (fleet.broker.kind == "mosquitto" or len(fleet.broker.hosts) == 1):
+        return
+    if fleet.broker.kind != "mosquitto":
+        raise ProvisioningError("several brokers need broker.kind mosquitto (only mosquitto bridges brokers)")
+    hubs = set(expand(inventory, fleet.broker.hosts))
+    site_of: dict[str, str] = {}
+    for name, site in sites.items():
+        if site.broker not in inventory.hosts:
+            raise ProvisioningError(f"broker.sites.{name}.broker must be one inventory host, not {site.broker!r}")
+        if site.broker in hubs:
+            raise ProvisioningError(f"broker.sites.{name}.broker {site.broker!r} is also a hub (broker.hosts)")
+        unknown = sorted(set(site.clients) - set(fleet.clients))
+        if unknown:
+            raise ProvisioningError(f"broker.sites.{name}.clients names clients not in `clients`: {unknown}")
+        for member in [site.broker, *expand(inventory, site.members), *(f"client {c}" for c in site.clients)]:
+            if site_of.setdefault(member, name) != name:
+                raise ProvisioningError(f"{member} is at two sites: {site_of[member]} and {name}")
 
 
 def expand(inventory: Inventory, names: tuple[str, ...]) -> list[str]:

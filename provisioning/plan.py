@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from provisioning.acl import Account, client_account, node_account
+from broker.bridges import ALL_ROLES, BridgeTopic, Role, bridge_topics
+from provisioning.acl import Account, bridge_account, client_account, node_account
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
 from provisioning.inventory import Inventory
@@ -69,6 +70,21 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class BrokerPlan:
+    """One broker host: where it listens, and (site brokers and failover hubs) its bridge to the first hub."""
+
+    host: str
+    address: str
+    port: int
+    site: str | None = None  # None: a hub
+    bridge_topics: tuple[BridgeTopic, ...] = ()
+    bridge_account: Account | None = None
+
+    def url(self, scheme: str) -> str:
+        return f"{scheme}://{_url_host(self.address)}:{self.port}"
+
+
+@dataclass(frozen=True)
 class FleetPlan:
     fleet: FleetSpec
     paths: TargetPaths
@@ -77,10 +93,23 @@ class FleetPlan:
     broker_names: tuple[str, ...]
     nodes: tuple[NodePlan, ...]
     clients: tuple[Account, ...]
+    brokers: tuple[BrokerPlan, ...] = ()
+    site_of: dict[str, str] | None = None  # node id or client id -> its site (absent: at the hub)
 
     @property
     def accounts(self) -> tuple[Account, ...]:
-        return tuple(node.account for node in self.nodes) + self.clients
+        bridges = tuple(broker.bridge_account for broker in self.brokers if broker.bridge_account is not None)
+        return tuple(node.account for node in self.nodes) + self.clients + bridges
+
+    @property
+    def scheme(self) -> str:
+        return "mqtts" if self.fleet.broker.tls else "mqtt"
+
+    def urls_for(self, member: str) -> list[str]:
+        """The broker list of a node or client: its site broker first, then the hub(s)."""
+        site = (self.site_of or {}).get(member)
+        local = [broker.url(self.scheme) for broker in self.brokers if site is not None and broker.site == site]
+        return local + list(self.broker_urls)
 
 
 def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
@@ -99,20 +128,81 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
     clashes = sorted(set(fleet.clients) & {node.node_id for node in nodes})
     if clashes:
         raise ProvisioningError(f"client ids {clashes} are also node names; each account needs its own name")
-    broker_hosts = tuple(expand(inventory, fleet.broker.hosts))
-    scheme = "mqtts" if fleet.broker.tls else "mqtt"
-    names = tuple(dict.fromkeys(name for host in broker_hosts for name in (inventory.address(host), host)))
+    clients = tuple(client_account(topics, client) for client in fleet.clients)
+    site_of = _sites_of_members(fleet, inventory)
+    brokers = _plan_brokers(fleet, inventory, topics, nodes, site_of)
+    reserved = sorted(
+        {b.bridge_account.username for b in brokers if b.bridge_account}
+        & {a.username for a in [*(n.account for n in nodes), *clients]}
+    )
+    if reserved:
+        raise ProvisioningError(f"{reserved} name the bridge accounts of the sites; rename those nodes or clients")
+    hubs = [broker for broker in brokers if broker.site is None]
+    all_hosts = [broker.host for broker in brokers]
+    names = tuple(dict.fromkeys(name for host in all_hosts for name in (inventory.address(host), host)))
     return FleetPlan(
         fleet=fleet,
         paths=TargetPaths(fleet.prefix),
-        broker_hosts=broker_hosts,
-        broker_urls=tuple(
-            f"{scheme}://{_url_host(inventory.address(host))}:{fleet.broker.listen_port}" for host in broker_hosts
-        ),
+        broker_hosts=tuple(all_hosts),
+        broker_urls=tuple(broker.url("mqtts" if fleet.broker.tls else "mqtt") for broker in hubs),
         broker_names=names,
         nodes=tuple(nodes),
-        clients=tuple(client_account(topics, client) for client in fleet.clients),
+        clients=clients,
+        brokers=tuple(brokers),
+        site_of=site_of,
     )
+
+
+def _sites_of_members(fleet: FleetSpec, inventory: Inventory) -> dict[str, str]:
+    site_of: dict[str, str] = {}
+    for name, site in fleet.broker.sites.items():
+        for member in [site.broker, *expand(inventory, site.members), *site.clients]:
+            site_of[member] = name
+    return site_of
+
+
+def _roles(nodes: list[NodePlan], clients: tuple[str, ...]) -> set[Role]:
+    roles: set[Role] = {"client"} if clients else set()
+    for node in nodes:
+        roles.add("node")
+        if node.agents:
+            roles.add("agent")
+        if node.router_id is not None:
+            roles.add("router")
+    return roles
+
+
+def _plan_brokers(
+    fleet: FleetSpec, inventory: Inventory, topics: Topics, nodes: list[NodePlan], site_of: dict[str, str]
+) -> list[BrokerPlan]:
+    """Hubs first (the first one is the bridges' target; later ones bridge every topic both ways, since anything
+    may connect to them), then one broker per site, bridging what flows between the site and the rest."""
+
+    def port(host: str) -> int:
+        return int(inventory.hosts.get(host, {}).get("broker_port") or fleet.broker.listen_port)
+
+    def where(site: str | None) -> set[Role]:
+        return _roles(
+            [node for node in nodes if site_of.get(node.node_id) == site],
+            tuple(client for client in fleet.clients if site_of.get(client) == site),
+        )
+
+    brokers = []
+    for index, host in enumerate(expand(inventory, fleet.broker.hosts)):
+        if index == 0:
+            brokers.append(BrokerPlan(host, inventory.address(host), port(host)))
+            continue
+        bridged = bridge_topics(topics, ALL_ROLES, ALL_ROLES)
+        account = bridge_account(topics, f"hub-{index}", bridged)
+        brokers.append(BrokerPlan(host, inventory.address(host), port(host), None, bridged, account))
+    for name, site in fleet.broker.sites.items():
+        elsewhere = where(None).union(*(where(other) for other in fleet.broker.sites if other != name))
+        bridged = bridge_topics(topics, where(name), elsewhere)
+        account = bridge_account(topics, name, bridged)
+        brokers.append(
+            BrokerPlan(site.broker, inventory.address(site.broker), port(site.broker), name, bridged, account)
+        )
+    return brokers
 
 
 def _with_agent_ids(node_id: str, agents: tuple[AgentConfig, ...]) -> tuple[AgentConfig, ...]:
@@ -144,7 +234,7 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     """The node.yaml content for `node` (loads with shared.config.load_node_config on the target)."""
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
-        "brokers": list(plan.broker_urls),
+        "brokers": plan.urls_for(node.node_id),
         "username": node.node_id,
         "password": password,
     }
@@ -165,7 +255,7 @@ def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str 
     """A config file for an application client (`edge-agent submit -c clients/<id>.yaml`)."""
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
-        "brokers": list(plan.broker_urls),
+        "brokers": plan.urls_for(client.username),
         "username": client.username,
         "password": password,
     }

@@ -6,12 +6,14 @@ Output directory layout (every file mode 0600, every directory 0700; Ansible cop
       secrets.yaml                 every account's password; the source of truth, kept across renders
       ansible-vars.yml             extra variables for ansible/site.yml (prefix, paths, broker kind and hosts)
       broker/
-        mosquitto.conf             mosquitto configuration (paths are the targets' paths)
+        mosquitto.conf             mosquitto configuration (paths are the targets' paths) of the (first) hub
+        hosts/<host>/mosquitto.conf   each broker host's configuration: a site broker's has its bridge to the hub
         passwd                     mosquitto password file ($7$ PBKDF2-SHA512, as mosquitto_passwd writes)
         acl                        mosquitto acl_file
         amqtt-passwd               embedded broker password file (argon2, read by amqtt's FileAuthPlugin)
         amqtt-acl.yaml             embedded broker topic ACL (read by broker.embedded.TopicACL.load)
         tls/ca.crt server.crt server.key          (broker.tls only)
+        tls/bridge.crt bridge.key  the bridges' client certificate (broker.tls with several brokers)
       ca/ca.crt ca.key             the fleet's CA (broker.tls only; keep ca.key safe)
       nodes/<host>/node.yaml       the node's config, with its password (`edge-agent start -c`)
       nodes/<host>/tls/ca.crt client.crt client.key   (broker.tls only)
@@ -33,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from broker.bridges import Bridge, BridgeTLS
 from broker.mosquitto import MosquittoConfig, render_config
 from provisioning.acl import amqtt_acl, mosquitto_acl
 from provisioning.errors import ProvisioningError
@@ -47,7 +50,7 @@ from provisioning.passwords import (
     new_password,
     parse_password_file,
 )
-from provisioning.plan import FleetPlan, client_config, node_config, plan_fleet
+from provisioning.plan import BrokerPlan, FleetPlan, client_config, node_config, plan_fleet
 
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
@@ -145,17 +148,44 @@ def _write_broker_files(writer: _Writer, plan: FleetPlan, passwords: dict[str, s
     acl = writer.write("broker/acl", mosquitto_acl(plan.accounts))
     header = "# symphony-edge topic ACL for the embedded broker (edge-agent broker --acl-file)\n"
     writer.write("broker/amqtt-acl.yaml", header + yaml.safe_dump(amqtt_acl(plan.accounts), sort_keys=False))
-    writer.write("broker/mosquitto.conf", _mosquitto_conf(plan, passwd, acl, writer.output / "broker" / "tls"))
+    tls = writer.output / "broker" / "tls"
+    for index, broker in enumerate(plan.brokers):
+        text = _mosquitto_conf(plan, passwd, acl, tls, broker, passwords)
+        writer.write(f"broker/hosts/{broker.host}/mosquitto.conf", text)
+        if index == 0:
+            writer.write("broker/mosquitto.conf", text)
 
 
-def _mosquitto_conf(plan: FleetPlan, passwd: Path, acl: Path, tls: Path) -> str:
+def _bridges(plan: FleetPlan, broker: BrokerPlan, passwords: dict[str, str]) -> tuple[Bridge, ...]:
+    """The bridge of a site broker (or a failover hub) to the first hub; site bridges fail over along the hubs."""
+    if broker.bridge_account is None:
+        return ()
+    hubs = [hub for hub in plan.brokers if hub.site is None]
+    targets = hubs[:1] if broker.site is None else hubs
+    target = plan.paths.broker_dir
+    tls = BridgeTLS(Path(f"{target}/tls/ca.crt"), Path(f"{target}/tls/bridge.crt"), Path(f"{target}/tls/bridge.key"))
+    return (
+        Bridge(
+            name=f"symphony-{plan.fleet.fabric}-{broker.bridge_account.username}",
+            addresses=tuple((hub.address, hub.port) for hub in targets),
+            topics=broker.bridge_topics,
+            username=broker.bridge_account.username,
+            password=passwords[broker.bridge_account.username],
+            tls=tls if plan.fleet.broker.tls else None,
+        ),
+    )
+
+
+def _mosquitto_conf(
+    plan: FleetPlan, passwd: Path, acl: Path, tls: Path, host: BrokerPlan, passwords: dict[str, str]
+) -> str:
     """render_config checks that the password file exists, so render with the local files, then point the
     paths at where Ansible puts those files on the broker host."""
     broker = plan.fleet.broker
     local_tls = {name: tls / name for name in ("ca.crt", "server.crt", "server.key")} if broker.tls else {}
     config = MosquittoConfig(
         host=broker.bind,
-        port=broker.listen_port,
+        port=host.port,
         password_file=passwd,
         acl_file=acl,
         ca_file=local_tls.get("ca.crt"),
@@ -163,6 +193,7 @@ def _mosquitto_conf(plan: FleetPlan, passwd: Path, acl: Path, tls: Path) -> str:
         key_file=local_tls.get("server.key"),
         require_certificate=broker.tls,
         persistence_dir=Path(plan.paths.mosquitto_persistence),
+        bridges=_bridges(plan, host, passwords),
     )
     text = render_config(config)
     target = plan.paths.broker_dir
@@ -187,6 +218,8 @@ def _write_certificates(writer: _Writer, plan: FleetPlan) -> bool:
     ca = load("ca/ca") or new_ca(f"symphony-edge {plan.fleet.fabric} CA")
     save("ca/ca", ca)
     leaves: list[tuple[str, str, tuple[str, ...], bool]] = [("broker/tls/server", "broker", plan.broker_names, True)]
+    if any(broker.bridge_account for broker in plan.brokers):
+        leaves.append(("broker/tls/bridge", "bridge", (), False))
     leaves += [(f"nodes/{node.node_id}/tls/client", node.node_id, (), False) for node in plan.nodes]
     leaves += [(f"clients/{client.username}/tls/client", client.username, (), False) for client in plan.clients]
     for stem, common_name, names, server in leaves:
