@@ -73,6 +73,9 @@ class ConnectionSettings(StrictModel):
     tls: TLSSettings | None = None
     keepalive_s: int = Field(default=10, ge=2, le=3600)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    # While connected to a broker other than the first: probe the first this often (a TCP connect) and move
+    # back to it once it answers (0: stay where we are).
+    fail_back_probe_s: float = Field(default=5.0, ge=0, le=3600)
 
     @field_validator("brokers")
     @classmethod

@@ -8,7 +8,9 @@
 - every (re)connect sets TCP_NODELAY on the socket (without it each request/reply hop waits ~40 ms for Nagle
   and delayed ACKs), re-subscribes every filter and runs the `on_connected` callbacks (beacons re-announce);
 - several broker URLs may be given: each lost connection or failed attempt moves to the next URL, after a
-  jittered, growing delay;
+  jittered, growing delay; while connected to any but the first, the client probes the first every
+  `fail_back_probe_s` (a TCP connect) and, once it answers, disconnects cleanly and goes back to it (fail-back:
+  the first URL is the component's own site broker);
 - credentials come from the settings and never appear in logs or errors.
 """
 
@@ -70,6 +72,25 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(wanted) == len(levels)
 
 
+@dataclass(frozen=True)
+class FailBackPolicy:
+    """When a client connected to a later broker in its list goes back to the first (pure; unit-tested)."""
+
+    interval_s: float
+    url_count: int
+
+    def wanted(self, url_index: int, connected: bool, closing: bool) -> bool:
+        """Probe the first broker: enabled, several URLs, connected (else failover is busy), not on the first."""
+        return self.interval_s > 0 and self.url_count > 1 and url_index != 0 and connected and not closing
+
+    def next_probe_s(self, rng: random.Random | None = None) -> float:
+        """The wait before the next probe, jittered by +-25 % so a fleet does not probe in step."""
+        return self.interval_s * (rng or random).uniform(0.75, 1.25)
+
+    def probe_timeout_s(self) -> float:
+        return min(2.0, max(0.2, self.interval_s / 2))
+
+
 def unique_client_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -105,7 +126,11 @@ class FabricClient:
         self._flush_scheduled = False
         self._writer_added = False
         self._loop_thread = threading.get_ident()
+        self._fail_back = FailBackPolicy(settings.fail_back_probe_s, len(self._urls))
+        self._failing_back = False
+        self._probing: asyncio.Future[Any] | None = None
         self.connect_count = 0
+        self.fail_back_count = 0
         self._paho = self._build_paho(will)
 
     # --- public API ---------------------------------------------------------------------------------------
@@ -274,7 +299,11 @@ class FabricClient:
             self._call_in_loop(self._start_connecting, self._next_attempt_delay())
 
     def _next_attempt_delay(self) -> float:
-        """Move to the next broker URL; the jittered, growing delay before trying it."""
+        """Move to the next broker URL; the jittered, growing delay before trying it (none for a fail-back)."""
+        if self._failing_back:
+            self._failing_back = False
+            self._url_index, self._attempts = 0, 0
+            return 0.0
         self._attempts += 1
         self._url_index = (self._url_index + 1) % len(self._urls)
         delay = min(MAX_RECONNECT_DELAY_S, MIN_RECONNECT_DELAY_S * 2 ** min(self._attempts, 6))
@@ -423,6 +452,10 @@ class FabricClient:
         self.connect_count += 1
         self._connected.set()  # from now on subscribe() sends its own SUBSCRIBE
         log.info("connected to %s as %s", self.broker, self.client_id)
+        if self._fail_back.wanted(self._url_index, True, self._closing) and (
+            self._probing is None or self._probing.done()
+        ):
+            self._probing = self._keep(asyncio.ensure_future(self._probe_first_broker()))
         acknowledged = self._expect_ack(subscribe_mid) if subscribe_mid is not None else None
         self._keep(asyncio.ensure_future(self._finish_connect(subscribe_mid, acknowledged)))
 
@@ -439,6 +472,26 @@ class FabricClient:
             self._first_connect.set_result(None)
         for callback in self._connected_callbacks:
             self._run_handler(callback)
+
+    async def _probe_first_broker(self) -> None:
+        """While on a later broker, try a TCP connect to the first now and then; go back once it answers."""
+        first = self._urls[0]
+        while self._fail_back.wanted(self._url_index, self.is_connected, self._closing):
+            await asyncio.sleep(self._fail_back.next_probe_s())
+            if not self._fail_back.wanted(self._url_index, self.is_connected, self._closing):
+                return
+            if await _answers(first.host, first.port, self._fail_back.probe_timeout_s()):
+                self._go_back_to_first()
+                return
+
+    def _go_back_to_first(self) -> None:
+        if not self._fail_back.wanted(self._url_index, self.is_connected, self._closing):
+            return
+        log.info("%s answers again; %s moves back to it from %s", self._urls[0], self.client_id, self.broker)
+        self.fail_back_count += 1
+        self._failing_back = True  # _on_disconnect then reconnects to the first URL at once
+        self._paho.disconnect()  # a clean DISCONNECT: the later broker publishes no Will
+        self._paho.loop_write()
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         for handler in self._handlers_for(topic):
@@ -496,6 +549,18 @@ class FabricClient:
         wanted = self._on_ack if self._pending_acks else None
         if self._paho.on_publish != wanted:
             self._paho.on_publish = wanted
+
+
+async def _answers(host: str, port: int, timeout: float) -> bool:
+    """True when something accepts a TCP connection on host:port within `timeout`."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
