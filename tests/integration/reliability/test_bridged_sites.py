@@ -1,0 +1,196 @@
+"""Several brokers, one fabric (issue 12.3): a hub and two site brokers, bridged as provisioning renders them.
+
+Three mosquitto processes on loopback, each started on the config `edge-agent provision render` writes for its
+host (passwords and the topic ACL on; the bridges log in to the hub with their own accounts). Site B hosts the
+agents and the router; site A hosts only the client `alice`. Alice's tasks travel A -> hub -> B and the answers
+B -> hub -> A. The hub is restarted under load: the client resends what went unanswered, so nothing is lost, and
+the sites' bridges re-announce every node (retained beacons and presences) to the hub and from there to site A.
+Then site A's broker stops: alice fails over to the hub, keeps being answered, and fails back once A returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from integration.reliability.fleet import Fleet, Watcher, bounded, drive_load, report_line
+from support import RunningBroker
+
+from broker.mosquitto import find_mosquitto
+from broker.policy import free_port
+from provisioning.render import render
+from shared.client import FabricTaskClient
+from shared.config import ConnectionSettings
+
+NODES = ("board-b1", "board-b2")
+ROUTER = "board-b1"
+TASKS = 60
+
+INVENTORY = """\
+[hub]
+hub ansible_host=127.0.0.1 broker_port={hub}
+[gateways]
+gw-a ansible_host=127.0.0.1 broker_port={a}
+gw-b ansible_host=127.0.0.1 broker_port={b}
+[site_b]
+board-b1
+board-b2
+"""
+
+FLEET = """\
+fabric: {fabric}
+prefix: {prefix}
+broker:
+  hosts: [hub]
+  bind: 127.0.0.1
+  sites:
+    a: {{broker: gw-a, clients: [alice]}}
+    b: {{broker: gw-b, members: [site_b]}}
+agents:
+  site_b: [{{preset: math, backend: echo, max_in_flight: 4, backend_settings: {{delay_s: 0.2}}}}]
+routers: [board-b1]
+clients: [alice]
+"""
+
+
+def render_fleet(directory: Path, fabric: str) -> tuple[Path, dict[str, int]]:
+    """Write an inventory and a fleet file, render them, and install the broker files where the configs expect
+    them (what Ansible does on each broker host). Returns the render directory and each broker's port."""
+    ports = {"hub": free_port(), "gw-a": free_port(), "gw-b": free_port()}
+    (directory / "inventory.ini").write_text(INVENTORY.format(hub=ports["hub"], a=ports["gw-a"], b=ports["gw-b"]))
+    prefix = directory / "target"
+    (directory / "fleet.yml").write_text(FLEET.format(fabric=fabric, prefix=prefix))
+    output = directory / "rendered"
+    render(directory / "inventory.ini", directory / "fleet.yml", output)
+    broker_dir = prefix / "etc" / "symphony-edge" / "broker"
+    broker_dir.mkdir(parents=True)
+    for name in ("passwd", "acl"):
+        (broker_dir / name).write_bytes((output / "broker" / name).read_bytes())
+    return output, ports
+
+
+def broker_process(output: Path, host: str, port: int, directory: Path) -> RunningBroker:
+    """The rendered config of `host`; three "hosts" share this machine, so each gets its own persistence dir."""
+    text = (output / "broker" / "hosts" / host / "mosquitto.conf").read_text()
+    persistence = directory / f"persistence-{host}"
+    persistence.mkdir()
+    lines = [
+        f"persistence_location {persistence}/" if line.startswith("persistence_location") else line
+        for line in text.splitlines()
+    ]
+    config = directory / f"mosquitto-{host}.conf"
+    # As root, mosquitto must stay root to read the 0600 files (on a board the broker role hands them to the
+    # mosquitto user instead).
+    lines += ["user root"] if os.geteuid() == 0 else []
+    config.write_text("\n".join(lines) + "\n")
+    config.chmod(0o600)
+    binary = find_mosquitto()
+    assert binary is not None
+    return RunningBroker("mosquitto", port, [binary, "-c", str(config)])
+
+
+def settings(config_file: Path, **overrides: Any) -> ConnectionSettings:
+    connection = yaml.safe_load(config_file.read_text())["connection"]
+    return ConnectionSettings(**{**connection, "keepalive_s": 2, "connect_timeout_s": 15.0, **overrides})
+
+
+def observer(output: Path, url: str) -> Watcher:
+    """A watcher on one broker only. It logs in as the router's node (which may read beacons and presences)."""
+    return Watcher(settings(output / "nodes" / ROUTER / "node.yaml", brokers=(url,)))
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_a_client_at_site_a_is_answered_by_agents_at_site_b_across_a_hub_restart(
+    tmp_path: Path, fabric: str, subprocess_env: dict[str, str]
+):
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    output, ports = render_fleet(tmp_path, fabric)
+    brokers = {host: broker_process(output, host, port, tmp_path) for host, port in ports.items()}
+    (tmp_path / "fleet").mkdir()
+    fleet = Fleet(tmp_path / "fleet", subprocess_env, fabric, [])
+    at_hub = observer(output, brokers["hub"].url)
+    at_a = observer(output, brokers["gw-a"].url)
+
+    def fleet_known(watcher: Watcher, since: float = 0.0) -> bool:
+        return {*NODES, ROUTER} <= watcher.announced_since(since)
+
+    async def scenario() -> dict[str, Any]:
+        await at_hub.start()
+        await at_a.start()
+        try:
+            for node in NODES:
+                extra = ["--router"] if node == ROUTER else []
+                fleet._spawn(node, ["start", "-c", str(output / "nodes" / node / "node.yaml"), *extra])
+            known = await at_a.wait_until(lambda: fleet_known(at_a), 30)
+            assert known, f"site A does not see the fleet of site B: {fleet.log_text(ROUTER)[-2000:]}"
+            assert fleet_known(at_hub)
+            alice_settings = settings(output / "clients" / "alice.yaml", fail_back_probe_s=0.5)
+            async with FabricTaskClient(alice_settings) as alice:
+                assert alice._mqtt.broker.port == ports["gw-a"]
+                before = await drive_load(alice, 6, concurrency=6, prefix="before")
+                load = asyncio.ensure_future(drive_load(alice, TASKS, concurrency=6))
+                await asyncio.sleep(1.0)
+                brokers["hub"].restart()
+                restarted_at = time.monotonic()
+                report = await load
+                hub_again = await at_hub.wait_until(lambda: fleet_known(at_hub, restarted_at), 30)
+                a_again = await at_a.wait_until(lambda: fleet_known(at_a, restarted_at), 30)
+                brokers["gw-a"].stop()
+                on_hub = await wait_for(lambda: alice._mqtt.is_connected and alice._mqtt.broker.port == ports["hub"])
+                during_a_down = await drive_load(alice, 6, concurrency=6, prefix="a-down")
+                brokers["gw-a"].start()
+                back = await wait_for(lambda: alice._mqtt.is_connected and alice._mqtt.broker.port == ports["gw-a"])
+                after = await drive_load(alice, 6, concurrency=6, prefix="after")
+            return {
+                "before": before,
+                "report": report,
+                "hub_again": hub_again,
+                "a_again": a_again,
+                "on_hub": on_hub,
+                "during_a_down": during_a_down,
+                "back": back,
+                "after": after,
+            }
+        finally:
+            await at_hub.close()
+            await at_a.close()
+
+    for broker in brokers.values():
+        broker.start()
+    try:
+        result = bounded(scenario(), 180)
+    finally:
+        fleet.stop_all()
+        for broker in brokers.values():
+            broker.stop()
+    report = result["report"]
+    report_line(
+        "bridged sites",
+        f"before: {result['before'].summary()}; hub restarted under load: {report.summary()}; "
+        f"site A down: {result['during_a_down'].summary()}; after fail-back: {result['after'].summary()}",
+    )
+    assert result["before"].answered == 6
+    assert not report.lost, report.summary()
+    assert report.answered == TASKS, report.summary()
+    assert result["hub_again"], "the hub did not learn the fleet again after its restart"
+    assert result["a_again"], "site A did not see the fleet re-announced after the hub restart"
+    assert result["on_hub"], "alice did not fail over to the hub when site A stopped"
+    assert result["during_a_down"].answered == 6, result["during_a_down"].summary()
+    assert result["back"], "alice did not fail back to site A"
+    assert result["after"].answered == 6, result["after"].summary()
+
+
+async def wait_for(condition: Any, timeout: float = 20.0) -> bool:
+    """Poll `condition` every 0.1 s, at most `timeout` seconds."""
+    for _ in range(int(timeout * 10)):
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(condition())
