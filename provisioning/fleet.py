@@ -137,11 +137,11 @@ def check_against_inventory(fleet: FleetSpec, inventory: Inventory) -> None:
 def check_sites(fleet: FleetSpec, inventory: Inventory) -> None:
     """Site brokers are single hosts apart from the hub; a host or client lives at one site at most."""
     sites = fleet.broker.sites
-    if not sites and (fleet.broker.kind == "mosquitto" or len(fleet.broker.hosts) == 1):
-        return
-    if fleet.broker.kind != "mosquitto":
-        raise ProvisioningError("several brokers need broker.kind mosquitto (only mosquitto bridges brokers)")
     hubs = set(expand(inventory, fleet.broker.hosts))
+    if fleet.broker.kind != "mosquitto" and (sites or len(hubs) > 1):
+        raise ProvisioningError(
+            "several brokers need broker.kind mosquitto: only mosquitto bridges brokers into one fabric"
+        )
     site_of: dict[str, str] = {}
     for name, site in sites.items():
         if site.broker not in inventory.hosts:
