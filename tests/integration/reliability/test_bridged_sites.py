@@ -11,6 +11,7 @@ Then site A's broker stops: alice fails over to the hub, keeps being answered, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from broker.policy import free_port
 from provisioning.render import render
 from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
+from shared.mqtt import FabricClient
+from shared.topics import Topics
 
 NODES = ("board-b1", "board-b2")
 ROUTER = "board-b1"
@@ -48,6 +51,7 @@ prefix: {prefix}
 broker:
   hosts: [hub]
   bind: 127.0.0.1
+  tls: {tls}
   sites:
     a: {{broker: gw-a, clients: [alice]}}
     b: {{broker: gw-b, members: [site_b]}}
@@ -58,19 +62,24 @@ clients: [alice]
 """
 
 
-def render_fleet(directory: Path, fabric: str) -> tuple[Path, dict[str, int]]:
-    """Write an inventory and a fleet file, render them, and install the broker files where the configs expect
-    them (what Ansible does on each broker host). Returns the render directory and each broker's port."""
+def render_fleet(directory: Path, fabric: str, tls: bool = False) -> tuple[Path, dict[str, int]]:
+    """Write an inventory and a fleet file, render them, and install the broker files (and with TLS the nodes'
+    certificates) where the configs expect them, as Ansible does. Returns the render directory and the ports."""
     ports = {"hub": free_port(), "gw-a": free_port(), "gw-b": free_port()}
     (directory / "inventory.ini").write_text(INVENTORY.format(hub=ports["hub"], a=ports["gw-a"], b=ports["gw-b"]))
     prefix = directory / "target"
-    (directory / "fleet.yml").write_text(FLEET.format(fabric=fabric, prefix=prefix))
+    fleet = FLEET.format(fabric=fabric, prefix=prefix, tls=str(tls).lower())
+    (directory / "fleet.yml").write_text(fleet)
     output = directory / "rendered"
     render(directory / "inventory.ini", directory / "fleet.yml", output)
-    broker_dir = prefix / "etc" / "symphony-edge" / "broker"
-    broker_dir.mkdir(parents=True)
-    for name in ("passwd", "acl"):
-        (broker_dir / name).write_bytes((output / "broker" / name).read_bytes())
+    config_dir = prefix / "etc" / "symphony-edge"
+    installs = [(output / "broker" / name, config_dir / "broker" / name) for name in ("passwd", "acl")]
+    if tls:
+        installs += [(path, config_dir / "broker" / "tls" / path.name) for path in (output / "broker/tls").iterdir()]
+        installs += [(path, config_dir / "tls" / path.name) for path in (output / "nodes/board-b1/tls").iterdir()]
+    for source, target in installs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
     return output, ports
 
 
@@ -194,3 +203,40 @@ async def wait_for(condition: Any, timeout: float = 20.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return bool(condition())
+
+
+@pytest.mark.mosquitto
+def test_a_tls_bridge_carries_a_site_beacon_to_the_hub(tmp_path: Path, fabric: str):
+    """With `tls: true` the bridge verifies the hub's certificate and presents its own client certificate."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    output, ports = render_fleet(tmp_path, fabric, tls=True)
+    assert "bridge_certfile" in (output / "broker/hosts/gw-b/mosquitto.conf").read_text()
+    brokers = [broker_process(output, host, ports[host], tmp_path) for host in ("hub", "gw-b")]
+    node_config = output / "nodes" / ROUTER / "node.yaml"
+    topics = Topics(fabric)
+
+    async def scenario() -> bytes:
+        at_hub = FabricClient(settings(node_config, brokers=(f"mqtts://127.0.0.1:{ports['hub']}",)), "hub-reader")
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+        await at_hub.subscribe(topics.beacon(ROUTER), lambda topic, payload: received.put_nowait(payload))
+        await at_hub.connect()
+        at_site = FabricClient(settings(node_config, brokers=(f"mqtts://127.0.0.1:{ports['gw-b']}",)), ROUTER)
+        await at_site.connect()
+        try:
+            for _ in range(100):  # the bridge may still be connecting: publish until the hub hears it
+                await at_site.publish_confirmed(topics.beacon(ROUTER), b"beacon over TLS", retain=True)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    return await asyncio.wait_for(received.get(), 0.2)
+            return b""
+        finally:
+            await at_site.close()
+            await at_hub.close()
+
+    for broker in brokers:
+        broker.start()
+    try:
+        assert bounded(scenario(), 60) == b"beacon over TLS"
+    finally:
+        for broker in brokers:
+            broker.stop()
