@@ -131,12 +131,13 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
     clients = tuple(client_account(topics, client) for client in fleet.clients)
     site_of = _sites_of_members(fleet, inventory)
     brokers = _plan_brokers(fleet, inventory, topics, nodes, site_of)
-    reserved = sorted(
-        {b.bridge_account.username for b in brokers if b.bridge_account}
-        & {a.username for a in [*(n.account for n in nodes), *clients]}
-    )
-    if reserved:
-        raise ProvisioningError(f"{reserved} name the bridge accounts of the sites; rename those nodes or clients")
+    bridges = [broker.bridge_account.username for broker in brokers if broker.bridge_account]
+    reserved = sorted(set(bridges) & {account.username for account in [*(n.account for n in nodes), *clients]})
+    if reserved or len(set(bridges)) < len(bridges):
+        raise ProvisioningError(
+            f"bridge account names {sorted(bridges)} clash with each other or with node or client names "
+            f"{reserved}; rename those sites, nodes or clients"
+        )
     hubs = [broker for broker in brokers if broker.site is None]
     all_hosts = [broker.host for broker in brokers]
     names = tuple(dict.fromkeys(name for host in all_hosts for name in (inventory.address(host), host)))
@@ -179,7 +180,10 @@ def _plan_brokers(
     may connect to them), then one broker per site, bridging what flows between the site and the rest."""
 
     def port(host: str) -> int:
-        return int(inventory.hosts.get(host, {}).get("broker_port") or fleet.broker.listen_port)
+        value = inventory.hosts.get(host, {}).get("broker_port") or fleet.broker.listen_port
+        if not str(value).isdigit() or not 1 <= int(value) <= 65535:
+            raise ProvisioningError(f"inventory host {host}: broker_port must be a port number, not {value!r}")
+        return int(value)
 
     def where(site: str | None) -> set[Role]:
         return _roles(

@@ -248,5 +248,12 @@ def test_a_node_may_not_take_a_bridge_account_name(tmp_path: Path) -> None:
     fleet = {**FLEET, "agents": {**FLEET["agents"], "extra": [{"backend": "echo"}]}}
     path = tmp_path / "fleet.yml"
     path.write_text(yaml.safe_dump(fleet))
-    with pytest.raises(ProvisioningError, match="bridge accounts"):
+    with pytest.raises(ProvisioningError, match="clash with each other or with node or client names"):
         plan_fleet(load_fleet(path), parse_ini_inventory(inventory))
+
+
+def test_a_bad_broker_port_in_the_inventory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yml"
+    path.write_text(yaml.safe_dump(FLEET))
+    with pytest.raises(ProvisioningError, match="gw-a: broker_port must be a port number, not 'x'"):
+        plan_fleet(load_fleet(path), parse_ini_inventory(INVENTORY.replace("broker_port=1884", "broker_port=x")))
