@@ -84,6 +84,10 @@ class Fleet:
         command = ["router", *self._broker_args(), "--fabric", self.fabric, "--router-id", router_id]
         return self._spawn(router_id, [*command, "-c", str(self.config_file())])
 
+    def start_node(self, name: str, config_file: Path, *extra: str) -> subprocess.Popen[bytes]:
+        """`edge-agent start -c CONFIG` on a provisioned node.yaml (brokers and credentials come from it)."""
+        return self._spawn(name, ["start", "-c", str(config_file), *extra])
+
     def kill(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is None:

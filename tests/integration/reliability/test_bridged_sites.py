@@ -136,7 +136,7 @@ def test_a_client_at_site_a_is_answered_by_agents_at_site_b_across_a_hub_restart
         try:
             for node in NODES:
                 extra = ["--router"] if node == ROUTER else []
-                fleet._spawn(node, ["start", "-c", str(output / "nodes" / node / "node.yaml"), *extra])
+                fleet.start_node(node, output / "nodes" / node / "node.yaml", *extra)
             known = await at_a.wait_until(lambda: fleet_known(at_a), 30)
             assert known, f"site A does not see the fleet of site B: {fleet.log_text(ROUTER)[-2000:]}"
             assert fleet_known(at_hub)
