@@ -102,11 +102,16 @@ def vote_plans(plans: Sequence[PlanCandidate], reliability: Mapping[str, float] 
     totals: dict[tuple[str, ...], float] = {}
     first_index: dict[tuple[str, ...], int] = {}
     for index, plan in enumerate(plans):
-        key = tuple(_normalize_step(step) for step in plan.steps)
+        key = plan_key(plan.steps)
         totals[key] = totals.get(key, 0.0) + plan_weight(plan, reliability)
         first_index.setdefault(key, index)
     best = max(totals, key=lambda key: (totals[key], -first_index[key]))
     return first_index[best]
+
+
+def plan_key(steps: Sequence[str]) -> tuple[str, ...]:
+    """What makes two plans the same plan: their steps without case, repeated spaces or a trailing period."""
+    return tuple(_normalize_step(step) for step in steps)
 
 
 def plan_weight(plan: PlanCandidate, reliability: Mapping[str, float] | None = None) -> float:
