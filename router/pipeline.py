@@ -335,7 +335,8 @@ class TaskPipeline:
                 for record in outcome.records:
                     value = self._credit(record, capability, won[chain.index], correct[chain.index])
                     rewards[record.choice.agent_id] = round(value, 3)
-            self._emit("rewarded", subtask=len(chain.outcomes) - 1, chain=chain.index, rewards=rewards)
+            planner = chain.planner.record.choice.agent_id
+            self._emit("rewarded", subtask=len(chain.outcomes) - 1, chain=chain.index, planner=planner, rewards=rewards)
         by_planner = {id(c.planner): c.index for c in chains}
         self._reward_planners(
             [c.planner for c in chains],
@@ -372,7 +373,13 @@ class TaskPipeline:
             text=step[:300],
             tags=list(tags),
             candidates=[
-                {"agent": c.agent_id, "score": round(c.screening.score, 3), "ucb": round(c.ucb, 3)} for c in choices
+                {
+                    "agent": c.agent_id,
+                    "score": round(c.screening.score, 3),
+                    "prior": round(c.screening.prior, 3),
+                    "ucb": round(c.ucb, 3),
+                }
+                for c in choices
             ],
         )
         records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares)
