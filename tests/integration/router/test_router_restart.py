@@ -93,8 +93,6 @@ def test_a_restarted_router_keeps_its_id_and_resumes_its_learning(
         router = spawn(amqtt_broker, fabric, subprocess_env, router_log, "router")
         processes.append(router)
         router_id = wait_for_line(router_log, "router ", router).split()[1]
-        assert "learning from scratch" in wait_for_line(router_log, "learning from scratch", router)
-        assert (state_dir / "router-id").read_text().strip() == router_id
 
         first = ask(connection, 3, "before")
         assert {answer.router_id for answer in first} == {router_id}
@@ -104,12 +102,13 @@ def test_a_restarted_router_keeps_its_id_and_resumes_its_learning(
         state_file = state_dir / f"{router_id}.linucb.json"
         saved = learned_updates(state_file)
         assert saved == 3
-        assert json.loads(state_file.read_text())["priors"]["counts"]  # the priors are kept too
 
         again_log = tmp_path / "router-again.log"
         again = spawn(amqtt_broker, fabric, subprocess_env, again_log, "router")
         processes.append(again)
         assert wait_for_line(again_log, "router ", again).split()[1] == router_id
+        assert (state_dir / "router-id").read_text().strip() == router_id
+        assert "learning from scratch" in wait_for_line(router_log, "learning from scratch", router)
         resumed = wait_for_line(again_log, "resumed the learned state", again)
         assert f"{state_file} ({saved} updates)" in resumed
         stop_processes([again])
@@ -122,6 +121,7 @@ def test_a_restarted_router_keeps_its_id_and_resumes_its_learning(
         assert answer.router_id == router_id  # `start --router` finds the same id in the same state directory
         stop_processes([hosted])
         assert learned_updates(state_file) == saved + 1  # resumed, not restarted from zero
+        assert json.loads(state_file.read_text())["priors"]["counts"]  # the priors are kept too
     except AssertionError:
         for log in sorted(tmp_path.glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
