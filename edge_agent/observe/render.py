@@ -132,6 +132,8 @@ def _describe_received(data: dict[str, Any]) -> str:
 
 
 def _describe_planned(data: dict[str, Any]) -> str:
+    if data.get("chains"):
+        return f"{len(data['chains'])} chain(s) to run, then vote on their answers"
     plan = data.get("plan") or []
     how = "planning skipped" if data.get("skipped") else "fallback plan" if data.get("fallback") else "voted plan"
     chosen = f", chosen from {data['chosen']}" if data.get("chosen") else ""
