@@ -103,9 +103,9 @@ class PlannerRun:
 
 @dataclass
 class ChainOutcome:
-    """One planner's chain, executed: its steps' outcomes and its vote weight (complete: every step answered)."""
+    """One planner's chain (numbered from 1), executed: its steps' outcomes (complete: every step answered)."""
 
-    index: int
+    number: int
     planner: PlannerRun
     steps: tuple[str, ...]
     outcomes: list[SubtaskOutcome]
@@ -120,6 +120,10 @@ class ChainOutcome:
     @property
     def answer(self) -> str:
         return self.outcomes[-1].winner if self.complete else ""
+
+    @property
+    def name(self) -> str:
+        return f"chain-{self.number}"
 
 
 @dataclass
@@ -251,7 +255,10 @@ class TaskPipeline:
         return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores))
 
     def _reward_planners(
-        self, planners: list[PlannerRun], won: Callable[[PlannerRun], bool], correct: bool | None = None
+        self,
+        planners: list[PlannerRun],
+        won: Callable[[PlannerRun], bool],
+        correct: Callable[[PlannerRun], bool | None] = lambda run: None,
     ) -> None:
         """Reward each planner run: success and a parsable plan, plus the bonus when its plan (or chain) won."""
         rewards = {}
@@ -259,16 +266,14 @@ class TaskPipeline:
             if run.record.result.error is not None:
                 value = self._credit_failure(run.record, PLANNING_TAGS[0])
             else:
-                value = self._credit(run.record, PLANNING_TAGS[0], won(run), correct, run.candidate is not None)
+                value = self._credit(run.record, PLANNING_TAGS[0], won(run), correct(run), run.candidate is not None)
             rewards[run.record.choice.agent_id] = round(value, 3)
         self._emit("rewarded", subtask=-1, rewards=rewards)
 
     def _step_score(self, step: str) -> float:
         """Mean Top-L screening score of a step (the seed's plan weight)."""
-        choices = self.brain.choose(self.live_agents(), step, infer_requirements(step), self.options.top_l)
+        choices = self._screen(infer_requirements(step), step, self.options.top_l)
         return sum(c.screening.score for c in choices) / len(choices) if choices else 0.0
-
-    # --- execution and voting -------------------------------------------------------------------------
 
     # --- chains (plan_mode "chains", the seed's planner mode) -------------------------------------------
 
@@ -282,65 +287,65 @@ class TaskPipeline:
                 {"planner": r.record.choice.agent_id, "steps": list(r.candidate.steps)} for r in runs if r.candidate
             ],
         )
-        chains = list(await asyncio.gather(*(self._run_chain(index, run) for index, run in enumerate(runs))))
+        chains = list(await asyncio.gather(*(self._run_chain(number, run) for number, run in enumerate(runs, 1))))
         complete = [chain for chain in chains if chain.complete]
         if not complete:
-            self._reward_chains(chains, None)
+            self._reward_chains(planners, chains, None)
             raise NoAgentsError("every chain failed: no agent answered one of its steps")
-        ballots = [Ballot(_chain_name(c.index), c.answer, c.outcomes[-1].winner_raw, None, c.index) for c in complete]
-        vote = tally(ballots, {_chain_name(c.index): c.weight for c in complete}, default_weight=0.0)
-        winner = max((c for c in complete if c.answer == vote.winner), key=lambda c: (c.weight, -c.index))
+        ballots = [Ballot(c.name, c.answer, c.outcomes[-1].winner_raw, None, c.number) for c in complete]
+        vote = tally(ballots, {c.name: c.weight for c in complete}, default_weight=0.0)
+        winner = max((c for c in complete if c.answer == vote.winner), key=lambda c: (c.weight, -c.number))
         self._emit(
             "voted",
             subtask=-1,
             winner=vote.winner_raw[:200],
             chosen=winner.planner.record.choice.agent_id,
-            weights={_chain_name(c.index): round(c.weight, 4) for c in complete},
+            weights={c.name: round(c.weight, 4) for c in complete},
         )
-        self._reward_chains(chains, vote.winner)
+        self._reward_chains(planners, chains, vote.winner)
         return self._answer(winner.steps, winner.outcomes)
 
-    async def _run_chain(self, index: int, planner: PlannerRun) -> ChainOutcome:
+    async def _run_chain(self, number: int, planner: PlannerRun) -> ChainOutcome:
         """Run one chain's steps in order, one agent per step, not reusing an agent while others are left."""
         assert planner.candidate is not None
-        _CHAIN.set(index)  # this task's own context: its trace events carry the chain's index
+        _CHAIN.set(number)  # this task's own context: its trace events carry the chain's number
         steps = planner.candidate.steps
         outcomes: list[SubtaskOutcome] = []
         used: set[str] = set()
-        for number, step in enumerate(steps):
+        for position, step in enumerate(steps):
+            is_final = position == len(steps) - 1
             try:
-                outcome = await self._solve(
-                    number, step, self._context(step, outcomes), number == len(steps) - 1, 1, used
-                )
+                outcome = await self._solve(position, step, self._context(step, outcomes), is_final, 1, used)
             except NoAgentsError:  # every agent failed on this step (the redispatched events say which)
-                return ChainOutcome(index, planner, steps, outcomes, complete=False)
+                return ChainOutcome(number, planner, steps, outcomes, complete=False)
             used.update(record.choice.agent_id for record in outcome.records)
             outcomes.append(outcome)
-        return ChainOutcome(index, planner, steps, outcomes, complete=True)
+        return ChainOutcome(number, planner, steps, outcomes, complete=True)
 
-    def _reward_chains(self, chains: list[ChainOutcome], winner: str | None) -> None:
+    def _reward_chains(self, planners: list[PlannerRun], chains: list[ChainOutcome], winner: str | None) -> None:
         """Every step of a chain, and its planner, earn the winner bonus when the chain's answer won the vote.
 
-        With a gold answer, the chain's correctness replaces agreement (as for a plain subtask).
+        With a gold answer, the chain's correctness replaces agreement (as for a plain subtask). A planner whose
+        plan could not be read has no chain and earns no bonus.
         """
-        gold = self.options.gold_answer
-        won = {c.index: c.complete and winner is not None and c.answer == winner for c in chains}
-        correct = {
-            c.index: (c.complete and c.answer == canonicalize(gold)) if gold is not None else None for c in chains
-        }
+        gold = None if self.options.gold_answer is None else canonicalize(self.options.gold_answer)
+        won: dict[int, bool] = {}
+        correct: dict[int, bool | None] = {}
         for chain in chains:
+            won[id(chain.planner)] = chain.complete and winner is not None and chain.answer == winner
+            correct[id(chain.planner)] = None if gold is None else chain.complete and chain.answer == gold
             rewards = {}
             for outcome in chain.outcomes:
                 capability = self._capability(outcome.text)
                 for record in outcome.records:
-                    value = self._credit(record, capability, won[chain.index], correct[chain.index])
+                    value = self._credit(record, capability, won[id(chain.planner)], correct[id(chain.planner)])
                     rewards[record.choice.agent_id] = round(value, 3)
             planner = chain.planner.record.choice.agent_id
-            self._emit("rewarded", subtask=len(chain.outcomes) - 1, chain=chain.index, planner=planner, rewards=rewards)
-        by_planner = {id(c.planner): c.index for c in chains}
+            self._emit("rewarded", chain=chain.number, planner=planner, rewards=rewards)
         self._reward_planners(
-            [c.planner for c in chains],
-            lambda run: won[by_planner[id(run)]],
+            planners,
+            lambda run: won.get(id(run), False),
+            lambda run: correct.get(id(run), None if gold is None else False),
         )
 
     # --- execution and voting -------------------------------------------------------------------------
@@ -603,10 +608,6 @@ def _distinct(choices: list[Choice], count: int) -> list[Choice]:
 def _winning_record(outcome: SubtaskOutcome) -> RunRecord:
     """The run whose answer won a step's vote (the first one that gave it)."""
     return next(r for r in outcome.records if r.answer.canonical == outcome.winner)
-
-
-def _chain_name(index: int) -> str:
-    return f"chain-{index + 1}"
 
 
 def _rounded(weights: dict[str, float]) -> dict[str, float]:

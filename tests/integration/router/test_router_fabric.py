@@ -289,9 +289,9 @@ def test_chains_mode_runs_each_planners_chain_and_votes_on_their_answers(stack: 
         solve_runs = [r for r in watcher.runs("chains-1") if r.purpose == "solve"]
         assert len(solve_runs) == 4  # 2 chains x 2 steps, one run each
         assert all(r.context[0] == f"Original task: {PLAN_QUERY}" for r in solve_runs)
-        (vote,) = [e for e in watcher.events("chains-1", "voted") if e.data["subtask"] == -1]
+        (vote,) = [e for e in watcher.events("chains-1", "voted") if e.data.get("subtask") == -1]
         assert set(vote.data["weights"]) == {"chain-1", "chain-2"}
-        (planners,) = [e for e in watcher.events("chains-1", "rewarded") if e.data["subtask"] == -1]
+        (planners,) = [e for e in watcher.events("chains-1", "rewarded") if e.data.get("subtask") == -1]
         assert len(planners.data["rewards"]) == 2
         await watcher.close()
 

@@ -315,7 +315,7 @@ def test_planners_are_rewarded_and_the_winning_plan_earns_more() -> None:
     brain = RoutingBrain(seed=0)
     port = FakePort(scripts)
     execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=3, cot_count=1), brain=brain)
-    (planners,) = [event for event in port.named("rewarded") if event["subtask"] == -1]
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
     assert set(planners["rewards"]) == {"a", "b", "c"}
     assert planners["rewards"]["a"] == planners["rewards"]["b"] > planners["rewards"]["c"] > 0.0
     assert len(brain.ledger) == 0  # no dispatch is left unrewarded
@@ -357,12 +357,28 @@ def test_chains_mode_runs_every_chain_and_votes_on_their_answers() -> None:
     assert sorted(steps) == sorted(["list the facts", "add them up", "read the question", "sum it", "guess wildly"])
     assert answer.answer == "8"  # two chains of three agree
     assert answer.plan in (("list the facts", "add them up"), ("read the question", "sum it"))
-    (vote,) = [event for event in port.named("voted") if event["subtask"] == -1]
+    (vote,) = [event for event in port.named("voted") if event.get("subtask") == -1]
     assert set(vote["weights"]) == {"chain-1", "chain-2", "chain-3"}
-    (planners,) = [event for event in port.named("rewarded") if event["subtask"] == -1]
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
     assert planners["rewards"]["a"] == planners["rewards"]["b"] > planners["rewards"]["c"]  # the winner bonus
     by_planner = {event["planner"]: event["rewards"] for event in port.named("rewarded") if "chain" in event}
     assert min(by_planner["a"].values()) > max(by_planner["c"].values())  # the losing chain's step earns no bonus
+    assert len(brain.ledger) == 0
+
+
+def test_chains_mode_rewards_the_correct_chain_and_every_planner_with_a_gold_answer() -> None:
+    """With gold 9 the chain answering 9 earns more than the one answering 8, whatever the vote; the planner
+    whose plan could not be read earns least; nothing is left unrewarded."""
+    plans = {**CHAIN_PLANS, "b": "I would rather not plan."}
+    make = chain_agent(plans, CHAIN_FINALS)
+    port = FakePort({name: make(name) for name in "abc"})
+    brain = RoutingBrain(seed=0)
+    execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=3, plan_mode="chains", gold_answer="9"), brain=brain)
+    by_planner = {event["planner"]: event["rewards"] for event in port.named("rewarded") if "chain" in event}
+    assert set(by_planner) == {"a", "c"}
+    assert min(by_planner["c"].values()) > max(by_planner["a"].values())
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
+    assert planners["rewards"]["c"] > planners["rewards"]["a"] > planners["rewards"]["b"]
     assert len(brain.ledger) == 0
 
 
