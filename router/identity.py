@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import TopicError
+from shared.errors import SymphonyError, TopicError
 from shared.topics import validate_id
 
 ID_FILE_NAME = "router-id"
 
 
-class RouterIdentityError(ValueError):
+class RouterIdentityError(SymphonyError, ValueError):
     """The router id file exists but does not hold a usable id."""
 
 

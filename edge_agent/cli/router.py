@@ -65,7 +65,7 @@ async def _serve(
     await service.start()
     metrics = _serve_metrics(service, config.metrics_port) if config.metrics_port is not None else None
     click.echo(f"router {service.router_id} serving fabric {config.connection.fabric!r} (Ctrl+C to stop)")
-    click.echo(_state_line(service))
+    click.echo(state_line(service))
     try:
         await stop.wait()
     finally:
@@ -75,7 +75,8 @@ async def _serve(
         click.echo(f"router {service.router_id} stopped; LinUCB state in {service.config.state_file}")
 
 
-def _state_line(service: Any) -> str:
+def state_line(service: Any) -> str:
+    """Whether the router resumed learned state (and from where) or starts from scratch."""
     updates = service.brain.updates()
     if updates:
         return f"resumed the learned state from {service.config.state_file} ({updates} updates)"

@@ -119,6 +119,8 @@ def test_a_restarted_router_keeps_its_id_and_resumes_its_learning(
         processes.append(hosted)
         (answer,) = ask(connection, 1, "after")
         assert answer.router_id == router_id  # `start --router` finds the same id in the same state directory
+        hosted_line = wait_for_line(hosted_log, f"router {router_id} hosted on this node", hosted)
+        assert f"resumed the learned state from {state_file} ({saved} updates)" in hosted_line
         stop_processes([hosted])
         assert learned_updates(state_file) == saved + 1  # resumed, not restarted from zero
         assert json.loads(state_file.read_text())["priors"]["counts"]  # the priors are kept too
@@ -128,3 +130,17 @@ def test_a_restarted_router_keeps_its_id_and_resumes_its_learning(
         raise
     finally:
         stop_processes(processes)
+
+
+@pytest.mark.parametrize("command", [("router",), ("start", "--backend", "echo", "--router")])
+def test_a_broken_router_id_file_is_a_clear_error(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path, subprocess_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    state_dir = Path(subprocess_env["SYMPHONY_EDGE_STATE_DIR"])
+    state_dir.mkdir(parents=True)
+    (state_dir / "router-id").write_text("not/a valid id\n")
+    arguments = [sys.executable, "-m", "edge_agent.cli", *command, "--broker", amqtt_broker.url, "--fabric", fabric]
+    completed = subprocess.run(arguments, capture_output=True, text=True, timeout=60, env=subprocess_env)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "router-id does not hold a valid router id" in completed.stderr
+    assert "Traceback" not in completed.stderr
