@@ -35,7 +35,16 @@ from router.planning import PlanParseError, fallback_plan, is_simple_query, pars
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.screening import AgentView
-from router.voting import Ballot, PlanCandidate, can_stop_early, plan_key, tally, vote_plans
+from router.voting import (
+    Ballot,
+    ChainBallot,
+    PlanCandidate,
+    can_stop_early,
+    plan_key,
+    tally,
+    vote_chains,
+    vote_plans,
+)
 from shared.messages import (
     BallotSummary,
     RunRequest,
@@ -292,9 +301,10 @@ class TaskPipeline:
         if not complete:
             self._reward_chains(planners, chains, None)
             raise NoAgentsError("every chain failed: no agent answered one of its steps")
-        ballots = [Ballot(c.name, c.answer, c.outcomes[-1].winner_raw, None, c.number) for c in complete]
-        vote = tally(ballots, {c.name: c.weight for c in complete}, default_weight=0.0)
-        winner = max((c for c in complete if c.answer == vote.winner), key=lambda c: (c.weight, -c.number))
+        chosen, vote = vote_chains(
+            [ChainBallot(c.name, c.answer, c.outcomes[-1].winner_raw, c.weight) for c in complete]
+        )
+        winner = complete[chosen]
         self._emit(
             "voted",
             subtask=-1,
