@@ -122,9 +122,11 @@ def _model_name(model: str) -> str:
 
 def _subtask(data: dict[str, Any]) -> str:
     index = data.get("subtask")
+    chain = f"chain {data['chain']}" if isinstance(data.get("chain"), int) else ""
     if not isinstance(index, int):
-        return ""
-    return "plan" if index < 0 else f"subtask {index + 1}"
+        return chain
+    step = "plan" if index < 0 else f"subtask {index + 1}"
+    return f"{chain} {step}" if chain else step
 
 
 def _describe_received(data: dict[str, Any]) -> str:
