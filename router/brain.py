@@ -1,8 +1,10 @@
-"""The router's learning state: per-agent LinUCB, per-agent reliability, and the reward ledger.
+"""The router's learning state: per-agent LinUCB, per-agent reliability, learned priors, and the reward ledger.
 
-`choose` screens the live agents (Top-L) and orders the candidates by LinUCB's upper confidence bound;
-`learn` joins a delayed reward to the context recorded at dispatch and updates the arm and the agent's
-reliability (an exponential average of its rewards, used as its vote weight).
+`choose` screens the live agents (Top-L, with the learned prior of each agent for the task's benchmark,
+difficulty and capability) and orders the candidates by LinUCB's upper confidence bound; `learn` joins a
+delayed reward to the context recorded at dispatch and updates the arm and the agent's reliability (an
+exponential average of its rewards, used as its vote weight); `observe` counts an outcome into the priors.
+All three are saved together and survive a restart.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
+from router.priors import PriorTable
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardLedger
 from router.screening import AgentView, ScoredCandidate, screen
@@ -40,6 +43,7 @@ class RoutingBrain:
         self.policy = policy or LinUCBPolicy(LinUCBConfig())
         self.rng = np.random.default_rng(seed)
         self.reliability: dict[str, float] = {}
+        self.priors = PriorTable()
         self.ledger = RewardLedger()
 
     def choose(
@@ -51,9 +55,10 @@ class RoutingBrain:
         difficulty: str | None = None,
         benchmark: str | None = None,
     ) -> list[Choice]:
-        """Top-L screening, then the candidates ordered by LinUCB (best first)."""
+        """Top-L screening (priors of the first tag's capability), then the candidates ordered by LinUCB."""
+        prior = self.priors.for_capability(tags[0] if tags else None)
         candidates = screen(
-            agents, requirement, tags, benchmark=benchmark or "", difficulty=difficulty or "", top_l=top_l
+            agents, requirement, tags, prior, benchmark=benchmark or "", difficulty=difficulty or "", top_l=top_l
         )
         if not candidates:
             return []
@@ -94,13 +99,24 @@ class RoutingBrain:
         self.reliability[joined.agent_id] = (1 - RELIABILITY_RATE) * previous + RELIABILITY_RATE * joined.reward
         return joined.agent_id
 
+    def observe(
+        self, agent_id: str, benchmark: str | None, difficulty: str | None, capability: str | None, success: bool
+    ) -> None:
+        """Count one run's outcome into the priors (nothing in the frozen evaluation mode)."""
+        if not self.policy.config.frozen:
+            self.priors.observe(agent_id, benchmark, difficulty, capability, success)
+
     def weight(self, agent_id: str) -> float:
         return self.reliability.get(agent_id, DEFAULT_RELIABILITY)
+
+    def updates(self) -> int:
+        """How many rewards LinUCB has learned from, over all agents."""
+        return sum(self.policy.count(arm) for arm in self.policy.arms)
 
     # --- persistence ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.to_dict(), "reliability": dict(self.reliability)}
+        return {"policy": self.policy.to_dict(), "reliability": dict(self.reliability), "priors": self.priors.to_dict()}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +133,8 @@ class RoutingBrain:
             data = json.loads(path.read_text())
             brain = cls(LinUCBPolicy.from_dict(data["policy"]), seed=seed)
             brain.reliability = {str(k): float(v) for k, v in data.get("reliability", {}).items()}
+            if "priors" in data:  # state files written before priors were learned have none
+                brain.priors = PriorTable.from_dict(data["priors"])
         if frozen:
             brain.policy = brain.policy.freeze()
         return brain

@@ -41,7 +41,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """The context vector built by `context_features`, in order; its length is the default dimension."""
 
-DIFFICULTY_LEVELS: dict[str, float] = {"easy": 0.25, "medium": 0.5, "hard": 0.75, "expert": 1.0}
+DIFFICULTY_LEVELS: dict[str, float] = {"simple": 0.25, "easy": 0.25, "medium": 0.5, "hard": 0.75, "expert": 1.0}
 LATENCY_CAP_MS = 2000.0
 TIE_TOLERANCE = 1e-9
 _STATE_FORMAT = "symphony-edge/linucb/v1"

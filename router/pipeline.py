@@ -1,11 +1,17 @@
 """One task through the Symphony pipeline: plan, route, run CoT in parallel, vote, learn, answer.
 
     TaskRequest
-      └─ plan: k planners in parallel ─► parse/repair ─► plan vote (mean Top-L score of the steps)
-      └─ for each subtask: Top-L screening ─► LinUCB order ─► cot_count runs in parallel on distinct agents
-             a failed/timed-out run is re-dispatched to the next candidate; voting stops early once the
-             runs still out cannot change the winner
-      └─ rewards joined by dispatch id ─► LinUCB + reliability updates
+      └─ plan (plan_k > 1, unless the task is simple): k planners in parallel ─► parse/repair
+           plan_mode decompose: plan vote (mean Top-L score of the steps) ─► the winning plan's steps, below
+           plan_mode chains:    every planner's chain runs (one agent per step) ─► the chains' final answers
+                                are voted, weighted by the mean Top-L score of their agents (the seed's mode)
+      └─ for each step: Top-L screening (learned priors) ─► LinUCB order ─► cot_count runs in parallel on
+             distinct agents; each run sees the original query and the earlier steps' answers, and the last
+             step is told to answer the task in its format. A failed/timed-out run is re-dispatched to the next
+             candidate; voting stops early once the runs still out cannot change the winner
+      └─ rewards joined by dispatch id ─► LinUCB + reliability + prior updates (planners are rewarded too: a
+             plan that won the plan vote, or a chain whose answer won, earns the agreement bonus, and so do
+             the steps of the winning chain)
       └─ TaskAnswer (and trace events all along)
 
 The pipeline talks to the fabric only through `RunPort` (send a RunRequest, await its result; emit a trace
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +35,16 @@ from router.planning import PlanParseError, fallback_plan, is_simple_query, pars
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.screening import AgentView
-from router.voting import Ballot, PlanCandidate, can_stop_early, tally, vote_plans
+from router.voting import (
+    Ballot,
+    ChainBallot,
+    PlanCandidate,
+    can_stop_early,
+    plan_key,
+    tally,
+    vote_chains,
+    vote_plans,
+)
 from shared.messages import (
     BallotSummary,
     RunRequest,
@@ -42,6 +58,9 @@ from shared.messages import (
 PLANNING_TAGS = ("planning",)
 MAX_CONTEXT_CHARS = 2000
 PLAN_MAX_TOKENS = 256
+FINAL_STEP_NOTE = "This is the last step: give the answer to the original task, in the format it asks for."
+_CHAIN: ContextVar[int | None] = ContextVar("symphony_chain", default=None)
+"""The chain a coroutine works on (chains mode), added to its trace events."""
 
 
 class RunPort(Protocol):
@@ -81,6 +100,39 @@ class SubtaskOutcome:
     winner_raw: str
     winner_text: str
     records: list[RunRecord] = field(default_factory=list)
+
+
+@dataclass
+class PlannerRun:
+    """One planner's run and the plan parsed from it (None when it failed or held no step)."""
+
+    record: RunRecord
+    candidate: PlanCandidate | None
+
+
+@dataclass
+class ChainOutcome:
+    """One planner's chain (numbered from 1), executed: its steps' outcomes (complete: every step answered)."""
+
+    number: int
+    planner: PlannerRun
+    steps: tuple[str, ...]
+    outcomes: list[SubtaskOutcome]
+    complete: bool
+
+    @property
+    def weight(self) -> float:
+        """The seed's chain weight: mean Top-L score of the agents whose answers the chain carried."""
+        scores = [_winning_record(o).choice.screening.score for o in self.outcomes]
+        return sum(scores) / len(scores) if scores else 0.0
+
+    @property
+    def answer(self) -> str:
+        return self.outcomes[-1].winner if self.complete else ""
+
+    @property
+    def name(self) -> str:
+        return f"chain-{self.number}"
 
 
 @dataclass
@@ -131,11 +183,44 @@ class TaskPipeline:
 
     async def execute(self) -> TaskAnswer:
         self._emit("received", query=self.request.query[:500], options=self.options.model_dump())
-        plan = await self._plan()
+        skipped = self._planning_skipped()
+        if skipped is not None:
+            plan = fallback_plan(self.request.query)
+            self._emit("planned", plan=plan, planners=[], skipped=True, reason=skipped)
+            return await self._execute_plan(plan)
+        planners = await self._ask_planners()
+        candidates = [run.candidate for run in planners if run.candidate is not None]
+        if not candidates:
+            self._reward_planners(planners, lambda run: False)
+            plan = fallback_plan(self.request.query)
+            self._emit("planned", plan=plan, planners=[r.record.choice.agent_id for r in planners], fallback=True)
+            return await self._execute_plan(plan)
+        if self.options.plan_mode == "chains":
+            return await self._execute_chains(planners)
+        winner = candidates[vote_plans(candidates, self.brain.reliability or None)]
+        self._emit(
+            "planned",
+            plan=list(winner.steps),
+            chosen=winner.planner_id,
+            candidates=[{"planner": c.planner_id, "steps": list(c.steps)} for c in candidates],
+        )
+        winning_key = plan_key(winner.steps)
+        self._reward_planners(
+            planners, lambda run: run.candidate is not None and plan_key(run.candidate.steps) == winning_key
+        )
+        return await self._execute_plan(list(winner.steps))
+
+    async def _execute_plan(self, plan: list[str]) -> TaskAnswer:
+        """Run the steps in order, each voted over cot_count runs, and answer with the last step's winner."""
         outcomes: list[SubtaskOutcome] = []
         for index, step in enumerate(plan):
             is_final = index == len(plan) - 1
-            outcomes.append(await self._solve(index, step, self._context(outcomes), is_final))
+            outcome = await self._solve(index, step, self._context(step, outcomes), is_final, self.options.cot_count)
+            self._learn(outcome, is_final)
+            outcomes.append(outcome)
+        return self._answer(plan, outcomes)
+
+    def _answer(self, plan: Sequence[str], outcomes: list[SubtaskOutcome]) -> TaskAnswer:
         final = outcomes[-1]
         answer = TaskAnswer(
             task_id=self.request.task_id,
@@ -151,57 +236,149 @@ class TaskPipeline:
 
     # --- planning -------------------------------------------------------------------------------------
 
-    async def _plan(self) -> list[str]:
-        query = self.request.query
-        if self.options.plan_k <= 1 or is_simple_query(query):
-            plan = fallback_plan(query)
-            self._emit("planned", plan=plan, planners=[], skipped=True)
-            return plan
+    def _planning_skipped(self) -> str | None:
+        """Why this task is not planned (None: it is). `simple` skips planning, `hard` always plans (plan_k > 1)."""
+        if self.options.plan_k <= 1:
+            return "plan_k 1"
+        if self.options.difficulty == "simple":
+            return "simple task"
+        if self.options.difficulty != "hard" and is_simple_query(self.request.query):
+            return "simple query"
+        return None
+
+    async def _ask_planners(self) -> list[PlannerRun]:
         choices = self._choose(PLANNING_TAGS, "plan and decompose the task into subtasks", self.options.plan_k)
         planners = _distinct(choices, self.options.plan_k)
-        replies = await asyncio.gather(*(self._plan_with(choice) for choice in planners))
-        candidates = [candidate for candidate in replies if candidate is not None]
-        if not candidates:
-            plan = fallback_plan(query)
-            self._emit("planned", plan=plan, planners=[c.agent_id for c in planners], fallback=True)
-            return plan
-        winner = candidates[vote_plans(candidates, self.brain.reliability or None)]
-        self._emit(
-            "planned",
-            plan=list(winner.steps),
-            chosen=winner.planner_id,
-            candidates=[{"planner": c.planner_id, "steps": list(c.steps)} for c in candidates],
-        )
-        return list(winner.steps)
+        return list(await asyncio.gather(*(self._plan_with(choice) for choice in planners)))
 
-    async def _plan_with(self, choice: Choice) -> PlanCandidate | None:
+    async def _plan_with(self, choice: Choice) -> PlannerRun:
         request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)
-        self.brain.forget(record.dispatch_id)  # plans are not rewarded: the seed rewards answers
         if record.result.error is not None:
-            return None
+            return PlannerRun(record, None)
         try:
             steps = parse_plan(record.result.text)
         except PlanParseError:
-            return None
+            return PlannerRun(record, None)
         scores = tuple(self._step_score(step) for step in steps)
-        return PlanCandidate(choice.agent_id, tuple(steps), scores)
+        return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores))
+
+    def _reward_planners(
+        self,
+        planners: list[PlannerRun],
+        won: Callable[[PlannerRun], bool],
+        correct: Callable[[PlannerRun], bool | None] = lambda run: None,
+    ) -> None:
+        """Reward each planner run: success and a parsable plan, plus the bonus when its plan (or chain) won."""
+        rewards = {}
+        for run in planners:
+            if run.record.result.error is not None:
+                value = self._credit_failure(run.record, PLANNING_TAGS[0])
+            else:
+                value = self._credit(run.record, PLANNING_TAGS[0], won(run), correct(run), run.candidate is not None)
+            rewards[run.record.choice.agent_id] = round(value, 3)
+        self._emit("rewarded", subtask=-1, rewards=rewards)
 
     def _step_score(self, step: str) -> float:
         """Mean Top-L screening score of a step (the seed's plan weight)."""
-        choices = self.brain.choose(self.live_agents(), step, infer_requirements(step), self.options.top_l)
+        choices = self._screen(infer_requirements(step), step, self.options.top_l)
         return sum(c.screening.score for c in choices) / len(choices) if choices else 0.0
+
+    # --- chains (plan_mode "chains", the seed's planner mode) -------------------------------------------
+
+    async def _execute_chains(self, planners: list[PlannerRun]) -> TaskAnswer:
+        """Run every parsed chain, vote on their final answers with chain weights, reward, answer the winner."""
+        runs = [run for run in planners if run.candidate is not None]
+        self._emit(
+            "planned",
+            plan=[],
+            chains=[
+                {"planner": r.record.choice.agent_id, "steps": list(r.candidate.steps)} for r in runs if r.candidate
+            ],
+        )
+        chains = list(await asyncio.gather(*(self._run_chain(number, run) for number, run in enumerate(runs, 1))))
+        complete = [chain for chain in chains if chain.complete]
+        if not complete:
+            self._reward_chains(planners, chains, None)
+            raise NoAgentsError("every chain failed: no agent answered one of its steps")
+        chosen, vote = vote_chains(
+            [ChainBallot(c.name, c.answer, c.outcomes[-1].winner_raw, c.weight) for c in complete]
+        )
+        winner = complete[chosen]
+        self._emit(
+            "voted",
+            subtask=-1,
+            winner=vote.winner_raw[:200],
+            chosen=winner.planner.record.choice.agent_id,
+            weights={c.name: round(c.weight, 4) for c in complete},
+        )
+        self._reward_chains(planners, chains, vote.winner)
+        return self._answer(winner.steps, winner.outcomes)
+
+    async def _run_chain(self, number: int, planner: PlannerRun) -> ChainOutcome:
+        """Run one chain's steps in order, one agent per step, not reusing an agent while others are left."""
+        assert planner.candidate is not None
+        _CHAIN.set(number)  # this task's own context: its trace events carry the chain's number
+        steps = planner.candidate.steps
+        outcomes: list[SubtaskOutcome] = []
+        used: set[str] = set()
+        for position, step in enumerate(steps):
+            is_final = position == len(steps) - 1
+            try:
+                outcome = await self._solve(position, step, self._context(step, outcomes), is_final, 1, used)
+            except NoAgentsError:  # every agent failed on this step (the redispatched events say which)
+                return ChainOutcome(number, planner, steps, outcomes, complete=False)
+            used.update(record.choice.agent_id for record in outcome.records)
+            outcomes.append(outcome)
+        return ChainOutcome(number, planner, steps, outcomes, complete=True)
+
+    def _reward_chains(self, planners: list[PlannerRun], chains: list[ChainOutcome], winner: str | None) -> None:
+        """Every step of a chain, and its planner, earn the winner bonus when the chain's answer won the vote.
+
+        With a gold answer, the chain's correctness replaces agreement (as for a plain subtask). A planner whose
+        plan could not be read has no chain and earns no bonus.
+        """
+        gold = None if self.options.gold_answer is None else canonicalize(self.options.gold_answer)
+        won: dict[int, bool] = {}
+        correct: dict[int, bool | None] = {}
+        for chain in chains:
+            won[id(chain.planner)] = chain.complete and winner is not None and chain.answer == winner
+            correct[id(chain.planner)] = None if gold is None else chain.complete and chain.answer == gold
+            rewards = {}
+            for outcome in chain.outcomes:
+                capability = self._capability(outcome.text)
+                for record in outcome.records:
+                    value = self._credit(record, capability, won[id(chain.planner)], correct[id(chain.planner)])
+                    rewards[record.choice.agent_id] = round(value, 3)
+            planner = chain.planner.record.choice.agent_id
+            self._emit("rewarded", chain=chain.number, planner=planner, rewards=rewards)
+        self._reward_planners(
+            planners,
+            lambda run: won.get(id(run), False),
+            lambda run: correct.get(id(run), None if gold is None else False),
+        )
 
     # --- execution and voting -------------------------------------------------------------------------
 
-    async def _solve(self, index: int, step: str, context: tuple[str, ...], is_final: bool) -> SubtaskOutcome:
-        tags = tuple(self.request.requirements) or tuple(infer_requirements(step))
-        count = self.options.cot_count
+    async def _solve(
+        self,
+        index: int,
+        step: str,
+        context: tuple[str, ...],
+        is_final: bool,
+        count: int,
+        avoid: set[str] | None = None,
+    ) -> SubtaskOutcome:
+        """Run one step on `count` distinct agents (agents in `avoid` last) and vote; learning is the caller's."""
+        tags = self._tags(step)
         choices = self._choose(tags, step, max(self.options.top_l, count))
-        first = _distinct(choices, count)
+        preferred = [c for c in choices if c.agent_id not in (avoid or ())] + [
+            c for c in choices if c.agent_id in (avoid or ())
+        ]
+        first = _distinct(preferred, count)
         first_ids = {choice.agent_id for choice in first}
         spares = SpareAgents(
-            backups=[choice for choice in choices if choice.agent_id not in first_ids],
+            backups=[choice for choice in preferred if choice.agent_id not in first_ids],
             tried=set(first_ids),
             rescreen=lambda size: self._screen(tags, step, size),
         )
@@ -211,13 +388,17 @@ class TaskPipeline:
             text=step[:300],
             tags=list(tags),
             candidates=[
-                {"agent": c.agent_id, "score": round(c.screening.score, 3), "ucb": round(c.ucb, 3)} for c in choices
+                {
+                    "agent": c.agent_id,
+                    "score": round(c.screening.score, 3),
+                    "prior": round(c.screening.prior, 3),
+                    "ucb": round(c.ucb, 3),
+                }
+                for c in choices
             ],
         )
-        records = await self._run_votes(index, step, context, first, spares)
-        outcome = self._vote(index, step, records)
-        self._learn(outcome, is_final)
-        return outcome
+        records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares)
+        return self._vote(index, step, records)
 
     async def _run_votes(
         self, index: int, step: str, context: tuple[str, ...], first: list[Choice], spares: SpareAgents
@@ -256,7 +437,7 @@ class TaskPipeline:
             record = await self._run(current, request, index)
             if record.result.error is None:
                 return record
-            self.brain.learn(record.dispatch_id, 0.0)
+            self._credit_failure(record, self._capability(step))
             current = spares.next()
             self._emit(
                 "redispatched",
@@ -306,26 +487,63 @@ class TaskPipeline:
         ]
 
     def _learn(self, outcome: SubtaskOutcome, is_final: bool) -> None:
+        """Reward the runs of a voted step: correctness on the last step when a gold answer is known, else agreement."""
         gold = self.options.gold_answer
+        capability = self._capability(outcome.text)
         rewards = {}
         for record in outcome.records:
-            correct = None
-            if gold is not None and is_final:
-                correct = record.answer.canonical == canonicalize(gold)
-            inputs = RewardInputs(
-                succeeded=True,
-                well_formed=record.answer.method not in ("text", "none"),
-                agreed_with_vote=record.answer.canonical == outcome.winner,
-                correct=correct,
-                latency_ms=record.result.latency_ms,
-                cost=record.result.prompt_tokens + record.result.completion_tokens,
-            )
-            value = reward(inputs)
-            self.brain.learn(record.dispatch_id, value)
+            correct = record.answer.canonical == canonicalize(gold) if gold is not None and is_final else None
+            value = self._credit(record, capability, record.answer.canonical == outcome.winner, correct)
             rewards[record.choice.agent_id] = round(value, 3)
         self._emit("rewarded", subtask=outcome.index, rewards=rewards)
 
+    def _credit(
+        self,
+        record: RunRecord,
+        capability: str | None,
+        agreed: bool,
+        correct: bool | None,
+        well_formed: bool | None = None,
+    ) -> float:
+        """Reward one answered run (LinUCB, vote weight) and count its outcome into the priors."""
+        inputs = RewardInputs(
+            succeeded=True,
+            well_formed=record.answer.method not in ("text", "none") if well_formed is None else well_formed,
+            agreed_with_vote=agreed,
+            correct=correct,
+            latency_ms=record.result.latency_ms,
+            cost=record.result.prompt_tokens + record.result.completion_tokens,
+        )
+        value = reward(inputs)
+        self.brain.learn(record.dispatch_id, value)
+        self._observe(record, capability, agreed if correct is None else correct)
+        return value
+
+    def _credit_failure(self, record: RunRecord, capability: str | None) -> float:
+        """A run that produced nothing earns 0 and counts as a miss."""
+        self.brain.learn(record.dispatch_id, 0.0)
+        self._observe(record, capability, False)
+        return 0.0
+
+    def _observe(self, record: RunRecord, capability: str | None, success: bool) -> None:
+        options = self.options
+        self.brain.observe(record.choice.agent_id, options.benchmark, options.difficulty, capability, success)
+
     # --- helpers --------------------------------------------------------------------------------------
+
+    def _tags(self, step: str) -> tuple[str, ...]:
+        return tuple(self.request.requirements) or tuple(infer_requirements(step))
+
+    def _capability(self, step: str) -> str | None:
+        """The capability a step's outcomes count towards in the priors: its first required tag."""
+        tags = self._tags(step)
+        return tags[0] if tags else None
+
+    def _run_text(self, step: str, is_final: bool) -> str:
+        """What the agents are asked: the step, and on the last step of a plan, to answer in the task's format."""
+        if is_final and step != self.request.query:
+            return f"{step}\n{FINAL_STEP_NOTE}"
+        return step
 
     def _choose(self, tags: Sequence[str], requirement: str, count: int) -> list[Choice]:
         choices = self._screen(tags, requirement, max(count, self.options.top_l))
@@ -365,8 +583,11 @@ class TaskPipeline:
         configured = self.options.run_timeout_s or self.options.deadline_s / 2
         return max(0.5, min(configured, remaining))
 
-    def _context(self, outcomes: list[SubtaskOutcome]) -> tuple[str, ...]:
-        return tuple(f"Step {o.index + 1} ({o.text[:120]}): {o.winner_raw}"[:MAX_CONTEXT_CHARS] for o in outcomes)
+    def _context(self, step: str, outcomes: list[SubtaskOutcome]) -> tuple[str, ...]:
+        """The original task (unless the step is the task itself), then the earlier steps' answers."""
+        task = () if step == self.request.query else (f"Original task: {self.request.query}",)
+        earlier = tuple(f"Step {o.index + 1} ({o.text[:120]}): {o.winner_raw}"[:MAX_CONTEXT_CHARS] for o in outcomes)
+        return task + earlier
 
     def _summary(self, outcome: SubtaskOutcome) -> SubtaskSummary:
         ballots = tuple(
@@ -381,6 +602,9 @@ class TaskPipeline:
         return SubtaskSummary(index=outcome.index, text=outcome.text, answer=outcome.winner_raw, ballots=ballots)
 
     def _emit(self, event: str, **data: Any) -> None:
+        chain = _CHAIN.get()
+        if chain is not None and "chain" not in data:
+            data["chain"] = chain
         self.port.emit(self.request.task_id, event, data)
 
 
@@ -389,6 +613,11 @@ def _distinct(choices: list[Choice], count: int) -> list[Choice]:
     if not choices:
         return []
     return [choices[i % len(choices)] for i in range(count)]
+
+
+def _winning_record(outcome: SubtaskOutcome) -> RunRecord:
+    """The run whose answer won a step's vote (the first one that gave it)."""
+    return next(r for r in outcome.records if r.answer.canonical == outcome.winner)
 
 
 def _rounded(weights: dict[str, float]) -> dict[str, float]:

@@ -34,7 +34,8 @@ SYSTEM_PROMPT = (
     "You are a planner. Break the user's task into at most {max_steps} short, self-contained subtasks that "
     "other agents can solve one by one, in order. Reply with strict JSON only, no prose and no code fences, "
     'exactly in this shape: {{"subtasks": ["first subtask", "second subtask"]}}. '
-    "If the task is simple, return a single subtask."
+    "Do not solve them. The last subtask must produce the final answer to the whole task, in the format the task "
+    "asks for. If the task is simple, return a single subtask."
 )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 import uuid
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from typing import Any
 
 from router.bidding import BidCollector
 from router.brain import RoutingBrain
+from router.identity import resolve_identity
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster
@@ -63,11 +63,6 @@ class RouterConfig:
     seed: int = 0
     frozen: bool = False
     answer_cache_size: int = 1024
-
-
-def default_router_id() -> str:
-    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:48]
-    return f"router-{host}-{uuid.uuid4().hex[:4]}"
 
 
 class RouterService:
@@ -325,13 +320,13 @@ def _failed(request: RunRequest, kind: str, message: str) -> RunResult:
 def router_config(
     connection: ConnectionSettings, settings: RouterSettings | None, state_dir: Path, frozen: bool = False
 ) -> RouterConfig:
+    """The router's settings; its id and state file are stable across restarts (see router.identity)."""
     settings = settings or RouterSettings()
-    router_id = settings.router_id or default_router_id()
-    state_file = settings.state_file or state_dir / f"{router_id}.linucb.json"
+    identity = resolve_identity(state_dir, settings.router_id, settings.state_file)
     return RouterConfig(
-        router_id=router_id,
+        router_id=identity.router_id,
         connection=connection,
-        state_file=state_file.expanduser(),
+        state_file=identity.state_file,
         save_interval_s=settings.save_interval_s,
         stale_after_s=settings.stale_after_s,
         seed=settings.seed,

@@ -7,6 +7,10 @@ early once the runs still out cannot change the winner.
 
 Plans: as in the seed, each candidate chain weighs the mean Top-L score of its steps (optionally times the
 planner's reliability); identical plans (after normalising their steps) pool their weight.
+
+Chains (plan_mode chains): each executed chain votes its final answer with its weight (the mean Top-L score of
+the agents that answered its steps); the heaviest answer wins, and the heaviest chain giving it (the earliest on
+a tie) is the one answered, as in the seed.
 """
 
 from __future__ import annotations
@@ -102,11 +106,36 @@ def vote_plans(plans: Sequence[PlanCandidate], reliability: Mapping[str, float] 
     totals: dict[tuple[str, ...], float] = {}
     first_index: dict[tuple[str, ...], int] = {}
     for index, plan in enumerate(plans):
-        key = tuple(_normalize_step(step) for step in plan.steps)
+        key = plan_key(plan.steps)
         totals[key] = totals.get(key, 0.0) + plan_weight(plan, reliability)
         first_index.setdefault(key, index)
     best = max(totals, key=lambda key: (totals[key], -first_index[key]))
     return first_index[best]
+
+
+@dataclass(frozen=True)
+class ChainBallot:
+    """One executed chain's final answer (canonical and raw) and its weight."""
+
+    name: str
+    canonical: str
+    raw: str
+    weight: float
+
+
+def vote_chains(chains: Sequence[ChainBallot]) -> tuple[int, VoteOutcome]:
+    """The index of the chain answered (see the module docstring) and the weighted vote over the chains."""
+    if not chains:
+        raise ValueError("vote_chains needs at least one chain")
+    ballots = [Ballot(chain.name, chain.canonical, chain.raw, None, index) for index, chain in enumerate(chains)]
+    outcome = tally(ballots, {chain.name: chain.weight for chain in chains}, default_weight=0.0)
+    winners = [index for index, chain in enumerate(chains) if chain.canonical == outcome.winner]
+    return max(winners, key=lambda index: (chains[index].weight, -index)), outcome
+
+
+def plan_key(steps: Sequence[str]) -> tuple[str, ...]:
+    """What makes two plans the same plan: their steps without case, repeated spaces or a trailing period."""
+    return tuple(_normalize_step(step) for step in steps)
 
 
 def plan_weight(plan: PlanCandidate, reliability: Mapping[str, float] | None = None) -> float:

@@ -121,6 +121,7 @@ class TaskOptions(WireModel):
     """Per-task knobs of the pipeline."""
 
     plan_k: int = Field(default=1, ge=1, le=8)
+    plan_mode: Literal["decompose", "chains"] = "decompose"
     cot_count: int = Field(default=3, ge=1, le=9)
     top_l: int = Field(default=3, ge=1, le=16)
     deadline_s: float = Field(default=120.0, gt=0.0, le=3600.0)

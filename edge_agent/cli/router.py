@@ -17,8 +17,14 @@ from shared.config import NodeConfig, RouterSettings
 @config_option
 @broker_option
 @fabric_option
-@click.option("--router-id", help="This router's id (default: router-<host>-<random>).")
-@click.option("--state-file", type=click.Path(path_type=Path), help="Where LinUCB state is saved (JSON).")
+@click.option(
+    "--router-id", help="This router's id (default: the one kept in <state_dir>/router-id, created on first start)."
+)
+@click.option(
+    "--state-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where LinUCB state, priors and vote weights are saved (default: <state_dir>/<router id>.linucb.json).",
+)
 @click.option("--frozen", is_flag=True, help="Evaluation mode: route with the saved state, learn nothing.")
 @click.option("--seed", type=int, default=None, help="Seed of the tie-breaking random generator.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
@@ -48,7 +54,10 @@ async def _serve(
     base = config.router or RouterSettings()
     updates = {"router_id": router_id, "state_file": state_file, "seed": seed}
     settings = base.model_copy(update={key: value for key, value in updates.items() if value is not None})
-    service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))
+    try:
+        service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))
+    except ValueError as error:  # an unreadable router-id or state file
+        raise click.ClickException(str(error)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +65,7 @@ async def _serve(
     await service.start()
     metrics = _serve_metrics(service, config.metrics_port) if config.metrics_port is not None else None
     click.echo(f"router {service.router_id} serving fabric {config.connection.fabric!r} (Ctrl+C to stop)")
+    click.echo(state_line(service))
     try:
         await stop.wait()
     finally:
@@ -63,6 +73,14 @@ async def _serve(
             metrics.close()
         await service.stop()
         click.echo(f"router {service.router_id} stopped; LinUCB state in {service.config.state_file}")
+
+
+def state_line(service: Any) -> str:
+    """Whether the router resumed learned state (and from where) or starts from scratch."""
+    updates = service.brain.updates()
+    if updates:
+        return f"resumed the learned state from {service.config.state_file} ({updates} updates)"
+    return f"learning from scratch; state kept in {service.config.state_file}"
 
 
 def _serve_metrics(service: Any, port: int) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,14 @@ def _with_hosted_broker(config: NodeConfig, host_broker: bool, port: int | None)
 
 
 def _router_companion(config: NodeConfig) -> Any:
-    def open_router() -> Any:
+    @contextlib.asynccontextmanager
+    async def open_router() -> AsyncIterator[Any]:
+        from edge_agent.cli.router import state_line
         from router.service import hosted_router  # lazy: a plain board never loads the router
 
-        return hosted_router(config.connection, config.router, config.resolved_state_dir())
+        async with hosted_router(config.connection, config.router, config.resolved_state_dir()) as service:
+            click.echo(f"router {service.router_id} hosted on this node; {state_line(service)}")
+            yield service
 
     return open_router
 

@@ -19,6 +19,14 @@ from shared.messages import TaskAnswer, TaskEvent
 @broker_option
 @fabric_option
 @click.option("--plan-k", type=int, default=1, show_default=True, help="Planners asked to decompose the task.")
+@click.option(
+    "--plan-mode",
+    type=click.Choice(["decompose", "chains"]),
+    default="decompose",
+    show_default=True,
+    help="decompose: run the voted plan; chains: run every planner's chain and vote on their answers.",
+)
+@click.option("--difficulty", type=click.Choice(["simple", "hard"]), help="simple skips planning; hard always plans.")
 @click.option("--cot-count", type=int, default=3, show_default=True, help="Parallel runs voted per subtask.")
 @click.option("--top-l", type=int, default=3, show_default=True, help="Candidates kept by screening.")
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="Generation limit per run.")
@@ -34,6 +42,8 @@ def submit(
     brokers: tuple[str, ...],
     fabric: str | None,
     plan_k: int,
+    plan_mode: str,
+    difficulty: str | None,
     cot_count: int,
     top_l: int,
     max_tokens: int,
@@ -51,6 +61,8 @@ def submit(
     config = load_config(config_path, **overrides)
     options = {
         "plan_k": plan_k,
+        "plan_mode": plan_mode,
+        "difficulty": difficulty,
         "cot_count": cot_count,
         "top_l": top_l,
         "max_tokens": max_tokens,

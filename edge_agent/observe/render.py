@@ -122,9 +122,11 @@ def _model_name(model: str) -> str:
 
 def _subtask(data: dict[str, Any]) -> str:
     index = data.get("subtask")
+    chain = f"chain {data['chain']}" if isinstance(data.get("chain"), int) else ""
     if not isinstance(index, int):
-        return ""
-    return "plan" if index < 0 else f"subtask {index + 1}"
+        return chain
+    step = "plan" if index < 0 else f"subtask {index + 1}"
+    return f"{chain} {step}" if chain else step
 
 
 def _describe_received(data: dict[str, Any]) -> str:
@@ -132,6 +134,8 @@ def _describe_received(data: dict[str, Any]) -> str:
 
 
 def _describe_planned(data: dict[str, Any]) -> str:
+    if data.get("chains"):
+        return f"{len(data['chains'])} chain(s) to run, then vote on their answers"
     plan = data.get("plan") or []
     how = "planning skipped" if data.get("skipped") else "fallback plan" if data.get("fallback") else "voted plan"
     chosen = f", chosen from {data['chosen']}" if data.get("chosen") else ""

@@ -28,6 +28,7 @@ import yaml
 from support import RunningBroker, amqtt_command, connection_for, mosquitto_command, stop_processes
 
 from broker.policy import free_port
+from router.pipeline import FINAL_STEP_NOTE
 from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
@@ -265,8 +266,33 @@ def test_plan_and_parallel_votes_give_one_answer_with_a_full_trace(stack: Stack)
             assert len(agents) == len(set(agents)) == 3
         names = {event.event for event in watcher.events("plan-1")}
         assert {"received", "planned", "screened", "dispatched", "result", "voted", "rewarded", "answered"} <= names
-        second_step_runs = [r for r in watcher.runs("plan-1") if r.subtask == "double the result"]
-        assert second_step_runs and all("42" in r.context[0] for r in second_step_runs)
+        solve_runs = [r for r in watcher.runs("plan-1") if r.purpose == "solve"]
+        assert solve_runs and all(r.context[0] == f"Original task: {PLAN_QUERY}" for r in solve_runs)
+        second_step_runs = [r for r in solve_runs if r.subtask.startswith("double the result")]
+        assert second_step_runs and all("42" in r.context[1] for r in second_step_runs)
+        assert all(r.subtask.endswith(FINAL_STEP_NOTE) for r in second_step_runs)  # the last step answers
+        await watcher.close()
+
+    run(scenario())
+
+
+def test_chains_mode_runs_each_planners_chain_and_votes_on_their_answers(stack: Stack) -> None:
+    """plan_mode chains: both planners' chains run step by step (one agent a step), their answers are voted."""
+
+    async def scenario() -> None:
+        watcher = await Watcher(stack.connection).start()
+        async with FabricTaskClient(stack.connection) as client:
+            answer = await client.submit(PLAN_QUERY, task_id="chains-1", plan_k=2, plan_mode="chains", deadline_s=20)
+        await watcher.wait_for("the answered event", lambda: bool(watcher.events("chains-1", "answered")))
+        assert answer.answer == "42"
+        assert answer.plan == ("add 2 and 2", "double the result")
+        solve_runs = [r for r in watcher.runs("chains-1") if r.purpose == "solve"]
+        assert len(solve_runs) == 4  # 2 chains x 2 steps, one run each
+        assert all(r.context[0] == f"Original task: {PLAN_QUERY}" for r in solve_runs)
+        (vote,) = [e for e in watcher.events("chains-1", "voted") if e.data.get("subtask") == -1]
+        assert set(vote.data["weights"]) == {"chain-1", "chain-2"}
+        (planners,) = [e for e in watcher.events("chains-1", "rewarded") if e.data.get("subtask") == -1]
+        assert len(planners.data["rewards"]) == 2
         await watcher.close()
 
     run(scenario())

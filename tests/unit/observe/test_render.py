@@ -50,6 +50,9 @@ def test_status_text_lists_agents_and_routers_and_says_when_there_are_none() -> 
         ("voted", {"subtask": 0, "early_stop": True, "outstanding": 1}, "decided early, 1 run(s) cancelled"),
         ("rewarded", {"subtask": 0, "rewards": {"a": 0.8}}, '{"a":0.8}'),
         ("answered", {"answer": "51", "elapsed_ms": 40.0}, "'51' in 40.0 ms"),
+        ("planned", {"plan": [], "chains": [{"planner": "a"}, {"planner": "b"}]}, "2 chain(s) to run, then vote"),
+        ("dispatched", {"subtask": 1, "chain": 2, "agent": "a", "dispatch_id": "d"}, "chain 2 subtask 2 -> a"),
+        ("rewarded", {"chain": 1, "planner": "p", "rewards": {"a": 0.8}}, 'chain 1: {"a":0.8}'),
         ("failed", {"code": "no_agents", "message": "none live"}, "no_agents: none live"),
     ],
 )

@@ -184,3 +184,12 @@ def test_context_features() -> None:
     offline = context_features(0.9, 0.6, 0.7, 0.25, 5000.0, False, 0.8, 0.3)
     assert (offline[4], offline[5], offline[7]) == (0.0, 0.0, 0.3)
     assert context_features(0, 0, 0, 0, 0, True, 0, None)[7] == 0.5
+
+
+def test_difficulty_simple_is_not_read_as_unknown() -> None:
+    def features(difficulty: str | None) -> np.ndarray:
+        return context_features(0.5, 0.5, 0.5, 0.0, 100.0, True, 0.5, difficulty)
+
+    position = FEATURE_NAMES.index("difficulty")
+    assert features("simple")[position] < features(None)[position] < features("hard")[position]
+    assert np.array_equal(features("simple"), features("easy"))

@@ -61,6 +61,7 @@ def test_plan_prompt_asks_for_strict_json() -> None:
     assert '{"subtasks": [' in messages[0]["content"]
     assert "5" in messages[0]["content"]
     assert "Plan a trip to Rome" in messages[1]["content"]
+    assert "The last subtask must produce the final answer" in messages[0]["content"]  # as the seed's prompt
 
 
 def test_fallback_plan_is_the_query() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.voting import Ballot, PlanCandidate, can_stop_early, tally, vote_plans
+from router.voting import Ballot, ChainBallot, PlanCandidate, can_stop_early, tally, vote_chains, vote_plans
 
 
 def ballots(*votes: tuple[str, str]) -> list[Ballot]:
@@ -111,3 +111,23 @@ def test_plan_tie_goes_to_first_plan() -> None:
 def test_vote_plans_needs_a_plan() -> None:
     with pytest.raises(ValueError):
         vote_plans([])
+
+
+def test_chain_vote_pools_the_weight_of_chains_that_agree() -> None:
+    """Two lighter chains answering 8 outweigh one heavier chain answering 9; the heavier of the two is answered."""
+    chains = [
+        ChainBallot("chain-1", "8", "8", 0.40),
+        ChainBallot("chain-2", "9", "9", 0.70),
+        ChainBallot("chain-3", "8", "8.0", 0.45),
+    ]
+    chosen, outcome = vote_chains(chains)
+    assert outcome.winner == "8"
+    assert chosen == 2
+    assert outcome.weights == pytest.approx({"8": 0.85, "9": 0.70})
+
+
+def test_chain_vote_tie_goes_to_the_earliest_chain() -> None:
+    chosen, outcome = vote_chains([ChainBallot("chain-1", "8", "8", 0.5), ChainBallot("chain-2", "8", "8", 0.5)])
+    assert (chosen, outcome.winner) == (0, "8")
+    with pytest.raises(ValueError):
+        vote_chains([])

@@ -101,3 +101,37 @@ def test_frozen_brain_does_not_learn(tmp_path: Path) -> None:
     train(frozen, "coder", rounds=20)
     assert json.dumps(frozen.to_dict(), sort_keys=True) == before  # neither LinUCB nor the vote weights moved
     assert frozen.choose(AGENTS, STEP, top_l=4)[0].agent_id == brain.choose(AGENTS, STEP, top_l=4)[0].agent_id
+
+
+def test_learned_priors_are_saved_with_the_state_and_steer_screening_after_a_reload(tmp_path: Path) -> None:
+    """math-2 is busier and slower than math-1, yet once its priors are learned it comes first, after a restart too."""
+    brain = RoutingBrain(seed=3)
+    assert brain.choose(AGENTS, STEP, ("mathematical-reasoning",), top_l=1, benchmark="gsm8k")[0].agent_id == "math-1"
+    for _ in range(20):
+        brain.observe("math-1", "gsm8k", "hard", "mathematical-reasoning", False)
+        brain.observe("math-2", "gsm8k", "hard", "mathematical-reasoning", True)
+    path = tmp_path / "brain.json"
+    brain.save(path)
+    loaded = RoutingBrain.load(path, seed=3)
+    (best,) = loaded.choose(AGENTS, STEP, ("mathematical-reasoning",), top_l=1, difficulty="hard", benchmark="gsm8k")
+    assert best.agent_id == "math-2"
+    assert best.screening.prior > 0.8
+
+
+def test_a_state_file_from_before_priors_still_loads(tmp_path: Path) -> None:
+    brain = RoutingBrain(seed=1)
+    train(brain, "math-1", rounds=3)
+    data = brain.to_dict()
+    del data["priors"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    loaded = RoutingBrain.load(path)
+    assert loaded.updates() == brain.updates() > 0
+    assert len(loaded.priors) == 0
+
+
+def test_frozen_brain_learns_no_priors() -> None:
+    brain = RoutingBrain(seed=0)
+    brain.policy = brain.policy.freeze()
+    brain.observe("math-1", "gsm8k", "hard", None, True)
+    assert len(brain.priors) == 0

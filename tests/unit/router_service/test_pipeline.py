@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from router.brain import RoutingBrain
-from router.pipeline import NoAgentsError, TaskPipeline
+from router.pipeline import FINAL_STEP_NOTE, NoAgentsError, TaskPipeline
 from router.screening import AgentView
 from shared.messages import RunRequest, RunResult, TaskAnswer, TaskOptions, TaskRequest
 
@@ -220,7 +220,8 @@ def planner_and_solver(plan_text: str | None, solutions: dict[str, str]) -> Scri
     def script(request: RunRequest) -> tuple[str, float] | str:
         if request.purpose == "plan":
             return "error:backend_error" if plan_text is None else (plan_text, 0.01)
-        return (f"Final answer: {solutions.get(request.subtask, 'unknown')}", 0.01)
+        step = request.subtask.removesuffix(f"\n{FINAL_STEP_NOTE}")
+        return (f"Final answer: {solutions.get(step, 'unknown')}", 0.01)
 
     return script
 
@@ -239,11 +240,12 @@ def test_plan_k_two_executes_the_voted_plan_in_order_with_context() -> None:
     first_step_runs = subtasks.count("add 2 and 2")
     assert first_step_runs >= 2
     assert subtasks[:first_step_runs] == ["add 2 and 2"] * first_step_runs  # step 1 entirely before step 2
-    assert set(subtasks[first_step_runs:]) == {"double the result"}
-    assert all(request.context == () for request in solve[:first_step_runs])
+    assert set(subtasks[first_step_runs:]) == {f"double the result\n{FINAL_STEP_NOTE}"}  # the last step answers
+    assert all(request.context == (f"Original task: {PLAN_QUERY}",) for request in solve[:first_step_runs])
     for request in solve[first_step_runs:]:
-        (context,) = request.context
-        assert "add 2 and 2" in context and context.endswith(": 4")
+        task_context, step_context = request.context
+        assert task_context == f"Original task: {PLAN_QUERY}"
+        assert "add 2 and 2" in step_context and step_context.endswith(": 4")
     assert answer.answer == "8"
     assert [subtask.answer for subtask in answer.subtasks] == ["4", "8"]
     (planned,) = port.named("planned")
@@ -275,6 +277,142 @@ def test_all_planners_failing_gives_a_one_step_plan() -> None:
     assert planned["fallback"] is True
     assert {request.subtask for request in port.solve_requests()} == {PLAN_QUERY}
     assert answer.answer == "8"
+
+
+CHANGE_QUERY = "A pen costs 3 dollars. I buy 4 pens and pay with a 20 dollar note. How much change do I get?"
+CHANGE_PLAN = '{"subtasks": ["compute the total cost", "compute the change"]}'
+
+
+def arithmetic_agent(request: RunRequest) -> tuple[str, float]:
+    """Solves the steps only from what it is sent: the numbers are in the query, not in the steps."""
+    if request.purpose == "plan":
+        return (CHANGE_PLAN, 0.01)
+    seen = "\n".join((*request.context, request.subtask))
+    if request.subtask.startswith("compute the total cost"):
+        return ("Final answer: 12" if "3 dollars" in seen and "4 pens" in seen else "Final answer: unknown", 0.01)
+    known = "20 dollar" in seen and "Step 1 (compute the total cost): 12" in seen
+    return ("Final answer: 8" if known else "Final answer: unknown", 0.01)
+
+
+def test_every_step_sees_the_original_query_and_the_earlier_answers() -> None:
+    """'compute the change' alone has no numbers: the agents need the query and step 1's answer to answer it."""
+    port = FakePort(dict.fromkeys("abc", arithmetic_agent))
+    answer = execute(port, agents("a", "b", "c"), task(CHANGE_QUERY, plan_k=2, cot_count=2, difficulty="hard"))
+    assert answer.plan == ("compute the total cost", "compute the change")
+    assert [subtask.answer for subtask in answer.subtasks] == ["12", "8"]
+    assert answer.answer == "8"
+    last_step = [request for request in port.solve_requests() if request.subtask.startswith("compute the change")]
+    assert last_step and all(request.subtask.endswith(FINAL_STEP_NOTE) for request in last_step)
+
+
+def test_planners_are_rewarded_and_the_winning_plan_earns_more() -> None:
+    solutions = {"add 2 and 2": "4", "double the result": "8", "guess": "1"}
+    scripts = {
+        "a": planner_and_solver(PLAN_JSON, solutions),
+        "b": planner_and_solver(PLAN_JSON, solutions),
+        "c": planner_and_solver('{"subtasks": ["guess"]}', solutions),
+    }
+    brain = RoutingBrain(seed=0)
+    port = FakePort(scripts)
+    execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=3, cot_count=1), brain=brain)
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
+    assert set(planners["rewards"]) == {"a", "b", "c"}
+    assert planners["rewards"]["a"] == planners["rewards"]["b"] > planners["rewards"]["c"] > 0.0
+    assert len(brain.ledger) == 0  # no dispatch is left unrewarded
+    assert brain.priors.estimate("a", None, None, "planning") > brain.priors.estimate("c", None, None, "planning")
+
+
+def chain_agent(plans: dict[str, str], finals: dict[str, str]) -> Callable[[str], Script]:
+    """Agent `name` plans `plans[name]`; a final step answers `finals[step]`, earlier steps answer 'ok'."""
+
+    def for_agent(name: str) -> Script:
+        def script(request: RunRequest) -> tuple[str, float]:
+            if request.purpose == "plan":
+                return (plans[name], 0.01)
+            if request.subtask.endswith(FINAL_STEP_NOTE):
+                step = request.subtask.removesuffix(f"\n{FINAL_STEP_NOTE}")
+                return (f"Final answer: {finals[step]}", 0.01)
+            return ("Final answer: ok", 0.01)
+
+        return script
+
+    return for_agent
+
+
+CHAIN_PLANS = {
+    "a": '{"subtasks": ["list the facts", "add them up"]}',
+    "b": '{"subtasks": ["read the question", "sum it"]}',
+    "c": '{"subtasks": ["guess wildly"]}',
+}
+CHAIN_FINALS = {"add them up": "8", "sum it": "8", "guess wildly": "9"}
+
+
+def test_chains_mode_runs_every_chain_and_votes_on_their_answers() -> None:
+    make = chain_agent(CHAIN_PLANS, CHAIN_FINALS)
+    port = FakePort({name: make(name) for name in "abc"})
+    brain = RoutingBrain(seed=0)
+    request = task(PLAN_QUERY, plan_k=3, plan_mode="chains", cot_count=3)
+    answer = execute(port, agents("a", "b", "c"), request, brain=brain)
+    steps = [request.subtask.split("\n")[0] for request in port.solve_requests()]
+    assert sorted(steps) == sorted(["list the facts", "add them up", "read the question", "sum it", "guess wildly"])
+    assert answer.answer == "8"  # two chains of three agree
+    assert answer.plan in (("list the facts", "add them up"), ("read the question", "sum it"))
+    (vote,) = [event for event in port.named("voted") if event.get("subtask") == -1]
+    assert set(vote["weights"]) == {"chain-1", "chain-2", "chain-3"}
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
+    assert planners["rewards"]["a"] == planners["rewards"]["b"] > planners["rewards"]["c"]  # the winner bonus
+    by_planner = {event["planner"]: event["rewards"] for event in port.named("rewarded") if "chain" in event}
+    assert min(by_planner["a"].values()) > max(by_planner["c"].values())  # the losing chain's step earns no bonus
+    assert len(brain.ledger) == 0
+
+
+def test_chains_mode_rewards_the_correct_chain_and_every_planner_with_a_gold_answer() -> None:
+    """With gold 9 the chain answering 9 earns more than the one answering 8, whatever the vote; the planner
+    whose plan could not be read earns least; nothing is left unrewarded."""
+    plans = {**CHAIN_PLANS, "b": "I would rather not plan."}
+    make = chain_agent(plans, CHAIN_FINALS)
+    port = FakePort({name: make(name) for name in "abc"})
+    brain = RoutingBrain(seed=0)
+    execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=3, plan_mode="chains", gold_answer="9"), brain=brain)
+    by_planner = {event["planner"]: event["rewards"] for event in port.named("rewarded") if "chain" in event}
+    assert set(by_planner) == {"a", "c"}
+    assert min(by_planner["c"].values()) > max(by_planner["a"].values())
+    (planners,) = [event for event in port.named("rewarded") if event.get("subtask") == -1]
+    assert planners["rewards"]["c"] > planners["rewards"]["a"] > planners["rewards"]["b"]
+    assert len(brain.ledger) == 0
+
+
+def test_chains_mode_steps_carry_the_query_and_the_chain_so_far() -> None:
+    make = chain_agent(CHAIN_PLANS, CHAIN_FINALS)
+    port = FakePort({name: make(name) for name in "abc"})
+    execute(port, agents("a", "b", "c"), task(PLAN_QUERY, plan_k=2, plan_mode="chains"))
+    (second,) = [request for request in port.solve_requests() if request.subtask.startswith("add them up")]
+    assert second.context == (f"Original task: {PLAN_QUERY}", "Step 1 (list the facts): ok")
+
+
+def test_difficulty_simple_skips_planning_and_hard_always_plans() -> None:
+    scripts = {name: planner_and_solver(PLAN_JSON, {"add 2 and 2": "4", "double the result": "8"}) for name in "ab"}
+    port = FakePort(scripts)
+    execute(port, agents("a", "b"), task(PLAN_QUERY, plan_k=2, cot_count=1, difficulty="simple"))
+    assert {request.purpose for request in port.requests} == {"solve"}
+    assert port.named("planned")[0]["reason"] == "simple task"
+    port = FakePort(scripts)
+    answer = execute(port, agents("a", "b"), task("What is 6 * 7?", plan_k=2, cot_count=1, difficulty="hard"))
+    assert "plan" in {request.purpose for request in port.requests}
+    assert answer.plan == ("add 2 and 2", "double the result")
+
+
+def test_priors_learned_from_gold_answers_feed_screening() -> None:
+    """A wrong agent's prior for (gsm8k, hard, math) falls below 0.5 and the right agent's rises above it."""
+    port = FakePort({"right": answers("42", 0.01), "wrong": answers("7", 0.01), "other": answers("42", 0.01)})
+    brain = RoutingBrain(seed=0)
+    views = agents("right", "wrong", "other")
+    options = {"cot_count": 3, "gold_answer": "42", "benchmark": "gsm8k", "difficulty": "hard"}
+    for _ in range(4):
+        execute(port, views, task(**options), brain=brain)
+    last = port.named("screened")[-1]
+    prior = {candidate["agent"]: candidate["prior"] for candidate in last["candidates"]}
+    assert prior["right"] > 0.5 > prior["wrong"]
 
 
 def test_simple_query_skips_planning() -> None:
