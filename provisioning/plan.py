@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from provisioning.acl import Account, client_account, node_account
+from provisioning.acl import Account, client_account, node_account, operator_account
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
 from provisioning.inventory import Inventory
@@ -77,10 +77,11 @@ class FleetPlan:
     broker_names: tuple[str, ...]
     nodes: tuple[NodePlan, ...]
     clients: tuple[Account, ...]
+    operators: tuple[Account, ...] = ()  # an operator that is also a client is here only (one account)
 
     @property
     def accounts(self) -> tuple[Account, ...]:
-        return tuple(node.account for node in self.nodes) + self.clients
+        return tuple(node.account for node in self.nodes) + self.clients + self.operators
 
 
 def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
@@ -96,9 +97,9 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             router_id = host if host in routers else None
             account = node_account(topics, host, [agent.agent_id or "" for agent in agents], router_id)
             nodes.append(NodePlan(host, agents, router_id, account))
-    clashes = sorted(set(fleet.clients) & {node.node_id for node in nodes})
+    clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
-        raise ProvisioningError(f"client ids {clashes} are also node names; each account needs its own name")
+        raise ProvisioningError(f"client or operator ids {clashes} are also node names; each account needs its own name")
     broker_hosts = tuple(expand(inventory, fleet.broker.hosts))
     scheme = "mqtts" if fleet.broker.tls else "mqtt"
     names = tuple(dict.fromkeys(name for host in broker_hosts for name in (inventory.address(host), host)))
@@ -111,7 +112,11 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
         ),
         broker_names=names,
         nodes=tuple(nodes),
-        clients=tuple(client_account(topics, client) for client in fleet.clients),
+        clients=tuple(client_account(topics, client) for client in fleet.clients if client not in fleet.operators),
+        operators=tuple(
+            operator_account(topics, operator, also_client=operator in fleet.clients)
+            for operator in dict.fromkeys(fleet.operators)
+        ),
     )
 
 
@@ -161,8 +166,11 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     return config
 
 
-def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str | None) -> dict[str, Any]:
-    """A config file for an application client (`edge-agent submit -c clients/<id>.yaml`)."""
+def client_config(
+    plan: FleetPlan, client: Account, password: str, tls_dir: str | None, role: str = "client"
+) -> dict[str, Any]:
+    """A config file for an application client (`edge-agent submit -c clients/<id>.yaml`) or an operator
+    (`edge-agent status|top|trace|dashboard|doctor -c operators/<id>.yaml`)."""
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
         "brokers": list(plan.broker_urls),
@@ -171,7 +179,7 @@ def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str 
     }
     if tls_dir is not None:
         connection["tls"] = tls_settings(tls_dir)
-    return {"node_id": client.username, "connection": connection}
+    return {"node_id": client.username, "role": role, "connection": connection}
 
 
 def tls_settings(tls_dir: str) -> dict[str, str]:
