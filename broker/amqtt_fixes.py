@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
-
 import ssl
+from typing import Any
 
 from amqtt.broker import Broker
 

@@ -99,7 +99,9 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             nodes.append(NodePlan(host, agents, router_id, account))
     clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
-        raise ProvisioningError(f"client or operator ids {clashes} are also node names; each account needs its own name")
+        raise ProvisioningError(
+            f"client or operator ids {clashes} are also node names; each account needs its own name"
+        )
     broker_hosts = tuple(expand(inventory, fleet.broker.hosts))
     scheme = "mqtts" if fleet.broker.tls else "mqtt"
     names = tuple(dict.fromkeys(name for host in broker_hosts for name in (inventory.address(host), host)))

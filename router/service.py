@@ -192,8 +192,12 @@ class RouterService:
             return  # another live router owns this task
         client = self.topics.reply_owner(request.reply_topic)
         if client is None:
-            log.warning("dropped task %s: reply topic %r is outside %s/reply/", request.task_id,
-                        request.reply_topic[:200], self.topics.prefix)
+            log.warning(
+                "dropped task %s: reply topic %r is outside %s/reply/",
+                request.task_id,
+                request.reply_topic[:200],
+                self.topics.prefix,
+            )
             return
         if request.task_id in self._answers:
             owner, answer = self._answers[request.task_id]
@@ -201,8 +205,9 @@ class RouterService:
                 self._publish(request.reply_topic, answer.model_copy(update={"replayed": True}))
             else:
                 message = "this task id was already answered for another client; use a fresh task id"
-                self._publish(request.reply_topic, ErrorReply(code="bad_request", message=message,
-                                                              task_id=request.task_id))
+                self._publish(
+                    request.reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id)
+                )
             return
         if request.task_id in self._in_flight:
             return  # a resend while we work on it: the answer will come once

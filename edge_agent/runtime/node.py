@@ -154,8 +154,9 @@ class EdgeNode:
             self._reply_error(payload, "bad_request", str(error))
             return
         if self.topics.router_reply_owner(request.reply_topic) is None:
-            log.warning("dropped run %s: reply topic %r is not a router inbox", request.dispatch_id,
-                        request.reply_topic[:200])
+            log.warning(
+                "dropped run %s: reply topic %r is not a router inbox", request.dispatch_id, request.reply_topic[:200]
+            )
             return
         worker = self.workers.get(request.agent_id)
         if worker is None or topic != self.topics.agent_run(request.agent_id):

@@ -104,7 +104,9 @@ def secured_fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     try:
         running.broker = start_broker(broker_command(kind, fleet, "127.0.0.1", tls=tls), "127.0.0.1", fleet.port)
         state = directory / "state"
-        running.spawn("hub", "-v", "router", "-c", str(fleet.local_node_config("hub", state)), ready="router hub serving")
+        running.spawn(
+            "hub", "-v", "router", "-c", str(fleet.local_node_config("hub", state)), ready="router hub serving"
+        )
         for node in ("node-a", "node-b"):
             config = str(fleet.local_node_config(node, state))
             running.spawn(node, "-v", "start", "-c", config, ready=f"node {node} online")
@@ -253,7 +255,9 @@ async def _hostile_reply_topics(secured: SecuredFleet) -> None:
         broken = b'{"kind": "task_request", "task_id": "broken", "reply_topic": "%s", "query": ' % (
             topics.reply("alice").encode()
         )
-        await alice_raw.publish_confirmed(topics.task_submit(), broken, timeout=5.0)  # answered: its reply topic is ours
+        await alice_raw.publish_confirmed(
+            topics.task_submit(), broken, timeout=5.0
+        )  # answered: its reply topic is ours
         await asyncio.sleep(SETTLE_S)
         async with FabricTaskClient(fleet.connection("alice")) as alice:
             answers = [await alice.submit(f"What is {n} + {n}?", cot_count=2, timeout_s=60) for n in range(3)]

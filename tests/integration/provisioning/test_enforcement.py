@@ -265,7 +265,9 @@ async def _an_operator_reads_the_fabric_but_submits_nothing(secured: Fleet) -> N
     await submitter.publish_confirmed(topics.task_submit(), b"task", timeout=2.0)
     await eventually(lambda: len(ops_received) >= 3)
     await asyncio.sleep(SETTLE_S)
-    assert sorted(ops_received) == sorted([topics.beacon("node-a"), topics.state("node-a"), topics.router_presence("hub")])
+    assert sorted(ops_received) == sorted(
+        [topics.beacon("node-a"), topics.state("node-a"), topics.router_presence("hub")]
+    )
     assert router_received == [] and snooped == []
     for client in (ops, router, node_a, submitter, snoop):
         await client.close()
