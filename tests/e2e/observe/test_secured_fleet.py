@@ -26,7 +26,7 @@ from secured import BrokerProcess, Fleet, broker_command, render_fleet, start_br
 from support import REPO
 
 from shared.client import FabricTaskClient
-from shared.messages import ErrorReply, RunRequest, TaskEvent, decode
+from shared.messages import BidRequest, ErrorReply, RunRequest, TaskEvent, decode
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -252,6 +252,9 @@ async def _hostile_reply_topics(secured: SecuredFleet) -> None:
             ).model_dump(mode="json")
             run["reply_topic"] = reply_topic
             await rogue.publish_confirmed(topics.agent_run("node-a-writer"), json.dumps(run).encode(), timeout=5.0)
+            bid = BidRequest(request_id=f"b-{index}", task_id="t", requirement="math", reply_topic="a/b")
+            bid_request = {**bid.model_dump(mode="json"), "reply_topic": reply_topic}
+            await rogue.publish_confirmed(topics.bid_request(), json.dumps(bid_request).encode(), timeout=5.0)
         broken = b'{"kind": "task_request", "task_id": "broken", "reply_topic": "%s", "query": ' % (
             topics.reply("alice").encode()
         )
@@ -274,4 +277,4 @@ async def _hostile_reply_topics(secured: SecuredFleet) -> None:
     assert "disconnected from" not in hub_log + node_log
     assert {name: secured.log(name).count("connected to ") for name in ("hub", "node-a")} == connects_before
     assert hub_log.count("dropped task hostile-") >= 4  # the ones that decode; wildcards and NUL fail to decode
-    assert node_log.count("dropped run d-") >= 4
+    assert node_log.count("dropped run d-") >= 4 and node_log.count("dropped a bid request") >= 4
