@@ -244,11 +244,11 @@ def doctor(
 
     config = _config(config_path, brokers, fabric, node_id=node_id)
     window = wait_s if wait_s is not None else min(config.state_interval_s + 1.0, 10.0)
-    click.echo(f"doctor: node {config.node_id!r}, fabric {config.connection.fabric!r}")
+    operator = config.role == "operator"  # an operator runs no agents: no models nor backends to check
+    click.echo(f"doctor: {'operator' if operator else 'node'} {config.node_id!r}, fabric {config.connection.fabric!r}")
     results = run_async(_network_checks(config, timeout_s, window))
     for line in report_lines(results):
         click.echo(line)
-    operator = config.role == "operator"  # an operator runs no agents: no models nor backends to check
     local = [] if operator else [*check_models(config, load_model), check_auto_backend(config)]
     for line in report_lines(local):
         click.echo(line)

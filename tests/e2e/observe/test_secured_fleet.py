@@ -127,6 +127,7 @@ def test_status_top_and_doctor_see_the_fleet_with_the_operator_account(secured_f
     assert any(line.startswith("node-a ") and "node-a-writer" in line for line in top.stdout.splitlines())
     doctor = secured_fleet.cli("doctor", "-c", ops, "--wait", "8")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.stdout.startswith(f"doctor: operator 'ops', fabric '{secured_fleet.fabric}'")
     assert "PASS  read node beacons: 2 seen: node-a, node-b" in doctor.stdout
     assert "PASS  read node states" in doctor.stdout and "PASS  read router presences: 1 seen: hub" in doctor.stdout
     if secured_fleet.kind == "amqtt":
