@@ -8,8 +8,10 @@ with the rendered node.yaml / clients/<id>.yaml settings.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
+import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from secured import Fleet, broker_command, render_fleet, start_broker
+from support import REPO
 
 from provisioning.certificates import new_ca
 from shared.config import ConnectionSettings
@@ -297,3 +300,23 @@ async def _tls_works_with_the_fleet_ca_only(fleet: Fleet, tmp_path: Path) -> Non
     without_certificate = good.tls.model_copy(update={"cert_file": None, "key_file": None})
     with pytest.raises(TransportError):
         await connected(good.model_copy(update={"tls": without_certificate}))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--tls-cert", "server.crt"], "--tls-cert and --tls-key go together"),
+        (["--tls-ca", "ca.crt"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "missing.crt", "--tls-key", "missing.key"], "TLS file missing.crt does not exist"),
+        (["--mosquitto", "--tls-cert", "a", "--tls-key", "b"], "--tls-* are for the embedded broker"),
+    ],
+)
+def test_the_broker_command_explains_bad_tls_options(tmp_path: Path, arguments: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "edge_agent.cli", "broker", "--port", "0", *arguments]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
