@@ -77,7 +77,7 @@ async def _measure_agent(
     def on_result(topic: str, payload: bytes) -> None:
         results.put_nowait((time.perf_counter(), decode(payload, RunResult)))
 
-    reply_topic = topics.reply(client.client_id)
+    reply_topic = topics.router_inbox(client.client_id)  # agents answer only in a router's inbox namespace
     await client.subscribe(topics.beacon(node_id), on_beacon)
     await client.subscribe(reply_topic, on_result)
     await client.connect(timeout=30)

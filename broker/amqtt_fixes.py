@@ -1,4 +1,4 @@
-"""amqtt 0.12 with two faults fixed (imported only where a broker is hosted).
+"""amqtt 0.12 with three faults fixed (imported only where a broker is hosted).
 
 **Retained-message leak.** On every CONNECT, amqtt 0.12.1 sends the new client the retained messages of
 *every* topic filter any client has subscribed to (`Broker.client_connected` loops over the broker-wide
@@ -10,12 +10,16 @@ of its own subscriptions.
 **Keepalive not enforced.** amqtt's broker-side `handle_read_timeout` does nothing, so a client that froze with
 its socket open (a hung board, a cut cable) stayed connected forever and its Will never fired. The broker now
 drops a client that sent nothing for 1.5 x its keepalive (MQTT 3.1.1 §3.1.2.10), which publishes its Will.
+
+**Client certificates only optional.** amqtt's TLS listener verifies a client certificate when one is sent but
+lets clients without one in (CERT_OPTIONAL); with a CA configured, a certificate is now required.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from typing import Any
 
 from amqtt.broker import Broker
@@ -33,6 +37,14 @@ class SymphonyBroker(Broker):
             session.keep_alive = math.ceil(session.keep_alive * KEEPALIVE_GRACE)
             handler.handle_read_timeout = lambda: _drop_silent_client(handler)
         return handler, session
+
+    @staticmethod
+    def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+        """amqtt only asks for a client certificate (CERT_OPTIONAL); with a CA configured, require one."""
+        context = Broker._create_ssl_context(listener)
+        if listener.get("cafile"):
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
         topic_filter = subscription[0]

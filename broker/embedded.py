@@ -2,7 +2,9 @@
 
 amqtt refuses every CONNECT unless an authentication plugin is configured, so the config always names one:
 the anonymous plugin on loopback, the password-file plugin otherwise. A topic ACL (publish and subscribe lists
-per username, as rendered by provisioning) is enforced by amqtt's topic ACL plugin when given.
+per username, as rendered by provisioning) is enforced by amqtt's topic ACL plugin when given. With `tls`, the
+listener serves MQTT over TLS only (amqtt's listener `ssl`/`certfile`/`keyfile`/`cafile`), and with a CA it
+requires a client certificate signed by that CA, as the rendered mosquitto config does (`require_certificate`).
 """
 
 from __future__ import annotations
@@ -47,12 +49,28 @@ class TopicACL:
 
 
 @dataclass(frozen=True)
+class BrokerTLS:
+    """The broker's certificate and key, and the CA that client certificates must be signed by (None: no
+    client certificate is asked for)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+    def check(self) -> None:
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
+
+
+@dataclass(frozen=True)
 class EmbeddedBrokerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     password_file: Path | None = None
     acl: TopicACL | None = None
     allow_anonymous: bool = False
+    tls: BrokerTLS | None = None
 
 
 def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
@@ -67,10 +85,13 @@ def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
         plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": config.acl.publish, "acl": config.acl.subscribe}
         plugins[WILL_ACL_PLUGIN] = {"publish_acl": config.acl.publish}  # amqtt does not check Wills itself
     host = f"[{config.host}]" if ":" in config.host else config.host
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{config.port}", "max_connections": 1000}},
-        "plugins": plugins,
-    }
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{config.port}", "max_connections": 1000}
+    if config.tls is not None:
+        config.tls.check()
+        listener.update(ssl=True, certfile=str(config.tls.cert_file), keyfile=str(config.tls.key_file))
+        if config.tls.ca_file is not None:
+            listener["cafile"] = str(config.tls.ca_file)
+    return {"listeners": {"default": listener}, "plugins": plugins}
 
 
 class EmbeddedBroker:
@@ -86,7 +107,7 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"mqtt://{host}:{self.config.port}"
+        return f"{'mqtts' if self.config.tls else 'mqtt'}://{host}:{self.config.port}"
 
     async def start(self) -> None:
         from broker.amqtt_fixes import SymphonyBroker  # imported lazily: only broker hosts need amqtt

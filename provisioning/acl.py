@@ -1,8 +1,13 @@
 """Who may publish and subscribe to what (DESIGN §7), and the two file formats that enforce it.
 
-One `Account` per broker username: a node (its agents, and its router when it hosts one) or a client. The same
-rules are rendered as a mosquitto `acl_file` and as the YAML that `broker.embedded.TopicACL.load` reads for
-amqtt's topic ACL plugin, so both brokers enforce the same policy.
+One `Account` per broker username: a node (its agents, and its router when it hosts one), a client, or an
+operator. The same rules are rendered as a mosquitto `acl_file` and as the YAML that
+`broker.embedded.TopicACL.load` reads for amqtt's topic ACL plugin, so both brokers enforce the same policy.
+Every filter names the username itself where it matters (`reply/alice`, `task/alice/+/events`) rather than using
+mosquitto's `%u` patterns, which amqtt's ACL plugin does not have: one rendering, the same meaning on both.
+
+Task events live under the submitting client's id (`task/{client}/{task}/events`): a client reads its own tasks'
+events and nobody else's; operators read all of them.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def _router_publish(topics: Topics, router_id: str) -> list[str]:
     p = topics.prefix
     return [
         f"{p}/agent/+/run",
-        topics.all_task_events(),
+        topics.all_task_events(),  # task/{client}/{task}/events: the router picks the client from the reply topic
         f"{p}/reply/+",
         topics.router_presence(router_id),
         topics.bid_request(),
@@ -61,8 +66,23 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
 
 
 def client_account(topics: Topics, client_id: str) -> Account:
-    """A client submits tasks and reads only its own replies and the task event streams."""
-    return Account(client_id, (topics.task_submit(),), (topics.reply(client_id), topics.all_task_events()))
+    """A client submits tasks and reads only its own replies and its own tasks' events."""
+    return Account(client_id, (topics.task_submit(),), _client_reads(topics, client_id))
+
+
+def operator_account(topics: Topics, operator_id: str, also_client: bool = False) -> Account:
+    """An operator reads beacons, states, router presences and every task's events; it publishes nothing,
+    unless it is also a client (then it submits tasks and reads its replies, like any client)."""
+    subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
+    publish: list[str] = []
+    if also_client:
+        publish.append(topics.task_submit())
+        subscribe += _client_reads(topics, operator_id)
+    return Account(operator_id, tuple(publish), _unique(subscribe))
+
+
+def _client_reads(topics: Topics, client_id: str) -> tuple[str, ...]:
+    return (topics.reply(client_id), topics.client_task_events(client_id))
 
 
 def bridge_account(topics: Topics, site: str, bridged: Iterable[BridgeTopic]) -> Account:

@@ -8,14 +8,15 @@ broker:
   hosts: [brokers]           # inventory hosts or groups; nodes connect to each in turn (failover)
   port: 1883                 # default 8883 with tls
   bind: 0.0.0.0
-  tls: false                 # true: a CA plus a certificate per broker, node and client (mosquitto only)
+  tls: false                 # true: a CA plus a certificate per broker, node, client and operator (both kinds)
   sites:                     # optional: site brokers bridged to the hub (`hosts`), one fabric (mosquitto only)
     east: {broker: east-gw, members: [east], clients: [laptop]}   # members: hosts/groups at the site
 agents:                      # inventory host or group -> agents; the most specific entry wins
   all:    [{preset: writer}]
   jetson: [{preset: coder, backend: llamacpp}, {preset: math}]
 routers: [brokers]           # hosts or groups that also host the routing and voting handlers
-clients: [laptop]            # one account per client id (write task/submit, read reply/<id>)
+clients: [laptop]            # one account per client id (write task/submit, read reply/<id>, its tasks' events)
+operators: [ops]             # read beacons, states, routers and all task events; submit only if also a client
 ```
 """
 
@@ -74,17 +75,18 @@ class FleetSpec(_Strict):
     agents: dict[str, tuple[AgentConfig, ...]] = Field(default_factory=dict)
     routers: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
 
     @field_validator("fabric")
     @classmethod
     def _check_fabric(cls, value: str) -> str:
         return validate_id(value, "fabric name")
 
-    @field_validator("clients")
+    @field_validator("clients", "operators")
     @classmethod
     def _check_clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for client in value:
-            validate_id(client, "client id")
+        for account in value:
+            validate_id(account, "account id")
         return value
 
     @field_validator("prefix")
@@ -129,8 +131,6 @@ def check_against_inventory(fleet: FleetSpec, inventory: Inventory) -> None:
     unknown = sorted({name for name in named if name not in inventory.hosts and not inventory.is_group(name)})
     if unknown:
         raise ProvisioningError(f"the fleet file names hosts or groups the inventory does not have: {unknown}")
-    if fleet.broker.tls and fleet.broker.kind == "embedded":
-        raise ProvisioningError("broker.tls needs broker.kind mosquitto (the embedded broker has no TLS listener)")
     check_sites(fleet, inventory)
 
 

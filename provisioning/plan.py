@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.bridges import ALL_ROLES, BridgeTopic, Role, bridge_topics
-from provisioning.acl import Account, bridge_account, client_account, node_account
+from provisioning.acl import Account, bridge_account, client_account, node_account, operator_account
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
 from provisioning.inventory import Inventory
@@ -93,13 +93,14 @@ class FleetPlan:
     broker_names: tuple[str, ...]
     nodes: tuple[NodePlan, ...]
     clients: tuple[Account, ...]
+    operators: tuple[Account, ...] = ()  # an operator that is also a client is here only (one account)
     brokers: tuple[BrokerPlan, ...] = ()
     site_of: dict[str, str] | None = None  # node id or client id -> its site (absent: at the hub)
 
     @property
     def accounts(self) -> tuple[Account, ...]:
         bridges = tuple(broker.bridge_account for broker in self.brokers if broker.bridge_account is not None)
-        return tuple(node.account for node in self.nodes) + self.clients + bridges
+        return tuple(node.account for node in self.nodes) + self.clients + self.operators + bridges
 
     @property
     def scheme(self) -> str:
@@ -125,14 +126,21 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             router_id = host if host in routers else None
             account = node_account(topics, host, [agent.agent_id or "" for agent in agents], router_id)
             nodes.append(NodePlan(host, agents, router_id, account))
-    clashes = sorted(set(fleet.clients) & {node.node_id for node in nodes})
+    clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
-        raise ProvisioningError(f"client ids {clashes} are also node names; each account needs its own name")
-    clients = tuple(client_account(topics, client) for client in fleet.clients)
+        raise ProvisioningError(
+            f"client or operator ids {clashes} are also node names; each account needs its own name"
+        )
+    clients = tuple(client_account(topics, client) for client in fleet.clients if client not in fleet.operators)
+    operators = tuple(
+        operator_account(topics, operator, also_client=operator in fleet.clients)
+        for operator in dict.fromkeys(fleet.operators)
+    )
     site_of = _sites_of_members(fleet, inventory)
     brokers = _plan_brokers(fleet, inventory, topics, nodes, site_of)
     bridges = [broker.bridge_account.username for broker in brokers if broker.bridge_account]
-    reserved = sorted(set(bridges) & {account.username for account in [*(n.account for n in nodes), *clients]})
+    others = [*(node.account for node in nodes), *clients, *operators]
+    reserved = sorted(set(bridges) & {account.username for account in others})
     if reserved or len(set(bridges)) < len(bridges):
         raise ProvisioningError(
             f"bridge account names {sorted(bridges)} clash with each other or with node or client names "
@@ -149,6 +157,7 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
         broker_names=names,
         nodes=tuple(nodes),
         clients=clients,
+        operators=operators,
         brokers=tuple(brokers),
         site_of=site_of,
     )
@@ -255,8 +264,11 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     return config
 
 
-def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str | None) -> dict[str, Any]:
-    """A config file for an application client (`edge-agent submit -c clients/<id>.yaml`)."""
+def client_config(
+    plan: FleetPlan, client: Account, password: str, tls_dir: str | None, role: str = "client"
+) -> dict[str, Any]:
+    """A config file for an application client (`edge-agent submit -c clients/<id>.yaml`) or an operator
+    (`edge-agent status|top|trace|dashboard|doctor -c operators/<id>.yaml`)."""
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
         "brokers": plan.urls_for(client.username),
@@ -265,7 +277,7 @@ def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str 
     }
     if tls_dir is not None:
         connection["tls"] = tls_settings(tls_dir)
-    return {"node_id": client.username, "connection": connection}
+    return {"node_id": client.username, "role": role, "connection": connection}
 
 
 def tls_settings(tls_dir: str) -> dict[str, str]:

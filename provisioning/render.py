@@ -19,6 +19,8 @@ Output directory layout (every file mode 0600, every directory 0700; Ansible cop
       nodes/<host>/tls/ca.crt client.crt client.key   (broker.tls only)
       clients/<id>.yaml            an application client's connection settings (`edge-agent submit -c`)
       clients/<id>/tls/...         (broker.tls only)
+      operators/<id>.yaml          an operator's settings (`edge-agent status|top|trace|dashboard|doctor -c`)
+      operators/<id>/tls/...       (broker.tls only)
 
 Re-rendering is idempotent: passwords come from secrets.yaml, password-file lines are kept while their hash still
 verifies, certificates are kept while signed by the CA, covering the right names and not about to expire, and a
@@ -65,6 +67,7 @@ class RenderReport:
     unchanged: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     clients: list[str] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)
 
 
 class _Writer:
@@ -123,6 +126,11 @@ def render_plan(plan: FleetPlan, output: Path) -> RenderReport:
         text = yaml.safe_dump(client_config(plan, client, passwords[client.username], tls_dir), sort_keys=False)
         writer.write(f"clients/{client.username}.yaml", text)
         writer.report.clients.append(client.username)
+    for operator in plan.operators:
+        tls_dir = str(output / "operators" / operator.username / "tls") if from_tls else None
+        settings = client_config(plan, operator, passwords[operator.username], tls_dir, role="operator")
+        writer.write(f"operators/{operator.username}.yaml", yaml.safe_dump(settings, sort_keys=False))
+        writer.report.operators.append(operator.username)
     writer.write("ansible-vars.yml", yaml.safe_dump(ansible_variables(plan, output), sort_keys=False))
     return writer.report
 
@@ -222,6 +230,7 @@ def _write_certificates(writer: _Writer, plan: FleetPlan) -> bool:
         leaves.append(("broker/tls/bridge", "bridge", (), False))
     leaves += [(f"nodes/{node.node_id}/tls/client", node.node_id, (), False) for node in plan.nodes]
     leaves += [(f"clients/{client.username}/tls/client", client.username, (), False) for client in plan.clients]
+    leaves += [(f"operators/{op.username}/tls/client", op.username, (), False) for op in plan.operators]
     for stem, common_name, names, server in leaves:
         current = load(stem)
         keep = current is not None and still_good(current, ca, names)

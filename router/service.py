@@ -4,10 +4,12 @@
     router/+                   ─► RouterRoster (rendezvous hashing picks each task's owner)
     task/submit                ─► TaskPipeline (if we own the task) ─► reply topic: TaskAnswer | ErrorReply
     router/{id}/inbox          ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
-    task/{task_id}/events      ◄─ trace events
+    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace
 
 Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply when
-its reply topic can be read, logged otherwise, and never affects other tasks.
+its reply topic can be read, logged otherwise, and never affects other tasks. A reply topic is hostile input:
+the router publishes only on `{p}/reply/{id}` (a valid id of this fabric); a task whose reply topic is
+anything else (a wildcard, `$SYS`, another fabric, a node's topic) is logged and dropped unanswered.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class RouterService:
         self.bids = BidCollector()
         self.client: FabricClient | None = None
         self._pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]] = {}
-        self._answers: OrderedDict[str, TaskAnswer] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, TaskAnswer]] = OrderedDict()  # task id -> (client, answer)
+        self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
@@ -182,12 +185,28 @@ class RouterService:
             return
         if rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
             return  # another live router owns this task
+        client = self.topics.reply_owner(request.reply_topic)
+        if client is None:
+            log.warning(
+                "dropped task %s: reply topic %r is outside %s/reply/",
+                request.task_id,
+                request.reply_topic[:200],
+                self.topics.prefix,
+            )
+            return
         if request.task_id in self._answers:
-            replay = self._answers[request.task_id].model_copy(update={"replayed": True})
-            self._publish(request.reply_topic, replay)
+            owner, answer = self._answers[request.task_id]
+            if owner == client:  # an answer is replayed only to the client that asked
+                self._publish(request.reply_topic, answer.model_copy(update={"replayed": True}))
+            else:
+                message = "this task id was already answered for another client; use a fresh task id"
+                self._publish(
+                    request.reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id)
+                )
             return
         if request.task_id in self._in_flight:
             return  # a resend while we work on it: the answer will come once
+        self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
         self._in_flight[request.task_id] = task
 
@@ -196,8 +215,9 @@ class RouterService:
             reply = await self._answer(request)
         finally:
             self._in_flight.pop(request.task_id, None)
+            self._event_topics.pop(request.task_id, None)
         if isinstance(reply, TaskAnswer):
-            self._remember(reply)
+            self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
         self._publish(request.reply_topic, reply)
 
     async def _answer(self, request: TaskRequest) -> TaskAnswer | ErrorReply:
@@ -228,15 +248,15 @@ class RouterService:
         self.emit(request.task_id, "screened", {"bids": [view.agent_id for view in views]})
         return lambda: views
 
-    def _remember(self, answer: TaskAnswer) -> None:
-        self._answers[answer.task_id] = answer
+    def _remember(self, client: str, answer: TaskAnswer) -> None:
+        self._answers[answer.task_id] = (client, answer)
         while len(self._answers) > self.config.answer_cache_size:
             self._answers.popitem(last=False)
 
     def _refuse(self, payload: bytes, code: str, message: str) -> None:
         reply_topic, task_id, _ = peek_reply_route(payload)
         log.info("refused a task (%s): %s", code, message[:300])
-        if reply_topic is not None:
+        if reply_topic is not None and self.topics.reply_owner(reply_topic) is not None:
             self._publish(reply_topic, ErrorReply(code=code, message=message[:4000], task_id=task_id))
 
     # --- RunPort (used by the pipeline) ---------------------------------------------------------------------
@@ -259,8 +279,13 @@ class RouterService:
         return future.result()
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
-        message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=data)  # type: ignore[arg-type]
-        self._publish(self.topics.task_events(task_id), message, qos=0)
+        """Publish a trace event of a running task to its client's namespace, without the gold answer."""
+        topic = self._event_topics.get(task_id)
+        if topic is None:
+            return  # not a task of ours (or already answered): nobody to tell
+        public = without_gold(data)
+        message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
+        self._publish(topic, message, qos=0)
 
     def _on_inbox(self, topic: str, payload: bytes) -> None:
         try:
@@ -303,6 +328,19 @@ class RouterService:
         except MessageError as error:
             log.info("ignoring a malformed %s: %s", expected.__name__, error)
             return None
+
+
+def without_gold(data: dict[str, Any]) -> dict[str, Any]:
+    """Event data with every `gold_answer` removed (at any depth): events never carry the expected answer."""
+    return {key: _strip(value) for key, value in data.items() if key != "gold_answer"}
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return without_gold(value)
+    if isinstance(value, (list, tuple)):
+        return [_strip(item) for item in value]
+    return value
 
 
 def _failed(request: RunRequest, kind: str, message: str) -> RunResult:

@@ -100,7 +100,7 @@ class FabricTaskClient:
         """Publish `request` (resending it until answered) and return the reply."""
         future: asyncio.Future[TaskAnswer | ErrorReply] = asyncio.get_running_loop().create_future()
         self._waiting[request.task_id] = future
-        events_topic = self.topics.task_events(request.task_id)
+        events_topic = self.topics.task_events(self.client_id, request.task_id)  # the router publishes them there
         if on_event is not None:
             await self._mqtt.subscribe(events_topic, lambda _topic, payload: _deliver_event(payload, on_event))
         try:

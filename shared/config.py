@@ -131,6 +131,7 @@ class NodeConfig(StrictModel):
     """Everything `edge-agent start` needs on one board."""
 
     node_id: Id = Field(default_factory=lambda: _default_node_id())
+    role: Literal["node", "client", "operator"] = "node"  # rendered client/operator files say which they are
     connection: ConnectionSettings = ConnectionSettings()
     agents: tuple[AgentConfig, ...] = ()
     state_dir: Path = Path("~/.local/state/symphony-edge")

@@ -235,7 +235,7 @@ TaskEventName = Literal[
 
 
 class TaskEvent(WireModel):
-    """One step of a task's trace, published on ``task/{task_id}/events``."""
+    """One step of a task's trace, published on ``task/{client_id}/{task_id}/events`` (no gold answer)."""
 
     kind: Literal["task_event"] = "task_event"
     v: Literal[1] = SCHEMA_VERSION

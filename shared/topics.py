@@ -98,14 +98,38 @@ class Topics:
     def task_submit(self) -> str:
         return f"{self.prefix}/task/submit"
 
-    def task_events(self, task_id: str) -> str:
-        return f"{self.prefix}/task/{validate_id(task_id, 'task id')}/events"
+    def task_events(self, client_id: str, task_id: str) -> str:
+        """A task's trace events, under the submitting client's id: only that client and operators read them."""
+        return f"{self.prefix}/task/{validate_id(client_id, 'client id')}/{validate_id(task_id, 'task id')}/events"
+
+    def client_task_events(self, client_id: str) -> str:
+        return f"{self.prefix}/task/{validate_id(client_id, 'client id')}/+/events"
+
+    def any_client_task_events(self, task_id: str) -> str:
+        """One task's events whoever submitted it (operators)."""
+        return f"{self.prefix}/task/+/{validate_id(task_id, 'task id')}/events"
 
     def all_task_events(self) -> str:
-        return f"{self.prefix}/task/+/events"
+        return f"{self.prefix}/task/+/+/events"
 
     def reply(self, client_id: str) -> str:
         return f"{self.prefix}/reply/{validate_id(client_id, 'client id')}"
+
+    # reply topics arrive inside messages: hostile input, checked before anything is published on them
+    def reply_owner(self, topic: str) -> str | None:
+        """The client id of a reply topic inside this fabric's reply namespace (`{p}/reply/{id}`), else None."""
+        return self._owner(topic, "reply", "")
+
+    def router_reply_owner(self, topic: str) -> str | None:
+        """The router id of `{p}/router/{id}/inbox` or `{p}/router/{id}/bids` (where agents answer), else None."""
+        return self._owner(topic, "router", "/inbox") or self._owner(topic, "router", "/bids")
+
+    def _owner(self, topic: str, kind: str, suffix: str) -> str | None:
+        head = f"{self.prefix}/{kind}/"
+        if not isinstance(topic, str) or not topic.startswith(head) or not topic.endswith(suffix):
+            return None
+        owner = topic[len(head) : len(topic) - len(suffix)]
+        return owner if _VALID_ID.fullmatch(owner) else None
 
     def last_level(self, topic: str) -> str:
         """The id in the last level of a beacon/state/presence topic."""

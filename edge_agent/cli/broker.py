@@ -19,6 +19,9 @@ from shared.errors import ConfigError
 @click.option("--password-file", type=click.Path(path_type=Path), help="Password file (required off loopback).")
 @click.option("--acl-file", type=click.Path(path_type=Path), help="Topic ACL (YAML for amqtt, mosquitto format).")
 @click.option("--allow-anonymous", is_flag=True, help="Allow clients without credentials on a non-loopback bind.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve MQTT over TLS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="The certificate's private key (with --tls-cert).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), help="Require client certificates signed by this CA.")
 @click.option("--mosquitto", "use_mosquitto", is_flag=True, help="Run mosquitto with a rendered config instead.")
 @click.option("--render-only", type=click.Path(path_type=Path), help="With --mosquitto: write the config and exit.")
 def broker(
@@ -27,21 +30,30 @@ def broker(
     password_file: Path | None,
     acl_file: Path | None,
     allow_anonymous: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
     use_mosquitto: bool,
     render_only: Path | None,
 ) -> None:
     """Host an MQTT broker: embedded amqtt by default, mosquitto with --mosquitto.
 
     Anonymous clients are accepted only on a loopback bind; any other bind needs --password-file unless
-    --allow-anonymous is given. SIGINT/SIGTERM stop the broker cleanly.
+    --allow-anonymous is given. With --tls-cert/--tls-key the embedded broker accepts only TLS connections (and
+    with --tls-ca only clients with a certificate from that CA). SIGINT/SIGTERM stop the broker cleanly.
     """
     if use_mosquitto:
+        if tls_cert or tls_key or tls_ca:
+            raise click.UsageError("--tls-* are for the embedded broker; mosquitto takes TLS from its rendered config")
         _run_mosquitto(host, port, password_file, acl_file, allow_anonymous, render_only)
         return
-    from broker.embedded import EmbeddedBrokerConfig, TopicACL, serve_until_signalled
+    from broker.embedded import BrokerTLS, EmbeddedBrokerConfig, TopicACL, serve_until_signalled
 
+    if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
+        raise click.UsageError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
+    tls = BrokerTLS(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None
     acl = TopicACL.load(acl_file) if acl_file else None
-    config = EmbeddedBrokerConfig(host, port, password_file, acl, allow_anonymous)
+    config = EmbeddedBrokerConfig(host, port, password_file, acl, allow_anonymous, tls)
     run_async(serve_until_signalled(config))
 
 

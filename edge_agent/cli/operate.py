@@ -167,7 +167,7 @@ def trace(
         raise click.BadParameter(str(error), param_hint="TASK_ID") from None
     config = _config(config_path, brokers, fabric)
     click.echo(f"following task {task_id} on fabric {config.connection.fabric!r} (up to {timeout_s:g} s)")
-    topic = Topics(config.connection.fabric).task_events(task_id)
+    topic = _trace_topic(config, Topics(config.connection.fabric), task_id)
     outcome = run_async(_follow(_quick_connect(config.connection, min(timeout_s, 10.0)), topic, timeout_s))
     if outcome != "answered":
         raise click.ClickException(
@@ -175,6 +175,13 @@ def trace(
             if outcome == "failed"
             else f"task {task_id}: no final event within {timeout_s:g} s"
         )
+
+
+def _trace_topic(config: NodeConfig, topics: Any, task_id: str) -> str:
+    """A client account reads only its own tasks' events; an operator (or an open broker) reads any task's."""
+    if config.role == "client":
+        return str(topics.task_events(config.connection.username or config.node_id, task_id))
+    return str(topics.any_client_task_events(task_id))
 
 
 async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float) -> str:
@@ -237,11 +244,12 @@ def doctor(
 
     config = _config(config_path, brokers, fabric, node_id=node_id)
     window = wait_s if wait_s is not None else min(config.state_interval_s + 1.0, 10.0)
-    click.echo(f"doctor: node {config.node_id!r}, fabric {config.connection.fabric!r}")
+    operator = config.role == "operator"  # an operator runs no agents: no models nor backends to check
+    click.echo(f"doctor: {'operator' if operator else 'node'} {config.node_id!r}, fabric {config.connection.fabric!r}")
     results = run_async(_network_checks(config, timeout_s, window))
     for line in report_lines(results):
         click.echo(line)
-    local = [*check_models(config, load_model), check_auto_backend(config)]
+    local = [] if operator else [*check_models(config, load_model), check_auto_backend(config)]
     for line in report_lines(local):
         click.echo(line)
     failures = exit_code([*results, *local])
@@ -267,6 +275,8 @@ async def _network_checks(config: NodeConfig, timeout_s: float, wait_s: float) -
     if client is None:
         return results
     try:
+        if config.role == "operator":
+            return results + await _operator_checks(client, config, wait_s)
         return results + await _fabric_checks(client, config, timeout_s, wait_s)
     finally:
         await client.close()
@@ -300,6 +310,19 @@ async def _fabric_checks(client: Any, config: NodeConfig, timeout_s: float, wait
     else:
         results.append(checks.clock_skew(sample[0].node_id, sample[0].sent_at, sample[1], rtt_s))
     return results
+
+
+async def _operator_checks(client: Any, config: NodeConfig, wait_s: float) -> list[Any]:
+    """An operator account publishes nothing: check that it reads what status, top and dashboard need."""
+    from edge_agent.observe import checks, probes
+    from shared.topics import Topics
+
+    seen = await probes.observe_fabric(client, Topics(config.connection.fabric), wait_s)
+    return [
+        checks.operator_reads("node beacons", seen.beacons, wait_s),
+        checks.operator_reads("node states", seen.states, wait_s),
+        checks.operator_reads("router presences", seen.routers, wait_s, required=False),
+    ]
 
 
 def _probe_agent(config: NodeConfig, beacon: Any) -> str:

@@ -85,6 +85,7 @@ def _render(inventory: Path, fleet: Path, output: Path) -> None:
     except ConfigError as error:  # a bad inventory or fleet file: say which and where, exit code 2
         raise click.UsageError(str(error)) from None
     click.echo(
-        f"rendered {len(report.nodes)} node(s), {len(report.clients)} client(s) into {report.output}: "
+        f"rendered {len(report.nodes)} node(s), {len(report.clients)} client(s), {len(report.operators)} operator(s) "
+        f"into {report.output}: "
         f"{len(report.changed)} file(s) changed, {len(report.unchanged)} unchanged (secrets in secrets.yaml, mode 0600)"
     )

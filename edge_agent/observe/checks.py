@@ -183,3 +183,21 @@ def backend_choice(choice: str | None, reason: str, error: str | None, required:
     return CheckResult(
         name, False, error, 'pip install "symphony-edge[llamacpp]" (or [mlx] on Apple silicon)', required
     )
+
+
+# --- an operator account ----------------------------------------------------------------------------------------
+
+
+def operator_reads(what: str, ids: Iterable[str], wait_s: float, required: bool = True) -> CheckResult:
+    """An operator must be able to read `what` (beacons, states, router presences) of the fabric."""
+    found = sorted(ids)
+    name = f"read {what}"
+    if found:
+        shown = ", ".join(found[:8]) + (f" (+{len(found) - 8})" if len(found) > 8 else "")
+        return passed(name, f"{len(found)} seen: {shown}")
+    detail = f"nothing received within {wait_s:g} s"
+    hint = (
+        "check that this account is listed under `operators:` in the fleet file and the broker has the rendered "
+        "ACL (re-run `edge-agent provision`), and that nodes are running"
+    )
+    return CheckResult(name, False, detail, hint, required=required)

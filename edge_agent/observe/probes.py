@@ -150,3 +150,49 @@ def _enough(seen: NodeObservation) -> bool:
     if seen.beacon is not None and seen.beacon.status == "online":
         return seen.own_state is not None
     return seen.other_state is not None or seen.own_state is not None
+
+
+@dataclass
+class FabricObservation:
+    """What an operator account could read within the wait: node ids with a beacon or a state, router ids."""
+
+    beacons: set[str] = field(default_factory=set)
+    states: set[str] = field(default_factory=set)
+    routers: set[str] = field(default_factory=set)
+
+
+async def observe_fabric(client: FabricClient, topics: Topics, wait_s: float) -> FabricObservation:
+    """Subscribe to beacons, states and router presences (what an operator may read) and collect ids for
+    `wait_s` seconds, or until every node that has an online beacon has also sent a state."""
+    seen = FabricObservation()
+    online: set[str] = set()
+    progress = asyncio.Event()
+
+    def on_beacon(_topic: str, payload: bytes) -> None:
+        with contextlib.suppress(MessageError):
+            beacon: NodeBeacon = decode(payload, NodeBeacon)
+            seen.beacons.add(beacon.node_id)
+            if beacon.status == "online":
+                online.add(beacon.node_id)
+        progress.set()
+
+    def on_state(_topic: str, payload: bytes) -> None:
+        with contextlib.suppress(MessageError):
+            seen.states.add(decode(payload, NodeState).node_id)
+        progress.set()
+
+    def on_presence(topic: str, payload: bytes) -> None:
+        if payload:
+            seen.routers.add(topics.last_level(topic))
+
+    await client.subscribe(topics.beacons(), on_beacon)
+    await client.subscribe(topics.states(), on_state, qos=0)
+    await client.subscribe(topics.router_presences(), on_presence)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    await asyncio.sleep(min(RETAINED_WAIT_S, wait_s))
+    while loop.time() < deadline and not (online and online <= seen.states):
+        progress.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(progress.wait(), deadline - loop.time())
+    return seen

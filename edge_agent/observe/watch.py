@@ -1,6 +1,6 @@
 """The I/O seam of `status`, `top`, `trace` and the dashboard: MQTT subscriptions feeding a FabricSnapshot.
 
-    beacon/+  state/+  router/+  [task/+/events]  ──►  FabricSnapshot (pure)  ──►  `changed` event
+    beacon/+  state/+  router/+  [task/+/+/events]  ──►  FabricSnapshot (pure)  ──►  `changed` event
 
 Malformed payloads are skipped (an observer must never fail because someone else sent garbage).
 """

@@ -153,6 +153,11 @@ class EdgeNode:
         except MessageError as error:
             self._reply_error(payload, "bad_request", str(error))
             return
+        if self.topics.router_reply_owner(request.reply_topic) is None:
+            log.warning(
+                "dropped run %s: reply topic %r is not a router inbox", request.dispatch_id, request.reply_topic[:200]
+            )
+            return
         worker = self.workers.get(request.agent_id)
         if worker is None or topic != self.topics.agent_run(request.agent_id):
             self._reply_error(payload, "bad_request", f"agent {request.agent_id!r} does not listen on {topic}")
@@ -180,6 +185,9 @@ class EdgeNode:
         except MessageError as error:
             log.info("ignoring a malformed bid request: %s", error)
             return
+        if self.topics.router_reply_owner(request.reply_topic) is None:
+            log.warning("dropped a bid request: reply topic %r is not a router's", request.reply_topic[:200])
+            return
         for worker in self.workers.values():
             state = worker.state()
             bid = Bid(
@@ -197,7 +205,7 @@ class EdgeNode:
         assert self.client is not None
         reply_topic, task_id, dispatch_id = peek_reply_route(payload)
         log.info("run request refused (%s): %s", code, message)
-        if reply_topic is not None:
+        if reply_topic is not None and self.topics.router_reply_owner(reply_topic) is not None:
             error = ErrorReply(code=code, message=message[:4000], task_id=task_id, dispatch_id=dispatch_id)
             self.client.publish(reply_topic, error)
 

@@ -159,7 +159,7 @@ def test_a_llamacpp_agent_answers_a_run_request(
 
         client = await client_for(settings)
         replies = Inbox()
-        reply_topic = topics.reply(client.client_id)
+        reply_topic = topics.router_inbox(client.client_id)
         await client.subscribe(reply_topic, replies)
         request = run_request(
             info.agent_id,
@@ -274,7 +274,7 @@ def test_malformed_requests_get_bad_request_and_do_not_stop_the_agent(
         run_topic = topics.agent_run(agent_id)
         client = await client_for(settings)
         replies = Inbox()
-        reply_topic = topics.reply(client.client_id)
+        reply_topic = topics.router_inbox(client.client_id)
         await client.subscribe(reply_topic, replies)
 
         good = json.loads(encode(run_request(agent_id, reply_topic)))
@@ -321,7 +321,7 @@ def test_max_in_flight_and_queue_size_are_respected(
         await watcher.subscribe(topics.state("bounded"), states)
         client = await client_for(settings)
         replies = Inbox()
-        reply_topic = topics.reply(client.client_id)
+        reply_topic = topics.router_inbox(client.client_id)
         await client.subscribe(reply_topic, replies)
 
         for number in range(5):

@@ -11,143 +11,23 @@ import asyncio
 import os
 import socket
 import subprocess
-import time
+import sys
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import SecretStr
-from support import amqtt_command
+from secured import Fleet, broker_command, render_fleet, start_broker
+from support import REPO
 
-from broker.mosquitto import MosquittoConfig, find_mosquitto, render_config
-from broker.policy import free_port
 from provisioning.certificates import new_ca
-from provisioning.render import render
-from shared.config import ConnectionSettings, TLSSettings, load_node_config
+from shared.config import ConnectionSettings
 from shared.errors import TransportError
 from shared.mqtt import FabricClient, WillMessage, unique_client_id
 from shared.topics import Topics
 
 SETTLE_S = 0.3
-INVENTORY = """
-[brokers]
-hub ansible_host={address}
-
-[boards]
-node-a
-node-b
-"""
-
-
-@dataclass
-class Fleet:
-    """A rendered fleet: where its files are and how each account connects."""
-
-    out: Path
-    port: int
-
-    def connection(self, account: str, **changes: object) -> ConnectionSettings:
-        """The account's rendered settings (node.yaml or clients/<id>.yaml), with local TLS paths."""
-        path = self.out / ("clients" if (self.out / "clients" / f"{account}.yaml").exists() else "nodes")
-        file = path / f"{account}.yaml" if path.name == "clients" else path / account / "node.yaml"
-        settings = load_node_config(file, environ={}).connection
-        if settings.tls is not None:
-            folder = self.out / ("clients" if path.name == "clients" else "nodes") / account / "tls"
-            changes.setdefault(
-                "tls",
-                TLSSettings(ca_file=folder / "ca.crt", cert_file=folder / "client.crt", key_file=folder / "client.key"),
-            )
-        return settings.model_copy(update={"keepalive_s": 2, "connect_timeout_s": 5.0, **changes})
-
-    def password(self, account: str) -> str:
-        passwords: dict[str, str] = yaml.safe_load((self.out / "secrets.yaml").read_text())["passwords"]
-        return passwords[account]
-
-
-def render_fleet(directory: Path, fabric: str, address: str = "127.0.0.1", tls: bool = False) -> Fleet:
-    port = free_port(address)
-    (directory / "inventory.ini").write_text(INVENTORY.format(address=address))
-    fleet = {
-        "fabric": fabric,
-        "broker": {"kind": "mosquitto", "hosts": ["hub"], "port": port, "bind": address, "tls": tls},
-        "agents": {"boards": [{"preset": "writer", "backend": "echo"}]},
-        "routers": ["hub"],
-        "clients": ["alice", "bob"],
-    }
-    (directory / "fleet.yml").write_text(yaml.safe_dump(fleet))
-    render(directory / "inventory.ini", directory / "fleet.yml", directory / "out")
-    return Fleet(directory / "out", port)
-
-
-def mosquitto_config_file(fleet: Fleet, host: str, tls: bool = False) -> Path:
-    """A mosquitto config on the rendered files; as root, mosquitto must stay root to read the 0600 files
-    (on a board, the broker role hands them to the mosquitto user instead)."""
-    tls_dir = fleet.out / "broker" / "tls"
-    config = MosquittoConfig(
-        host=host,
-        port=fleet.port,
-        password_file=fleet.out / "broker" / "passwd",
-        acl_file=fleet.out / "broker" / "acl",
-        ca_file=tls_dir / "ca.crt" if tls else None,
-        cert_file=tls_dir / "server.crt" if tls else None,
-        key_file=tls_dir / "server.key" if tls else None,
-        require_certificate=tls,
-    )
-    text = render_config(config) + ("user root\n" if os.geteuid() == 0 else "")
-    path = fleet.out.parent / "mosquitto.conf"
-    path.write_text(text)
-    return path
-
-
-def broker_command(kind: str, fleet: Fleet, host: str, tls: bool = False) -> list[str]:
-    if kind == "mosquitto":
-        binary = find_mosquitto()
-        if binary is None:
-            pytest.skip("mosquitto is not installed (`apt-get install mosquitto`)")
-        return [binary, "-c", str(mosquitto_config_file(fleet, host, tls))]
-    command = amqtt_command(fleet.port)
-    command[command.index("127.0.0.1")] = host
-    broker_dir = fleet.out / "broker"
-    return [
-        *command,
-        "--password-file",
-        str(broker_dir / "amqtt-passwd"),
-        "--acl-file",
-        str(broker_dir / "amqtt-acl.yaml"),
-    ]
-
-
-@dataclass
-class BrokerProcess:
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_broker(command: list[str], host: str, port: int, timeout: float = 15.0) -> BrokerProcess:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"broker exited with {process.returncode}: {error[-2000:]}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return BrokerProcess(process)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
 def non_loopback_address() -> str | None:
@@ -339,3 +219,104 @@ async def _a_will_on_another_nodes_beacon_is_refused(fleet: Fleet) -> None:
     own = FabricClient(fleet.connection("node-a"), "honest", will=WillMessage(topics.beacon("node-a"), b"off"))
     await own.connect()
     await own.close()
+
+
+def test_a_client_reads_only_its_own_tasks_events_and_an_operator_reads_all(secured: Fleet) -> None:
+    run(_a_client_reads_only_its_own_tasks_events(secured))
+
+
+async def _a_client_reads_only_its_own_tasks_events(secured: Fleet) -> None:
+    topics = Topics(secured.connection("hub").fabric)
+    alice, alice_received = await receiver(secured.connection("alice"), topics.client_task_events("alice"), "alice")
+    # one client per filter: a client dispatches a message to every matching filter it registered, granted or not
+    snoops = [
+        await receiver(secured.connection("alice"), topic_filter, f"alice-{index}")
+        for index, topic_filter in enumerate([topics.client_task_events("bob"), topics.all_task_events()])
+    ]
+    ops, ops_received = await receiver(secured.connection("ops"), topics.all_task_events(), "ops")
+    router = await connected(secured.connection("hub"))
+    await router.publish_confirmed(topics.task_events("bob", "t-bob"), b"bob's query")
+    await router.publish_confirmed(topics.task_events("alice", "t-alice"), b"alice's query")
+    await eventually(lambda: alice_received and len(ops_received) == 2)
+    await asyncio.sleep(SETTLE_S)
+    assert alice_received == [topics.task_events("alice", "t-alice")]
+    bob_snoop, all_snoop = (received for _, received in snoops)
+    # amqtt refuses the wider subscription; mosquitto grants it but delivers only what alice may read
+    assert bob_snoop == [] and topics.task_events("bob", "t-bob") not in all_snoop
+    assert sorted(ops_received) == sorted([topics.task_events("alice", "t-alice"), topics.task_events("bob", "t-bob")])
+    for client in (alice, ops, router, *(snoop for snoop, _ in snoops)):
+        await client.close()
+
+
+def test_an_operator_reads_the_fabric_but_submits_nothing(secured: Fleet) -> None:
+    run(_an_operator_reads_the_fabric_but_submits_nothing(secured))
+
+
+async def _an_operator_reads_the_fabric_but_submits_nothing(secured: Fleet) -> None:
+    topics = Topics(secured.connection("hub").fabric)
+    ops, ops_received = await receiver(secured.connection("ops"), topics.beacons(), "ops")
+    for topic_filter in (topics.states(), topics.router_presences()):
+        await ops.subscribe(topic_filter, lambda topic, payload: ops_received.append(topic))
+    snoop, snooped = await receiver(secured.connection("ops"), topics.reply("alice"), "ops-snoop")
+    router, router_received = await receiver(secured.connection("hub"), topics.task_submit())
+    node_a = await connected(secured.connection("node-a"))
+    await node_a.publish_confirmed(topics.beacon("node-a"), b"beacon")
+    await node_a.publish_confirmed(topics.state("node-a"), b"state")
+    await router.publish_confirmed(topics.router_presence("hub"), b"presence")
+    await router.publish_confirmed(topics.reply("alice"), b"alice's answer")
+    submitter = await connected(secured.connection("ops"))  # a separate client: a denied publish may drop it
+    await submitter.publish_confirmed(topics.task_submit(), b"task", timeout=2.0)
+    await eventually(lambda: len(ops_received) >= 3)
+    await asyncio.sleep(SETTLE_S)
+    assert sorted(ops_received) == sorted(
+        [topics.beacon("node-a"), topics.state("node-a"), topics.router_presence("hub")]
+    )
+    assert router_received == [] and snooped == []
+    for client in (ops, router, node_a, submitter, snoop):
+        await client.close()
+
+
+def test_the_embedded_broker_serves_tls_to_fleet_certificates_only(tmp_path: Path, fabric: str) -> None:
+    fleet = render_fleet(tmp_path, fabric, tls=True, kind="embedded")
+    broker = start_broker(broker_command("amqtt", fleet, "127.0.0.1", tls=True), "127.0.0.1", fleet.port)
+    try:
+        run(_tls_works_with_the_fleet_ca_only(fleet, tmp_path))
+    finally:
+        broker.stop()
+
+
+async def _tls_works_with_the_fleet_ca_only(fleet: Fleet, tmp_path: Path) -> None:
+    good = fleet.connection("alice")
+    assert good.brokers[0].startswith("mqtts://127.0.0.1:") and good.tls is not None
+    client = await connected(good)
+    await client.close()
+    plain = good.model_copy(update={"brokers": (good.brokers[0].replace("mqtts://", "mqtt://"),), "tls": None})
+    with pytest.raises(TransportError):
+        await connected(plain)
+    other_ca = tmp_path / "other-ca.crt"
+    other_ca.write_bytes(new_ca("someone else").certificate)
+    with pytest.raises(TransportError):
+        await connected(good.model_copy(update={"tls": good.tls.model_copy(update={"ca_file": other_ca})}))
+    without_certificate = good.tls.model_copy(update={"cert_file": None, "key_file": None})
+    with pytest.raises(TransportError):
+        await connected(good.model_copy(update={"tls": without_certificate}))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--tls-cert", "server.crt"], "--tls-cert and --tls-key go together"),
+        (["--tls-ca", "ca.crt"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "missing.crt", "--tls-key", "missing.key"], "TLS file missing.crt does not exist"),
+        (["--mosquitto", "--tls-cert", "a", "--tls-key", "b"], "--tls-* are for the embedded broker"),
+    ],
+)
+def test_the_broker_command_explains_bad_tls_options(tmp_path: Path, arguments: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "edge_agent.cli", "broker", "--port", "0", *arguments]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}

@@ -55,6 +55,7 @@ def test_the_playbook_installs_a_node_into_a_prefix_and_a_second_run_changes_not
     fleet = yaml.safe_load((ANSIBLE / "fleet.localhost.yml").read_text())
     fleet["prefix"] = str(prefix)
     fleet["broker"]["kind"] = kind
+    fleet["broker"]["tls"] = kind == "embedded"  # the embedded broker serves TLS from the rendered certificates
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
     inventory = ANSIBLE / "inventory.localhost.ini"
     render(inventory, tmp_path / "fleet.yml", tmp_path / "out")
@@ -75,6 +76,9 @@ def test_the_playbook_installs_a_node_into_a_prefix_and_a_second_run_changes_not
     else:
         broker_unit = (prefix / "etc/systemd/system/symphony-edge-broker.service").read_text()
         assert f"--acl-file {prefix}/etc/symphony-edge/broker/amqtt-acl.yaml" in broker_unit
+        tls = f"{prefix}/etc/symphony-edge/broker/tls"
+        assert f"--tls-cert {tls}/server.crt --tls-key {tls}/server.key --tls-ca {tls}/ca.crt" in broker_unit
+        assert (prefix / "etc/symphony-edge/broker/tls/server.key").stat().st_mode & 0o777 == 0o600
 
     assert recap(run_playbook(inventory, tmp_path / "out"))["changed"] == 0
     assert recap(run_playbook(inventory, tmp_path / "out", "--check", "--diff"))["changed"] == 0

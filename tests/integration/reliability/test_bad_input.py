@@ -90,6 +90,7 @@ def test_fuzzed_topics_kill_nothing_and_real_tasks_are_answered(
     topics = Topics(fabric)
     watcher = Watcher(settings)
     fuzz_reply = topics.reply("fuzzer")
+    fuzz_inbox = topics.router_inbox("fuzzer")  # agents answer only inside the router inbox namespace
     error_replies: Counter[str] = Counter()
     rng = random.Random(20240607)
 
@@ -119,6 +120,7 @@ def test_fuzzed_topics_kill_nothing_and_real_tasks_are_answered(
         await watcher.start()
         fuzzer = FabricClient(settings, unique_client_id("fuzzer"))
         await fuzzer.subscribe(fuzz_reply, on_fuzz_reply)
+        await fuzzer.subscribe(fuzz_inbox, on_fuzz_reply)
         await fuzzer.connect()
         try:
             fleet.start_router("router-1")
@@ -137,7 +139,7 @@ def test_fuzzed_topics_kill_nothing_and_real_tasks_are_answered(
                     sent[topic.rsplit("/", 2)[-2] if topic.endswith(("run", "inbox", "bids")) else topic] += 1
                     if index % 100 == 0:
                         fuzzer.publish(topics.task_submit(), bad_task(index, fuzz_reply))
-                        fuzzer.publish(topics.agent_run("edge-a-math"), bad_run(index, fuzz_reply))
+                        fuzzer.publish(topics.agent_run("edge-a-math"), bad_run(index, fuzz_inbox))
                         sent["expect-error"] += 2
                         await asyncio.sleep(0.05)  # let the fabric breathe; the fuzz rate stays in the thousands/s
                 for _ in range(HUGE):

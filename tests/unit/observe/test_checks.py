@@ -120,3 +120,11 @@ def test_model_and_backend_checks() -> None:
     assert not checks.model_load("a", "/m.gguf", None, "ValueError: bad").ok
     assert checks.backend_choice("llamacpp", "CPU", None, True).detail == "picks llamacpp: CPU"
     assert checks.backend_choice(None, "", "no engine", required=False).label == "WARN"
+
+
+def test_an_operator_that_reads_nothing_fails_with_a_hint_about_the_acl() -> None:
+    seen = checks.operator_reads("node beacons", {"node-b", "node-a"}, 5.0)
+    assert seen.ok and seen.detail == "2 seen: node-a, node-b"
+    nothing = checks.operator_reads("node beacons", set(), 5.0)
+    assert nothing.label == "FAIL" and "operators:" in nothing.hint
+    assert checks.operator_reads("router presences", set(), 5.0, required=False).label == "WARN"

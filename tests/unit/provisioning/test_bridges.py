@@ -69,7 +69,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "bid/request": "in",
         "agent/+/run": "in",  # B's router runs A's agents
         "task/submit": "out",  # A's client asks B's router
-        "task/+/events": "in",
+        "task/+/+/events": "in",
         "reply/+": "in",
     }
     assert directions(bridges["b"]) == {
@@ -81,7 +81,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "bid/request": "out",
         "agent/+/run": "out",
         "task/submit": "in",
-        "task/+/events": "out",
+        "task/+/+/events": "out",
         "reply/+": "out",
     }
 
@@ -93,7 +93,7 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
         "beacon/+": "out",
         "state/+": "out",
         "router/+": "out",
-        "task/+/events": "out",
+        "task/+/+/events": "out",
     }
     assert set(directions(bridges["a"]).values()) == {"in"}
 

@@ -32,7 +32,8 @@ FLEET: dict[str, Any] = {
     "broker": {"kind": "mosquitto", "hosts": ["brokers"]},
     "agents": {"boards": [{"preset": "writer", "backend": "echo"}, {"preset": "math"}], "mac-1": [{"backend": "mlx"}]},
     "routers": ["hub"],
-    "clients": ["alice"],
+    "clients": ["alice", "carol"],
+    "operators": ["ops", "carol"],  # carol operates and submits
 }
 
 
@@ -75,7 +76,7 @@ def test_every_node_config_loads_with_its_agents_router_and_credentials(rendered
 
 def test_every_account_has_a_distinct_random_password(rendered: Path) -> None:
     passwords = secrets_of(rendered)
-    assert sorted(passwords) == ["alice", "hub", "mac-1", "node-a", "node-b"]
+    assert sorted(passwords) == ["alice", "carol", "hub", "mac-1", "node-a", "node-b", "ops"]
     assert len(set(passwords.values())) == len(passwords)
     assert all(len(password) >= 32 for password in passwords.values())
 
@@ -108,10 +109,26 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/agent/node-a-writer/run",
         f"{p}/agent/node-a-math-1/run",
     }
-    assert {f"{p}/agent/+/run", f"{p}/reply/+", f"{p}/task/+/events", f"{p}/router/hub"} <= set(acl.publish["hub"])
+    assert {f"{p}/agent/+/run", f"{p}/reply/+", f"{p}/task/+/+/events", f"{p}/router/hub"} <= set(acl.publish["hub"])
     assert {f"{p}/beacon/+", f"{p}/state/+", f"{p}/task/submit", f"{p}/router/hub/inbox"} <= set(acl.subscribe["hub"])
     assert acl.publish["alice"] == [f"{p}/task/submit"]
-    assert acl.subscribe["alice"] == [f"{p}/reply/alice", f"{p}/task/+/events"]
+    assert acl.subscribe["alice"] == [f"{p}/reply/alice", f"{p}/task/alice/+/events"]  # its own tasks' events only
+
+
+def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rendered: Path) -> None:
+    acl = TopicACL.load(rendered / "broker/amqtt-acl.yaml")
+    p = "symphony/lab"
+    fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
+    assert acl.publish["ops"] == [] and acl.subscribe["ops"] == fabric
+    assert acl.publish["carol"] == [f"{p}/task/submit"]
+    assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
+    ops = load_node_config(rendered / "operators/ops.yaml", environ={})
+    assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
+    assert load_node_config(rendered / "operators/carol.yaml", environ={}).role == "operator"
+    assert not (rendered / "clients/carol.yaml").exists()  # one account, one file
+    assert load_node_config(rendered / "clients/alice.yaml", environ={}).role == "client"
+    block = (rendered / "broker/acl").read_text().split("user ops\n")[1].split("\n\n")[0].splitlines()
+    assert block == [f"topic read {topic}" for topic in fabric]
 
 
 def test_mosquitto_acl_and_config_name_the_same_rules(rendered: Path) -> None:
@@ -186,7 +203,8 @@ def test_secrets_never_reach_the_report(rendered: Path, tmp_path: Path) -> None:
         ({**FLEET, "routers": ["nowhere"]}, "nowhere"),
         ({**FLEET, "fabric": "a/b"}, "fabric"),
         ({**FLEET, "clients": ["node-a"]}, "also node names"),
-        ({**FLEET, "broker": {"hosts": ["hub"], "kind": "embedded", "tls": True}}, "TLS"),
+        ({**FLEET, "operators": ["hub"]}, "also node names"),
+        ({**FLEET, "operators": ["a/b"]}, "account id"),
         ({**FLEET, "agents": {"node-a": [{"agent_id": "x"}, {"agent_id": "x"}]}}, "repeat"),
         ({**FLEET, "unknown": 1}, "unknown"),
         ({k: v for k, v in FLEET.items() if k != "broker"}, "broker"),

@@ -24,8 +24,10 @@ BUILDERS: list[tuple[Callable[[], str], str]] = [
     (lambda: T.router_bids("r1"), "symphony/f1/router/r1/bids"),
     (lambda: T.bid_request(), "symphony/f1/bid/request"),
     (lambda: T.task_submit(), "symphony/f1/task/submit"),
-    (lambda: T.task_events("t-9"), "symphony/f1/task/t-9/events"),
-    (lambda: T.all_task_events(), "symphony/f1/task/+/events"),
+    (lambda: T.task_events("alice", "t-9"), "symphony/f1/task/alice/t-9/events"),
+    (lambda: T.client_task_events("alice"), "symphony/f1/task/alice/+/events"),
+    (lambda: T.any_client_task_events("t-9"), "symphony/f1/task/+/t-9/events"),
+    (lambda: T.all_task_events(), "symphony/f1/task/+/+/events"),
     (lambda: T.reply("client-1"), "symphony/f1/reply/client-1"),
 ]
 
@@ -48,7 +50,10 @@ ID_BUILDERS: list[Callable[[str], str]] = [
     T.router_presence,
     T.router_inbox,
     T.router_bids,
-    T.task_events,
+    lambda bad: T.task_events(bad, "t-1"),
+    lambda bad: T.task_events("alice", bad),
+    T.client_task_events,
+    T.any_client_task_events,
     T.reply,
 ]
 
@@ -107,3 +112,30 @@ def test_validate_publish_topic_accepts_a_reply_topic() -> None:
 def test_a_fabric_name_is_an_id(bad: str) -> None:
     with pytest.raises(TopicError):
         Topics(bad)
+
+
+REPLY_TOPICS = [
+    ("symphony/f1/reply/alice", "alice", None),
+    ("symphony/f1/router/r1/inbox", None, "r1"),
+    ("symphony/f1/router/r1/bids", None, "r1"),
+    ("symphony/f1/reply/#", None, None),
+    ("symphony/f1/reply/+", None, None),
+    ("#", None, None),
+    ("$SYS/x", None, None),
+    ("symphony/other/reply/alice", None, None),
+    ("symphony/f1/reply/a/b", None, None),
+    ("symphony/f1/reply/", None, None),
+    ("symphony/f1/reply/a\x00b", None, None),
+    ("symphony/f1/reply/" + "x" * 10_000, None, None),
+    ("symphony/f1/task/submit", None, None),
+    ("symphony/f1/agent/n1-math/run", None, None),
+    ("symphony/f1/router/r1", None, None),
+    ("symphony/f1/router/a/b/inbox", None, None),
+    ("symphony/f1/beacon/n1", None, None),
+]
+
+
+@pytest.mark.parametrize(("topic", "client", "router"), REPLY_TOPICS, ids=[t[:40] for t, _, _ in REPLY_TOPICS])
+def test_only_topics_in_the_reply_namespaces_have_an_owner(topic: str, client: str | None, router: str | None) -> None:
+    assert T.reply_owner(topic) == client
+    assert T.router_reply_owner(topic) == router
