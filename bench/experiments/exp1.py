@@ -28,7 +28,15 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 
 
 class Exp1Config(ExperimentConfig):
-    policies: tuple[str, ...] = ("always_A", "static_rule", "random", "random_topL", "seed_linucb", "linucb")
+    policies: tuple[str, ...] = (
+        "always_A",
+        "static_rule",
+        "random",
+        "random_topL",
+        "seed_linucb",
+        "linucb",
+        "cost_aware",
+    )
 
     @property
     def episode_count(self) -> int:
