@@ -42,7 +42,7 @@ def plot_recovery_curves(
 
 
 def plot_scenario_bars(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Grouped bars per scenario and policy: success, p95 latency, total cost and load Gini."""
+    """Grouped bars per scenario and policy: success, p95 latency, total cost and Gini of calls."""
     plt = _pyplot()
     scenarios = list(dict.fromkeys(row["scenario"] for row in summary))
     policies = list(dict.fromkeys(row["policy"] for row in summary))
@@ -50,7 +50,7 @@ def plot_scenario_bars(summary: Sequence[Mapping[str, Any]], path: Path) -> Path
         ("success_rate_mean", "success rate"),
         ("latency_p95_ms", "p95 latency (ms)"),
         ("total_cost_mean", "total cost"),
-        ("load_gini", "Gini of load"),
+        ("utilization_gini", "Gini of calls"),
     ]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.0))
     width = 0.8 / max(1, len(policies))

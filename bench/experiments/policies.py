@@ -7,7 +7,8 @@
     seed_linucb  the seed's one shared LinUCB over its d = 6 context (bench.experiments.seed_linucb)
     linucb       ours: router.linucb.LinUCBPolicy, one arm per agent, router.linucb.context_features
     cost_aware   ours: router.cost_policy.CostAwarePolicy (success - price - latency, warm-started from the
-                 agents' announced match scores, learned from outcomes)
+                 agents' announced match scores, learned from outcomes), spending 0.37 per task on average
+    cost_aware_nobudget  the same with a fixed price of cost (no stream budget)
 
 A fixed-choice policy whose agent is unavailable gets no agent: the task deadlocks and fails. Learning
 policies are updated with the chosen agent's own outcome (before any fallback), as in the seed.
@@ -34,6 +35,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "seed_linucb",
     "linucb",
     "cost_aware",
+    "cost_aware_nobudget",
 )
 
 
@@ -189,7 +191,8 @@ class CostAwareRouting:
 
     name = "cost_aware"
 
-    def __init__(self, config: CostPolicyConfig | None = None) -> None:
+    def __init__(self, config: CostPolicyConfig | None = None, name: str = "cost_aware") -> None:
+        self.name = name
         self.policy = CostAwarePolicy(config or CostPolicyConfig(budget_per_task=SIM_BUDGET_PER_TASK))
 
     @staticmethod
@@ -228,6 +231,7 @@ FACTORIES: dict[str, Callable[[], Policy]] = {
     "seed_linucb": SeedLinUCBRouting,
     "linucb": OurLinUCBRouting,
     "cost_aware": CostAwareRouting,
+    "cost_aware_nobudget": lambda: CostAwareRouting(CostPolicyConfig(), name="cost_aware_nobudget"),
 }
 
 
