@@ -62,6 +62,7 @@ def test_exp3_scenarios_use_the_seeds_multipliers_match_scores_and_bursts() -> N
 
 def test_reroute_time_counts_tasks_until_the_shocked_agent_is_avoided() -> None:
     routed = [1] * 10 + [1] * 5 + [0] * 60
-    assert reroute_time(routed, 10, window=50, share=0.1) == 5
+    assert reroute_time(routed, 10, window=50, share=0.1) == 1  # from t = 11 only 4 of 50 go to it
+    assert reroute_time(routed, 10, window=50, share=0.01) == 5
     assert reroute_time([0] * 100, 10) == 0
     assert reroute_time([1] * 100, 10) is None
