@@ -106,6 +106,7 @@ class AgentConfig(StrictModel):
     threads: int | None = Field(default=None, ge=1, le=256)
     context_length: int = Field(default=2048, ge=256, le=131_072)
     backend_settings: dict[str, Any] = Field(default_factory=dict)
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0.0)  # None: the backend's default price
 
 
 class RouterSettings(StrictModel):
