@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,12 +142,27 @@ def run_section(run_dir: Path, report_dir: Path) -> str:
             accuracy_table(records, difficulty=True),
             "",
         ]
-    plots = [name for name in ("accuracy.png", "agent_choices.png") if (run_dir / name).exists()]
+    plots = copy_figures(run_dir, report_dir, ("accuracy.png", "agent_choices.png"))
     if plots:
         parts += ["### Plots", ""]
-        parts += [f"![{name}]({_relative(run_dir / name, report_dir)})" for name in plots]
+        parts += [f"![{path.name}]({_relative(path, report_dir)})" for path in plots]
         parts.append("")
     return "\n".join(parts)
+
+
+def copy_figures(run_dir: Path, report_dir: Path, names: Sequence[str]) -> list[Path]:
+    """Copy the run's plots to `figures/<run name>/` beside the report, so a checkout shows them.
+
+    Run folders live under the ignored runs/; a report that linked into them showed broken images.
+    """
+    target = report_dir / "figures" / run_dir.name
+    copied = []
+    for name in names:
+        if (run_dir / name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / name, target / name)
+            copied.append(target / name)
+    return copied
 
 
 def _describe(config: dict[str, Any], info: dict[str, Any], planned: dict[str, int], done: Counter[str]) -> str:
