@@ -111,6 +111,7 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
     summary["run"] = {
         "elapsed_s": round(time.monotonic() - started, 1),
         "broker": processes.broker_kind,
+        "keepalive_s": KEEPALIVE_S,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "config": {**asdict(config), "out": str(config.out), "cache_dir": str(config.cache_dir), "profiles": None},
         "profiles": [asdict(profile) for profile in config.profiles],

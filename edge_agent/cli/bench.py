@@ -181,6 +181,78 @@ def router(as_json: bool) -> None:
     _report(routing_decision.measure(), routing_decision.print_summary, as_json)
 
 
+@bench.command()
+@click.option("--items", default=60, show_default=True, type=click.IntRange(min=1), help="Items per phase.")
+@click.option("--exp2-items", default=60, show_default=True, type=click.IntRange(min=2), help="Items of Exp2.")
+@click.option("--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True))
+@click.option("--seed", default=7, show_default=True, help="Seed of the stream and of the scripted agents.")
+@click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))
+@click.option("--item-file", "item_files", multiple=True, help="BENCHMARK=PATH: items from a file, not the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Data cache of `bench data`.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench/fleet"),
+    show_default=True,
+    help="Run folder (records, summary.json, logs).",
+)
+@click.option("--results-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the report section here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def fleet(
+    items: int,
+    exp2_items: int,
+    kill_at: float,
+    seed: int,
+    benchmarks: tuple[str, ...],
+    item_files: tuple[str, ...],
+    cache_dir: Path | None,
+    out: Path,
+    results_md: Path | None,
+    as_json: bool,
+) -> None:
+    """Scripted agents of known skill on the real fabric: router vs vote vs best agent vs oracle, and Exp2."""
+    from bench.data.fetch import DEFAULT_CACHE
+    from bench.fleet.report import write_section
+    from bench.fleet.run import FleetConfig, run
+
+    files = {}
+    for entry in item_files:
+        name, separator, path = entry.partition("=")
+        if not separator or not path:
+            raise click.UsageError(f"--item-file takes BENCHMARK=PATH, got {entry!r}")
+        files[name] = path
+    chosen = benchmarks or tuple(files) or ("gsm8k", "medqa", "bbh")
+    try:
+        config = FleetConfig(
+            out=out,
+            items=items,
+            exp2_items=exp2_items,
+            kill_at=kill_at,
+            seed=seed,
+            benchmarks=chosen,
+            cache_dir=cache_dir or DEFAULT_CACHE,
+            item_files=files,
+        )
+        summary = run(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    if results_md is not None:
+        write_section(results_md, summary, results_md.parent / "figures" / "fleet")
+    if as_json:
+        click.echo(json.dumps(_finite(summary), indent=2, default=str))
+        return
+    click.echo(f"fleet: {summary['items']} items per phase, scripted agents, run folder {out}")
+    for name, values in summary["strategies"].items():
+        click.echo(f"  {name:<40} accuracy {values['accuracy']:.3f}  cost/correct {values['cost_per_correct']:.4f}")
+    exp2 = summary["exp2"]
+    click.echo(
+        f"  exp2: killed {exp2['killed']} at task {exp2['kill_at']}: accuracy {exp2['accuracy_before']:.3f} -> "
+        f"{exp2['accuracy_after']:.3f}, rerouted after {exp2['tasks_to_reroute']} task(s)"
+    )
+    if results_md is not None:
+        click.echo(f"wrote {results_md}")
+
+
 def _attach_fabric_benchmarks() -> None:
     """`bench run` and `bench data` (benchmarks over the real fabric) live with their runner in bench.runner."""
     from bench.runner.cli import data_command, run_command
