@@ -90,6 +90,19 @@ class Exp2Config(ExperimentConfig):
         return self.seeds * len(self.policies) * len(self.shocks)
 
 
+RESULTS_NOTES = (
+    "The seed's committed results (n 1000, p_hard 0.692, shock at 500; pre / post success, recovery, cost per "
+    "correct): ShockA static_rule .922/.274/none/1.21, random .558/.310/none/1.06, random_topL .548/.214/none/"
+    "1.53, linucb .812/.282/none/1.15, linucb_frozen .822/.206/none/1.48; ShockB static_rule .922/.388/none/"
+    "1.10, random .462/.406/none/1.06, random_topL .400/.342/350/1.09, linucb .472/.498/80/0.52, linucb_frozen "
+    ".426/.492/none/0.53. As there, no policy gets back to 90 % of its pre-shock success: after either shock no "
+    "agent is good at hard tasks (70 % of the stream). Reroute time (tasks until A gets under 10 % of the next "
+    "50 routings; 'rerouted' counts the seeds where that happened) is what separates fast adaptation from "
+    "slow. cost_aware is ours with the Exp1 budget (0.37 per task): it sends few hard tasks to A before "
+    "the shock (hence its lower pre-shock success and its short reroute time); cost_aware_nobudget is the same "
+    "policy without the budget."
+)
+
 COLUMNS = [
     ("shock", "shock"),
     ("policy", "policy"),
@@ -97,6 +110,7 @@ COLUMNS = [
     ("success_post", "success post"),
     ("recovered", "recovered"),
     ("recovery_time_mean", "recovery (tasks)"),
+    ("rerouted", "rerouted"),
     ("reroute_time_mean", "reroute (tasks)"),
     ("deadlock_rate", "deadlock"),
     ("cost_per_correct", "cost/correct"),

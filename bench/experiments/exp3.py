@@ -83,6 +83,15 @@ class Exp3Config(ExperimentConfig):
         return self.seeds * len(self.policies) * len(self.scenarios)
 
 
+RESULTS_NOTES = (
+    "The seed's committed CSV (success / avg latency ms / efficiency): baseline always_A .944/1843/.51, "
+    "static_rule .856/859/1.00, random .867/790/1.10, linucb .880/813/1.08; latency_het .942/4581/.21, "
+    ".869/1059/.82, .847/830/1.02, .894/986/.91; load_burst .946/1882/.50, .864/896/.96, .854/822/1.04, "
+    ".887/830/1.07; combined .957/3692/.26, .870/956/.91, .859/827/1.04, .881/910/.97. Its fixed policies "
+    "called A and B even while a burst saturated them; here a saturated agent is unavailable and a fixed "
+    "policy that picks it deadlocks (fails), which is why always_A and static_rule lose success under bursts."
+)
+
 COLUMNS = [
     ("scenario", "scenario"),
     ("policy", "policy"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.runner.outputs import load_results, summarise
+from bench.sections import sections_in
 
 HEADER = (
     "# Benchmark results\n\n"
@@ -198,15 +199,9 @@ def render_report(run_dirs: Sequence[Path], report_dir: Path) -> str:
 def write_report(path: Path, run_dirs: Sequence[Path]) -> Path:
     """Write the Markdown report of `run_dirs` to `path` (its folder is created if needed).
 
-    A fleet benchmark section already in the file (bench.fleet.report) is kept at the end.
+    The marked sections of other generators already in the file (bench.sections) are kept at the end.
     """
-    from bench.fleet.report import BEGIN, END
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = ""
-    if path.exists():
-        old = path.read_text()
-        if BEGIN in old and END in old:
-            kept = "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
-    path.write_text(render_report(run_dirs, path.parent) + kept)
+    kept = sections_in(path.read_text()) if path.exists() else []
+    path.write_text(render_report(run_dirs, path.parent) + "".join("\n" + section for section in kept))
     return path

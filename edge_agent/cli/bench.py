@@ -46,6 +46,11 @@ def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[...
             ),
             click.option("--seed", "base_seed", default=123, show_default=True, help="First seed."),
             click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+            click.option(
+                "--results-md",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Also write the table and figures as this experiment's section of a Markdown report.",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -56,29 +61,29 @@ def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[...
 
 @bench.command()
 @experiment_options("exp1")
-def exp1(out: Path, as_json: bool, **options: Any) -> None:
+def exp1(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp1, efficiency and cost: always_A, static_rule, random, the seed's LinUCB and ours."""
     from bench.experiments import exp1 as experiment
 
-    _run(experiment.run, _config(experiment.Exp1Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp1Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 @bench.command()
 @experiment_options("exp2")
-def exp2(out: Path, as_json: bool, **options: Any) -> None:
+def exp2(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp2, robustness: shocks A_unavailable and A_degraded at the midpoint, recovery and deadlocks."""
     from bench.experiments import exp2 as experiment
 
-    _run(experiment.run, _config(experiment.Exp2Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp2Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 @bench.command()
 @experiment_options("exp3")
-def exp3(out: Path, as_json: bool, **options: Any) -> None:
+def exp3(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp3, system optimisation: heterogeneous latency and load bursts; latency, cost and load balance."""
     from bench.experiments import exp3 as experiment
 
-    _run(experiment.run, _config(experiment.Exp3Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp3Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 def _config(config_class: Any, options: dict[str, Any]) -> Any:
@@ -93,12 +98,17 @@ def _config(config_class: Any, options: dict[str, Any]) -> Any:
         raise click.UsageError(str(error)) from None
 
 
-def _run(run: Callable[..., Any], config: Any, out: Path, as_json: bool) -> None:
+def _run(
+    run: Callable[..., Any], config: Any, out: Path, as_json: bool, results_md: Path | None = None, notes: str = ""
+) -> None:
     """Run with a progress bar on stderr, then print the table (or JSON) and the files written."""
-    from bench.experiments.output import format_table
+    from bench.experiments.output import format_table, write_results_section
 
     with click.progressbar(length=config.episode_count, label="episodes", file=sys.stderr) as bar:
         result = run(config, out, bar.update)
+    if results_md is not None:
+        command = f"edge-agent bench {result.name} --seeds {config.seeds} --tasks {config.n_tasks}"
+        write_results_section(results_md, result, command, notes)
     files = [str(path) for path in result.files]
     if as_json:
         payload = {"experiment": result.name, "config": config.model_dump(), "summary": result.summary, "files": files}
