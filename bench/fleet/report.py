@@ -54,7 +54,7 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         f"- wall time {run['elapsed_s']} s; {run['machine']['platform']}, Python {run['machine']['python']}",
         "- reproduce: `edge-agent bench data`, then "
         f"`edge-agent bench fleet --items {summary['items']} --exp2-items {config['exp2_items']} "
-        f"--seed {config['seed']}{_sources(config)} --results-md bench/RESULTS.md`",
+        f"--seed {config['seed']}{_kill(config)}{_sources(config)} --results-md bench/RESULTS.md`",
         "",
         "### The agents",
         "",
@@ -106,7 +106,7 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         "",
         "### Exp2 on the fabric: the best agent SIGKILLed mid-stream",
         "",
-        f"- killed: **{exp2['killed']}** (the best agent alone) before task {exp2['kill_at']} of "
+        f"- killed: **{exp2['killed']}**{' (the best agent alone)' if config.get('kill', 'best') == 'best' else ''} before task {exp2['kill_at']} of "
         f"{config['exp2_items']}, with SIGKILL: the broker publishes its Will after 1.5 x keepalive "
         f"({int(run.get('keepalive_s', 2))} s)",
         f"- accuracy before {_pct(exp2['accuracy_before'])}, after {_pct(exp2['accuracy_after'])}; tasks that "
@@ -122,6 +122,10 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     lines += [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in figures]
     lines.append("")
     return "\n".join(lines)
+
+
+def _kill(config: Mapping[str, Any]) -> str:
+    return "" if config.get("kill", "best") == "best" else f" --kill {config['kill']}"
 
 
 def _sources(config: Mapping[str, Any]) -> str:

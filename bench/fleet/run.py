@@ -47,6 +47,7 @@ class FleetConfig:
     profiles: tuple[ScriptedProfile, ...] = DEFAULT_FLEET
     top_l: int = 3
     fabric: str = "fleet"
+    kill: str = "best"  # the agent Exp2 SIGKILLs: "best" (the best agent alone) or an agent id
 
     def __post_init__(self) -> None:
         if self.items < 1 or self.exp2_items < 2:
@@ -55,6 +56,8 @@ class FleetConfig:
             raise ValueError(f"kill_at is a fraction of the Exp2 stream in (0, 1), got {self.kill_at}")
         if len({p.agent_id for p in self.profiles}) != len(self.profiles) or len(self.profiles) < 2:
             raise ValueError("the fleet needs at least two agents with distinct ids")
+        if self.kill != "best" and self.kill not in {p.agent_id for p in self.profiles}:
+            raise ValueError(f"--kill names no agent of the fleet: {self.kill!r}")
 
 
 def run(config: FleetConfig) -> dict[str, Any]:
@@ -91,7 +94,7 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
             raise RuntimeError(f"{error}; logs: {json.dumps(logs)[:3000]}") from None
         await asyncio.sleep(1.0)  # the router's registry hears the beacons a moment after the watcher
         alone = await run_alone(connection, stream, agent_ids)
-        killed = metrics.best_agent(alone)
+        killed = metrics.best_agent(alone) if config.kill == "best" else config.kill
         single = await run_routed(connection, stream, "single", 1, top_l=config.top_l)
         vote3 = await run_routed(connection, stream, "vote3", 3, top_l=config.top_l)
         kill_index = int(config.exp2_items * config.kill_at)

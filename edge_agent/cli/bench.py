@@ -196,6 +196,7 @@ def router(as_json: bool) -> None:
 @click.option("--exp2-items", default=60, show_default=True, type=click.IntRange(min=2), help="Items of Exp2.")
 @click.option("--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True))
 @click.option("--seed", default=7, show_default=True, help="Seed of the stream and of the scripted agents.")
+@click.option("--kill", default="best", show_default=True, help="Agent Exp2 SIGKILLs ('best': the best alone).")
 @click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))
 @click.option("--item-file", "item_files", multiple=True, help="BENCHMARK=PATH: items from a file, not the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Data cache of `bench data`.")
@@ -213,6 +214,7 @@ def fleet(
     exp2_items: int,
     kill_at: float,
     seed: int,
+    kill: str,
     benchmarks: tuple[str, ...],
     item_files: tuple[str, ...],
     cache_dir: Path | None,
@@ -239,6 +241,7 @@ def fleet(
             exp2_items=exp2_items,
             kill_at=kill_at,
             seed=seed,
+            kill=kill,
             benchmarks=chosen,
             cache_dir=cache_dir or DEFAULT_CACHE,
             item_files=files,
