@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -152,10 +153,19 @@ class CostAwarePolicy:
         frozen._tallies = {key: _Tally(t.successes, t.count) for key, t in self._tallies.items()}
         return frozen
 
-    def snapshot(self) -> dict[str, object]:
-        """A JSON-ready view: lam and the tallies as 'agent|kind' -> [successes, count]."""
-        tallies = {f"{agent}|{kind}": [t.successes, t.count] for (agent, kind), t in self._tallies.items()}
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view: lam and the tallies as 'agent kind' -> [successes, count]."""
+        tallies = {f"{agent} {kind}": [t.successes, t.count] for (agent, kind), t in self._tallies.items()}
         return {"lam": self.lam, "tallies": tallies}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> CostAwarePolicy:
+        """Load what `snapshot` saved into this policy (its config stays); returns self."""
+        self.lam = float(snapshot.get("lam", self.config.lam))
+        self._tallies = {}
+        for key, (successes, count) in snapshot.get("tallies", {}).items():
+            agent, _, kind = str(key).partition(" ")
+            self._tallies[(agent, kind)] = _Tally(float(successes), float(count))
+        return self
 
 
 def task_kind(benchmark: str | None, difficulty: str | None) -> str:

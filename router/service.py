@@ -13,6 +13,7 @@ its reply topic can be read, logged otherwise, and never affects other tasks.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import logging
 import socket
@@ -26,6 +27,7 @@ from typing import Any
 
 from router.bidding import BidCollector
 from router.brain import RoutingBrain
+from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster
@@ -63,6 +65,7 @@ class RouterConfig:
     seed: int = 0
     frozen: bool = False
     answer_cache_size: int = 1024
+    policy: str = "linucb"
 
 
 def default_router_id() -> str:
@@ -126,8 +129,15 @@ class RouterService:
 
     def _load_brain(self) -> RoutingBrain:
         if self.config.state_file is None:
-            return RoutingBrain(seed=self.config.seed)
-        return RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
+            brain = RoutingBrain(seed=self.config.seed)
+        else:
+            brain = RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
+        if self.config.policy == "cost_aware":
+            brain.cost_policy = CostAwarePolicy(CostPolicyConfig(frozen=self.config.frozen))
+            saved = self.config.state_file and self.config.state_file.exists() and json.loads(self.config.state_file.read_text())
+            if saved and "cost_policy" in saved:
+                brain.cost_policy.restore(saved["cost_policy"])
+        return brain
 
     async def _save_forever(self) -> None:
         while True:
@@ -336,6 +346,7 @@ def router_config(
         stale_after_s=settings.stale_after_s,
         seed=settings.seed,
         frozen=frozen,
+        policy=settings.policy,
     )
 
 

@@ -115,6 +115,7 @@ class RouterSettings(StrictModel):
     save_interval_s: float = Field(default=30.0, gt=0)
     stale_after_s: float = Field(default=30.0, gt=0)
     seed: int = 0
+    policy: Literal["linucb", "cost_aware"] = "linucb"  # cost_aware: router/cost_policy.py
 
 
 class EmbeddedBrokerSettings(StrictModel):

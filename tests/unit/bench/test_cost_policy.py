@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bench.experiments.episode import EpisodeSettings, run_episode
 from bench.experiments.policies import make_policy
+from router.brain import RoutingBrain
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig, Offer, task_kind
+from router.screening import AgentView
+from router.service import RouterService, router_config
+from shared.config import ConnectionSettings, RouterSettings
 
 CHEAP = Offer("cheap", cost=0.1, prior=0.85)
 DEAR = Offer("dear", cost=1.0, prior=0.95)
@@ -71,3 +77,32 @@ def test_exp1_reaches_the_seed_linucb_success_for_at_most_80_percent_of_its_cost
         totals[name] = (success, cost)
     assert totals["cost_aware"][0] >= totals["seed_linucb"][0] - 0.005
     assert totals["cost_aware"][1] <= 0.8 * totals["seed_linucb"][1]
+
+
+def _views(cheap_cost: float = 0.1, dear_cost: float = 1.0) -> list[AgentView]:
+    return [
+        AgentView("cheap", "n1", ("math",), cost_per_1k_tokens=cheap_cost),
+        AgentView("dear", "n2", ("math",), cost_per_1k_tokens=dear_cost),
+    ]
+
+
+def test_the_live_router_brain_picks_by_price_when_cost_aware_and_learns_from_rewards() -> None:
+    brain = RoutingBrain(seed=0)
+    brain.cost_policy = CostAwarePolicy()
+    first = brain.choose(_views(), "add numbers", ("math",), top_l=2, difficulty="simple", benchmark="gsm8k")
+    assert first[0].agent_id == "cheap" and first[0].kind == "gsm8k|simple"
+    for index in range(12):  # the cheap agent keeps failing on this kind of task
+        choice = brain.choose(_views(), "add numbers", ("math",), top_l=2, difficulty="simple", benchmark="gsm8k")[0]
+        brain.record_dispatch(f"d{index}", choice)
+        brain.learn(f"d{index}", 0.0 if choice.agent_id == "cheap" else 1.0)
+    again = brain.choose(_views(), "add numbers", ("math",), top_l=2, difficulty="simple", benchmark="gsm8k")
+    assert again[0].agent_id == "dear"
+    restored = CostAwarePolicy().restore(brain.to_dict()["cost_policy"])
+    assert restored.success("cheap", "gsm8k|simple", 0.5) == brain.cost_policy.success("cheap", "gsm8k|simple", 0.5)
+
+
+def test_a_router_configured_cost_aware_loads_the_policy(tmp_path: Path) -> None:
+    settings = RouterSettings(policy="cost_aware", router_id="r1")
+    config = router_config(ConnectionSettings(fabric="t", brokers=("mqtt://127.0.0.1:1",)), settings, tmp_path)
+    assert config.policy == "cost_aware"
+    assert RouterService(config)._load_brain().cost_policy is not None
