@@ -73,6 +73,17 @@ class FleetProcesses:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
 
+    def stop_one(self, name: str, timeout_s: float = 10.0) -> None:
+        """SIGTERM one process (a clean shutdown: a router saves its state) and wait for it."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
     def check_alive(self, names: list[str]) -> None:
         """Raise with the log tail when one of `names` has exited."""
         for name in names:

@@ -83,7 +83,9 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     lines += [
         "",
         "The oracle pays for every agent on every item (it must ask all of them to know who is right). Cost is "
-        "each agent's announced `cost_per_1k_tokens` x the tokens it reported for the item.",
+        "each agent's announced `cost_per_1k_tokens` x the tokens it reported for the item. The router rows "
+        "start cold and learn from the gold answers over the stream; `cost_aware` is a second, fresh router "
+        "process with `router: {policy: cost_aware}` on the same items.",
         "",
         "### Per benchmark, and routing to the best agent",
         "",
@@ -95,12 +97,22 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
             _pct(values["best_alone"]),
             _pct(values["single"]),
             _pct(values["vote3"]),
+            _pct(values.get("cost")),
             _pct(summary["share_to_best_final"].get(benchmark)),
         ]
         for benchmark, values in summary["per_benchmark"].items()
     ]
     lines += _table(
-        ["benchmark", "best agent", "its accuracy alone", "router single", "router vote3", "share to it (2nd half)"], rows
+        [
+            "benchmark",
+            "best agent",
+            "its accuracy alone",
+            "router single",
+            "router vote3",
+            "router cost_aware",
+            "single: share to it (2nd half)",
+        ],
+        rows,
     )
     lines += [
         "",

@@ -5,7 +5,9 @@ Phases, in order, on one broker, one router process and one process per scripted
     alone    every stream item to every agent directly: each agent's accuracy, the best agent, the oracle
     single   the stream through the router, cot_count 1 (it learns from the gold answers as it goes)
     vote3    the same stream, cot_count 3 (three agents, weighted vote)
-    exp2     a second stream through the router, cot_count 1; at `kill_at` the best agent alone is SIGKILLed
+    cost     the same stream, cot_count 1, through a second, fresh router with `policy: cost_aware`
+    exp2     a second stream through the first router (restarted: it resumes its saved state), cot_count 1;
+             at `kill_at` the best agent alone (or `kill`) is SIGKILLed
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bench.fleet.stream import build_stream, load_items
 from shared.config import ConnectionSettings
 
 ROUTER_ID = "fleet-router"
+COST_ROUTER_ID = "fleet-router-cost"
 KEEPALIVE_S = 2
 
 
@@ -82,21 +85,37 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
             processes.start_agent(profile.agent_id, write_node_config(out / "nodes" / f"{profile.agent_id}.yaml", settings))
         router_file = out / "nodes" / "router.yaml"
         router_file.write_text(yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}}))
-        state_file = out / "router_state.json"
+        cost_router_file = out / "nodes" / "router-cost.yaml"
+        cost_router_file.write_text(
+            yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}, "router": {"policy": "cost_aware"}})
+        )
+        state_file, cost_state_file = out / "router_state.json", out / "router_cost_state.json"
         state_file.unlink(missing_ok=True)
+        cost_state_file.unlink(missing_ok=True)
         processes.start_router(ROUTER_ID, router_file, state_file, config.seed)
         connection = ConnectionSettings(fabric=config.fabric, brokers=(processes.broker_url,), keepalive_s=KEEPALIVE_S)
         agent_ids = [profile.agent_id for profile in config.profiles]
-        try:
-            await wait_for_fabric(connection, agent_ids, ROUTER_ID)
-        except TimeoutError as error:
-            logs = {name: processes.log_tail(name, 600) for name in processes.processes}
-            raise RuntimeError(f"{error}; logs: {json.dumps(logs)[:3000]}") from None
-        await asyncio.sleep(1.0)  # the router's registry hears the beacons a moment after the watcher
+
+        async def ready(router_id: str) -> None:
+            try:
+                await wait_for_fabric(connection, agent_ids, router_id)
+            except TimeoutError as error:
+                logs = {name: processes.log_tail(name, 600) for name in processes.processes}
+                raise RuntimeError(f"{error}; logs: {json.dumps(logs)[:3000]}") from None
+            await asyncio.sleep(1.0)  # the router's registry hears the beacons a moment after the watcher
+
+        await ready(ROUTER_ID)
         alone = await run_alone(connection, stream, agent_ids)
         killed = metrics.best_agent(alone) if config.kill == "best" else config.kill
         single = await run_routed(connection, stream, "single", 1, top_l=config.top_l)
         vote3 = await run_routed(connection, stream, "vote3", 3, top_l=config.top_l)
+        processes.stop_one(ROUTER_ID)
+        processes.start_router(COST_ROUTER_ID, cost_router_file, cost_state_file, config.seed)
+        await ready(COST_ROUTER_ID)
+        cost = await run_routed(connection, stream, "cost", 1, top_l=config.top_l)
+        processes.stop_one(COST_ROUTER_ID)
+        processes.start_router(ROUTER_ID, router_file, state_file, config.seed)
+        await ready(ROUTER_ID)
         kill_index = int(config.exp2_items * config.kill_at)
 
         def maybe_kill(index: int) -> None:
@@ -106,7 +125,7 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         exp2 = await run_routed(connection, exp2_stream, "exp2", 1, top_l=config.top_l, before_task=maybe_kill)
     finally:
         processes.stop()
-    records = {"alone": alone, "single": single, "vote3": vote3, "exp2": exp2}
+    records = {"alone": alone, "single": single, "vote3": vote3, "cost": cost, "exp2": exp2}
     for name, rows in records.items():
         with open(out / f"records_{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
@@ -125,7 +144,7 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
 
 def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str, kill_index: int) -> dict[str, Any]:
     """Every figure the report shows, from the records."""
-    alone, single, vote3, exp2 = (records[name] for name in ("alone", "single", "vote3", "exp2"))
+    alone, single, vote3, cost, exp2 = (records[name] for name in ("alone", "single", "vote3", "cost", "exp2"))
     prices = {profile.agent_id: profile.cost_per_1k_tokens for profile in config.profiles}
     tokens = metrics.token_table(alone)
     best = metrics.best_agent(alone)
@@ -134,6 +153,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
     strategies = {
         "router, single choice (cot_count 1)": (metrics.accuracy(single), *metrics.cost_per_correct(single, prices, tokens)),
         "router, 3-way vote (cot_count 3)": (metrics.accuracy(vote3), *metrics.cost_per_correct(vote3, prices, tokens)),
+        "router cost_aware, single choice": (metrics.accuracy(cost), *metrics.cost_per_correct(cost, prices, tokens)),
         f"best agent alone ({best})": (
             metrics.per_agent_accuracy(alone)[best],
             *metrics.alone_cost(alone, best, prices, tokens),
@@ -167,6 +187,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
             benchmark: {
                 "single": metrics.accuracy([r for r in single if r["benchmark"] == benchmark]),
                 "vote3": metrics.accuracy([r for r in vote3 if r["benchmark"] == benchmark]),
+                "cost": metrics.accuracy([r for r in cost if r["benchmark"] == benchmark]),
                 "best_alone": metrics.per_agent_accuracy(alone, benchmark)[best_per_benchmark[benchmark]],
             }
             for benchmark in benchmarks

@@ -25,7 +25,7 @@ def test_the_fleet_benchmark_runs_over_real_processes_and_writes_its_report(tmp_
     summary = json.loads(finished.stdout)
 
     strategies = summary["strategies"]
-    assert len(strategies) == 4
+    assert len(strategies) == 5
     oracle = next(v for k, v in strategies.items() if k.startswith("oracle"))
     best = next(v for k, v in strategies.items() if k.startswith("best agent alone"))
     assert oracle["accuracy"] >= best["accuracy"]
