@@ -65,8 +65,11 @@ class RoutingBrain:
         contexts = {c.agent_id: self._context(c, views[c.agent_id], difficulty) for c in candidates}
         selection = self.policy.select(contexts, self.rng)
         first, kind = selection.arm, task_kind(benchmark, difficulty)
-        if self.cost_policy is not None:
-            offers = [Offer(c.agent_id, views[c.agent_id].cost_per_1k_tokens, views[c.agent_id].latency_ms, c.prior) for c in candidates]
+        if self.cost_policy is not None:  # warm start from the announced capability match, as in the simulations
+            offers = [
+                Offer(c.agent_id, views[c.agent_id].cost_per_1k_tokens, views[c.agent_id].latency_ms, c.match)
+                for c in candidates
+            ]
             first = self.cost_policy.choose(offers, kind).agent_id
         ordered = sorted(candidates, key=lambda c: (c.agent_id != first, -selection.ucb[c.agent_id]))
         return [Choice(c.agent_id, contexts[c.agent_id], c, selection.ucb[c.agent_id], kind) for c in ordered]
