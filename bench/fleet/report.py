@@ -119,8 +119,9 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         "### Exp2 on the fabric: the best agent SIGKILLed mid-stream",
         "",
         f"- killed: **{exp2['killed']}**{' (the best agent alone)' if config.get('kill', 'best') == 'best' else ''} before task {exp2['kill_at']} of "
-        f"{config['exp2_items']}, with SIGKILL: the broker publishes its Will after 1.5 x keepalive "
-        f"({int(run.get('keepalive_s', 2))} s)",
+        f"{config['exp2_items']}, with SIGKILL: the kernel closes the agent's socket, so the broker publishes its "
+        "Will (beacon offline) at once; 'tasks to reroute' below counts the tasks still sent to it (a frozen board, "
+        f"whose socket stays open, would be noticed after 1.5 x keepalive = {1.5 * run.get('keepalive_s', 2):g} s)",
         f"- accuracy before {_pct(exp2['accuracy_before'])}, after {_pct(exp2['accuracy_after'])}; tasks that "
         f"failed after the kill: {exp2['failed_tasks_after']}",
         f"- tasks to reroute (until the router last dispatched to the dead agent): {exp2['tasks_to_reroute']}",
