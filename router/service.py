@@ -13,8 +13,8 @@ its reply topic can be read, logged otherwise, and never affects other tasks.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -134,7 +134,11 @@ class RouterService:
             brain = RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
         if self.config.policy == "cost_aware":
             brain.cost_policy = CostAwarePolicy(CostPolicyConfig(frozen=self.config.frozen))
-            saved = self.config.state_file and self.config.state_file.exists() and json.loads(self.config.state_file.read_text())
+            saved = (
+                self.config.state_file
+                and self.config.state_file.exists()
+                and json.loads(self.config.state_file.read_text())
+            )
             if saved and "cost_policy" in saved:
                 brain.cost_policy.restore(saved["cost_policy"])
         return brain

@@ -49,7 +49,7 @@ class Exp1Config(ExperimentConfig):
 
 RESULTS_NOTES = (
     "The seed published one run (seed 123, 22.3 % hard tasks); the published columns are its table (its "
-    "\"random\" is random_topL here, its \"linucb\" is seed_linucb). Issue 13's target for `cost_aware` "
+    '"random" is random_topL here, its "linucb" is seed_linucb). Issue 13\'s target for `cost_aware` '
     "(router/cost_policy.py): at least the seed LinUCB's success over the same seeds (0.871) at no more than 80 % "
     "of its cost (463 -> 370). cost_aware paces its spending to 0.37 per task (that 80 %) with a dual price; "
     "`cost_aware` reaches 0.876 at 335 (72 %). Its success estimates start from the agents' announced match "

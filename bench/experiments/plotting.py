@@ -93,8 +93,13 @@ def plot_cost_success(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
             capsize=3,
             label=row["policy"],
         )
-        axis.annotate(row["policy"], (row["total_cost_mean"], row["success_rate_mean"]), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")
+        axis.annotate(
+            row["policy"],
+            (row["total_cost_mean"], row["success_rate_mean"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     axis.set_xlabel("total cost per 1000 tasks")
     axis.set_ylabel("success rate")
     axis.set_title("Exp1: success against cost (mean +- std over seeds)")

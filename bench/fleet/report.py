@@ -73,7 +73,9 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
                 measured,
             ]
         )
-    lines += _table(["agent", "capability tags", "configured skill (easy/medium/hard)", "cost / 1k tokens", "measured alone"], rows)
+    lines += _table(
+        ["agent", "capability tags", "configured skill (easy/medium/hard)", "cost / 1k tokens", "measured alone"], rows
+    )
     lines += ["", "### Accuracy and cost per correct answer", ""]
     rows = [
         [name, _pct(values["accuracy"]), _num(values["total_cost"]), _num(values["cost_per_correct"], 4)]
@@ -118,7 +120,7 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         "",
         "### Exp2 on the fabric: the best agent SIGKILLed mid-stream",
         "",
-        f"- killed: **{exp2['killed']}**{' (the best agent alone)' if config.get('kill', 'best') == 'best' else ''} before task {exp2['kill_at']} of "
+        f"- killed: **{exp2['killed']}**{_why_killed(config)} before task {exp2['kill_at']} of "
         f"{config['exp2_items']}, with SIGKILL: the kernel closes the agent's socket, so the broker publishes its "
         "Will (beacon offline) at once; 'tasks to reroute' below counts the tasks still sent to it (a frozen board, "
         f"whose socket stays open, would be noticed after 1.5 x keepalive = {1.5 * run.get('keepalive_s', 2):g} s)",
@@ -135,6 +137,10 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     lines += [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in figures]
     lines.append("")
     return "\n".join(lines)
+
+
+def _why_killed(config: Mapping[str, Any]) -> str:
+    return " (the best agent alone)" if config.get("kill", "best") == "best" else ""
 
 
 def _kill(config: Mapping[str, Any]) -> str:
@@ -180,7 +186,9 @@ def plot(summary: Mapping[str, Any], folder: Path) -> list[Path]:
 
     figure, axis = plt.subplots(figsize=(8, 4))
     for benchmark, share in summary["share_to_best"].items():
-        axis.plot(np.arange(1, len(share) + 1), share, label=f"{benchmark} -> {summary['best_per_benchmark'][benchmark]}")
+        axis.plot(
+            np.arange(1, len(share) + 1), share, label=f"{benchmark} -> {summary['best_per_benchmark'][benchmark]}"
+        )
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("task of that benchmark (router, single choice)")
     axis.set_ylabel("share to the best agent (rolling 20)")

@@ -80,9 +80,16 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         processes.start_broker()
         for position, profile in enumerate(config.profiles):
             settings = node_config(
-                profile, config.seed * 100 + position, config.benchmarks, config.cache_dir, config.item_files, KEEPALIVE_S
+                profile,
+                config.seed * 100 + position,
+                config.benchmarks,
+                config.cache_dir,
+                config.item_files,
+                KEEPALIVE_S,
             )
-            processes.start_agent(profile.agent_id, write_node_config(out / "nodes" / f"{profile.agent_id}.yaml", settings))
+            processes.start_agent(
+                profile.agent_id, write_node_config(out / "nodes" / f"{profile.agent_id}.yaml", settings)
+            )
         router_file = out / "nodes" / "router.yaml"
         router_file.write_text(yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}}))
         cost_router_file = out / "nodes" / "router-cost.yaml"
@@ -151,7 +158,10 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
     benchmarks = sorted({record["benchmark"] for record in alone})
     best_per_benchmark = {benchmark: metrics.best_agent(alone, benchmark) for benchmark in benchmarks}
     strategies = {
-        "router, single choice (cot_count 1)": (metrics.accuracy(single), *metrics.cost_per_correct(single, prices, tokens)),
+        "router, single choice (cot_count 1)": (
+            metrics.accuracy(single),
+            *metrics.cost_per_correct(single, prices, tokens),
+        ),
         "router, 3-way vote (cot_count 3)": (metrics.accuracy(vote3), *metrics.cost_per_correct(vote3, prices, tokens)),
         "router cost_aware, single choice": (metrics.accuracy(cost), *metrics.cost_per_correct(cost, prices, tokens)),
         f"best agent alone ({best})": (
@@ -166,7 +176,8 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
         "items": len(single),
         "benchmarks": benchmarks,
         "strategies": {
-            name: {"accuracy": acc, "total_cost": cost, "cost_per_correct": per} for name, (acc, cost, per) in strategies.items()
+            name: {"accuracy": acc, "total_cost": cost, "cost_per_correct": per}
+            for name, (acc, cost, per) in strategies.items()
         },
         "agents_alone": {
             agent: {

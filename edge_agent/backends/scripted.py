@@ -224,7 +224,9 @@ def _check_skill(skill: SkillTable) -> dict[str, float | dict[str, float]]:
                 raise ValueError(f"skill[{benchmark!r}]: unknown difficulty {key!r}; use {', '.join(DIFFICULTIES)}")
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"skill[{benchmark!r}][{key!r}] must be a probability, got {value}")
-        checked[benchmark] = float(entry) if isinstance(entry, float | int) else {k: float(v) for k, v in values.items()}
+        checked[benchmark] = (
+            float(entry) if isinstance(entry, float | int) else {k: float(v) for k, v in values.items()}
+        )
     return checked
 
 

@@ -194,7 +194,9 @@ def router(as_json: bool) -> None:
 @bench.command()
 @click.option("--items", default=60, show_default=True, type=click.IntRange(min=1), help="Items per phase.")
 @click.option("--exp2-items", default=60, show_default=True, type=click.IntRange(min=2), help="Items of Exp2.")
-@click.option("--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True))
+@click.option(
+    "--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+)
 @click.option("--seed", default=7, show_default=True, help="Seed of the stream and of the scripted agents.")
 @click.option("--kill", default="best", show_default=True, help="Agent Exp2 SIGKILLs ('best': the best alone).")
 @click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))

@@ -18,7 +18,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def test_the_fleet_benchmark_runs_over_real_processes_and_writes_its_report(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     command = [sys.executable, "-m", "edge_agent.cli", "bench", "fleet", "--items", "6", "--exp2-items", "6"]
-    command += ["--item-file", f"gsm8k={FIXTURES / 'gsm8k_5.jsonl'}", "--item-file", f"medqa={FIXTURES / 'medqa_4.jsonl'}"]
+    command += [
+        "--item-file",
+        f"gsm8k={FIXTURES / 'gsm8k_5.jsonl'}",
+        "--item-file",
+        f"medqa={FIXTURES / 'medqa_4.jsonl'}",
+    ]
     command += ["--out", str(tmp_path / "run"), "--results-md", str(results), "--json"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert finished.returncode == 0, finished.stderr[-3000:]
