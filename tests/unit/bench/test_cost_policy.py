@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.experiments.episode import EpisodeSettings, run_episode
+from bench.experiments.exp2 import PURE_SUCCESS, Exp2Config, Shock
+from bench.experiments.metrics import reroute_time
 from bench.experiments.policies import make_policy
 from router.brain import RoutingBrain
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig, Offer, task_kind
@@ -106,3 +109,16 @@ def test_a_router_configured_cost_aware_loads_the_policy(tmp_path: Path) -> None
     config = router_config(ConnectionSettings(fabric="t", brokers=("mqtt://127.0.0.1:1",)), settings, tmp_path)
     assert config.policy == "cost_aware"
     assert RouterService(config)._load_brain().cost_policy is not None
+
+
+def test_exp2_cost_aware_moves_off_the_shocked_agent_no_slower_than_the_seed_linucb() -> None:
+    config = Exp2Config(seeds=2)
+    for shock in ("A_unavailable", "A_degraded"):
+        times: dict[str, list[int]] = {}
+        for name in ("seed_linucb", "cost_aware"):
+            for seed in config.seed_list():
+                settings = replace(config.settings(), reward=PURE_SUCCESS)
+                episode = run_episode(make_policy(name), seed, settings, events=(Shock(shock, config.shock_at),))
+                moved = reroute_time([s.agent == "A" for s in episode.steps], config.shock_at)
+                times.setdefault(name, []).append(config.n_tasks if moved is None else moved)
+        assert max(times["cost_aware"]) <= min(times["seed_linucb"]), (shock, times)
