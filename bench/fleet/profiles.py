@@ -11,6 +11,8 @@ import yaml
 from bench.runner.prompts import REQUIREMENTS
 
 Skill = dict[str, float | dict[str, float]]
+DEGRADED_FACTOR = 0.3
+"""A degraded agent (Exp2 with `shock="degrade"`) keeps 30 % of its skill."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def node_config(
     cache_dir: Path | None,
     item_files: dict[str, str],
     keepalive_s: int,
+    degrade_file: Path | None = None,
 ) -> dict[str, Any]:
     """The node YAML (as a dict) of one agent process running `profile`."""
     settings: dict[str, Any] = {
@@ -67,6 +70,8 @@ def node_config(
         "model": f"scripted-{profile.agent_id}",
         **profile.extra,
     }
+    if degrade_file is not None:
+        settings.update(degrade_file=str(degrade_file), degraded_factor=DEGRADED_FACTOR)
     if cache_dir is not None:
         settings["cache_dir"] = str(cache_dir)
     if item_files:

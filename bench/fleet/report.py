@@ -118,12 +118,10 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     )
     lines += [
         "",
-        "### Exp2 on the fabric: the best agent SIGKILLed mid-stream",
+        "### Exp2 on the fabric: " + _shock_title(exp2),
         "",
-        f"- killed: **{exp2['killed']}**{_why_killed(config)} before task {exp2['kill_at']} of "
-        f"{config['exp2_items']}, with SIGKILL: the kernel closes the agent's socket, so the broker publishes its "
-        "Will (beacon offline) at once; 'tasks to reroute' below counts the tasks still sent to it (a frozen board, "
-        f"whose socket stays open, would be noticed after 1.5 x keepalive = {1.5 * run.get('keepalive_s', 2):g} s)",
+        f"- {_shock_verb(exp2)}: **{exp2['killed']}**{_why_killed(config)} before task {exp2['kill_at']} of "
+        f"{config['exp2_items']}; " + _shock_detail(exp2, run.get("keepalive_s", 2)),
         f"- accuracy before {_pct(exp2['accuracy_before'])}, after {_pct(exp2['accuracy_after'])}; tasks that "
         f"failed after the kill: {exp2['failed_tasks_after']}",
         f"- tasks to reroute (until the router last dispatched to the dead agent): {exp2['tasks_to_reroute']}",
@@ -137,6 +135,29 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     lines += [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in figures]
     lines.append("")
     return "\n".join(lines)
+
+
+def _shock_title(exp2: Mapping[str, Any]) -> str:
+    if exp2.get("shock", "kill") == "kill":
+        return "the best agent SIGKILLed mid-stream"
+    return "the best agent degraded mid-stream"
+
+
+def _shock_verb(exp2: Mapping[str, Any]) -> str:
+    return "killed" if exp2.get("shock", "kill") == "kill" else "degraded"
+
+
+def _shock_detail(exp2: Mapping[str, Any], keepalive_s: float) -> str:
+    if exp2.get("shock", "kill") != "kill":
+        return (
+            "from then on it keeps 30 % of its skill and still answers, so only the rewards can tell the router; "
+            "'tasks to reroute' below counts the tasks until the router last sent it a run"
+        )
+    return (
+        "SIGKILL: the kernel closes the agent's socket, so the broker publishes its Will (beacon offline) at once; "
+        "'tasks to reroute' below counts the tasks still sent to it (a frozen board, whose socket stays open, would "
+        f"be noticed after 1.5 x keepalive = {1.5 * keepalive_s:g} s)"
+    )
 
 
 def _why_killed(config: Mapping[str, Any]) -> str:
@@ -200,7 +221,8 @@ def plot(summary: Mapping[str, Any], folder: Path) -> list[Path]:
     figure, axis = plt.subplots(figsize=(8, 4))
     rolling = exp2["rolling_accuracy"]
     axis.plot(np.arange(len(rolling)), rolling, label="rolling accuracy (10 tasks)")
-    axis.axvline(exp2["kill_at"], color="tab:red", linestyle="--", label=f"SIGKILL {exp2['killed']}")
+    shock_label = "SIGKILL" if exp2.get("shock", "kill") == "kill" else "degrade"
+    axis.axvline(exp2["kill_at"], color="tab:red", linestyle="--", label=f"{shock_label} {exp2['killed']}")
     axis.axhline(0.9 * exp2["accuracy_before"], color="tab:gray", linestyle=":", label="90 % of pre-kill")
     twin = axis.twinx()
     twin.plot(np.arange(len(rolling)), exp2["elapsed_ms"], color="tab:orange", alpha=0.5, label="task ms")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +51,8 @@ class FleetConfig:
     profiles: tuple[ScriptedProfile, ...] = DEFAULT_FLEET
     top_l: int = 3
     fabric: str = "fleet"
-    kill: str = "best"  # the agent Exp2 SIGKILLs: "best" (the best agent alone) or an agent id
+    kill: str = "best"  # the agent Exp2 shocks: "best" (the best agent alone) or an agent id
+    shock: str = "kill"  # "kill": SIGKILL its process; "degrade": its skill falls to 30 % (it keeps answering)
 
     def __post_init__(self) -> None:
         if self.items < 1 or self.exp2_items < 2:
@@ -59,6 +61,8 @@ class FleetConfig:
             raise ValueError(f"kill_at is a fraction of the Exp2 stream in (0, 1), got {self.kill_at}")
         if len({p.agent_id for p in self.profiles}) != len(self.profiles) or len(self.profiles) < 2:
             raise ValueError("the fleet needs at least two agents with distinct ids")
+        if self.shock not in ("kill", "degrade"):
+            raise ValueError(f"shock is 'kill' or 'degrade', got {self.shock!r}")
         if self.kill != "best" and self.kill not in {p.agent_id for p in self.profiles}:
             raise ValueError(f"--kill names no agent of the fleet: {self.kill!r}")
 
@@ -76,6 +80,8 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
     stream = build_stream(items, config.items, config.seed)
     exp2_stream = build_stream(items, config.exp2_items, config.seed + 1)
     processes = FleetProcesses(out, config.fabric)
+    shutil.rmtree(out / "shocks", ignore_errors=True)
+    (out / "shocks").mkdir()
     try:
         processes.start_broker()
         for position, profile in enumerate(config.profiles):
@@ -86,6 +92,7 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
                 config.cache_dir,
                 config.item_files,
                 KEEPALIVE_S,
+                degrade_file=_degrade_file(out, profile.agent_id),
             )
             processes.start_agent(
                 profile.agent_id, write_node_config(out / "nodes" / f"{profile.agent_id}.yaml", settings)
@@ -126,8 +133,10 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         kill_index = int(config.exp2_items * config.kill_at)
 
         def maybe_kill(index: int) -> None:
-            if index == kill_index:
+            if index == kill_index and config.shock == "kill":
                 processes.kill(killed)
+            elif index == kill_index:
+                _degrade_file(out, killed).touch()
 
         exp2 = await run_routed(connection, exp2_stream, "exp2", 1, top_l=config.top_l, before_task=maybe_kill)
     finally:
@@ -205,6 +214,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
         },
         "exp2": {
             "killed": killed,
+            "shock": config.shock,
             "kill_at": kill_index,
             "accuracy_before": pre_accuracy,
             "accuracy_after": metrics.accuracy(post),
@@ -217,6 +227,11 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
             "elapsed_ms": [r["elapsed_ms"] for r in exp2],
         },
     }
+
+
+def _degrade_file(out: Path, agent_id: str) -> Path:
+    """The file whose existence degrades a scripted agent (Exp2 with shock "degrade" creates it)."""
+    return out / "shocks" / f"degrade-{agent_id}"
 
 
 def _share(records: list[Record], agent: str, last_half: bool) -> float:

@@ -19,8 +19,8 @@ How it answers:
   backend was asked that item), so a fleet run with the same seeds replays the same answers.
 * Latency (`latency_ms`, with `jitter` as a relative standard deviation) is slept; completion tokens are
   `completion_tokens`, prompt tokens the prompt's word count.
-* `degrade_after` / `degraded_factor`: after that many answered items, every skill is multiplied by the
-  factor (a board that starts failing mid-stream, for Exp2 on the fabric).
+* `degrade_after` / `degraded_factor`: after that many answered items, or once the file `degrade_file` exists,
+  every skill is multiplied by the factor (a board that starts failing mid-stream, for Exp2 on the fabric).
 
 A prompt with no known item gets an honest "unknown" answer. These agents are scripted: their accuracy says
 nothing about any language model; it tests the fabric's routing and voting against a known truth.
@@ -114,6 +114,7 @@ class ScriptedBackend:
         agreement: float = 0.6,
         degrade_after: int | None = None,
         degraded_factor: float = 1.0,
+        degrade_file: str | None = None,
         model: str = "scripted",
     ) -> None:
         if latency_ms < 0 or jitter < 0 or completion_tokens < 1:
@@ -132,6 +133,7 @@ class ScriptedBackend:
         self.agreement = float(agreement)
         self.degrade_after = degrade_after
         self.degraded_factor = float(degraded_factor)
+        self.degrade_file = Path(degrade_file) if degrade_file else None
         self.items = _load_items(tuple(benchmarks), cache_dir, item_files or {})
         groups: dict[str, list[Any]] = {}
         for item in self.items:
@@ -146,7 +148,9 @@ class ScriptedBackend:
         """The configured chance of a right answer on an item of `benchmark` and `difficulty`."""
         entry = self.skill.get(benchmark, self.skill.get("*", 0.0))
         value = entry if isinstance(entry, float | int) else entry.get(difficulty or "medium", entry.get("*", 0.0))
-        degraded = self.degrade_after is not None and self._answered >= self.degrade_after
+        degraded = (self.degrade_after is not None and self._answered >= self.degrade_after) or (
+            self.degrade_file is not None and self.degrade_file.exists()
+        )
         return float(value) * (self.degraded_factor if degraded else 1.0)
 
     def recognise(self, prompt: str) -> Any | None:

@@ -198,7 +198,14 @@ def router(as_json: bool) -> None:
     "--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
 )
 @click.option("--seed", default=7, show_default=True, help="Seed of the stream and of the scripted agents.")
-@click.option("--kill", default="best", show_default=True, help="Agent Exp2 SIGKILLs ('best': the best alone).")
+@click.option("--kill", default="best", show_default=True, help="Agent Exp2 shocks ('best': the best alone).")
+@click.option(
+    "--shock",
+    type=click.Choice(["kill", "degrade"]),
+    default="kill",
+    show_default=True,
+    help="Exp2: SIGKILL the agent, or degrade it (30 % of its skill; it keeps answering).",
+)
 @click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))
 @click.option("--item-file", "item_files", multiple=True, help="BENCHMARK=PATH: items from a file, not the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Data cache of `bench data`.")
@@ -217,6 +224,7 @@ def fleet(
     kill_at: float,
     seed: int,
     kill: str,
+    shock: str,
     benchmarks: tuple[str, ...],
     item_files: tuple[str, ...],
     cache_dir: Path | None,
@@ -244,6 +252,7 @@ def fleet(
             kill_at=kill_at,
             seed=seed,
             kill=kill,
+            shock=shock,
             benchmarks=chosen,
             cache_dir=cache_dir or DEFAULT_CACHE,
             item_files=files,
@@ -260,8 +269,9 @@ def fleet(
     for name, values in summary["strategies"].items():
         click.echo(f"  {name:<40} accuracy {values['accuracy']:.3f}  cost/correct {values['cost_per_correct']:.4f}")
     exp2 = summary["exp2"]
+    verb = "killed" if exp2["shock"] == "kill" else "degraded"
     click.echo(
-        f"  exp2: killed {exp2['killed']} at task {exp2['kill_at']}: accuracy {exp2['accuracy_before']:.3f} -> "
+        f"  exp2: {verb} {exp2['killed']} at task {exp2['kill_at']}: accuracy {exp2['accuracy_before']:.3f} -> "
         f"{exp2['accuracy_after']:.3f}, rerouted after {exp2['tasks_to_reroute']} task(s)"
     )
     if results_md is not None:

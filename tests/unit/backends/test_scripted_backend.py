@@ -93,3 +93,11 @@ def test_registry_creates_it_and_bad_settings_are_refused(tmp_path: Path) -> Non
         scripted(skill={"gsm8k": {"tricky": 0.5}})
     with pytest.raises(BackendUnavailable, match="bench data"):
         ScriptedBackend(benchmarks=["medqa"], cache_dir=str(tmp_path))
+
+
+def test_it_degrades_once_its_degrade_file_exists(tmp_path: Path) -> None:
+    trigger = tmp_path / "degrade"
+    backend = scripted(skill={"*": 1.0}, degrade_file=str(trigger), degraded_factor=0.0)
+    assert all(backend.answer(item)[1] for item in backend.items)
+    trigger.touch()
+    assert not any(backend.answer(item)[1] for item in backend.items)
