@@ -121,7 +121,8 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         "### Exp2 on the fabric: " + _shock_title(exp2),
         "",
         f"- {_shock_verb(exp2)}: **{exp2['killed']}**{_why_killed(config)} before task {exp2['kill_at']} of "
-        f"{config['exp2_items']}; " + _shock_detail(exp2, run.get("keepalive_s", 2)),
+        f"{config['exp2_items']}, on the {exp2.get('router', 'linucb')} router; "
+        + _shock_detail(exp2, run.get("keepalive_s", 2)),
         f"- accuracy before {_pct(exp2['accuracy_before'])}, after {_pct(exp2['accuracy_after'])}; tasks that "
         f"failed after the kill: {exp2['failed_tasks_after']}",
         f"- tasks to reroute (until the router last dispatched to the dead agent): {exp2['tasks_to_reroute']}",

@@ -6,8 +6,9 @@ Phases, in order, on one broker, one router process and one process per scripted
     single   the stream through the router, cot_count 1 (it learns from the gold answers as it goes)
     vote3    the same stream, cot_count 3 (three agents, weighted vote)
     cost     the same stream, cot_count 1, through a second, fresh router with `policy: cost_aware`
-    exp2     a second stream through the first router (restarted: it resumes its saved state), cot_count 1;
-             at `kill_at` the best agent alone (or `kill`) is SIGKILLed
+    exp2     a second stream through the first router (restarted: it resumes its saved state), or the
+             cost_aware one (`exp2_router`), cot_count 1; at `kill_at` the best agent alone (or `kill`) is
+             SIGKILLed (or degraded: `shock`)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class FleetConfig:
     fabric: str = "fleet"
     kill: str = "best"  # the agent Exp2 shocks: "best" (the best agent alone) or an agent id
     shock: str = "kill"  # "kill": SIGKILL its process; "degrade": its skill falls to 30 % (it keeps answering)
+    exp2_router: str = "linucb"  # the router Exp2 runs on: the LinUCB one, or the cost_aware one
 
     def __post_init__(self) -> None:
         if self.items < 1 or self.exp2_items < 2:
@@ -61,6 +63,8 @@ class FleetConfig:
             raise ValueError(f"kill_at is a fraction of the Exp2 stream in (0, 1), got {self.kill_at}")
         if len({p.agent_id for p in self.profiles}) != len(self.profiles) or len(self.profiles) < 2:
             raise ValueError("the fleet needs at least two agents with distinct ids")
+        if self.exp2_router not in ("linucb", "cost_aware"):
+            raise ValueError(f"exp2_router is 'linucb' or 'cost_aware', got {self.exp2_router!r}")
         if self.shock not in ("kill", "degrade"):
             raise ValueError(f"shock is 'kill' or 'degrade', got {self.shock!r}")
         if self.kill != "best" and self.kill not in {p.agent_id for p in self.profiles}:
@@ -127,9 +131,10 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         processes.start_router(COST_ROUTER_ID, cost_router_file, cost_state_file, config.seed)
         await ready(COST_ROUTER_ID)
         cost = await run_routed(connection, stream, "cost", 1, top_l=config.top_l)
-        processes.stop_one(COST_ROUTER_ID)
-        processes.start_router(ROUTER_ID, router_file, state_file, config.seed)
-        await ready(ROUTER_ID)
+        if config.exp2_router == "linucb":
+            processes.stop_one(COST_ROUTER_ID)
+            processes.start_router(ROUTER_ID, router_file, state_file, config.seed)
+            await ready(ROUTER_ID)
         kill_index = int(config.exp2_items * config.kill_at)
 
         def maybe_kill(index: int) -> None:
@@ -215,6 +220,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
         "exp2": {
             "killed": killed,
             "shock": config.shock,
+            "router": config.exp2_router,
             "kill_at": kill_index,
             "accuracy_before": pre_accuracy,
             "accuracy_after": metrics.accuracy(post),

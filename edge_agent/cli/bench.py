@@ -206,6 +206,7 @@ def router(as_json: bool) -> None:
     show_default=True,
     help="Exp2: SIGKILL the agent, or degrade it (30 % of its skill; it keeps answering).",
 )
+@click.option("--exp2-router", type=click.Choice(["linucb", "cost_aware"]), default="linucb", show_default=True)
 @click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))
 @click.option("--item-file", "item_files", multiple=True, help="BENCHMARK=PATH: items from a file, not the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Data cache of `bench data`.")
@@ -225,6 +226,7 @@ def fleet(
     seed: int,
     kill: str,
     shock: str,
+    exp2_router: str,
     benchmarks: tuple[str, ...],
     item_files: tuple[str, ...],
     cache_dir: Path | None,
@@ -253,6 +255,7 @@ def fleet(
             seed=seed,
             kill=kill,
             shock=shock,
+            exp2_router=exp2_router,
             benchmarks=chosen,
             cache_dir=cache_dir or DEFAULT_CACHE,
             item_files=files,
