@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from router.cost_policy import CostAwarePolicy, Offer, task_kind
 from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
 from router.priors import PriorTable
 from router.registry import DEFAULT_RELIABILITY
@@ -34,6 +35,7 @@ class Choice:
     x: np.ndarray
     screening: ScoredCandidate
     ucb: float
+    kind: str = ""
 
 
 class RoutingBrain:
@@ -45,6 +47,8 @@ class RoutingBrain:
         self.reliability: dict[str, float] = {}
         self.priors = PriorTable()
         self.ledger = RewardLedger()
+        self.cost_policy: CostAwarePolicy | None = None  # set: the cost-aware policy picks, LinUCB only orders
+        self._kinds: dict[str, str] = {}
 
     def choose(
         self,
@@ -65,8 +69,15 @@ class RoutingBrain:
         views = {agent.agent_id: agent for agent in agents}
         contexts = {c.agent_id: self._context(c, views[c.agent_id], difficulty) for c in candidates}
         selection = self.policy.select(contexts, self.rng)
-        ordered = sorted(candidates, key=lambda c: (c.agent_id != selection.arm, -selection.ucb[c.agent_id]))
-        return [Choice(c.agent_id, contexts[c.agent_id], c, selection.ucb[c.agent_id]) for c in ordered]
+        first, kind = selection.arm, task_kind(benchmark, difficulty)
+        if self.cost_policy is not None:  # warm start from the announced capability match, as in the simulations
+            offers = [
+                Offer(c.agent_id, views[c.agent_id].cost_per_1k_tokens, views[c.agent_id].latency_ms, c.match)
+                for c in candidates
+            ]
+            first = self.cost_policy.choose(offers, kind).agent_id
+        ordered = sorted(candidates, key=lambda c: (c.agent_id != first, -selection.ucb[c.agent_id]))
+        return [Choice(c.agent_id, contexts[c.agent_id], c, selection.ucb[c.agent_id], kind) for c in ordered]
 
     def _context(self, candidate: ScoredCandidate, view: AgentView, difficulty: str | None) -> np.ndarray:
         return context_features(
@@ -82,16 +93,22 @@ class RoutingBrain:
 
     def record_dispatch(self, dispatch_id: str, choice: Choice) -> None:
         self.ledger.record(dispatch_id, choice.agent_id, choice.x)
+        if self.cost_policy is not None:
+            self._kinds[dispatch_id] = choice.kind
 
     def forget(self, dispatch_id: str) -> None:
         """Forget a dispatch that will not be rewarded, so the ledger holds only runs still awaiting one."""
         self.ledger.forget(dispatch_id)
+        self._kinds.pop(dispatch_id, None)
 
     def learn(self, dispatch_id: str, reward: float) -> str | None:
         """Apply a delayed reward; returns the agent it was credited to (None for an unknown dispatch)."""
         joined = self.ledger.join(dispatch_id, reward)
+        kind = self._kinds.pop(dispatch_id, "")
         if joined is None:
             return None
+        if self.cost_policy is not None:
+            self.cost_policy.learn(joined.agent_id, kind, joined.reward)
         if self.policy.config.frozen:
             return joined.agent_id  # evaluation mode: neither the bandit nor the vote weights learn
         self.policy.update(joined.agent_id, joined.x, joined.reward)
@@ -116,7 +133,10 @@ class RoutingBrain:
     # --- persistence ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.to_dict(), "reliability": dict(self.reliability), "priors": self.priors.to_dict()}
+        data = {"policy": self.policy.to_dict(), "reliability": dict(self.reliability), "priors": self.priors.to_dict()}
+        if self.cost_policy is not None:
+            data["cost_policy"] = self.cost_policy.snapshot()
+        return data
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

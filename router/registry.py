@@ -91,6 +91,7 @@ def _view(record: NodeRecord, info: AgentInfo, reliability: dict[str, float]) ->
         latency_ms=state.latency_ema_ms if state else 0.0,
         available=state.available if state else True,
         reliability=reliability.get(info.agent_id, DEFAULT_RELIABILITY),
+        cost_per_1k_tokens=info.cost_per_1k_tokens or 0.0,
     )
 
 

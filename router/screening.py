@@ -57,6 +57,7 @@ class AgentView:
     latency_ms: float = 0.0
     available: bool = True
     reliability: float = 0.5
+    cost_per_1k_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 
 from router.bidding import BidCollector
 from router.brain import RoutingBrain
+from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.identity import resolve_identity
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
@@ -65,6 +67,7 @@ class RouterConfig:
     seed: int = 0
     frozen: bool = False
     answer_cache_size: int = 1024
+    policy: str = "linucb"
 
 
 class RouterService:
@@ -124,8 +127,19 @@ class RouterService:
 
     def _load_brain(self) -> RoutingBrain:
         if self.config.state_file is None:
-            return RoutingBrain(seed=self.config.seed)
-        return RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
+            brain = RoutingBrain(seed=self.config.seed)
+        else:
+            brain = RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
+        if self.config.policy == "cost_aware":
+            brain.cost_policy = CostAwarePolicy(CostPolicyConfig(frozen=self.config.frozen))
+            saved = (
+                self.config.state_file
+                and self.config.state_file.exists()
+                and json.loads(self.config.state_file.read_text())
+            )
+            if saved and "cost_policy" in saved:
+                brain.cost_policy.restore(saved["cost_policy"])
+        return brain
 
     async def _save_forever(self) -> None:
         while True:
@@ -369,6 +383,7 @@ def router_config(
         stale_after_s=settings.stale_after_s,
         seed=settings.seed,
         frozen=frozen,
+        policy=settings.policy,
     )
 
 

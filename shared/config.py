@@ -109,6 +109,7 @@ class AgentConfig(StrictModel):
     threads: int | None = Field(default=None, ge=1, le=256)
     context_length: int = Field(default=2048, ge=256, le=131_072)
     backend_settings: dict[str, Any] = Field(default_factory=dict)
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0.0)  # None: the backend's default price
 
 
 class RouterSettings(StrictModel):
@@ -117,6 +118,7 @@ class RouterSettings(StrictModel):
     save_interval_s: float = Field(default=30.0, gt=0)
     stale_after_s: float = Field(default=30.0, gt=0)
     seed: int = 0
+    policy: Literal["linucb", "cost_aware"] = "linucb"  # cost_aware: router/cost_policy.py
 
 
 class EmbeddedBrokerSettings(StrictModel):

@@ -60,6 +60,7 @@ class AgentInfo(WireModel):
     max_in_flight: int = Field(ge=1, le=1024)
     tokens_per_second: NonNegative | None = None
     description: str = Field(default="", max_length=4000)
+    cost_per_1k_tokens: NonNegative | None = None  # the agent's price (config, else its backend's default)
 
 
 class NodeBeacon(WireModel):
@@ -132,6 +133,7 @@ class TaskOptions(WireModel):
     benchmark: str | None = Field(default=None, max_length=64)
     difficulty: Literal["simple", "hard"] | None = None
     gold_answer: str | None = Field(default=None, max_length=10_000)
+    budget: NonNegative | None = None  # most a run may cost, in cost units (cost_per_1k_tokens x tokens / 1000)
 
 
 class TaskRequest(WireModel):

@@ -132,7 +132,7 @@ def _execute(
     calls[agent] += 1
     cost = float(fleet.cost[agent])
     reward = seed_reward(ok, latency, cost, fleet.max_cost, settings.reward)
-    policy.learn(situation, agent, reward)
+    policy.learn(situation, agent, reward, ok)
     strong = fleet.index[STRONG_AGENT]
     fell_back = settings.fallback and not ok and agent != strong
     final_ok, total_latency, total_cost = ok, latency, cost

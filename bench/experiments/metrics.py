@@ -71,6 +71,19 @@ def recovery_time(
     return trough - shock_at + int(sustained[0]) if sustained.size else None
 
 
+def reroute_time(routed_to_target: Values, shock_at: int, *, window: int = 50, share: float = 0.1) -> int | None:
+    """Tasks from the shock until the shocked agent gets less than `share` of the next `window` routings.
+
+    `routed_to_target` holds 1 where a task went to the shocked agent. 0 when the policy already avoided it;
+    None when it never does within the episode (the last full window).
+    """
+    data = np.asarray(routed_to_target, dtype=float)
+    for start in range(shock_at, data.size - window + 1):
+        if data[start : start + window].mean() < share:
+            return start - shock_at
+    return None
+
+
 def mean_std(values: Values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     data = np.asarray(values, dtype=float)

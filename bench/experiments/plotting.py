@@ -42,7 +42,7 @@ def plot_recovery_curves(
 
 
 def plot_scenario_bars(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Grouped bars per scenario and policy: success, p95 latency, total cost and load Gini."""
+    """Grouped bars per scenario and policy: success, p95 latency, total cost and Gini of calls."""
     plt = _pyplot()
     scenarios = list(dict.fromkeys(row["scenario"] for row in summary))
     policies = list(dict.fromkeys(row["policy"] for row in summary))
@@ -50,7 +50,7 @@ def plot_scenario_bars(summary: Sequence[Mapping[str, Any]], path: Path) -> Path
         ("success_rate_mean", "success rate"),
         ("latency_p95_ms", "p95 latency (ms)"),
         ("total_cost_mean", "total cost"),
-        ("load_gini", "Gini of load"),
+        ("utilization_gini", "Gini of calls"),
     ]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.0))
     width = 0.8 / max(1, len(policies))
@@ -77,3 +77,35 @@ def _value(summary: Sequence[Mapping[str, Any]], scenario: str, policy: str, key
         if row["scenario"] == scenario and row["policy"] == policy:
             return float(row[key])
     return float("nan")
+
+
+def plot_cost_success(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Exp1's trade-off: each policy's total cost against its success rate (mean +- std over seeds)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7.0, 4.6))
+    for row in summary:
+        axis.errorbar(
+            row["total_cost_mean"],
+            row["success_rate_mean"],
+            xerr=row["total_cost_std"],
+            yerr=row["success_rate_std"],
+            fmt="o",
+            capsize=3,
+            label=row["policy"],
+        )
+        axis.annotate(
+            row["policy"],
+            (row["total_cost_mean"], row["success_rate_mean"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    axis.set_xlabel("total cost per 1000 tasks")
+    axis.set_ylabel("success rate")
+    axis.set_title("Exp1: success against cost (mean +- std over seeds)")
+    axis.grid(True, alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

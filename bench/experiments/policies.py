@@ -6,6 +6,9 @@
     random_topL  uniformly among the screened Top-L (the seed's exp1 "random")
     seed_linucb  the seed's one shared LinUCB over its d = 6 context (bench.experiments.seed_linucb)
     linucb       ours: router.linucb.LinUCBPolicy, one arm per agent, router.linucb.context_features
+    cost_aware   ours: router.cost_policy.CostAwarePolicy (success - price - latency, warm-started from the
+                 agents' announced match scores, learned from outcomes), spending 0.37 per task on average
+    cost_aware_nobudget  the same with a fixed price of cost (no stream budget)
 
 A fixed-choice policy whose agent is unavailable gets no agent: the task deadlocks and fails. Learning
 policies are updated with the chosen agent's own outcome (before any fallback), as in the seed.
@@ -21,9 +24,19 @@ import numpy as np
 
 from bench.experiments.seed_linucb import SeedLinUCB, seed_context
 from bench.experiments.simulation import HARD, SIMPLE, STRONG_AGENT, Fleet
+from router.cost_policy import CostAwarePolicy, CostPolicyConfig, Offer
 from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
 
-POLICY_NAMES: tuple[str, ...] = ("always_A", "static_rule", "random", "random_topL", "seed_linucb", "linucb")
+POLICY_NAMES: tuple[str, ...] = (
+    "always_A",
+    "static_rule",
+    "random",
+    "random_topL",
+    "seed_linucb",
+    "linucb",
+    "cost_aware",
+    "cost_aware_nobudget",
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,7 @@ class Policy(Protocol):
 
     def choose(self, situation: Situation, rng: np.random.Generator) -> int | None: ...
 
-    def learn(self, situation: Situation, agent: int, reward: float) -> None: ...
+    def learn(self, situation: Situation, agent: int, reward: float, ok: bool) -> None: ...
 
     def freeze(self) -> None: ...
 
@@ -51,7 +64,7 @@ class _Fixed:
 
     name = "fixed"
 
-    def learn(self, situation: Situation, agent: int, reward: float) -> None:
+    def learn(self, situation: Situation, agent: int, reward: float, ok: bool) -> None:
         return None
 
     def freeze(self) -> None:
@@ -119,7 +132,7 @@ class SeedLinUCBRouting:
         }
         return situation.candidates[self.model.select(list(self._contexts.values()))]
 
-    def learn(self, situation: Situation, agent: int, reward: float) -> None:
+    def learn(self, situation: Situation, agent: int, reward: float, ok: bool) -> None:
         if not self.frozen:
             self.model.update(self._contexts[agent], reward)
 
@@ -158,9 +171,53 @@ class OurLinUCBRouting:
             difficulty="hard" if situation.hard else "easy",
         )
 
-    def learn(self, situation: Situation, agent: int, reward: float) -> None:
+    def learn(self, situation: Situation, agent: int, reward: float, ok: bool) -> None:
         arm = situation.fleet.ids[agent]
         self.policy.update(arm, self._contexts[arm], reward)
+
+    def freeze(self) -> None:
+        self.policy = self.policy.freeze()
+
+
+SIM_BUDGET_PER_TASK = 0.37
+"""The stream budget of cost_aware in the simulations: 80 % of the seed LinUCB's Exp1 cost (463 per 1000 tasks)."""
+
+
+class CostAwareRouting:
+    """router.cost_policy over the screened candidates; the prior is the agent's static match score.
+
+    Its dual price is paced to SIM_BUDGET_PER_TASK per task (the knapsack budget of the stream).
+    """
+
+    name = "cost_aware"
+
+    def __init__(self, config: CostPolicyConfig | None = None, name: str = "cost_aware") -> None:
+        self.name = name
+        self.policy = CostAwarePolicy(config or CostPolicyConfig(budget_per_task=SIM_BUDGET_PER_TASK))
+
+    @staticmethod
+    def kind(situation: Situation) -> str:
+        return "hard" if situation.hard else "simple"
+
+    def choose(self, situation: Situation, rng: np.random.Generator) -> int | None:
+        if not situation.candidates:
+            return None
+        fleet, column = situation.fleet, HARD if situation.hard else SIMPLE
+        offers = [
+            Offer(
+                fleet.ids[agent],
+                cost=float(fleet.cost[agent]),
+                latency_ms=float(fleet.latency_ms[agent]),
+                prior=float(fleet.match[agent, column]),
+            )
+            for agent in situation.candidates
+        ]
+        return fleet.index[self.policy.choose(offers, self.kind(situation)).agent_id]
+
+    def learn(self, situation: Situation, agent: int, reward: float, ok: bool) -> None:
+        fleet = situation.fleet
+        self.policy.learn(fleet.ids[agent], self.kind(situation), ok)
+        self.policy.spend(float(fleet.cost[agent]))
 
     def freeze(self) -> None:
         self.policy = self.policy.freeze()
@@ -173,6 +230,8 @@ FACTORIES: dict[str, Callable[[], Policy]] = {
     "random_topL": RandomTopL,
     "seed_linucb": SeedLinUCBRouting,
     "linucb": OurLinUCBRouting,
+    "cost_aware": CostAwareRouting,
+    "cost_aware_nobudget": lambda: CostAwareRouting(CostPolicyConfig(), name="cost_aware_nobudget"),
 }
 
 

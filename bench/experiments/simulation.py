@@ -109,8 +109,9 @@ class Luck:
 class Fleet:
     """The dynamic state of the simulated agents, as arrays indexed like `profiles`.
 
-    `offline` forces an agent unavailable (a shock); `load_floor` is outside traffic (a burst);
-    `success_scale` multiplies an agent's (simple, hard) success probability (a degradation).
+    `offline` forces an agent unavailable (a shock); `load_boost` is outside traffic added after each decay (a burst);
+    `success` (the (simple, hard) success probabilities) and `match` may be rescaled by a shock;
+    `failing` keeps an agent a candidate whose every call fails at twice the latency (the seed's A_unavailable).
     """
 
     profiles: tuple[AgentProfile, ...]
@@ -131,7 +132,8 @@ class Fleet:
         self.latency_ms = self.base_latency.copy()
         self.reputation = np.full(count, 0.5)
         self.offline = np.zeros(count, dtype=bool)
-        self.load_floor = np.zeros(count)
+        self.failing = np.zeros(count, dtype=bool)
+        self.load_boost = np.zeros(count)
         self.available = np.ones(count, dtype=bool)
 
     @property
@@ -140,7 +142,7 @@ class Fleet:
 
     def decay(self) -> None:
         """The per-step queue drain, outside traffic, and the availability that follows from them."""
-        self.load = np.maximum(np.minimum(self.load * self.dynamics.load_decay, 1.0), self.load_floor)
+        self.load = np.minimum(self.load * self.dynamics.load_decay + self.load_boost, 1.0)
         self._refresh_availability()
 
     def success_probability(self, agent: int, hard: bool, drifted: bool) -> float:
@@ -159,6 +161,8 @@ class Fleet:
         mean = self.base_latency[agent] * (1.0 + dynamics.latency_load_factor * min(max(self.load[agent], 0.0), 1.0))
         latency = max(10.0, mean + normal * dynamics.latency_noise * mean)
         ok = uniform < self.success_probability(agent, hard, drifted)
+        if self.failing[agent]:
+            ok, latency = False, 2.0 * latency
         self.latency_ms[agent] += dynamics.latency_ema * (latency - self.latency_ms[agent])
         self.reputation[agent] += dynamics.reputation_ema * (float(ok) - self.reputation[agent])
         self.load[agent] = min(1.0, self.load[agent] + dynamics.load_per_call)

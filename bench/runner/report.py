@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.runner.outputs import load_results, summarise
+from bench.sections import sections_in
 
 HEADER = (
     "# Benchmark results\n\n"
@@ -141,12 +143,27 @@ def run_section(run_dir: Path, report_dir: Path) -> str:
             accuracy_table(records, difficulty=True),
             "",
         ]
-    plots = [name for name in ("accuracy.png", "agent_choices.png") if (run_dir / name).exists()]
+    plots = copy_figures(run_dir, report_dir, ("accuracy.png", "agent_choices.png"))
     if plots:
         parts += ["### Plots", ""]
-        parts += [f"![{name}]({_relative(run_dir / name, report_dir)})" for name in plots]
+        parts += [f"![{path.name}]({_relative(path, report_dir)})" for path in plots]
         parts.append("")
     return "\n".join(parts)
+
+
+def copy_figures(run_dir: Path, report_dir: Path, names: Sequence[str]) -> list[Path]:
+    """Copy the run's plots to `figures/<run name>/` beside the report, so a checkout shows them.
+
+    Run folders live under the ignored runs/; a report that linked into them showed broken images.
+    """
+    target = report_dir / "figures" / run_dir.name
+    copied = []
+    for name in names:
+        if (run_dir / name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / name, target / name)
+            copied.append(target / name)
+    return copied
 
 
 def _describe(config: dict[str, Any], info: dict[str, Any], planned: dict[str, int], done: Counter[str]) -> str:
@@ -180,7 +197,11 @@ def render_report(run_dirs: Sequence[Path], report_dir: Path) -> str:
 
 
 def write_report(path: Path, run_dirs: Sequence[Path]) -> Path:
-    """Write the Markdown report of `run_dirs` to `path` (its folder is created if needed)."""
+    """Write the Markdown report of `run_dirs` to `path` (its folder is created if needed).
+
+    The marked sections of other generators already in the file (bench.sections) are kept at the end.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(run_dirs, path.parent))
+    kept = sections_in(path.read_text()) if path.exists() else []
+    path.write_text(render_report(run_dirs, path.parent) + "".join("\n" + section for section in kept))
     return path

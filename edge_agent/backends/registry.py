@@ -26,7 +26,17 @@ _FACTORIES: dict[str, str | BackendFactory] = {
     "llamacpp": "edge_agent.backends.llamacpp:LlamaCppBackend",
     "mlx": "edge_agent.backends.mlx:MLXBackend",
     "openai": "edge_agent.backends.openai:OpenAIBackend",
+    "scripted": "edge_agent.backends.scripted:ScriptedBackend",
 }
+
+DEFAULT_COST_PER_1K_TOKENS: dict[str, float] = {
+    "echo": 0.0,  # a test double
+    "scripted": 0.1,  # stands for a small local model; a fleet profile sets its own
+    "llamacpp": 0.02,  # a local model: the electricity and wear of an edge board
+    "mlx": 0.02,
+    "openai": 0.5,  # a hosted model
+}
+"""What an agent announces per 1k tokens when its config sets no `cost_per_1k_tokens` (cost units, not money)."""
 
 AUTO = "auto"
 ENTRY_POINT_GROUP = "symphony_edge.backends"
@@ -79,6 +89,11 @@ def register(name: str, factory: str | BackendFactory) -> None:
 def unregister(name: str) -> None:
     """Remove the backend registered as ``name``; unknown names are ignored."""
     _FACTORIES.pop(name, None)
+
+
+def default_cost_per_1k_tokens(backend: str) -> float:
+    """The price an agent on `backend` announces by default (a plugin backend: the local-model price)."""
+    return DEFAULT_COST_PER_1K_TOKENS.get(backend, DEFAULT_COST_PER_1K_TOKENS["llamacpp"])
 
 
 def available_backends() -> list[str]:

@@ -46,6 +46,11 @@ def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[...
             ),
             click.option("--seed", "base_seed", default=123, show_default=True, help="First seed."),
             click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+            click.option(
+                "--results-md",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Also write the table and figures as this experiment's section of a Markdown report.",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -56,29 +61,29 @@ def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[...
 
 @bench.command()
 @experiment_options("exp1")
-def exp1(out: Path, as_json: bool, **options: Any) -> None:
+def exp1(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp1, efficiency and cost: always_A, static_rule, random, the seed's LinUCB and ours."""
     from bench.experiments import exp1 as experiment
 
-    _run(experiment.run, _config(experiment.Exp1Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp1Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 @bench.command()
 @experiment_options("exp2")
-def exp2(out: Path, as_json: bool, **options: Any) -> None:
+def exp2(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp2, robustness: shocks A_unavailable and A_degraded at the midpoint, recovery and deadlocks."""
     from bench.experiments import exp2 as experiment
 
-    _run(experiment.run, _config(experiment.Exp2Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp2Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 @bench.command()
 @experiment_options("exp3")
-def exp3(out: Path, as_json: bool, **options: Any) -> None:
+def exp3(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
     """Exp3, system optimisation: heterogeneous latency and load bursts; latency, cost and load balance."""
     from bench.experiments import exp3 as experiment
 
-    _run(experiment.run, _config(experiment.Exp3Config, options), out, as_json)
+    _run(experiment.run, _config(experiment.Exp3Config, options), out, as_json, results_md, experiment.RESULTS_NOTES)
 
 
 def _config(config_class: Any, options: dict[str, Any]) -> Any:
@@ -93,12 +98,17 @@ def _config(config_class: Any, options: dict[str, Any]) -> Any:
         raise click.UsageError(str(error)) from None
 
 
-def _run(run: Callable[..., Any], config: Any, out: Path, as_json: bool) -> None:
+def _run(
+    run: Callable[..., Any], config: Any, out: Path, as_json: bool, results_md: Path | None = None, notes: str = ""
+) -> None:
     """Run with a progress bar on stderr, then print the table (or JSON) and the files written."""
-    from bench.experiments.output import format_table
+    from bench.experiments.output import format_table, write_results_section
 
     with click.progressbar(length=config.episode_count, label="episodes", file=sys.stderr) as bar:
         result = run(config, out, bar.update)
+    if results_md is not None:
+        command = f"edge-agent bench {result.name} --seeds {config.seeds} --tasks {config.n_tasks}"
+        write_results_section(results_md, result, command, notes)
     files = [str(path) for path in result.files]
     if as_json:
         payload = {"experiment": result.name, "config": config.model_dump(), "summary": result.summary, "files": files}
@@ -179,6 +189,96 @@ def router(as_json: bool) -> None:
     from bench import routing_decision
 
     _report(routing_decision.measure(), routing_decision.print_summary, as_json)
+
+
+@bench.command()
+@click.option("--items", default=60, show_default=True, type=click.IntRange(min=1), help="Items per phase.")
+@click.option("--exp2-items", default=60, show_default=True, type=click.IntRange(min=2), help="Items of Exp2.")
+@click.option(
+    "--kill-at", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+)
+@click.option("--seed", default=7, show_default=True, help="Seed of the stream and of the scripted agents.")
+@click.option("--kill", default="best", show_default=True, help="Agent Exp2 shocks ('best': the best alone).")
+@click.option(
+    "--shock",
+    type=click.Choice(["kill", "degrade"]),
+    default="kill",
+    show_default=True,
+    help="Exp2: SIGKILL the agent, or degrade it (30 % of its skill; it keeps answering).",
+)
+@click.option("--exp2-router", type=click.Choice(["linucb", "cost_aware"]), default="linucb", show_default=True)
+@click.option("--benchmark", "benchmarks", multiple=True, type=click.Choice(["gsm8k", "medqa", "bbh"]))
+@click.option("--item-file", "item_files", multiple=True, help="BENCHMARK=PATH: items from a file, not the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Data cache of `bench data`.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench/fleet"),
+    show_default=True,
+    help="Run folder (records, summary.json, logs).",
+)
+@click.option("--results-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the report section here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def fleet(
+    items: int,
+    exp2_items: int,
+    kill_at: float,
+    seed: int,
+    kill: str,
+    shock: str,
+    exp2_router: str,
+    benchmarks: tuple[str, ...],
+    item_files: tuple[str, ...],
+    cache_dir: Path | None,
+    out: Path,
+    results_md: Path | None,
+    as_json: bool,
+) -> None:
+    """Scripted agents of known skill on the real fabric: router vs vote vs best agent vs oracle, and Exp2."""
+    from bench.data.fetch import DEFAULT_CACHE
+    from bench.fleet.report import write_section
+    from bench.fleet.run import FleetConfig, run
+
+    files = {}
+    for entry in item_files:
+        name, separator, path = entry.partition("=")
+        if not separator or not path:
+            raise click.UsageError(f"--item-file takes BENCHMARK=PATH, got {entry!r}")
+        files[name] = path
+    chosen = benchmarks or tuple(files) or ("gsm8k", "medqa", "bbh")
+    try:
+        config = FleetConfig(
+            out=out,
+            items=items,
+            exp2_items=exp2_items,
+            kill_at=kill_at,
+            seed=seed,
+            kill=kill,
+            shock=shock,
+            exp2_router=exp2_router,
+            benchmarks=chosen,
+            cache_dir=cache_dir or DEFAULT_CACHE,
+            item_files=files,
+        )
+        summary = run(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    if results_md is not None:
+        write_section(results_md, summary, results_md.parent / "figures" / "fleet")
+    if as_json:
+        click.echo(json.dumps(_finite(summary), indent=2, default=str))
+        return
+    click.echo(f"fleet: {summary['items']} items per phase, scripted agents, run folder {out}")
+    for name, values in summary["strategies"].items():
+        click.echo(f"  {name:<40} accuracy {values['accuracy']:.3f}  cost/correct {values['cost_per_correct']:.4f}")
+    exp2 = summary["exp2"]
+    verb = "killed" if exp2["shock"] == "kill" else "degraded"
+    click.echo(
+        f"  exp2: {verb} {exp2['killed']} at task {exp2['kill_at']}: accuracy {exp2['accuracy_before']:.3f} -> "
+        f"{exp2['accuracy_after']:.3f}, rerouted after {exp2['tasks_to_reroute']} task(s)"
+    )
+    if results_md is not None:
+        click.echo(f"wrote {results_md}")
 
 
 def _attach_fabric_benchmarks() -> None:

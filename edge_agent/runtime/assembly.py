@@ -7,10 +7,11 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 from edge_agent.backends.base import Backend
-from edge_agent.backends.registry import choose_backend, create_backend, detect_platform
+from edge_agent.backends.registry import choose_backend, create_backend, default_cost_per_1k_tokens, detect_platform
 from edge_agent.backends.throughput import measure_tokens_per_second
 from edge_agent.models import resolve_model
 from edge_agent.personas import FINAL_ANSWER_INSTRUCTION, get_persona
@@ -64,13 +65,17 @@ def agent_profile(agent: AgentConfig, index: int, node_id: str, backend_reason: 
         top_p=agent.top_p,
         backend_reason=backend_reason,
         description=agent.description,
+        cost_per_1k_tokens=agent.cost_per_1k_tokens,
     )
 
 
 def build_worker(agent: AgentConfig, index: int, node_id: str, warm_up: bool = True) -> AgentWorker:
     """Open the backend, measure its speed with a short warm-up, and wrap it in a worker."""
     backend, reason = open_backend(agent)
-    worker = AgentWorker(agent_profile(agent, index, node_id, reason), backend, node_id)
+    profile = agent_profile(agent, index, node_id, reason)
+    if profile.cost_per_1k_tokens is None:
+        profile = replace(profile, cost_per_1k_tokens=default_cost_per_1k_tokens(backend.name))
+    worker = AgentWorker(profile, backend, node_id)
     if warm_up and backend.name != "echo":
         worker.tokens_per_second = round(measure_tokens_per_second(backend, max_tokens=32), 1)
         log.info("agent %s: %.1f tokens/s on warm-up", worker.profile.agent_id, worker.tokens_per_second)

@@ -35,6 +35,7 @@ class AgentProfile:
     top_p: float
     backend_reason: str = ""
     description: str = ""
+    cost_per_1k_tokens: float | None = None
 
 
 class QueueFull(Exception):
@@ -65,6 +66,7 @@ class AgentWorker:
             max_in_flight=self.profile.max_in_flight,
             tokens_per_second=self.tokens_per_second,
             description=self.profile.description,
+            cost_per_1k_tokens=self.profile.cost_per_1k_tokens,
         )
 
     def state(self) -> AgentState:

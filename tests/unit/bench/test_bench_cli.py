@@ -20,9 +20,9 @@ def rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize(
     ("experiment", "summary_rows", "extra_files"),
     [
-        ("exp1", 6, ["trajectories.csv"]),
-        ("exp2", 12, ["per_seed.csv", "trajectories.csv", "recovery_curves.png"]),
-        ("exp3", 20, ["trajectories.csv", "system_metrics.png"]),
+        ("exp1", 7, ["trajectories.csv"]),
+        ("exp2", 16, ["per_seed.csv", "trajectories.csv", "recovery_curves.png"]),
+        ("exp3", 24, ["trajectories.csv", "system_metrics.png"]),
     ],
 )
 def test_experiment_writes_its_files_and_prints_a_table(
@@ -51,6 +51,7 @@ def test_json_output_lists_the_summary_and_files(tmp_path: Path) -> None:
         "random_topL",
         "seed_linucb",
         "linucb",
+        "cost_aware",
     ]
     assert payload["summary"][0]["published_success_rate"] is None  # 100 tasks is not the published setup
     assert str(tmp_path / "summary.csv") in payload["files"]

@@ -48,5 +48,19 @@ def test_report_is_marked_generated_and_pairs_the_variants(tmp_path: Path) -> No
     assert "| test | single vs vote3 | 3 | 1 | 0 | 1 | 1 |" in text
     assert "| test | vote3 | gsm8k | 3 | 2 | 66.7 % |" in text
     assert "| vote3 | 3 | 3.00 | 3/3 | c 3, m 3, r 3 |" in text
-    assert "![accuracy.png](../runs/r1/accuracy.png)" in text
+    # the plot is copied beside the report (runs/ is ignored by git, so a link into it would be broken)
+    assert "![accuracy.png](figures/r1/accuracy.png)" in text
+    assert (tmp_path / "bench" / "figures" / "r1" / "accuracy.png").read_bytes() == b"png"
     assert "test 3/3" in text
+
+
+def test_rewriting_the_report_keeps_the_other_generators_sections(tmp_path: Path) -> None:
+    from bench.runner.report import write_report
+    from bench.sections import replace_section
+
+    report = tmp_path / "RESULTS.md"
+    replace_section(report, "fleet", "## Fleet\n\nfigures")
+    replace_section(report, "fleet", "## Fleet\n\nnew figures")  # replaced in place, not appended twice
+    write_report(report, [])
+    text = report.read_text()
+    assert text.startswith("# Benchmark results") and text.count("## Fleet") == 1 and "new figures" in text
