@@ -58,8 +58,14 @@ class RoutingBrain:
         top_l: int = 3,
         difficulty: str | None = None,
         benchmark: str | None = None,
+        budget: float | None = None,
+        max_tokens: int = 256,
     ) -> list[Choice]:
-        """Top-L screening (priors of the first tag's capability), then the candidates ordered by LinUCB."""
+        """Top-L screening (priors of the first tag's capability), then the candidates ordered by LinUCB.
+
+        With the cost-aware policy, a task's `budget` (cost units per run) rules out the agents whose price for
+        a run of `max_tokens` tokens is above it, when any candidate fits.
+        """
         prior = self.priors.for_capability(tags[0] if tags else None)
         candidates = screen(
             agents, requirement, tags, prior, benchmark=benchmark or "", difficulty=difficulty or "", top_l=top_l
@@ -75,7 +81,8 @@ class RoutingBrain:
                 Offer(c.agent_id, views[c.agent_id].cost_per_1k_tokens, views[c.agent_id].latency_ms, c.match)
                 for c in candidates
             ]
-            first = self.cost_policy.choose(offers, kind).agent_id
+            per_1k_budget = None if budget is None else budget * 1000 / max(1, max_tokens)
+            first = self.cost_policy.choose(offers, kind, per_1k_budget).agent_id
         ordered = sorted(candidates, key=lambda c: (c.agent_id != first, -selection.ucb[c.agent_id]))
         return [Choice(c.agent_id, contexts[c.agent_id], c, selection.ucb[c.agent_id], kind) for c in ordered]
 

@@ -554,7 +554,10 @@ class TaskPipeline:
     def _screen(self, tags: Sequence[str], requirement: str, size: int) -> list[Choice]:
         """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live)."""
         agents = self.live_agents()
-        return self.brain.choose(agents, requirement, tags, size, self.options.difficulty, self.options.benchmark)
+        options = self.options
+        return self.brain.choose(
+            agents, requirement, tags, size, options.difficulty, options.benchmark, options.budget, options.max_tokens
+        )
 
     def _run_request(self, choice: Choice, text: str, context: tuple[str, ...], purpose: str) -> RunRequest:
         return RunRequest(

@@ -135,3 +135,19 @@ def test_frozen_brain_learns_no_priors() -> None:
     brain.policy = brain.policy.freeze()
     brain.observe("math-1", "gsm8k", "hard", None, True)
     assert len(brain.priors) == 0
+
+
+def test_a_task_budget_keeps_the_cost_aware_policy_off_agents_it_cannot_afford() -> None:
+    from router.cost_policy import CostAwarePolicy, CostPolicyConfig, task_kind
+
+    dear = AgentView("math-big", "n1", ("mathematical-reasoning",), "math specialist", cost_per_1k_tokens=2.0)
+    cheap = AgentView("math-small", "n2", ("mathematical-reasoning",), "math specialist", cost_per_1k_tokens=0.1)
+    brain = RoutingBrain(seed=1)
+    brain.cost_policy = CostAwarePolicy(CostPolicyConfig())
+    for _ in range(50):  # the dear agent is always right, the cheap one never
+        brain.cost_policy.learn("math-big", task_kind(None, None), 1.0)
+        brain.cost_policy.learn("math-small", task_kind(None, None), 0.0)
+    assert brain.choose([dear, cheap], STEP, top_l=2)[0].agent_id == "math-big"
+    # A run of 256 tokens costs 0.512 on the dear agent and 0.0256 on the cheap one.
+    assert brain.choose([dear, cheap], STEP, top_l=2, budget=0.05, max_tokens=256)[0].agent_id == "math-small"
+    assert brain.choose([dear, cheap], STEP, top_l=2, budget=0.6, max_tokens=256)[0].agent_id == "math-big"
