@@ -27,6 +27,7 @@ from shared.messages import (
     ErrorReply,
     NodeBeacon,
     NodeState,
+    RunCancel,
     RunRequest,
     decode,
     encode,
@@ -149,7 +150,12 @@ class EdgeNode:
 
     def _on_run_request(self, topic: str, payload: bytes) -> None:
         try:
-            request: RunRequest = decode(payload, RunRequest)
+            request = decode(payload)
+            if isinstance(request, RunCancel):
+                self._on_cancel(topic, request)
+                return
+            if not isinstance(request, RunRequest):
+                raise MessageError(f"expected a RunRequest or RunCancel, got kind {request.kind!r}")
         except MessageError as error:
             self._reply_error(payload, "bad_request", str(error))
             return
@@ -167,9 +173,15 @@ class EdgeNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _on_cancel(self, topic: str, cancel: RunCancel) -> None:
+        worker = self.workers.get(cancel.agent_id)
+        if worker is not None and topic == self.topics.agent_run(cancel.agent_id) and worker.cancel(cancel.dispatch_id):
+            log.debug("agent %s: run %s cancelled (%s)", cancel.agent_id, cancel.dispatch_id, cancel.reason)
+
     async def _serve(self, worker: AgentWorker, request: RunRequest) -> None:
         assert self.client is not None
-        result = await worker.run(request)
+        client = self.client
+        result = await worker.run(request, lambda chunk: client.publish(request.reply_topic, chunk))
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
 
