@@ -614,6 +614,8 @@ class TaskPipeline:
 
     def _run_timeout(self) -> float:
         remaining = self.options.deadline_s - (self.clock() - self.started)
+        if self.options.agent_id is not None:  # a direct run has no other agent to move to: the task's deadline ends it
+            return max(0.5, remaining + 1.0)
         configured = self.options.run_timeout_s or self.options.deadline_s / 2
         return max(0.5, min(configured, remaining))
 

@@ -119,13 +119,11 @@ class FabricTaskClient:
     async def stream(
         self, request: TaskRequest, timeout_s: float | None = None, resend_every_s: float = 10.0
     ) -> AsyncIterator[TaskChunk | TaskAnswer]:
-        """Submit `request` with streaming on and yield its TaskChunks in order, then its TaskAnswer.
+        """Submit `request` and yield its TaskChunks in order (when it asks for a stream), then its TaskAnswer.
 
         Raises TaskFailed on an ErrorReply and TaskTimeout past `timeout_s` (default: the task's deadline + 5 s).
         Leaving the loop before the answer (break, cancellation) sends a TaskCancel: the router stops the task.
         """
-        if not request.options.stream:
-            request = request.model_copy(update={"options": request.options.model_copy(update={"stream": True})})
         deadline = time.monotonic() + (timeout_s or request.options.deadline_s + 5)
         queue: asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply] = asyncio.Queue()
         self._streams[request.task_id] = queue

@@ -76,7 +76,7 @@ def test_a_single_run_streams_its_tokens_in_order_and_the_answer_follows(
         async with echo_fabric(connection, tmp_path, {"a1": 0.5}), FabricTaskClient(connection) as client:
             chunks: list[TaskChunk] = []
             answer = None
-            async for message in client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512)):
+            async for message in client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512, stream=True)):
                 if isinstance(message, TaskChunk):
                     chunks.append(message)
                 else:
@@ -98,7 +98,7 @@ def test_a_voted_task_streams_progress_then_the_voted_answer(
     async def scenario() -> tuple[list[TaskChunk], TaskAnswer]:
         connection = connection_for(amqtt_broker, fabric)
         async with echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0, "a3": 0.0}), FabricTaskClient(connection) as c:
-            messages = [message async for message in c.stream(c.request("what is six times seven?", cot_count=3))]
+            messages = [message async for message in c.stream(c.request("what is six times seven?", cot_count=3, stream=True))]
             assert isinstance(messages[-1], TaskAnswer)
             return [m for m in messages if isinstance(m, TaskChunk)], messages[-1]
 
@@ -132,7 +132,7 @@ def test_a_client_that_goes_away_stops_the_run_on_its_agent(
         connection = connection_for(amqtt_broker, fabric)
         async with echo_fabric(connection, tmp_path, {"slow": 20.0}) as workers:
             async with FabricTaskClient(connection) as client:
-                stream = client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512))
+                stream = client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512, stream=True))
                 async for message in stream:
                     assert isinstance(message, TaskChunk)
                     break
