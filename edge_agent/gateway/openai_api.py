@@ -117,7 +117,9 @@ def model_options(model: str, live_agent_ids: set[str]) -> dict[str, Any]:
     raise ModelNotFound(f"the model {model!r} does not exist; use {BASE_MODEL}, {BASE_MODEL}-vote-N or agent:<id>")
 
 
-def task_of(request: ChatCompletionRequest, live_agent_ids: set[str], deadline_s: float) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+def task_of(
+    request: ChatCompletionRequest, live_agent_ids: set[str], deadline_s: float
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """(query, conversation context, TaskOptions fields) of a chat completion request."""
     if request.n != 1:
         raise BadRequest("only n = 1 is supported: the fabric votes its runs into one answer", "n")
@@ -250,7 +252,10 @@ def completion_id(task_id: str) -> str:
 def models_list(agent_ids: list[str], created: int) -> dict[str, Any]:
     names = [BASE_MODEL, *(f"{BASE_MODEL}-vote-{n}" for n in VOTE_VARIANTS)]
     names += [f"{AGENT_PREFIX}{agent_id}" for agent_id in sorted(agent_ids)]
-    return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": OWNER} for n in names]}
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": OWNER} for n in names],
+    }
 
 
 ERROR_TYPES = {

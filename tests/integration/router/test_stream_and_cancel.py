@@ -1,7 +1,7 @@
 """Token streaming and cancel across a real broker: echo agents (in-process nodes), the router, the client.
 
-    client ─TaskRequest(stream)─► router ─RunRequest(stream)─► agent ─RunChunk…─► router ─TaskChunk…─► client
-    early-stopped vote / client gone ─► router ─RunCancel─► agent: the model stops within a token, the slot frees
+client ─TaskRequest(stream)─► router ─RunRequest(stream)─► agent ─RunChunk…─► router ─TaskChunk…─► client
+early-stopped vote / client gone ─► router ─RunCancel─► agent: the model stops within a token, the slot frees
 """
 
 from __future__ import annotations
@@ -97,8 +97,13 @@ def test_a_voted_task_streams_progress_then_the_voted_answer(
 ) -> None:
     async def scenario() -> tuple[list[TaskChunk], TaskAnswer]:
         connection = connection_for(amqtt_broker, fabric)
-        async with echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0, "a3": 0.0}), FabricTaskClient(connection) as c:
-            messages = [message async for message in c.stream(c.request("what is six times seven?", cot_count=3, stream=True))]
+        async with (
+            echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0, "a3": 0.0}),
+            FabricTaskClient(connection) as c,
+        ):
+            messages = [
+                message async for message in c.stream(c.request("what is six times seven?", cot_count=3, stream=True))
+            ]
             assert isinstance(messages[-1], TaskAnswer)
             return [m for m in messages if isinstance(m, TaskChunk)], messages[-1]
 
