@@ -106,7 +106,7 @@ class LlamaCppBackend:
                 raise BackendUnavailable(f"the llama.cpp backend for {self.model} was closed")
             chunks = self._complete(messages, options, sampling)
             try:
-                for chunk in chunks:  # type: ignore[attr-defined]
+                for chunk in chunks:
                     piece = _chunk_text(chunk)
                     if not piece:
                         continue
@@ -118,7 +118,7 @@ class LlamaCppBackend:
             except RuntimeError as error:
                 raise ServerError(f"llama.cpp failed while generating: {error}") from error
             finally:
-                chunks.close()  # type: ignore[attr-defined]
+                chunks.close()
             context_tokens = int(self._llm.n_tokens)
         completion_tokens = len(pieces)  # llama-cpp-python yields one chunk per token
         return Generation(

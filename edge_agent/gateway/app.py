@@ -73,7 +73,7 @@ def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
             task = client.request(query, context=context, stream=body.stream, **options)
         except ValueError as error:
             raise GatewayError(400, f"invalid options: {error}", "invalid_options") from None
-        stream: Stream = client.stream(task)  # type: ignore[assignment]
+        stream: Stream = client.stream(task)
         if not body.stream:
             answer = await _answer(stream, http)
             return api.completion(answer, body.model, body.stops())

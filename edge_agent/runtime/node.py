@@ -28,6 +28,7 @@ from shared.messages import (
     NodeBeacon,
     NodeState,
     RunCancel,
+    RunChunk,
     RunRequest,
     decode,
     encode,
@@ -181,7 +182,11 @@ class EdgeNode:
     async def _serve(self, worker: AgentWorker, request: RunRequest) -> None:
         assert self.client is not None
         client = self.client
-        result = await worker.run(request, lambda chunk: client.publish(request.reply_topic, chunk))
+
+        def send_chunk(chunk: RunChunk) -> None:
+            client.publish(request.reply_topic, chunk)
+
+        result = await worker.run(request, send_chunk)
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
 

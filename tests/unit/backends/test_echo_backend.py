@@ -71,6 +71,5 @@ def test_stream_gives_the_same_reply_word_by_word() -> None:
 
 
 def test_stream_stops_when_the_sink_says_so() -> None:
-    pieces: list[str] = []
     streamed = EchoBackend().stream(chat("a b c d e f"), GenerationOptions(), lambda p: False)
     assert streamed.text == "echo:" and streamed.completion_tokens == 1
