@@ -10,9 +10,12 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 from e2e.gateway.fleet import ECHO_AGENTS, LLAMA_AGENT, SLOW_AGENT, GatewayFabric
+
+from broker.policy import free_port
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed (dev extra)")
 
@@ -149,3 +152,20 @@ def test_curl_gets_json_and_an_event_stream(gateway_fabric: GatewayFabric) -> No
     assert {json.loads(event)["object"] for event in events[:-1]} == {"chat.completion.chunk"}
     health = subprocess.run(["curl", "-sS", f"{gateway_fabric.gateway_url}/health"], capture_output=True, text=True)
     assert json.loads(health.stdout)["status"] == "ok"
+
+
+def test_submit_stream_prints_the_tokens_then_the_answer(gateway_fabric: GatewayFabric) -> None:
+    command = [sys.executable, "-m", "edge_agent.cli", "submit", "six times seven", "--stream", "--no-trace"]
+    command += ["--broker", gateway_fabric.broker.url, "--fabric", gateway_fabric.fabric, "--agent", ECHO_AGENTS[2]]
+    done = subprocess.run(command, env=gateway_fabric.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("echo: ") and "Final answer: 42\n" in done.stdout
+    assert "answer: 42" in done.stdout.splitlines()[-2]
+
+
+def test_submit_against_a_port_where_nothing_listens_fails_at_once_saying_what_to_do() -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "edge_agent.cli", "submit", "hi", "--broker", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=8)  # the MQTT connect timeout is 10 s
+    assert done.returncode == 1
+    assert url in done.stderr and "connection refused" in done.stderr and "edge-agent broker" in done.stderr
