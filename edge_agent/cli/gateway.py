@@ -48,7 +48,7 @@ async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | Non
     try:
         from edge_agent.gateway.server import GatewayServer
     except ImportError as error:
-        raise click.ClickException(f"{error}; install it with `pip install \"symphony-edge[gateway]\"`") from None
+        raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
     server = GatewayServer(config.connection, host, port, keys_file, deadline_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
