@@ -48,7 +48,7 @@ def raw_ttft(model: Path, questions: list[str], threads: int, n_ctx: int) -> lis
             started = time.perf_counter()
             stream = llm.create_chat_completion(messages=messages, max_tokens=4, temperature=0.0, stream=True)  # type: ignore[arg-type]
             for chunk in stream:
-                if chunk["choices"][0]["delta"].get("content"):  # type: ignore[index]
+                if chunk["choices"][0]["delta"].get("content"):  # type: ignore[index,union-attr]
                     times.append(time.perf_counter() - started)
                     break
             stream.close()  # type: ignore[union-attr]
