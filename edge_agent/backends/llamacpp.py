@@ -130,9 +130,7 @@ class LlamaCppBackend:
             model=self.model,
         )
 
-    def _complete(
-        self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]
-    ) -> Any:
+    def _complete(self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]) -> Any:
         """The response dict, or with ``sampling["stream"]`` the iterator of its chunks."""
         wrap = (lambda response: response) if sampling.get("stream") else dict
         try:

@@ -23,6 +23,7 @@ from edge_agent.gateway import openai_api as api
 from edge_agent.gateway.auth import Authenticator, ClientAccount, Unauthorized
 from edge_agent.gateway.fabric import FabricGateway
 from shared.client import TaskFailed, TaskTimeout
+from shared.errors import TransportError
 from shared.messages import TaskAnswer, TaskChunk
 
 Stream = AsyncIterator[TaskChunk | TaskAnswer]
@@ -199,6 +200,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(part) for part in first["loc"] if part != "body") or None
         return reply(400, f"{param or 'body'}: {first['msg']}", "invalid_request", param)
+
+    @app.exception_handler(TransportError)
+    async def unreachable(_: Request, error: TransportError) -> JSONResponse:
+        return reply(503, f"cannot reach the fabric: {error}", "fabric_unreachable")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

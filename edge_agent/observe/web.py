@@ -68,6 +68,12 @@ def required_credentials(host: str, connection: ConnectionSettings) -> tuple[str
     return connection.username, connection.password.get_secret_value()
 
 
+def _login(connection: ConnectionSettings) -> tuple[str, str] | None:
+    if not connection.username or connection.password is None:
+        return None
+    return connection.username, connection.password.get_secret_value()
+
+
 class SnapshotHub:
     """Wakes every event stream when the watcher's snapshot changed (coalescing bursts)."""
 
@@ -103,7 +109,7 @@ class DashboardServer:
         self, connection: ConnectionSettings, host: str, port: int, api_keys: dict[str, Any] | None = None
     ) -> None:
         self.api_keys = api_keys or {}
-        self.credentials = None if self.api_keys else required_credentials(host, connection)
+        self.credentials = _login(connection) if self.api_keys else required_credentials(host, connection)
         self.host, self.port = host, port
         self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
         self.hub = SnapshotHub(self.watcher)

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from e2e.gateway.fleet import ECHO_AGENTS, LLAMA_AGENT, SLOW_AGENT, GatewayFabric
+from support import stop_processes
 
 from broker.policy import free_port
+from edge_agent.observe.watch import FabricWatcher
+from shared.config import ConnectionSettings
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed (dev extra)")
 
@@ -169,3 +175,61 @@ def test_submit_against_a_port_where_nothing_listens_fails_at_once_saying_what_t
     done = subprocess.run(command, capture_output=True, text=True, timeout=8)  # the MQTT connect timeout is 10 s
     assert done.returncode == 1
     assert url in done.stderr and "connection refused" in done.stderr and "edge-agent broker" in done.stderr
+
+
+def test_a_client_that_closes_its_stream_stops_the_agent(gateway_fabric: GatewayFabric) -> None:
+    """The slow echo agent would write for 30 s; closing the HTTP stream cancels the task and frees its slot."""
+    question = " ".join(f"word{index}" for index in range(60))
+    stream = client(gateway_fabric).chat.completions.create(
+        model=f"agent:{SLOW_AGENT}", messages=[{"role": "user", "content": question}], stream=True
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    assert asyncio.run(asyncio.wait_for(slow_agent_idle(gateway_fabric), 20))  # far sooner than the 30 s reply
+
+
+async def slow_agent_idle(fabric: GatewayFabric) -> bool:
+    """Wait until the node's state says the slow agent runs nothing (states come at least every second)."""
+    watcher = FabricWatcher(ConnectionSettings(fabric=fabric.fabric, brokers=(fabric.broker.url,)))
+    await watcher.start()
+    try:
+        while True:
+            rows = [row for row in watcher.snapshot.agent_rows() if row.agent_id == SLOW_AGENT]
+            if rows and rows[0].in_flight == 0 and rows[0].last_seen > time.time() - 1:
+                return True
+            await asyncio.sleep(0.1)
+    finally:
+        await watcher.close()
+
+
+def test_start_gateway_serves_the_api_from_a_node(tmp_path: Path) -> None:
+    """`edge-agent start --host-broker --router --gateway`: one process, a whole fabric behind the OpenAI API."""
+    broker_port, gateway_port = free_port(), free_port()
+    command = [sys.executable, "-m", "edge_agent.cli", "start", "--host-broker", "--router", "--gateway"]
+    command += ["--broker", f"mqtt://127.0.0.1:{broker_port}", "--backend", "echo", "--node-id", "solo"]
+    command += ["--gateway-port", str(gateway_port)]
+    log = tmp_path / "start.log"
+    env = dict(os.environ, SYMPHONY_EDGE_STATE_DIR=str(tmp_path / "state"))
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=sink, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "OpenAI-compatible gateway hosted" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        openai_client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key="x", max_retries=0)
+        answer = None
+        while answer is None:  # the router may need a moment to see the node's beacon
+            try:
+                answer = openai_client.chat.completions.create(
+                    model="symphony", messages=[{"role": "user", "content": "hello"}]
+                )
+            except openai.APIStatusError as error:
+                assert error.status_code == 503 and time.monotonic() < deadline, error
+                time.sleep(0.2)
+        assert (answer.choices[0].message.content or "").startswith("echo: ")
+        assert "agent:solo-agent" in [model.id for model in openai_client.models.list()]
+    finally:
+        stop_processes([process])
