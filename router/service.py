@@ -300,8 +300,12 @@ class RouterService:
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=data)  # type: ignore[arg-type]
         self._publish(self.topics.task_events(task_id), message, qos=0)
-        if event in _PROGRESS_EVENTS:
+        if event in _PROGRESS_EVENTS and self._voted(task_id):  # a single run streams its tokens instead
             self._forward(task_id, "progress", _progress_text(event, data))
+
+    def _voted(self, task_id: str) -> bool:
+        request = self._requests.get(task_id)
+        return request is not None and request.options.cot_count > 1 and request.options.agent_id is None
 
     def _forward(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
         """Send a TaskChunk to the client of a task that asked for a stream."""
