@@ -80,6 +80,8 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
     # Symphony's options (extra_body in the openai client)
     plan_k: int | None = Field(default=None, ge=1, le=8)
     plan_mode: Literal["decompose", "chains"] | None = None
@@ -123,6 +125,8 @@ def task_of(
     """(query, conversation context, TaskOptions fields) of a chat completion request."""
     if request.n != 1:
         raise BadRequest("only n = 1 is supported: the fabric votes its runs into one answer", "n")
+    if request.tools or request.functions:
+        raise BadRequest("tools and functions are not supported by the fabric's agents", "tools")
     *earlier, last = request.messages
     if last.role != "user":
         raise BadRequest("the last message must come from the user", "messages")
