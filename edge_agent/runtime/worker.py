@@ -98,6 +98,7 @@ class AgentWorker:
         self.in_flight = 0
         self.waiting = 0
         self.tokens_generated = 0  # every token a streaming backend produced, cancelled runs included
+        self._count_lock = threading.Lock()  # model threads of concurrent runs count into it
         self._slots = asyncio.Semaphore(profile.max_in_flight)
         self._cancels: dict[str, threading.Event] = {}
 
@@ -231,7 +232,8 @@ class AgentWorker:
             return self.backend.generate(messages, options)
 
         def sink(piece: str) -> bool:
-            self.tokens_generated += 1
+            with self._count_lock:
+                self.tokens_generated += 1
             if streamer is not None:
                 streamer.push(piece)
             return not cancelled.is_set()
