@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.common import (
+    broker_option,
+    check_reachable,
+    config_option,
+    fabric_option,
+    load_config,
+    run_async,
+)
 from shared.config import NodeConfig
 
 
@@ -50,6 +57,7 @@ async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | Non
     except ImportError as error:
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
     server = GatewayServer(config.connection, host, port, keys_file, deadline_s)
+    check_reachable(config.connection)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):

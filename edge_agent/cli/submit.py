@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
-from shared.config import ConnectionSettings
+from edge_agent.cli.common import (
+    broker_option,
+    check_reachable,
+    config_option,
+    fabric_option,
+    load_config,
+    run_async,
+)
 from shared.errors import TransportError
 from shared.messages import TaskAnswer, TaskChunk, TaskEvent
-
-PROBE_TIMEOUT_S = 3.0
 
 
 @click.command()
@@ -124,23 +127,6 @@ async def _stream(client: Any, request: Any, timeout_s: float) -> TaskAnswer:
         answer: TaskAnswer = message
         return answer
     raise TransportError("the stream ended without an answer")
-
-
-def check_reachable(connection: ConnectionSettings) -> None:
-    """Fail at once, naming the URL and what to do, when no broker listens (instead of waiting for a timeout)."""
-    refused = []
-    for url in connection.broker_urls():
-        try:
-            with socket.create_connection((url.host, url.port), timeout=PROBE_TIMEOUT_S):
-                return
-        except ConnectionRefusedError:
-            refused.append(str(url))
-        except OSError:
-            return  # unreachable or slow: let the MQTT client try and report it (it knows about failover and TLS)
-    raise TransportError(
-        f"nothing listens on {', '.join(refused)} (connection refused). Start a broker there with "
-        "`edge-agent broker` (or `edge-agent start --host-broker`, or mosquitto), or point --broker at yours."
-    )
 
 
 def print_event(event: TaskEvent) -> None:
