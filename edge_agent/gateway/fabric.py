@@ -23,9 +23,8 @@ class FabricGateway:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Connect the watcher and the gateway's own client (raises TransportError when the broker is not there)."""
+        """Connect the watcher (raises TransportError when the broker is not there); task clients come on use."""
         await self.watcher.start()
-        await self.client_for(None)
 
     async def close(self) -> None:
         for client in self._clients.values():
