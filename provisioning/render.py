@@ -21,6 +21,8 @@ Output directory layout (every file mode 0600, every directory 0700; Ansible cop
       clients/<id>/tls/...         (broker.tls only)
       operators/<id>.yaml          an operator's settings (`edge-agent status|top|trace|dashboard|doctor -c`)
       operators/<id>/tls/...       (broker.tls only)
+      gateway/api-keys.yaml        the OpenAI gateway's API keys, one per client account (`edge-agent gateway
+                                   --keys-file`); the keys themselves live in secrets.yaml (api_keys)
 
 Re-rendering is idempotent: passwords come from secrets.yaml, password-file lines are kept while their hash still
 verifies, certificates are kept while signed by the CA, covering the right names and not about to expire, and a
@@ -114,7 +116,7 @@ def render_plan(plan: FleetPlan, output: Path) -> RenderReport:
     """Write every file of the layout above for `plan` into `output`."""
     output = output.resolve()
     writer = _Writer(output)
-    passwords = _passwords(writer, plan)
+    passwords, api_keys = _passwords(writer, plan)
     _write_broker_files(writer, plan, passwords)
     from_tls = _write_certificates(writer, plan) if plan.fleet.broker.tls else None
     for node in plan.nodes:
@@ -131,21 +133,29 @@ def render_plan(plan: FleetPlan, output: Path) -> RenderReport:
         settings = client_config(plan, operator, passwords[operator.username], tls_dir, role="operator")
         writer.write(f"operators/{operator.username}.yaml", yaml.safe_dump(settings, sort_keys=False))
         writer.report.operators.append(operator.username)
+    if api_keys:
+        keys = [{"key": key, "client": client, "password": passwords[client]} for client, key in api_keys.items()]
+        header = "# symphony-edge gateway API keys -> client accounts (edge-agent gateway --keys-file)\n"
+        writer.write("gateway/api-keys.yaml", header + yaml.safe_dump({"keys": keys}, sort_keys=False))
     writer.write("ansible-vars.yml", yaml.safe_dump(ansible_variables(plan, output), sort_keys=False))
     return writer.report
 
 
-def _passwords(writer: _Writer, plan: FleetPlan) -> dict[str, str]:
-    """Every account's password: kept from secrets.yaml, new ones for new accounts; saved back."""
+def _passwords(writer: _Writer, plan: FleetPlan) -> tuple[dict[str, str], dict[str, str]]:
+    """Every account's password and every client's gateway API key: kept from secrets.yaml, new ones for new
+    accounts; saved back."""
     try:
         stored = yaml.safe_load(writer.read("secrets.yaml")) or {}
     except yaml.YAMLError as error:
         raise ProvisioningError(f"{writer.output / 'secrets.yaml'}: not valid YAML: {error}") from None
     known = stored.get("passwords", {}) if isinstance(stored, dict) else {}
     passwords = {account.username: str(known.get(account.username) or new_password()) for account in plan.accounts}
+    known_keys = stored.get("api_keys", {}) if isinstance(stored, dict) else {}
+    api_keys = {c.username: str(known_keys.get(c.username) or f"sk-symphony-{new_password()}") for c in plan.clients}
+    secrets = {"passwords": passwords, **({"api_keys": api_keys} if api_keys else {})}
     header = "# symphony-edge account passwords: keep this file secret (mode 0600)\n"
-    writer.write("secrets.yaml", header + yaml.safe_dump({"passwords": passwords}, sort_keys=True))
-    return passwords
+    writer.write("secrets.yaml", header + yaml.safe_dump(secrets, sort_keys=True))
+    return passwords, api_keys
 
 
 def _write_broker_files(writer: _Writer, plan: FleetPlan, passwords: dict[str, str]) -> None:

@@ -180,6 +180,8 @@ class TaskPipeline:
         self.clock = clock
         self.started = clock()
         self._order = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
 
     async def execute(self) -> TaskAnswer:
         self._emit("received", query=self.request.query[:500], options=self.options.model_dump())
@@ -222,6 +224,7 @@ class TaskPipeline:
 
     def _answer(self, plan: Sequence[str], outcomes: list[SubtaskOutcome]) -> TaskAnswer:
         final = outcomes[-1]
+        winner = _winning_record(final).result
         answer = TaskAnswer(
             task_id=self.request.task_id,
             router_id=self.router_id,
@@ -230,6 +233,9 @@ class TaskPipeline:
             plan=tuple(plan),
             subtasks=tuple(self._summary(outcome) for outcome in outcomes),
             elapsed_ms=(self.clock() - self.started) * 1000,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            finish_reason="length" if winner.completion_tokens >= self.options.max_tokens else "stop",
         )
         self._emit("answered", answer=answer.answer, elapsed_ms=round(answer.elapsed_ms, 1))
         return answer
@@ -238,6 +244,8 @@ class TaskPipeline:
 
     def _planning_skipped(self) -> str | None:
         """Why this task is not planned (None: it is). `simple` skips planning, `hard` always plans (plan_k > 1)."""
+        if self.options.agent_id is not None:
+            return "direct run"
         if self.options.plan_k <= 1:
             return "plan_k 1"
         if self.options.difficulty == "simple":
@@ -397,19 +405,32 @@ class TaskPipeline:
                 for c in choices
             ],
         )
-        records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares)
+        # A single run that gives the task's answer streams its tokens to a client that asked for a stream.
+        stream = self.options.stream and count == 1 and is_final and _CHAIN.get() is None
+        records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares, stream)
         return self._vote(index, step, records)
 
     async def _run_votes(
-        self, index: int, step: str, context: tuple[str, ...], first: list[Choice], spares: SpareAgents
+        self,
+        index: int,
+        step: str,
+        context: tuple[str, ...],
+        first: list[Choice],
+        spares: SpareAgents,
+        stream: bool = False,
     ) -> list[RunRecord]:
         pending = {
-            asyncio.ensure_future(self._run_with_fallback(index, step, context, choice, spares)): choice
+            asyncio.ensure_future(self._run_with_fallback(index, step, context, choice, spares, stream)): choice
             for choice in first
         }
         records: list[RunRecord] = []
         while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the task's deadline passed or its client went away: stop the runs
+                for task in pending:
+                    task.cancel()
+                raise
             for finished in done:
                 pending.pop(finished)
                 record = finished.result()
@@ -428,12 +449,18 @@ class TaskPipeline:
         return can_stop_early(ballots, weights, self.brain.reliability, default_weight=DEFAULT_RELIABILITY)
 
     async def _run_with_fallback(
-        self, index: int, step: str, context: tuple[str, ...], choice: Choice, spares: SpareAgents
+        self,
+        index: int,
+        step: str,
+        context: tuple[str, ...],
+        choice: Choice,
+        spares: SpareAgents,
+        stream: bool = False,
     ) -> RunRecord | None:
         """Run on `choice`; on failure move to a spare agent (shared by the subtask's runs)."""
         current: Choice | None = choice
         while current is not None:
-            request = self._run_request(current, step, context, "solve")
+            request = self._run_request(current, step, context, "solve", stream)
             record = await self._run(current, request, index)
             if record.result.error is None:
                 return record
@@ -458,6 +485,8 @@ class TaskPipeline:
             self.brain.forget(request.dispatch_id)  # cut short by an early-stopped vote: no reward
             raise
         self._order += 1
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
         answer = extract_answer(result.text) if result.error is None else ExtractedAnswer("", "", "none")
         self._emit(
             "result",
@@ -554,12 +583,16 @@ class TaskPipeline:
     def _screen(self, tags: Sequence[str], requirement: str, size: int) -> list[Choice]:
         """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live)."""
         agents = self.live_agents()
+        if self.options.agent_id is not None:  # a direct run: that agent or none
+            agents = [agent for agent in agents if agent.agent_id == self.options.agent_id]
         options = self.options
         return self.brain.choose(
             agents, requirement, tags, size, options.difficulty, options.benchmark, options.budget, options.max_tokens
         )
 
-    def _run_request(self, choice: Choice, text: str, context: tuple[str, ...], purpose: str) -> RunRequest:
+    def _run_request(
+        self, choice: Choice, text: str, context: tuple[str, ...], purpose: str, stream: bool = False
+    ) -> RunRequest:
         return RunRequest(
             dispatch_id=f"{self.request.task_id[:64]}.{uuid.uuid4().hex[:12]}",
             task_id=self.request.task_id,
@@ -571,6 +604,7 @@ class TaskPipeline:
             sampling=self._sampling(purpose),
             deadline_s=self._run_timeout(),
             reply_topic=self.port.reply_topic,
+            stream=stream,
             sent_at=self.clock(),
         )
 
@@ -583,6 +617,8 @@ class TaskPipeline:
 
     def _run_timeout(self) -> float:
         remaining = self.options.deadline_s - (self.clock() - self.started)
+        if self.options.agent_id is not None:  # a direct run has no other agent to move to: the task's deadline ends it
+            return max(0.5, remaining + 1.0)
         configured = self.options.run_timeout_s or self.options.deadline_s / 2
         return max(0.5, min(configured, remaining))
 
@@ -590,7 +626,7 @@ class TaskPipeline:
         """The original task (unless the step is the task itself), then the earlier steps' answers."""
         task = () if step == self.request.query else (f"Original task: {self.request.query}",)
         earlier = tuple(f"Step {o.index + 1} ({o.text[:120]}): {o.winner_raw}"[:MAX_CONTEXT_CHARS] for o in outcomes)
-        return task + earlier
+        return tuple(self.request.context) + task + earlier
 
     def _summary(self, outcome: SubtaskOutcome) -> SubtaskSummary:
         ballots = tuple(

@@ -3,8 +3,12 @@
     beacon/+, state/+          ─► AgentRegistry (who is live, how loaded)
     router/+                   ─► RouterRoster (rendezvous hashing picks each task's owner)
     task/submit                ─► TaskPipeline (if we own the task) ─► reply topic: TaskAnswer | ErrorReply
+                                  TaskCancel ─► the task stops (its runs are cancelled)
     router/{id}/inbox          ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
-    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace
+                                  RunChunk of a streamed run ─► TaskChunk on the task's reply topic
+    agent/{id}/run             ◄─ RunRequest, and RunCancel for a run no longer awaited (early stop, deadline)
+    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace,
+                                  and progress TaskChunks of a streamed vote on its reply topic
 
 Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply when
 its reply topic can be read, logged otherwise, and never affects other tasks. A reply topic is hostile input:
@@ -42,9 +46,13 @@ from shared.messages import (
     NodeBeacon,
     NodeState,
     RouterPresence,
+    RunCancel,
+    RunChunk,
     RunRequest,
     RunResult,
     TaskAnswer,
+    TaskCancel,
+    TaskChunk,
     TaskEvent,
     TaskRequest,
     decode,
@@ -68,6 +76,7 @@ class RouterConfig:
     frozen: bool = False
     answer_cache_size: int = 1024
     policy: str = "linucb"
+    cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
 
 
 class RouterService:
@@ -89,6 +98,8 @@ class RouterService:
         self._answers: OrderedDict[str, tuple[str, TaskAnswer]] = OrderedDict()  # task id -> (client, answer)
         self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
+        self._chunk_seq: dict[str, int] = {}
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
 
@@ -193,7 +204,12 @@ class RouterService:
 
     def _on_submit(self, topic: str, payload: bytes) -> None:
         try:
-            request: TaskRequest = decode(payload, TaskRequest)
+            request = decode(payload)
+            if isinstance(request, TaskCancel):
+                self._on_task_cancel(request)
+                return
+            if not isinstance(request, TaskRequest):
+                raise MessageError(f"expected a TaskRequest or TaskCancel, got kind {request.kind!r}")
         except MessageError as error:
             self._refuse(payload, "bad_request", str(error))
             return
@@ -223,6 +239,15 @@ class RouterService:
         self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
         self._in_flight[request.task_id] = task
+        self._requests[request.task_id] = request
+
+    def _on_task_cancel(self, cancel: TaskCancel) -> None:
+        """The client went away: stop the task (its runs are cancelled on their agents); no reply follows."""
+        request = self._requests.get(cancel.task_id)
+        if request is None or request.client_id != cancel.client_id:
+            return  # not ours, already answered, or not the client that asked
+        self.emit(cancel.task_id, "failed", {"code": "cancelled", "message": cancel.reason[:200]})
+        self._in_flight[cancel.task_id].cancel()
 
     async def _handle_task(self, request: TaskRequest) -> None:
         try:
@@ -230,6 +255,8 @@ class RouterService:
         finally:
             self._in_flight.pop(request.task_id, None)
             self._event_topics.pop(request.task_id, None)
+            self._requests.pop(request.task_id, None)
+            self._chunk_seq.pop(request.task_id, None)
         if isinstance(reply, TaskAnswer):
             self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
         self._publish(request.reply_topic, reply)
@@ -286,11 +313,24 @@ class RouterService:
             # asyncio.wait, not wait_for: wait_for may swallow a cancellation (an early-stopped vote) when the
             # result lands in the same loop iteration, and the cancelled run would then report after the answer.
             await asyncio.wait([future], timeout=timeout_s)
+        except asyncio.CancelledError:  # an early-stopped vote, the task's deadline, a client gone: free the agent
+            if not future.done():
+                self._cancel_run(request, "cancelled")
+            raise
         finally:
             self._pending.pop(request.dispatch_id, None)
         if not future.done():
+            self._cancel_run(request, "timeout")
             return _failed(request, "timeout", f"no result within {timeout_s:g} s")
         return future.result()
+
+    def _cancel_run(self, request: RunRequest, reason: str) -> None:
+        if not self.config.cancel_runs or self.client is None:
+            return
+        cancel = RunCancel(
+            dispatch_id=request.dispatch_id, task_id=request.task_id, agent_id=request.agent_id, reason=reason
+        )
+        self._publish(self.topics.agent_run(request.agent_id), cancel)
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         """Publish a trace event of a running task to its client's namespace, without the gold answer."""
@@ -300,6 +340,22 @@ class RouterService:
         public = without_gold(data)
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
         self._publish(topic, message, qos=0)
+        if event in _PROGRESS_EVENTS and self._voted(task_id):  # a single run streams its tokens instead
+            self._forward(task_id, "progress", _progress_text(event, public))
+
+    def _voted(self, task_id: str) -> bool:
+        request = self._requests.get(task_id)
+        return request is not None and request.options.cot_count > 1 and request.options.agent_id is None
+
+    def _forward(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
+        """Send a TaskChunk to the client of a task that asked for a stream."""
+        request = self._requests.get(task_id)
+        if request is None or not request.options.stream or not text:
+            return
+        seq = self._chunk_seq.get(task_id, 0)
+        self._chunk_seq[task_id] = seq + 1
+        chunk = TaskChunk(task_id=task_id, seq=seq, phase=phase, text=text, dispatch_id=dispatch_id)  # type: ignore[arg-type]
+        self._publish(request.reply_topic, chunk)
 
     def _on_inbox(self, topic: str, payload: bytes) -> None:
         try:
@@ -307,7 +363,11 @@ class RouterService:
         except MessageError as error:
             log.info("ignoring a malformed inbox message: %s", error)
             return
-        if isinstance(message, RunResult):
+        if isinstance(message, RunChunk):
+            entry = self._pending.get(message.dispatch_id)
+            if entry is not None and entry[0].stream and entry[0].agent_id == message.agent_id:
+                self._forward(entry[0].task_id, "token", message.text, message.dispatch_id)
+        elif isinstance(message, RunResult):
             self._resolve(message.dispatch_id, message)
         elif isinstance(message, ErrorReply) and message.dispatch_id:
             entry = self._pending.get(message.dispatch_id)
@@ -355,6 +415,22 @@ def _strip(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_strip(item) for item in value]
     return value
+
+
+_PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})
+
+
+def _progress_text(event: str, data: dict[str, Any]) -> str:
+    """One line of progress for a streamed task that is voted (its runs' tokens are not streamed)."""
+    if event == "dispatched":
+        return f"dispatched to {data.get('agent')}"
+    if event == "result":
+        if data.get("error"):
+            return f"{data.get('agent')} failed ({data.get('error')})"
+        return f"{data.get('agent')} answered {str(data.get('answer', ''))[:80]!r}"
+    if event == "voted":
+        return f"voted: {str(data.get('winner', ''))[:80]!r}" if "winner" in data else "vote decided early"
+    return f"plan of {len(data.get('plan') or [])} step(s)"
 
 
 def _failed(request: RunRequest, kind: str, message: str) -> RunResult:

@@ -6,6 +6,9 @@
 
 Unanswered tasks are resent under the same task id (routers answer each id once), so a router that dies
 mid-task is replaced by the next owner without the application doing anything.
+
+`stream` yields the task's TaskChunks as they come (the tokens of a single run, or the progress of a vote), then
+the TaskAnswer; leaving the loop early tells the router (TaskCancel), which stops the task's runs on their agents.
 """
 
 from __future__ import annotations
@@ -13,12 +16,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shared.config import ConnectionSettings
 from shared.errors import MessageError, SymphonyError
-from shared.messages import ErrorReply, TaskAnswer, TaskEvent, TaskOptions, TaskRequest, decode
+from shared.messages import (
+    ErrorReply,
+    TaskAnswer,
+    TaskCancel,
+    TaskChunk,
+    TaskEvent,
+    TaskOptions,
+    TaskRequest,
+    decode,
+)
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -47,6 +59,7 @@ class FabricTaskClient:
         self.reply_topic = self.topics.reply(self.client_id)
         self._mqtt = FabricClient(connection, self.client_id)
         self._waiting: dict[str, asyncio.Future[TaskAnswer | ErrorReply]] = {}
+        self._streams: dict[str, asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply]] = {}
         self._event_callbacks: dict[str, EventCallback] = {}
 
     async def __aenter__(self) -> FabricTaskClient:
@@ -69,26 +82,81 @@ class FabricTaskClient:
         *,
         task_id: str | None = None,
         requirements: tuple[str, ...] = (),
+        context: tuple[str, ...] = (),
         timeout_s: float | None = None,
         resend_every_s: float = 10.0,
         on_event: EventCallback | None = None,
         **options: Any,
     ) -> TaskAnswer:
         """Submit `query` and return the TaskAnswer; raises TaskFailed on an ErrorReply, TaskTimeout."""
-        task_options = TaskOptions(**options)
-        request = TaskRequest(
+        request = self.request(query, task_id, requirements, context, **options)
+        timeout = timeout_s or request.options.deadline_s + 5
+        reply = await self.submit_request(request, timeout, resend_every_s, on_event)
+        if isinstance(reply, ErrorReply):
+            raise TaskFailed(reply)
+        return reply
+
+    def request(
+        self,
+        query: str,
+        task_id: str | None = None,
+        requirements: tuple[str, ...] = (),
+        context: tuple[str, ...] = (),
+        **options: Any,
+    ) -> TaskRequest:
+        """The TaskRequest for `query` from this client (options are TaskOptions fields)."""
+        return TaskRequest(
             task_id=task_id or uuid.uuid4().hex,
             query=query,
             requirements=requirements,
             reply_topic=self.reply_topic,
             client_id=self.client_id,
-            options=task_options,
+            options=TaskOptions(**options),
+            context=context,
             sent_at=time.time(),
         )
-        reply = await self.submit_request(request, timeout_s or task_options.deadline_s + 5, resend_every_s, on_event)
-        if isinstance(reply, ErrorReply):
-            raise TaskFailed(reply)
-        return reply
+
+    async def stream(
+        self, request: TaskRequest, timeout_s: float | None = None, resend_every_s: float = 10.0
+    ) -> AsyncIterator[TaskChunk | TaskAnswer]:
+        """Submit `request` and yield its TaskChunks in order (when it asks for a stream), then its TaskAnswer.
+
+        Raises TaskFailed on an ErrorReply and TaskTimeout past `timeout_s` (default: the task's deadline + 5 s).
+        Leaving the loop before the answer (break, cancellation) sends a TaskCancel: the router stops the task.
+        """
+        deadline = time.monotonic() + (timeout_s or request.options.deadline_s + 5)
+        queue: asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply] = asyncio.Queue()
+        self._streams[request.task_id] = queue
+        answered, next_seq, resend_at = False, 0, 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TaskTimeout(f"no answer to task {request.task_id} in time")
+                if next_seq == 0 and now >= resend_at:  # resent until something arrives (a router may have died)
+                    await self._mqtt.publish_confirmed(self.topics.task_submit(), request, timeout=5.0)
+                    resend_at = now + resend_every_s
+                try:
+                    wait = min(deadline, resend_at) - now if next_seq == 0 else deadline - now
+                    message = await asyncio.wait_for(queue.get(), max(0.0, wait))
+                except asyncio.TimeoutError:
+                    continue
+                if isinstance(message, ErrorReply):
+                    answered = True
+                    raise TaskFailed(message)
+                if isinstance(message, TaskAnswer):
+                    answered = True
+                    yield message
+                    return
+                if message.seq < next_seq:
+                    continue  # a duplicate delivery
+                next_seq = message.seq + 1
+                yield message
+        finally:
+            self._streams.pop(request.task_id, None)
+            if not answered and self._mqtt.is_connected:
+                cancel = TaskCancel(task_id=request.task_id, client_id=self.client_id, reason="the client went away")
+                self._mqtt.publish(self.topics.task_submit(), cancel)
 
     async def submit_request(
         self,
@@ -130,7 +198,12 @@ class FabricTaskClient:
             reply = decode(payload)
         except MessageError:
             return
-        if isinstance(reply, (TaskAnswer, ErrorReply)) and reply.task_id:
+        if isinstance(reply, (TaskAnswer, ErrorReply, TaskChunk)) and reply.task_id:
+            queue = self._streams.get(reply.task_id)
+            if queue is not None:
+                queue.put_nowait(reply)
+            if isinstance(reply, TaskChunk):
+                return
             future = self._waiting.get(reply.task_id)
             if future is not None and not future.done():
                 future.set_result(reply)

@@ -129,6 +129,10 @@ class EmbeddedBrokerSettings(StrictModel):
     allow_anonymous: bool = False
 
 
+class HomeAssistantSettings(StrictModel):
+    discovery_prefix: Id = "homeassistant"
+
+
 class NodeConfig(StrictModel):
     """Everything `edge-agent start` needs on one board."""
 
@@ -141,6 +145,7 @@ class NodeConfig(StrictModel):
     router: RouterSettings | None = None
     broker: EmbeddedBrokerSettings | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    home_assistant: HomeAssistantSettings | None = None  # opt-in Home Assistant MQTT discovery
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser()

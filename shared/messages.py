@@ -134,6 +134,8 @@ class TaskOptions(WireModel):
     difficulty: Literal["simple", "hard"] | None = None
     gold_answer: str | None = Field(default=None, max_length=10_000)
     budget: NonNegative | None = None  # most a run may cost, in cost units (cost_per_1k_tokens x tokens / 1000)
+    stream: bool = False  # stream the tokens of a single-run task (TaskChunk), progress of a vote
+    agent_id: Id | None = None  # run on this agent only (a direct run, e.g. the gateway's `agent:<id>` models)
 
 
 class TaskRequest(WireModel):
@@ -147,6 +149,7 @@ class TaskRequest(WireModel):
     reply_topic: PublishTopic
     client_id: str = Field(default="", max_length=128)
     options: TaskOptions = TaskOptions()
+    context: tuple[Text, ...] = Field(default=(), max_length=64)  # earlier turns of a conversation, oldest first
     sent_at: float = 0.0
 
 
@@ -172,7 +175,35 @@ class RunRequest(WireModel):
     sampling: SamplingOptions = SamplingOptions()
     deadline_s: float = Field(default=60.0, gt=0.0, le=3600.0)
     reply_topic: PublishTopic
+    stream: bool = False  # send RunChunks of the tokens as they come (the RunResult stays authoritative)
     sent_at: float = 0.0
+
+
+class RunChunk(WireModel):
+    """Tokens of a streamed run, in order (`seq` from 0), sent to the run request's reply topic."""
+
+    kind: Literal["run_chunk"] = "run_chunk"
+    v: Literal[1] = SCHEMA_VERSION
+    dispatch_id: Id
+    task_id: Id
+    agent_id: Id
+    seq: int = Field(ge=0)
+    text: Text
+    tokens: int = Field(default=0, ge=0)
+
+
+class RunCancel(WireModel):
+    """Stop a run (early-stopped vote, passed deadline, client gone), sent on the agent's run topic.
+
+    It travels on the same topic as the RunRequest, so the broker delivers it after the request it cancels.
+    """
+
+    kind: Literal["run_cancel"] = "run_cancel"
+    v: Literal[1] = SCHEMA_VERSION
+    dispatch_id: Id
+    task_id: Id
+    agent_id: Id
+    reason: str = Field(default="", max_length=200)
 
 
 class RunResult(WireModel):
@@ -275,6 +306,31 @@ class TaskAnswer(WireModel):
     subtasks: tuple[SubtaskSummary, ...] = ()
     elapsed_ms: NonNegative = 0.0
     replayed: bool = False
+    prompt_tokens: int = Field(default=0, ge=0)  # over every run of the task
+    completion_tokens: int = Field(default=0, ge=0)
+    finish_reason: Literal["stop", "length"] = "stop"  # "length": the winning run hit max_tokens
+
+
+class TaskChunk(WireModel):
+    """Part of a streamed task on the client's reply topic: tokens of a single run, or progress of a vote."""
+
+    kind: Literal["task_chunk"] = "task_chunk"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    seq: int = Field(ge=0)
+    phase: Literal["token", "progress"] = "token"
+    text: Text
+    dispatch_id: str = Field(default="", max_length=256)
+
+
+class TaskCancel(WireModel):
+    """A client gave up on a task (published on ``task/submit``, after the request it cancels)."""
+
+    kind: Literal["task_cancel"] = "task_cancel"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    client_id: str = Field(default="", max_length=128)
+    reason: str = Field(default="", max_length=200)
 
 
 class ErrorReply(WireModel):
@@ -295,10 +351,14 @@ Message = (
     | TaskRequest
     | RunRequest
     | RunResult
+    | RunChunk
+    | RunCancel
     | BidRequest
     | Bid
     | TaskEvent
     | TaskAnswer
+    | TaskChunk
+    | TaskCancel
     | ErrorReply
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])

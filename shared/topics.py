@@ -76,6 +76,7 @@ class Topics:
         return f"{self.prefix}/state/+"
 
     def agent_run(self, agent_id: str) -> str:
+        """An agent's RunRequests, and the RunCancels of those runs (same topic: delivered in order)."""
         return f"{self.prefix}/agent/{validate_id(agent_id, 'agent id')}/run"
 
     # routers

@@ -15,6 +15,7 @@ Errors that cross the network travel as messages carrying ``kind``, never as pic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +74,22 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the model and any connections; calling it twice is harmless."""
+        ...
+
+
+TokenSink = Callable[[str], bool]
+"""Receives each piece of text as it is generated; returns False to stop the generation (a cancel)."""
+
+
+@runtime_checkable
+class StreamingBackend(Backend, Protocol):
+    """A backend that hands out its text as it generates it, and stops when the sink asks."""
+
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        """Like ``generate``, calling ``sink`` with each new piece of text; a False return stops the run early.
+
+        The returned ``Generation`` holds the text produced so far (all of it, or up to the stop).
+        """
         ...
 
 

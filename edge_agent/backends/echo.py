@@ -10,6 +10,7 @@ from edge_agent.backends.base import (
     ChatMessage,
     Generation,
     GenerationOptions,
+    TokenSink,
     last_user_message,
 )
 
@@ -48,6 +49,33 @@ class EchoBackend:
         return Generation(
             text=text,
             prompt_tokens=prompt_words,
+            completion_tokens=len(text.split()),
+            latency_s=time.perf_counter() - started,
+            backend=self.name,
+            model=self.model,
+        )
+
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        """The same reply word by word, ``delay_s`` spread over the words; stops when ``sink`` returns False."""
+        if self._closed:
+            raise BackendUnavailable("the echo backend was closed")
+        started = time.perf_counter()
+        user_text = last_user_message(messages)
+        echoed_words = user_text.split()[: options.max_tokens]
+        words = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}".split(" ")
+        pause = self.delay_s / len(words)
+        produced: list[str] = []
+        for index, word in enumerate(words):
+            if pause:
+                time.sleep(pause)
+            piece = word if index == 0 else " " + word
+            produced.append(piece)
+            if not sink(piece):
+                break
+        text = "".join(produced)
+        return Generation(
+            text=text,
+            prompt_tokens=sum(len(message["content"].split()) for message in messages),
             completion_tokens=len(text.split()),
             latency_s=time.perf_counter() - started,
             backend=self.name,

@@ -21,6 +21,7 @@ from edge_agent.backends.base import (
     GenerationOptions,
     LogicError,
     ServerError,
+    TokenSink,
     plain_prompt,
 )
 from edge_agent.models import check_gguf
@@ -89,15 +90,55 @@ class LlamaCppBackend:
             model=self.model,
         )
 
-    def _complete(
-        self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]
-    ) -> dict[str, Any]:
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        """Generate token by token, handing each piece to ``sink``; stops within a token when it returns False."""
+        sampling: dict[str, Any] = {
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "seed": options.seed,
+            "stream": True,
+        }
+        started = time.perf_counter()
+        pieces: list[str] = []
+        with self._lock:
+            if self._llm is None:
+                raise BackendUnavailable(f"the llama.cpp backend for {self.model} was closed")
+            chunks = self._complete(messages, options, sampling)
+            try:
+                for chunk in chunks:
+                    piece = _chunk_text(chunk)
+                    if not piece:
+                        continue
+                    pieces.append(piece)
+                    if not sink(piece):
+                        break
+            except ValueError as error:
+                raise LogicError(f"llama.cpp rejected the request: {error}") from error
+            except RuntimeError as error:
+                raise ServerError(f"llama.cpp failed while generating: {error}") from error
+            finally:
+                chunks.close()
+            context_tokens = int(self._llm.n_tokens)
+        completion_tokens = len(pieces)  # llama-cpp-python yields one chunk per token
+        return Generation(
+            text="".join(pieces).strip(),
+            prompt_tokens=max(0, context_tokens - completion_tokens),
+            completion_tokens=completion_tokens,
+            latency_s=time.perf_counter() - started,
+            backend=self.name,
+            model=self.model,
+        )
+
+    def _complete(self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]) -> Any:
+        """The response dict, or with ``sampling["stream"]`` the iterator of its chunks."""
+        wrap = (lambda response: response) if sampling.get("stream") else dict
         try:
             if self.supports_chat_template:
                 stop = options.stop or None
-                return dict(self._llm.create_chat_completion(messages=messages, stop=stop, **sampling))
+                return wrap(self._llm.create_chat_completion(messages=messages, stop=stop, **sampling))
             stop = [*options.stop, *PLAIN_PROMPT_STOPS]
-            return dict(self._llm.create_completion(prompt=plain_prompt(messages), stop=stop, **sampling))
+            return wrap(self._llm.create_completion(prompt=plain_prompt(messages), stop=stop, **sampling))
         except ValueError as error:
             # raised for requests the model cannot take, such as a prompt longer than n_ctx
             raise LogicError(f"llama.cpp rejected the request: {error}") from error
@@ -110,6 +151,14 @@ class LlamaCppBackend:
             llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+def _chunk_text(chunk: dict[str, Any]) -> str:
+    """The new text of one streamed chunk (chat: the delta's content; plain completion: the text)."""
+    choice = chunk["choices"][0]
+    if "delta" in choice:
+        return str(choice["delta"].get("content") or "")
+    return str(choice.get("text") or "")
 
 
 def _response_text(response: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from edge_agent.backends.base import (
     Generation,
     GenerationOptions,
     ServerError,
+    TokenSink,
     plain_prompt,
 )
 from edge_agent.models import is_mlx_model_dir
@@ -46,6 +47,10 @@ class MLXBackend:
 
     def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
         """Generate a reply, stopping at ``options.stop`` strings, which are cut from the text."""
+        return self.stream(messages, options, lambda piece: True)
+
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        """Generate, handing each new piece of text to ``sink`` (never past a stop string); False stops it."""
         prompt = self._prompt(messages)
         stops = list(options.stop) if self.supports_chat_template else [*options.stop, *PLAIN_PROMPT_STOPS]
         sampler = self._make_sampler(temp=options.temperature, top_p=options.top_p)
@@ -55,7 +60,7 @@ class MLXBackend:
                 raise BackendUnavailable(f"the MLX backend for {self.model} was closed")
             if options.seed is not None:
                 self._mlx_core.random.seed(options.seed)
-            text, prompt_tokens, completion_tokens = self._stream(prompt, options.max_tokens, sampler, stops)
+            text, prompt_tokens, completion_tokens = self._stream(prompt, options.max_tokens, sampler, stops, sink)
         return Generation(
             text=text.strip(),
             prompt_tokens=prompt_tokens,
@@ -70,17 +75,24 @@ class MLXBackend:
             return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return plain_prompt(messages)
 
-    def _stream(self, prompt: str, max_tokens: int, sampler: Any, stops: list[str]) -> tuple[str, int, int]:
+    def _stream(
+        self, prompt: str, max_tokens: int, sampler: Any, stops: list[str], sink: TokenSink
+    ) -> tuple[str, int, int]:
         text, prompt_tokens, completion_tokens = "", 0, 0
         try:
             for response in self._mlx_lm.stream_generate(
                 self._model, self._tokenizer, prompt, max_tokens=max_tokens, sampler=sampler
             ):
+                sent = len(text)
                 text += response.text
                 prompt_tokens, completion_tokens = response.prompt_tokens, response.generation_tokens
                 cut = _cut_at_stop(text, stops)
                 if cut is not None:
+                    if len(cut) > sent:
+                        sink(cut[sent:])
                     return cut, prompt_tokens, completion_tokens
+                if response.text and not sink(response.text):
+                    return text, prompt_tokens, completion_tokens
         except (ValueError, RuntimeError) as error:
             raise ServerError(f"mlx-lm failed while generating: {error}") from error
         return text, prompt_tokens, completion_tokens

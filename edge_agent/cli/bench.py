@@ -183,6 +183,32 @@ def vote(delay: float, repeats: int, broker_kind: str, as_json: bool) -> None:
 
 
 @bench.command()
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GGUF (default: SmolLM2).")
+@click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=1), help="Questions measured.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="llama.cpp threads.")
+@click.option("--broker", "broker_kind", default="mosquitto", type=click.Choice(["mosquitto", "amqtt"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_json: bool) -> None:
+    """Time to first token through the OpenAI gateway against raw llama-cpp-python (goal: raw + 20 ms)."""
+    from bench import gateway_ttft
+    from edge_agent.models import default_model_path
+
+    result = gateway_ttft.measure(model or default_model_path(), repeats, threads, broker_kind)
+    _report(result, gateway_ttft.print_summary, as_json)
+
+
+@bench.command("early-stop")
+@click.option("--tasks", default=5, show_default=True, type=click.IntRange(min=1), help="Voted tasks per setting.")
+@click.option("--slow", type=click.Choice(["llamacpp", "echo"]), default="llamacpp", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def early_stop(tasks: int, slow: str, as_json: bool) -> None:
+    """Tokens generated per voted task with and without cancelling the runs an early stop leaves behind."""
+    from bench import early_stop as experiment
+
+    _report(experiment.measure(tasks, slow), experiment.print_summary, as_json)
+
+
+@bench.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def router(as_json: bool) -> None:
     """One routing decision (Top-L screening + LinUCB select + update) for 16 and 64 agents."""

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from shared.config import NodeConfig, load_node_config
-from shared.errors import ConfigError, SymphonyError
+from shared.config import ConnectionSettings, NodeConfig, load_node_config
+from shared.errors import ConfigError, SymphonyError, TransportError
 
 T = TypeVar("T")
+PROBE_TIMEOUT_S = 3.0
 
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(path_type=Path), help="Node config file (YAML)."
@@ -41,3 +43,20 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def check_reachable(connection: ConnectionSettings) -> None:
+    """Fail at once, naming the URL and what to do, when no broker listens (instead of waiting for a timeout)."""
+    refused = []
+    for url in connection.broker_urls():
+        try:
+            with socket.create_connection((url.host, url.port), timeout=PROBE_TIMEOUT_S):
+                return
+        except ConnectionRefusedError:
+            refused.append(str(url))
+        except OSError:
+            return  # unreachable or slow: let the MQTT client try and report it (it knows about failover and TLS)
+    raise TransportError(
+        f"nothing listens on {', '.join(refused)} (connection refused). Start a broker there with "
+        "`edge-agent broker` (or `edge-agent start --host-broker`, or mosquitto), or point --broker at yours."
+    )

@@ -21,22 +21,39 @@ from shared.config import NodeConfig
     "--host", default="127.0.0.1", show_default=True, help="Address to serve on (non-loopback needs credentials)."
 )
 @click.option("--port", type=int, default=8765, show_default=True, help="Port to serve on (0: any free port).")
-def dashboard(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, host: str, port: int) -> None:
+@click.option(
+    "--keys-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The gateway's API keys file: its keys are accepted as bearer tokens (instead of the MQTT login).",
+)
+def dashboard(
+    config_path: Path | None,
+    brokers: tuple[str, ...],
+    fabric: str | None,
+    host: str,
+    port: int,
+    keys_file: Path | None,
+) -> None:
     """Serve a live dashboard: nodes, agents, routers, recent tasks, each task's trace and the router's scores.
 
     The server subscribes to the fabric and pushes snapshots to the page (server-sent events). On a host other
-    than loopback, the page asks for the fabric's MQTT username and password (HTTP basic auth).
+    than loopback, the page asks for the fabric's MQTT username and password (HTTP basic auth), or takes one of
+    the gateway's API keys (--keys-file) as a bearer token: the same authentication as `edge-agent gateway`.
     """
     overrides: dict[str, Any] = {"connection.fabric": fabric}
     if brokers:
         overrides["connection.brokers"] = list(brokers)
-    run_async(_serve(load_config(config_path, **overrides), host, port))
+    run_async(_serve(load_config(config_path, **overrides), host, port, keys_file))
 
 
-async def _serve(config: NodeConfig, host: str, port: int) -> None:
-    from edge_agent.observe.web import DashboardServer
+async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None) -> None:
+    try:
+        from edge_agent.gateway.auth import load_keys
+        from edge_agent.observe.web import DashboardServer
+    except ImportError as error:
+        raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 
-    server = DashboardServer(config.connection, host, port)
+    server = DashboardServer(config.connection, host, port, load_keys(keys_file) if keys_file else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -47,6 +64,7 @@ async def _serve(config: NodeConfig, host: str, port: int) -> None:
         await server.close()
         raise click.ClickException(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
     login = " (basic auth: the fabric's MQTT login)" if server.credentials else ""
+    login = " (bearer: the gateway's API keys)" if server.api_keys else login
     click.echo(f"dashboard of fabric {config.connection.fabric!r} on {server.url}{login} (Ctrl+C to stop)")
     try:
         await stop.wait()

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("edge_agent.cli.operate", "Check connectivity, credentials, ACLs, models and backends."),
     "trace": ("edge_agent.cli.operate", "Follow one task's events."),
     "dashboard": ("edge_agent.cli.dashboard", "Serve a small live web dashboard."),
+    "gateway": ("edge_agent.cli.gateway", "Serve the OpenAI-compatible HTTP API over the fabric."),
     "bench": ("edge_agent.cli.bench", "Run benchmarks and the Symphony experiments."),
 }
 

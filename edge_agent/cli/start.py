@@ -13,6 +13,8 @@ from edge_agent.cli.common import broker_option, config_option, fabric_option, l
 from edge_agent.cli.main import package_version
 from shared.config import AgentConfig, NodeConfig
 
+RETAINED_WAIT_S = 0.5
+
 
 @click.command()
 @config_option
@@ -27,6 +29,9 @@ from shared.config import AgentConfig, NodeConfig
 @click.option("--broker-port", type=int, default=None, help="Port of the hosted broker (with --host-broker).")
 @click.option("--router", "host_router", is_flag=True, help="Also host the routing and voting handlers.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
+@click.option("--gateway", "host_gateway", is_flag=True, help="Also serve the OpenAI-compatible gateway (loopback).")
+@click.option("--gateway-port", type=int, default=8000, show_default=True, help="Port of the hosted gateway.")
+@click.option("--home-assistant", is_flag=True, help="Publish Home Assistant MQTT discovery configs for this node.")
 def start(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -40,6 +45,9 @@ def start(
     broker_port: int | None,
     host_router: bool,
     metrics_port: int | None,
+    host_gateway: bool,
+    gateway_port: int,
+    home_assistant: bool,
 ) -> None:
     """Start this node: connect, publish the retained capability beacon, serve tasks until Ctrl+C.
 
@@ -52,9 +60,15 @@ def start(
     config = load_config(config_path, **overrides)
     config = _with_quick_agent(config, preset, model, backend, capabilities)
     config = _with_hosted_broker(config, host_broker, broker_port)
+    if home_assistant and config.home_assistant is None:
+        from shared.config import HomeAssistantSettings
+
+        config = config.model_copy(update={"home_assistant": HomeAssistantSettings()})
     from edge_agent.runtime.assembly import run_node
 
     companions = [_router_companion(config)] if host_router else []
+    if host_gateway:
+        companions.append(_gateway_companion(config, gateway_port))
     run_async(run_node(config, package_version(), companions))
 
 
@@ -85,6 +99,18 @@ def _with_hosted_broker(config: NodeConfig, host_broker: bool, port: int | None)
     return config.model_copy(update={"broker": settings})
 
 
+def _gateway_companion(config: NodeConfig, port: int) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_gateway() -> AsyncIterator[Any]:
+        from edge_agent.gateway.server import hosted_gateway  # lazy: FastAPI only where a gateway runs
+
+        async with hosted_gateway(config.connection, "127.0.0.1", port) as server:
+            click.echo(f"OpenAI-compatible gateway hosted on this node: {server.url}/v1")
+            yield server
+
+    return open_gateway
+
+
 def _router_companion(config: NodeConfig) -> Any:
     @contextlib.asynccontextmanager
     async def open_router() -> AsyncIterator[Any]:
@@ -104,7 +130,7 @@ def _router_companion(config: NodeConfig) -> Any:
 @fabric_option
 @click.option("--node-id", required=True, help="The node whose retained beacon to clear.")
 def decommission(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, node_id: str) -> None:
-    """Remove a node from the fabric for good: clear its retained beacon (empty payload)."""
+    """Remove a node from the fabric for good: clear its retained beacon and Home Assistant configs."""
     overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric}
     if brokers:
         overrides["connection.brokers"] = list(brokers)
@@ -120,4 +146,21 @@ async def _clear_beacon(config: NodeConfig) -> None:
     client = FabricClient(config.connection, unique_client_id("decommission"))
     await client.connect()
     await client.publish_confirmed(Topics(config.connection.fabric).beacon(config.node_id), b"", retain=True)
+    await _clear_home_assistant(client, config)
     await client.close()
+
+
+async def _clear_home_assistant(client: Any, config: NodeConfig) -> None:
+    """Empty the node's retained discovery configs, so Home Assistant removes the device."""
+    import asyncio
+
+    from edge_agent.runtime.homeassistant import DEFAULT_PREFIX, config_filter
+
+    prefix = config.home_assistant.discovery_prefix if config.home_assistant else DEFAULT_PREFIX
+    found: list[str] = []
+    topic_filter = config_filter(config.connection.fabric, config.node_id, prefix)
+    await client.subscribe(topic_filter, lambda topic, payload: found.append(topic) if payload else None)
+    await asyncio.sleep(RETAINED_WAIT_S)  # retained messages follow the SUBACK at once; this bounds the wait
+    await client.unsubscribe(topic_filter)
+    for topic in found:
+        await client.publish_confirmed(topic, b"", retain=True)

@@ -9,8 +9,16 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
-from shared.messages import TaskAnswer, TaskEvent
+from edge_agent.cli.common import (
+    broker_option,
+    check_reachable,
+    config_option,
+    fabric_option,
+    load_config,
+    run_async,
+)
+from shared.errors import TransportError
+from shared.messages import TaskAnswer, TaskChunk, TaskEvent
 
 
 @click.command()
@@ -36,6 +44,8 @@ from shared.messages import TaskAnswer, TaskEvent
 @click.option("--task-id", help="Task id (resending the same id returns the same answer).")
 @click.option("--json", "as_json", is_flag=True, help="Print the TaskAnswer as JSON.")
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Print trace events as they happen.")
+@click.option("--stream", is_flag=True, help="Print the tokens as they arrive (a single run: --cot-count 1).")
+@click.option("--agent", "agent_id", help="Run on this agent only (a direct run, no vote).")
 def submit(
     question: str,
     config_path: Path | None,
@@ -53,6 +63,8 @@ def submit(
     task_id: str | None,
     as_json: bool,
     trace: bool,
+    stream: bool,
+    agent_id: str | None,
 ) -> None:
     """Submit QUESTION and print the voted answer; exits 1 with a clear message on timeout or error."""
     overrides: dict[str, Any] = {"connection.fabric": fabric}
@@ -69,7 +81,11 @@ def submit(
         "selection": selection,
         "gold_answer": gold,
         "deadline_s": timeout_s,
+        "stream": stream,
+        "agent_id": agent_id,
     }
+    if agent_id is not None:
+        options.update(cot_count=1, plan_k=1)
     try:
         answer = run_async(_submit(config.connection, question, task_id, timeout_s, options, trace and not as_json))
     except ValueError as error:  # invalid options (pydantic) are the user's mistake
@@ -85,10 +101,32 @@ async def _submit(
 ) -> TaskAnswer:
     from shared.client import FabricTaskClient
 
+    check_reachable(connection)
     async with FabricTaskClient(connection) as client:
+        if options.get("stream"):
+            return await _stream(client, client.request(question, task_id, **options), timeout_s + 5)
         return await client.submit(
             question, task_id=task_id, timeout_s=timeout_s + 5, on_event=print_event if trace else None, **options
         )
+
+
+async def _stream(client: Any, request: Any, timeout_s: float) -> TaskAnswer:
+    """Tokens to stdout as they come (progress of a vote to stderr); the answer at the end."""
+    tokens = False
+    async for message in client.stream(request, timeout_s):
+        if isinstance(message, TaskChunk):
+            if message.phase == "token":
+                tokens = True
+                click.echo(message.text, nl=False)
+            else:
+                click.echo(f"  [{'progress':>12}] {message.text}", err=True)
+            sys.stdout.flush()
+            continue
+        if tokens:
+            click.echo("")
+        answer: TaskAnswer = message
+        return answer
+    raise TransportError("the stream ended without an answer")
 
 
 def print_event(event: TaskEvent) -> None:

@@ -1,4 +1,4 @@
-"""The dashboard's server (I/O): one MQTT watcher, a tiny HTTP server, JSON snapshots pushed by server-sent events.
+"""The dashboard's server (I/O): one MQTT watcher, FastAPI on uvicorn, JSON snapshots pushed by server-sent events.
 
     fabric ──MQTT──► FabricWatcher ──► SnapshotHub (version + condition) ──SSE──► every open page
     GET /             the page (dashboard.html)
@@ -6,22 +6,28 @@
     GET /events       text/event-stream: a snapshot at each change, and at least every KEEPALIVE_S
 
 The page never speaks MQTT, so the broker needs no websocket listener and its credentials stay on the server.
-On a non-loopback host every request must carry HTTP basic auth with the fabric's MQTT username and password.
+On a non-loopback host every request must carry HTTP basic auth with the fabric's MQTT username and password, or
+one of the gateway's API keys as a bearer token: the same check as the gateway (edge_agent.gateway.auth).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
+from typing import Any
 
+import uvicorn
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+from sse_starlette.sse import EventSourceResponse
+
+from edge_agent.gateway.auth import Authenticator, Unauthorized
 from edge_agent.observe.watch import FabricWatcher
 from shared.config import ConnectionSettings
 from shared.errors import ConfigError
@@ -30,7 +36,6 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 2.0
 COALESCE_S = 0.1
-MAX_REQUEST_BYTES = 16 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -44,13 +49,11 @@ def is_loopback(host: str) -> bool:
 
 def basic_auth_ok(header: str | None, username: str, password: str) -> bool:
     """True when an `Authorization: Basic ...` header carries exactly these credentials."""
-    if not header or not header.startswith("Basic "):
-        return False
     try:
-        given = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        Authenticator(login=(username, password)).check(header)
+    except Unauthorized:
         return False
-    return hmac.compare_digest(given.encode(), f"{username}:{password}".encode())
+    return True
 
 
 def required_credentials(host: str, connection: ConnectionSettings) -> tuple[str, str] | None:
@@ -62,6 +65,12 @@ def required_credentials(host: str, connection: ConnectionSettings) -> tuple[str
             f"serving the dashboard on {host} exposes the fabric: set connection.username/password (they become "
             "the dashboard's basic-auth login), or keep the default --host 127.0.0.1"
         )
+    return connection.username, connection.password.get_secret_value()
+
+
+def _login(connection: ConnectionSettings) -> tuple[str, str] | None:
+    if not connection.username or connection.password is None:
+        return None
     return connection.username, connection.password.get_secret_value()
 
 
@@ -94,26 +103,41 @@ class SnapshotHub:
 
 
 class DashboardServer:
-    """Serves the page, the snapshot and the event stream for one fabric."""
+    """Serves the page, the snapshot and the event stream for one fabric (FastAPI on uvicorn)."""
 
-    def __init__(self, connection: ConnectionSettings, host: str, port: int) -> None:
-        self.credentials = required_credentials(host, connection)
+    def __init__(
+        self, connection: ConnectionSettings, host: str, port: int, api_keys: dict[str, Any] | None = None
+    ) -> None:
+        self.api_keys = api_keys or {}
+        self.credentials = _login(connection) if self.api_keys else required_credentials(host, connection)
         self.host, self.port = host, port
         self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
         self.hub = SnapshotHub(self.watcher)
         self.page = resources.files("edge_agent.observe").joinpath("dashboard.html").read_bytes()
-        self._server: asyncio.Server | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._server: Any = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.watcher.start()
         self._pump = asyncio.create_task(self.hub.pump(), name="dashboard.pump")
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        config = uvicorn.Config(
+            self.app(), host=self.host, port=self.port, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        )
+        self._server = uvicorn.Server(config)
+        self._serving = asyncio.create_task(self._server.serve(), name="dashboard.http")
+        while not self._server.started:
+            if self._serving.done():
+                raise OSError(f"cannot serve the dashboard on {self.host}:{self.port}")
+            await asyncio.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._server.should_exit = True
+        if self._serving is not None:
+            with contextlib.suppress(asyncio.CancelledError, SystemExit):
+                await self._serving
         if self._pump is not None:
             self._pump.cancel()
         await self.watcher.close()
@@ -123,67 +147,36 @@ class DashboardServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            method, path, headers = await _read_request(reader)
-            if self.credentials is not None and not basic_auth_ok(headers.get("authorization"), *self.credentials):
-                await _respond(
-                    writer, 401, b"login required\n", "text/plain", {"WWW-Authenticate": 'Basic realm="fabric"'}
-                )
-            elif method != "GET":
-                await _respond(writer, 405, b"GET only\n", "text/plain")
-            elif path == "/":
-                await _respond(writer, 200, self.page, "text/html; charset=utf-8")
-            elif path == "/snapshot":
-                await _respond(writer, 200, self.hub.payload(), "application/json")
-            elif path == "/events":
-                await self._stream(writer)
-            else:
-                await _respond(writer, 404, b"not found\n", "text/plain")
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass  # a client that went away or sent garbage ends only its own connection
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+    def app(self) -> FastAPI:
+        """The routes: the page, the snapshot, the event stream; each behind the gateway's authentication."""
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        headers = {"Cache-Control": "no-store"}
 
-    async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        head = (
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode())
+        def login(request: Request) -> None:
+            Authenticator(self.api_keys, self.credentials).check(request.headers.get("authorization"))
+
+        @app.exception_handler(Unauthorized)
+        async def unauthorized(_: Request, error: Unauthorized) -> Response:
+            challenge = {"WWW-Authenticate": 'Basic realm="fabric"'}
+            return PlainTextResponse("login required\n", status_code=401, headers={**headers, **challenge})
+
+        @app.get("/", dependencies=[Depends(login)])
+        async def page() -> Response:
+            return Response(self.page, media_type="text/html; charset=utf-8", headers=headers)
+
+        @app.get("/snapshot", dependencies=[Depends(login)])
+        async def snapshot() -> Response:
+            return Response(self.hub.payload(), media_type="application/json", headers=headers)
+
+        @app.get("/events", dependencies=[Depends(login)])
+        async def events() -> EventSourceResponse:
+            return EventSourceResponse(self._stream(), headers=headers, sep="\n")
+
+        return app
+
+    async def _stream(self) -> AsyncIterator[str]:
+        """A snapshot now, then at each change and at least every KEEPALIVE_S (ends when the page goes away)."""
         version = self.hub.version
-        while True:  # ends when the page goes away (the write raises ConnectionError)
-            writer.write(b"data: " + self.hub.payload() + b"\n\n")
-            await writer.drain()
+        while True:
+            yield self.hub.payload().decode()
             version = await self.hub.next_change(version, KEEPALIVE_S)
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
-    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise ValueError("request head too large")
-    lines = raw.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name:
-            headers[name.strip().lower()] = value.strip()
-    return method, target.split("?", 1)[0], headers
-
-
-async def _respond(
-    writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-) -> None:
-    reasons = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-    headers = {
-        "Content-Type": content_type,
-        "Content-Length": str(len(body)),
-        "Cache-Control": "no-store",
-        "Connection": "close",
-        **(extra or {}),
-    }
-    head = f"HTTP/1.1 {status} {reasons[status]}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    writer.write(head.encode() + body)
-    await writer.drain()

@@ -101,6 +101,7 @@ def node_settings(config: NodeConfig, version: str) -> NodeSettings:
         state_dir=config.resolved_state_dir(),
         state_interval_s=config.state_interval_s,
         software_version=version,
+        home_assistant_prefix=config.home_assistant.discovery_prefix if config.home_assistant else None,
     )
 
 

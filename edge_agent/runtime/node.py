@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.runtime.epoch import next_epoch
+from edge_agent.runtime.homeassistant import HomeAssistantDiscovery
 from edge_agent.runtime.worker import AgentWorker, QueueFull
 from shared.config import ConnectionSettings
 from shared.errors import MessageError, TransportError
@@ -27,6 +28,8 @@ from shared.messages import (
     ErrorReply,
     NodeBeacon,
     NodeState,
+    RunCancel,
+    RunChunk,
     RunRequest,
     decode,
     encode,
@@ -47,6 +50,7 @@ class NodeSettings:
     state_interval_s: float = 5.0
     software_version: str = ""
     duplicate_wait_s: float | None = None  # how long to watch a retained online beacon for signs of life
+    home_assistant_prefix: str | None = None  # publish Home Assistant discovery configs under this prefix
 
 
 class DuplicateNodeError(TransportError):
@@ -66,6 +70,7 @@ class EdgeNode:
         self._state_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._state_loop: asyncio.Task[None] | None = None
+        self.discovery: HomeAssistantDiscovery | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -88,6 +93,9 @@ class EdgeNode:
             await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
         await self.client.subscribe(self.topics.bid_request(), self._on_bid_request)
         await self.client.connect()
+        if self.settings.home_assistant_prefix is not None:
+            self.discovery = HomeAssistantDiscovery(self.client, self.topics, self.settings.home_assistant_prefix)
+            await self.discovery.start(self.beacon("online"))
         self._state_loop = asyncio.create_task(
             self._publish_state_forever(), name=f"node[{self.settings.node_id}].state"
         )
@@ -130,6 +138,8 @@ class EdgeNode:
         assert self.client is not None
         self.client.publish(self.topics.beacon(self.settings.node_id), self.beacon("online"), retain=True)
         self._state_changed.set()
+        if self.discovery is not None:
+            self.discovery.publish()
 
     async def _publish_state_forever(self) -> None:
         assert self.client is not None
@@ -149,7 +159,12 @@ class EdgeNode:
 
     def _on_run_request(self, topic: str, payload: bytes) -> None:
         try:
-            request: RunRequest = decode(payload, RunRequest)
+            request = decode(payload)
+            if isinstance(request, RunCancel):
+                self._on_cancel(topic, request)
+                return
+            if not isinstance(request, RunRequest):
+                raise MessageError(f"expected a RunRequest or RunCancel, got kind {request.kind!r}")
         except MessageError as error:
             self._reply_error(payload, "bad_request", str(error))
             return
@@ -172,9 +187,19 @@ class EdgeNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _on_cancel(self, topic: str, cancel: RunCancel) -> None:
+        worker = self.workers.get(cancel.agent_id)
+        if worker is not None and topic == self.topics.agent_run(cancel.agent_id) and worker.cancel(cancel.dispatch_id):
+            log.debug("agent %s: run %s cancelled (%s)", cancel.agent_id, cancel.dispatch_id, cancel.reason)
+
     async def _serve(self, worker: AgentWorker, request: RunRequest) -> None:
         assert self.client is not None
-        result = await worker.run(request)
+        client = self.client
+
+        def send_chunk(chunk: RunChunk) -> None:
+            client.publish(request.reply_topic, chunk)
+
+        result = await worker.run(request, send_chunk)
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
 

@@ -3,19 +3,27 @@
 Runs up to `max_in_flight` requests at once; further requests wait in a queue of `queue_size`; beyond that the
 request is refused as `busy`. Model calls run in worker threads so the event loop (beacons, state, other
 agents) keeps flowing during generation.
+
+A streaming backend hands each token to the worker as it comes: the tokens go out as RunChunks when the request
+asks for a stream, and a cancel (RunCancel, or the run's own deadline) stops the generation within a token and
+frees the slot. Tokens are coalesced into one chunk when they arrive faster than the event loop sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge_agent.backends.base import Backend, BackendError, Generation, GenerationOptions
+from edge_agent.backends.base import Backend, BackendError, Generation, GenerationOptions, StreamingBackend
 from edge_agent.personas import build_messages
 from edge_agent.runtime.metrics import AgentMetrics
-from shared.messages import AgentInfo, AgentState, RunRequest, RunResult
+from shared.messages import AgentInfo, AgentState, RunChunk, RunRequest, RunResult
+
+ChunkPublisher = Callable[[RunChunk], None]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,43 @@ class QueueFull(Exception):
     """The agent's queue is full: the request is refused as busy."""
 
 
+class ChunkStreamer:
+    """Carries tokens from the model thread to the event loop, as numbered RunChunks (bursts become one chunk)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: RunRequest, publish: ChunkPublisher) -> None:
+        self.loop, self.request, self.publish = loop, request, publish
+        self.seq = 0
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._lock = threading.Lock()
+
+    def push(self, piece: str) -> None:
+        """Called from the model thread."""
+        with self._lock:
+            self._pending.append(piece)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            pieces, self._pending, self._scheduled = self._pending, [], False
+        if not pieces:
+            return
+        request = self.request
+        chunk = RunChunk(
+            dispatch_id=request.dispatch_id,
+            task_id=request.task_id,
+            agent_id=request.agent_id,
+            seq=self.seq,
+            text="".join(pieces),
+            tokens=len(pieces),
+        )
+        self.seq += 1
+        self.publish(chunk)
+
+
 class AgentWorker:
     """Serves RunRequests for one agent on one backend."""
 
@@ -53,7 +98,10 @@ class AgentWorker:
         self.tokens_per_second: float | None = None
         self.in_flight = 0
         self.waiting = 0
+        self.tokens_generated = 0  # every token a streaming backend produced, cancelled runs included
+        self._count_lock = threading.Lock()  # model threads of concurrent runs count into it
         self._slots = asyncio.Semaphore(profile.max_in_flight)
+        self._cancels: dict[str, threading.Event] = {}
 
     def info(self) -> AgentInfo:
         return AgentInfo(
@@ -90,13 +138,31 @@ class AgentWorker:
             raise QueueFull(f"agent {self.profile.agent_id} is busy ({self.in_flight} running, {self.waiting} queued)")
         self.waiting += 1
 
-    async def run(self, request: RunRequest) -> RunResult:
+    def cancel(self, dispatch_id: str) -> bool:
+        """Stop a queued or running request (True when it was here); a streaming model stops within a token."""
+        event = self._cancels.get(dispatch_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def run(self, request: RunRequest, publish_chunk: ChunkPublisher | None = None) -> RunResult:
         """Run an admitted request within its deadline and return the result (never raises).
 
-        The deadline covers the wait for a slot and the model call. A model call cannot be interrupted in its
-        thread: after a timeout it keeps its slot until it really ends, so max_in_flight bounds the calls actually
-        running, not just the ones still awaited.
+        The deadline covers the wait for a slot and the model call. A streaming backend is stopped at the
+        deadline or on `cancel`; a non-streaming model call cannot be interrupted in its thread: after a timeout
+        it keeps its slot until it really ends, so max_in_flight bounds the calls actually running.
         """
+        cancelled = threading.Event()
+        self._cancels[request.dispatch_id] = cancelled
+        try:
+            return await self._run(request, cancelled, publish_chunk)
+        finally:
+            self._cancels.pop(request.dispatch_id, None)
+
+    async def _run(
+        self, request: RunRequest, cancelled: threading.Event, publish_chunk: ChunkPublisher | None
+    ) -> RunResult:
         received = time.monotonic()
         try:
             got_slot = await self._take_slot(request.deadline_s)
@@ -104,13 +170,21 @@ class AgentWorker:
             self.waiting -= 1  # admitted requests leave the queue whether they got a slot or were cancelled
         if not got_slot:
             return self._timed_out(request, received)
+        if cancelled.is_set():  # cancelled while queued: never starts
+            self._slots.release()
+            return self._failure(request, received, "cancelled", "cancelled before it started")
         self.in_flight += 1
         started = time.monotonic()
-        call = asyncio.get_running_loop().run_in_executor(None, self._generate, request)
+        loop = asyncio.get_running_loop()
+        streamer = ChunkStreamer(loop, request, publish_chunk) if request.stream and publish_chunk else None
+        call = loop.run_in_executor(None, self._generate, request, cancelled, streamer)
         call.add_done_callback(self._release_slot)
         done, _ = await asyncio.wait({call}, timeout=max(0.0, request.deadline_s - (started - received)))
         if not done:
+            cancelled.set()  # a streaming model stops at its next token and frees the slot
             return self._timed_out(request, received)
+        if cancelled.is_set():
+            return self._failure(request, received, "cancelled", "cancelled while running")
         try:
             generation = call.result()
         except BackendError as error:
@@ -146,7 +220,7 @@ class AgentWorker:
         self.in_flight -= 1
         self._slots.release()
 
-    def _generate(self, request: RunRequest) -> Generation:
+    def _generate(self, request: RunRequest, cancelled: threading.Event, streamer: ChunkStreamer | None) -> Generation:
         """The model call (in a worker thread)."""
         system_prompt = request.instructions or self.profile.system_prompt
         messages = build_messages(system_prompt, request.subtask, list(request.context))
@@ -156,7 +230,17 @@ class AgentWorker:
             top_p=request.sampling.top_p,
             seed=request.sampling.seed,
         )
-        return self.backend.generate(messages, options)
+        if not isinstance(self.backend, StreamingBackend):
+            return self.backend.generate(messages, options)
+
+        def sink(piece: str) -> bool:
+            with self._count_lock:
+                self.tokens_generated += 1
+            if streamer is not None:
+                streamer.push(piece)
+            return not cancelled.is_set()
+
+        return self.backend.stream(messages, options, sink)
 
     def _timed_out(self, request: RunRequest, received: float) -> RunResult:
         return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
@@ -175,4 +259,13 @@ class AgentWorker:
         )
 
 
-_ERROR_KINDS = {"timeout", "backend_error", "bad_request", "busy", "payment_required", "server_error", "logic_error"}
+_ERROR_KINDS = {
+    "timeout",
+    "backend_error",
+    "bad_request",
+    "busy",
+    "payment_required",
+    "server_error",
+    "logic_error",
+    "cancelled",
+}

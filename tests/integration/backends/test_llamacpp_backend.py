@@ -113,3 +113,17 @@ def test_auto_creates_a_working_backend_here() -> None:
 
 def test_measure_tokens_per_second(backend: LlamaCppBackend) -> None:
     assert measure_tokens_per_second(backend, max_tokens=8) > 0
+
+
+def test_streams_the_same_text_token_by_token(backend: LlamaCppBackend) -> None:
+    pieces: list[str] = []
+    streamed = backend.stream(question(), OPTIONS, lambda piece: pieces.append(piece) or True)
+    assert len(pieces) == streamed.completion_tokens > 1
+    assert streamed.text == "".join(pieces).strip()
+    assert streamed.prompt_tokens > 0
+
+
+def test_a_sink_returning_false_stops_the_stream_at_once(backend: LlamaCppBackend) -> None:
+    pieces: list[str] = []
+    stopped = backend.stream(question(), OPTIONS, lambda piece: pieces.append(piece) or len(pieces) < 2)
+    assert len(pieces) == 2 and stopped.completion_tokens == 2

@@ -94,6 +94,20 @@ def test_generates_text_and_token_counts(tiny_model: Path) -> None:
         backend.close()
 
 
+def test_streams_pieces_and_stops_when_the_sink_says_so(tiny_model: Path) -> None:
+    backend = MLXBackend(tiny_model)
+    try:
+        pieces: list[str] = []
+        options = GenerationOptions(max_tokens=6, seed=3)
+        streamed = backend.stream(MESSAGES, options, lambda piece: pieces.append(piece) or True)
+        assert "".join(pieces).strip() == streamed.text == backend.generate(MESSAGES, options).text
+        stopped: list[str] = []
+        backend.stream(MESSAGES, options, lambda piece: stopped.append(piece) or False)
+        assert len(stopped) == 1
+    finally:
+        backend.close()
+
+
 def test_plain_prompt_when_the_tokenizer_has_no_template(tmp_path: Path) -> None:
     backend = MLXBackend(build_tiny_model(tmp_path / "tiny-base", chat_template=None))
     try:

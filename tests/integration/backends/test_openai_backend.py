@@ -104,6 +104,20 @@ def test_stop_strings_reach_the_server(llama_server: str) -> None:
     assert "4" not in backend.generate(MESSAGES, options).text
 
 
+@pytest.mark.llamacpp
+@pytest.mark.slow
+def test_streaming_hands_out_tokens_and_stops_when_asked(llama_server: str) -> None:
+    backend = OpenAIBackend(llama_server, model="smollm2")
+    options = GenerationOptions(max_tokens=16, temperature=0.0, seed=1)
+    pieces: list[str] = []
+    streamed = backend.stream(MESSAGES, options, lambda piece: pieces.append(piece) or True)
+    assert len(pieces) > 1 and streamed.text == "".join(pieces).strip()
+    assert 0 < streamed.completion_tokens <= 16  # usage when the server sends it, else the deltas counted
+    stopped: list[str] = []
+    backend.stream(MESSAGES, options, lambda piece: stopped.append(piece) or len(stopped) < 2)
+    assert len(stopped) == 2
+
+
 class StubHandler(http.server.BaseHTTPRequestHandler):
     """Answers POST /v1/chat/completions according to the path segment before it: /402/v1/..., /garbage/v1/..."""
 
@@ -120,6 +134,9 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
                 self._send(200, b"{}")
         elif behaviour == "garbage":
             self._send(200, b"<html>definitely not json</html>")
+        elif behaviour == "json":
+            completion = {"choices": [{"message": {"content": "Final answer: 4"}}], "usage": {"completion_tokens": 3}}
+            self._send(200, json.dumps(completion).encode())
         elif behaviour == "wrong-shape":
             self._send(200, json.dumps({"choices": []}).encode())
         elif behaviour == "broken-http":
@@ -161,13 +178,22 @@ def stub_server() -> Iterator[str]:
         ("broken-http", ServerError, "server_error"),
     ],
 )
+@pytest.mark.parametrize("streamed", [False, True])
 def test_http_failures_map_to_the_error_tree(
-    stub_server: str, monkeypatch: pytest.MonkeyPatch, behaviour: str, error: type[BackendError], kind: str
+    stub_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: str,
+    error: type[BackendError],
+    kind: str,
+    streamed: bool,
 ) -> None:
     monkeypatch.setenv("SYMPHONY_TEST_KEY", SECRET)
     backend = OpenAIBackend(f"{stub_server}/{behaviour}/v1", model="m", api_key_env="SYMPHONY_TEST_KEY", timeout_s=5)
     with pytest.raises(error) as raised:
-        backend.generate(MESSAGES, OPTIONS)
+        if streamed:
+            backend.stream(MESSAGES, OPTIONS, lambda piece: True)
+        else:
+            backend.generate(MESSAGES, OPTIONS)
     assert raised.value.kind == kind
     assert SECRET not in str(raised.value)
     assert StubHandler.seen_authorization[-1] == f"Bearer {SECRET}"
@@ -191,3 +217,10 @@ def test_nothing_listening_is_unavailable() -> None:
     backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", model="m", timeout_s=2)
     with pytest.raises(BackendUnavailable, match="cannot reach"):
         backend.generate(MESSAGES, OPTIONS)
+
+
+def test_a_server_that_does_not_stream_still_serves_a_streamed_run(stub_server: str) -> None:
+    pieces: list[str] = []
+    backend = OpenAIBackend(f"{stub_server}/json/v1", model="m")
+    generation = backend.stream(MESSAGES, OPTIONS, lambda piece: pieces.append(piece) or True)
+    assert pieces == ["Final answer: 4"] and (generation.text, generation.completion_tokens) == ("Final answer: 4", 3)

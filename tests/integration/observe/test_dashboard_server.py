@@ -12,6 +12,7 @@ from typing import Any
 
 from support import RunningBroker, connection_for
 
+from edge_agent.gateway.auth import ClientAccount
 from edge_agent.observe.web import DashboardServer
 from shared.messages import AgentInfo, NodeBeacon
 from shared.mqtt import FabricClient, unique_client_id
@@ -29,7 +30,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 def first_event(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.headers["Content-Type"] == "text/event-stream"
+        assert response.headers["Content-Type"].split(";")[0] == "text/event-stream"  # FastAPI adds the charset
         line = response.readline()
         assert line.startswith(b"data: ")
         return json.loads(line[6:])
@@ -62,6 +63,9 @@ async def scenario(broker: RunningBroker, fabric: str) -> None:
         assert (await asyncio.to_thread(fetch, server.url + "snapshot"))[0] == 401
         good = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
         assert (await asyncio.to_thread(fetch, server.url + "snapshot", good))[0] == 200
+        server.api_keys = {"sk-dashboard-0123456789": ClientAccount("ops")}  # --keys-file: the gateway's API keys
+        bearer = {"Authorization": "Bearer sk-dashboard-0123456789"}
+        assert (await asyncio.to_thread(fetch, server.url + "snapshot", bearer))[0] == 200
     finally:
         await server.close()
         await publisher.close()

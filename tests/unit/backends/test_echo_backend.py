@@ -59,3 +59,17 @@ def test_closed_backend_refuses_work() -> None:
     backend.close()
     with pytest.raises(BackendUnavailable):
         backend.generate(chat("x"), OPTIONS)
+
+
+def test_stream_gives_the_same_reply_word_by_word() -> None:
+    backend = EchoBackend(answer="4")
+    messages = chat("what is two and two")
+    pieces: list[str] = []
+    streamed = backend.stream(messages, GenerationOptions(), lambda piece: pieces.append(piece) or True)
+    assert "".join(pieces) == streamed.text == backend.generate(messages, GenerationOptions()).text
+    assert len(pieces) > 3
+
+
+def test_stream_stops_when_the_sink_says_so() -> None:
+    streamed = EchoBackend().stream(chat("a b c d e f"), GenerationOptions(), lambda p: False)
+    assert streamed.text == "echo:" and streamed.completion_tokens == 1

@@ -213,3 +213,18 @@ def test_secrets_never_reach_the_report(rendered: Path, tmp_path: Path) -> None:
 def test_a_bad_fleet_file_is_refused_with_a_reason(tmp_path: Path, fleet: dict[str, Any], message: str) -> None:
     with pytest.raises(ProvisioningError, match=message):
         render(*write_fleet(tmp_path, fleet), tmp_path / "out")
+
+
+def test_each_client_gets_a_gateway_api_key_kept_across_renders(tmp_path: Path) -> None:
+    from edge_agent.gateway.auth import ClientAccount, load_keys
+
+    out = tmp_path / "out"
+    render(*write_fleet(tmp_path), out)
+    secrets = yaml.safe_load((out / "secrets.yaml").read_text())
+    keys = load_keys(out / "gateway/api-keys.yaml")
+    assert {account.client for account in keys.values()} == set(secrets["api_keys"])
+    for key, account in keys.items():
+        assert key == secrets["api_keys"][account.client] and key.startswith("sk-symphony-")
+        assert account == ClientAccount(account.client, secrets["passwords"][account.client])
+    render(*write_fleet(tmp_path), out)
+    assert load_keys(out / "gateway/api-keys.yaml") == keys

@@ -447,3 +447,51 @@ def test_trace_has_the_pipeline_events_in_order() -> None:
     assert names.count("result") == 2
     assert port.named("answered")[0]["answer"] == answer.answer == "3"
     assert all(request.reply_topic == port.reply_topic for request in port.requests)
+
+
+# --- streaming, direct runs, conversations, usage -------------------------------------------------------
+
+
+def test_a_single_run_streams_when_asked_and_a_vote_never_does() -> None:
+    port = FakePort({name: answers("42") for name in "abc"})
+    execute(port, agents("a", "b", "c"), task(cot_count=1, stream=True))
+    execute(port, agents("a", "b", "c"), task(cot_count=3, stream=True))
+    execute(port, agents("a", "b", "c"), task(cot_count=1))
+    assert [request.stream for request in port.solve_requests()] == [True, False, False, False, False]
+
+
+def test_a_direct_run_goes_to_the_named_agent_only() -> None:
+    port = FakePort({name: answers(name) for name in "abc"})
+    answer = execute(port, agents("a", "b", "c"), task(cot_count=3, agent_id="b", plan_k=3))
+    assert {request.agent_id for request in port.requests} == {"b"}
+    assert answer.answer == "b"
+    with pytest.raises(NoAgentsError):
+        execute(port, agents("a", "b"), task(cot_count=1, agent_id="z"))
+
+
+def test_the_conversation_comes_before_the_task_in_the_runs_context() -> None:
+    port = FakePort({"a": answers("Ann")})
+    request = task("And what is my name?", cot_count=1).model_copy(
+        update={"context": ("User: my name is Ann", "Assistant: Hello Ann")}
+    )
+    execute(port, agents("a"), request)
+    assert port.solve_requests()[0].context == ("User: my name is Ann", "Assistant: Hello Ann")
+
+
+def test_the_answer_counts_the_tokens_of_every_run_and_says_when_the_winner_hit_max_tokens() -> None:
+    port = FakePort({name: answers("42") for name in "ab"})
+    answer = execute(port, agents("a", "b"), task(cot_count=2))
+    assert (answer.completion_tokens, answer.finish_reason) == (10, "stop")
+    assert execute(port, agents("a"), task(cot_count=1, max_tokens=5)).finish_reason == "length"
+
+
+def test_cancelling_the_task_cancels_its_outstanding_runs() -> None:
+    """A passed deadline or a client gone cancels the pipeline: every run still out is cancelled with it."""
+    port = FakePort({name: answers("42", 5.0) for name in "abc"})
+
+    async def scenario() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(pipeline(port, agents("a", "b", "c"), task(cot_count=3)).execute(), 0.1)
+
+    asyncio.run(scenario())
+    assert sorted(agent for kind, agent in port.log if kind == "cancelled") == ["a", "b", "c"]

@@ -7,10 +7,17 @@ import threading
 
 import pytest
 
-from edge_agent.backends.base import ChatMessage, Generation, GenerationOptions, PaymentRequired, ServerError
+from edge_agent.backends.base import (
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    PaymentRequired,
+    ServerError,
+    TokenSink,
+)
 from edge_agent.backends.echo import EchoBackend
 from edge_agent.runtime.worker import AgentProfile, AgentWorker, QueueFull
-from shared.messages import RunRequest, RunResult
+from shared.messages import RunChunk, RunRequest, RunResult
 
 
 class CountingEcho(EchoBackend):
@@ -34,6 +41,23 @@ class CountingEcho(EchoBackend):
             with self._lock:
                 self.active -= 1
 
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        return self.generate(messages, options)
+
+
+class GenerateOnlyEcho:
+    """An echo model that cannot stream (so it cannot be stopped mid-generation either)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self._echo = EchoBackend(delay_s=delay_s)
+        self.name, self.model, self.device, self.supports_chat_template = "echo", "echo", "cpu", True
+
+    def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        return self._echo.generate(messages, options)
+
+    def close(self) -> None:
+        self._echo.close()
+
 
 class FailingBackend(EchoBackend):
     """A backend whose every call raises the given error."""
@@ -43,6 +67,9 @@ class FailingBackend(EchoBackend):
         self.error = error
 
     def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
+        raise self.error
+
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
         raise self.error
 
 
@@ -60,7 +87,9 @@ def profile(max_in_flight: int = 1, queue_size: int = 16) -> AgentProfile:
     )
 
 
-def request(number: int = 0, deadline_s: float = 30.0, subtask: str = "hello there") -> RunRequest:
+def request(
+    number: int = 0, deadline_s: float = 30.0, subtask: str = "hello there", stream: bool = False
+) -> RunRequest:
     return RunRequest(
         dispatch_id=f"d-{number}",
         task_id="t-1",
@@ -68,6 +97,7 @@ def request(number: int = 0, deadline_s: float = 30.0, subtask: str = "hello the
         subtask=subtask,
         deadline_s=deadline_s,
         reply_topic="symphony/t/reply/c",
+        stream=stream,
     )
 
 
@@ -158,7 +188,7 @@ def test_a_missed_deadline_gives_a_timeout_result() -> None:
 
 
 def test_a_timed_out_call_keeps_its_slot_until_the_model_call_really_ends() -> None:
-    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=0.4), "node-1")
+    worker = AgentWorker(profile(max_in_flight=1), GenerateOnlyEcho(delay_s=0.4), "node-1")  # type: ignore[arg-type]
 
     async def scenario() -> tuple[int, RunResult]:
         worker.admit()
@@ -234,3 +264,83 @@ def test_state_and_info_describe_the_agent() -> None:
         2,
         ("echo",),
     )
+
+
+LONG = " ".join(f"w{index}" for index in range(40))
+
+
+def test_a_streamed_run_sends_numbered_chunks_that_add_up_to_the_result() -> None:
+    worker = AgentWorker(profile(), EchoBackend(delay_s=0.2), "node-1")
+    chunks: list[RunChunk] = []
+
+    async def scenario() -> RunResult:
+        worker.admit()
+        return await worker.run(request(stream=True, subtask=LONG), chunks.append)
+
+    result = asyncio.run(scenario())
+    assert result.ok and len(chunks) > 1
+    assert [chunk.seq for chunk in chunks] == list(range(len(chunks)))
+    assert "".join(chunk.text for chunk in chunks) == result.text
+    assert sum(chunk.tokens for chunk in chunks) == worker.tokens_generated
+
+
+def test_a_run_without_stream_sends_no_chunks() -> None:
+    worker = AgentWorker(profile(), EchoBackend(), "node-1")
+    chunks: list[RunChunk] = []
+
+    async def scenario() -> RunResult:
+        worker.admit()
+        return await worker.run(request(subtask=LONG), chunks.append)
+
+    assert asyncio.run(scenario()).ok and chunks == []
+
+
+def test_cancel_stops_the_generation_within_a_token_and_frees_the_slot() -> None:
+    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=2.0), "node-1")
+    chunks: list[RunChunk] = []
+
+    async def scenario() -> tuple[RunResult, RunResult]:
+        worker.admit()
+        running = asyncio.create_task(worker.run(request(1, stream=True, subtask=LONG), chunks.append))
+        while not chunks:
+            await asyncio.sleep(0.01)
+        assert worker.cancel("d-1") and not worker.cancel("d-unknown")
+        cancelled = await running
+        worker.admit()
+        return cancelled, await worker.run(request(2, subtask="next one"))
+
+    cancelled, following = asyncio.run(scenario())
+    assert cancelled.error == "cancelled"
+    assert worker.tokens_generated < 10 + len(following.text.split())  # far fewer than the 44 words of the reply
+    assert following.ok and worker.in_flight == 0
+
+
+def test_a_cancel_while_queued_means_the_run_never_starts() -> None:
+    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=0.3), "node-1")
+
+    async def scenario() -> list[RunResult]:
+        worker.admit()
+        worker.admit()
+        first = asyncio.create_task(worker.run(request(1)))
+        second = asyncio.create_task(worker.run(request(2)))
+        await asyncio.sleep(0.05)
+        worker.cancel("d-2")
+        return [await first, await second]
+
+    first, second = asyncio.run(scenario())
+    assert first.ok and second.error == "cancelled"
+    assert worker.in_flight == 0 and worker.waiting == 0
+
+
+def test_a_passed_deadline_stops_a_streaming_model() -> None:
+    worker = AgentWorker(profile(max_in_flight=1), EchoBackend(delay_s=4.0), "node-1")
+
+    async def scenario() -> RunResult:
+        worker.admit()
+        result = await worker.run(request(1, deadline_s=0.2, subtask=LONG))
+        while worker.in_flight:  # the model thread ends at its next token
+            await asyncio.sleep(0.02)
+        return result
+
+    assert asyncio.run(scenario()).error == "timeout"
+    assert worker.tokens_generated < 10

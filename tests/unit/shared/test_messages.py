@@ -20,11 +20,15 @@ from shared.messages import (
     NodeBeacon,
     NodeState,
     RouterPresence,
+    RunCancel,
+    RunChunk,
     RunRequest,
     RunResult,
     SamplingOptions,
     SubtaskSummary,
     TaskAnswer,
+    TaskCancel,
+    TaskChunk,
     TaskEvent,
     TaskOptions,
     TaskRequest,
@@ -129,6 +133,10 @@ SAMPLES: list[WireModel] = [
         elapsed_ms=12.0,
     ),
     ErrorReply(code="bad_request", message="nope", task_id="task-1", dispatch_id="d-1"),
+    RunChunk(dispatch_id="d-1", task_id="task-1", agent_id="node-1-math", seq=0, text="The", tokens=1),
+    RunCancel(dispatch_id="d-1", task_id="task-1", agent_id="node-1-math", reason="early stop"),
+    TaskChunk(task_id="task-1", seq=2, phase="progress", text="1/3 runs answered", dispatch_id="d-1"),
+    TaskCancel(task_id="task-1", client_id="client-1", reason="client went away"),
 ]
 
 

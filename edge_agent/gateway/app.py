@@ -1,0 +1,210 @@
+"""The gateway's HTTP routes (FastAPI): health, models, chat completions (JSON or server-sent events).
+
+Every error leaves in OpenAI's shape with its status: 400 bad request, 401 no/invalid key, 404 unknown model,
+429 the agents are busy, 503 no live agent or router, 504 past the deadline, 502 another fabric failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edge_agent.gateway import openai_api as api
+from edge_agent.gateway.auth import Authenticator, ClientAccount, Unauthorized
+from edge_agent.gateway.fabric import FabricGateway
+from shared.client import TaskFailed, TaskTimeout
+from shared.errors import TransportError
+from shared.messages import TaskAnswer, TaskChunk
+
+Stream = AsyncIterator[TaskChunk | TaskAnswer]
+DISCONNECT_POLL_S = 0.5
+
+
+class GatewayError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
+    app = FastAPI(title="Symphony Edge: OpenAI-compatible gateway", docs_url=None, redoc_url=None)
+    _install_error_handlers(app)
+
+    def account(request: Request) -> ClientAccount | None:
+        return auth.check(request.headers.get("authorization"))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        agents, routers = len(gateway.live_agent_ids()), gateway.live_routers()
+        return {"status": "ok" if agents and routers else "degraded", "agents": agents, "routers": routers}
+
+    @app.get("/v1/models")
+    async def models(_: ClientAccount | None = Depends(account)) -> dict[str, Any]:
+        return api.models_list(sorted(gateway.live_agent_ids()), int(time.time()))
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, _: ClientAccount | None = Depends(account)) -> dict[str, Any]:
+        api.model_options(model_id, gateway.live_agent_ids())  # ModelNotFound → 404
+        return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": api.OWNER}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        body: api.ChatCompletionRequest, http: Request, caller: ClientAccount | None = Depends(account)
+    ) -> Any:
+        live = gateway.live_agent_ids()
+        query, context, options = api.task_of(body, live, gateway.deadline_s)
+        if not live:
+            raise GatewayError(503, "no live agent on the fabric: start one with `edge-agent start`", "no_agents")
+        if not gateway.live_routers():
+            raise GatewayError(503, "no router on the fabric: start one with `edge-agent router`", "no_router")
+        client = await gateway.client_for(caller)
+        try:
+            task = client.request(query, context=context, stream=body.stream, **options)
+        except ValueError as error:
+            raise GatewayError(400, f"invalid options: {error}", "invalid_options") from None
+        stream: Stream = client.stream(task)
+        if not body.stream:
+            answer = await _answer(stream, http)
+            return api.completion(answer, body.model, body.stops())
+        first = await _first(stream)  # errors before the first token still get their HTTP status
+        return EventSourceResponse(_events(first, stream, body), ping=15, headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+async def _answer(stream: Stream, http: Request) -> TaskAnswer:
+    """The TaskAnswer of a non-streamed request; a caller that hangs up cancels the task (TaskCancel)."""
+
+    async def consume() -> TaskAnswer:
+        async for message in stream:
+            if isinstance(message, TaskAnswer):
+                return message
+        raise GatewayError(502, "the fabric ended the task without an answer")
+
+    waiting = asyncio.ensure_future(_fabric_errors(consume()))
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return waiting.result()
+            if await http.is_disconnected():
+                raise GatewayError(499, "the client went away")
+    finally:
+        waiting.cancel()  # a task still out is cancelled inside the stream, which sends the TaskCancel
+        with contextlib.suppress(BaseException):
+            await waiting
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _first(stream: Stream) -> TaskChunk | TaskAnswer:
+    try:
+        return await _fabric_errors(stream.__anext__())
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def _fabric_errors(awaitable: Any) -> Any:
+    """Turn the fabric's failures into GatewayErrors."""
+    try:
+        return await awaitable
+    except TaskFailed as error:
+        reply = error.reply
+        raise GatewayError(api.fabric_error_status(reply.code), reply.message, reply.code) from None
+    except TaskTimeout as error:
+        raise GatewayError(504, str(error), "timeout") from None
+
+
+async def _events(
+    first: TaskChunk | TaskAnswer, stream: Stream, body: api.ChatCompletionRequest
+) -> AsyncIterator[str | ServerSentEvent]:
+    """The SSE stream: role, content deltas (tokens, or the voted answer at once), finish, usage, [DONE]."""
+    created = int(time.time())
+    task_id = first.task_id
+    scanner = api.StopScanner(body.stops())
+    tokens_sent = False
+    answer: TaskAnswer | None = None
+
+    def content(text: str) -> str:
+        return json.dumps(api.chunk(task_id, body.model, created, {"content": text}))
+
+    try:
+        yield json.dumps(api.chunk(task_id, body.model, created, {"role": "assistant", "content": ""}))
+        message: TaskChunk | TaskAnswer = first
+        while True:
+            if isinstance(message, TaskAnswer):
+                answer = message
+                if not tokens_sent and (text := scanner.feed(answer.final_text or answer.answer)):
+                    yield content(text)
+                if text := scanner.flush():
+                    yield content(text)
+                break
+            if message.phase == "token":
+                tokens_sent = True
+                if text := scanner.feed(message.text):
+                    yield content(text)
+                if scanner.stopped:
+                    break  # leaving the stream cancels the task: the agent stops generating
+            else:
+                yield ServerSentEvent(comment=f"progress: {message.text}")
+            message = await _fabric_errors(stream.__anext__())
+    except GatewayError as error:
+        yield json.dumps(api.error_body(error.status, error.message, error.code))
+        yield "[DONE]"
+        return
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    finish = "stop" if scanner.stopped or answer is None else answer.finish_reason
+    extra = {"symphony": api.trace(answer)} if answer is not None else {}
+    yield json.dumps(api.chunk(task_id, body.model, created, {}, finish, **extra))
+    if body.stream_options is not None and body.stream_options.include_usage and answer is not None:
+        yield json.dumps(api.chunk(task_id, body.model, created, None, usage=api.usage(answer)))
+    yield "[DONE]"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def reply(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(api.error_body(status, message, code, param), status_code=status, headers=headers)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
+        return reply(error.status, error.message, error.code, error.param)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, error: Unauthorized) -> JSONResponse:
+        return reply(401, str(error), "invalid_api_key")
+
+    @app.exception_handler(api.ModelNotFound)
+    async def model_not_found(_: Request, error: api.ModelNotFound) -> JSONResponse:
+        return reply(404, str(error), "model_not_found", "model")
+
+    @app.exception_handler(api.BadRequest)
+    async def bad_request(_: Request, error: api.BadRequest) -> JSONResponse:
+        return reply(400, str(error), "invalid_request", error.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(part) for part in first["loc"] if part != "body") or None
+        return reply(400, f"{param or 'body'}: {first['msg']}", "invalid_request", param)
+
+    @app.exception_handler(TransportError)
+    async def unreachable(_: Request, error: TransportError) -> JSONResponse:
+        return reply(503, f"cannot reach the fabric: {error}", "fabric_unreachable")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return reply(error.status_code, str(error.detail))

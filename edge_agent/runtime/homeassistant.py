@@ -1,0 +1,144 @@
+"""Home Assistant MQTT discovery (opt-in): each node shows up in Home Assistant as a device with its agents' sensors.
+
+    <prefix>/sensor/<node object>/<agent>_<metric>/config     load (%), queue, tokens/s, latency p50 (ms)
+    <prefix>/binary_sensor/<node object>/online/config        connectivity: follows the beacon (and its Will)
+
+The configs are retained and point at the fabric's own topics, so nothing else is published for Home Assistant:
+the sensors read the node's state topic, their availability and the online sensor read its retained beacon, which
+the broker replaces with the offline beacon (the Will) when the node dies. Each agent's model is an attribute.
+They are published again when Home Assistant's birth message (`<prefix>/status` = `online`) arrives, and cleared
+(empty retained payloads) when the node is decommissioned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from shared.messages import NodeBeacon
+from shared.topics import Topics
+
+DEFAULT_PREFIX = "homeassistant"
+MANUFACTURER = "Symphony Edge"
+_NOT_AN_OBJECT_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def object_id(*parts: str) -> str:
+    """Home Assistant's node_id/object_id alphabet: letters, digits, `_` and `-`."""
+    return _NOT_AN_OBJECT_ID.sub("_", "_".join(parts))
+
+
+def node_object(fabric: str, node_id: str) -> str:
+    return object_id("symphony", fabric, node_id)
+
+
+def status_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    """Where Home Assistant publishes its birth (`online`) and last will (`offline`)."""
+    return f"{prefix}/status"
+
+
+def config_filter(fabric: str, node_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Every discovery config of one node (what decommission clears, and what the node's ACL allows)."""
+    return f"{prefix}/+/{node_object(fabric, node_id)}/+/config"
+
+
+SENSORS: tuple[tuple[str, str, str, str | None, str | None, str], ...] = (
+    # metric, name, value in the agent's state, unit, device class, icon
+    ("load", "load", "(agent.load * 100) | round(0)", "%", None, "mdi:gauge"),
+    ("queue", "queue", "agent.queue_length", None, None, "mdi:tray-full"),
+    ("tokens_per_second", "tokens/s", "(agent.tokens_per_second or 0) | round(1)", "tok/s", None, "mdi:speedometer"),
+    ("latency_p50", "latency p50", "(agent.latency_p50_ms or 0) | round(0)", "ms", "duration", "mdi:timer-outline"),
+)
+
+
+def discovery_configs(topics: Topics, beacon: NodeBeacon, prefix: str = DEFAULT_PREFIX) -> dict[str, dict[str, Any]]:
+    """Topic → retained discovery config of a node's device, its agents' sensors and its online sensor."""
+    node = node_object(topics.fabric, beacon.node_id)
+    beacon_topic = topics.beacon(beacon.node_id)
+    device = {
+        "identifiers": [node],
+        "name": f"Symphony {beacon.node_id}",
+        "manufacturer": MANUFACTURER,
+        "model": "edge node",
+        "sw_version": beacon.software_version or None,
+    }
+    availability = {
+        "availability_topic": beacon_topic,
+        "availability_template": "{{ value_json.status }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    origin = {"name": MANUFACTURER}
+    configs: dict[str, dict[str, Any]] = {
+        f"{prefix}/binary_sensor/{node}/online/config": {
+            "name": "online",
+            "unique_id": f"{node}_online",
+            "device_class": "connectivity",
+            "state_topic": beacon_topic,
+            "value_template": "{{ value_json.status }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "json_attributes_topic": beacon_topic,
+            "json_attributes_template": "{{ {'models': value_json.agents | map(attribute='model') | list,"
+            " 'host': value_json.host, 'epoch': value_json.epoch} | tojson }}",
+            "device": device,
+            "origin": origin,
+        }
+    }
+    for agent in beacon.agents:
+        select = f"(value_json.agents | selectattr('agent_id', 'equalto', {json.dumps(agent.agent_id)}) | first)"
+        for metric, name, value, unit, device_class, icon in SENSORS:
+            unique = object_id(node, agent.agent_id, metric)
+            config: dict[str, Any] = {
+                "name": f"{agent.agent_id} {name}",
+                "unique_id": unique,
+                "state_topic": topics.state(beacon.node_id),
+                "value_template": f"{{% set agent = {select} %}}{{{{ {value} }}}}",
+                "state_class": "measurement",
+                "icon": icon,
+                "json_attributes_topic": beacon_topic,
+                "json_attributes_template": f"{{% set agent = {select} %}}"
+                "{{ {'model': agent.model, 'backend': agent.backend, 'persona': agent.persona} | tojson }}",
+                "device": device,
+                "origin": origin,
+                **availability,
+            }
+            if unit is not None:
+                config["unit_of_measurement"] = unit
+            if device_class is not None:
+                config["device_class"] = device_class
+            configs[f"{prefix}/sensor/{node}/{object_id(agent.agent_id, metric)}/config"] = config
+    return configs
+
+
+class HomeAssistantDiscovery:
+    """Publishes a node's discovery configs (retained), again at each Home Assistant birth; clears them."""
+
+    def __init__(self, client: Any, topics: Topics, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.topics = topics
+        self.prefix = prefix
+        self._beacon: NodeBeacon | None = None
+
+    async def start(self, beacon: NodeBeacon) -> None:
+        """Subscribe to Home Assistant's status (its birth) and publish the configs of `beacon` now."""
+        self._beacon = beacon
+        await self.client.subscribe(status_topic(self.prefix), self._on_status)
+        self.publish()
+
+    def publish(self) -> None:
+        if self._beacon is None or not self.client.is_connected:
+            return
+        for topic, config in discovery_configs(self.topics, self._beacon, self.prefix).items():
+            self.client.publish(topic, json.dumps(config).encode(), retain=True)
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        if payload.strip() == b"online":  # Home Assistant (re)started: it forgot non-retained state; send again
+            self.publish()
+
+
+def clear_messages(topics: Iterable[str]) -> list[tuple[str, bytes, bool]]:
+    """The empty retained messages that remove these discovery configs from Home Assistant."""
+    return [(topic, b"", True) for topic in topics]

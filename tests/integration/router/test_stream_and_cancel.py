@@ -1,0 +1,148 @@
+"""Token streaming and cancel across a real broker: echo agents (in-process nodes), the router, the client.
+
+client ─TaskRequest(stream)─► router ─RunRequest(stream)─► agent ─RunChunk…─► router ─TaskChunk…─► client
+early-stopped vote / client gone ─► router ─RunCancel─► agent: the model stops within a token, the slot frees
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from support import RunningBroker, connection_for
+
+from edge_agent.backends.echo import EchoBackend
+from edge_agent.runtime.node import EdgeNode, NodeSettings
+from edge_agent.runtime.worker import AgentProfile, AgentWorker
+from router.service import RouterConfig, RouterService
+from shared.client import FabricTaskClient
+from shared.config import ConnectionSettings
+from shared.messages import TaskAnswer, TaskChunk
+
+T = TypeVar("T")
+LONG_QUESTION = " ".join(f"word{index}" for index in range(60)) + " what is six times seven?"
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def worker(agent_id: str, delay_s: float) -> AgentWorker:
+    profile = AgentProfile(agent_id, "math", "You echo.", ("mathematical-reasoning",), 1, 4, 256, 0.0, 1.0)
+    return AgentWorker(profile, EchoBackend(delay_s=delay_s, answer="42"), f"node-{agent_id}")
+
+
+@contextlib.asynccontextmanager
+async def echo_fabric(
+    connection: ConnectionSettings, state_dir: Path, delays: dict[str, float]
+) -> AsyncIterator[dict[str, AgentWorker]]:
+    """One node per agent, a router that sees them all, for the duration of the block."""
+    workers = {agent_id: worker(agent_id, delay) for agent_id, delay in delays.items()}
+    nodes = [
+        EdgeNode(NodeSettings(w.node_id, connection, state_dir, state_interval_s=1.0, duplicate_wait_s=0.1), [w])
+        for w in workers.values()
+    ]
+    router = RouterService(RouterConfig(router_id="r1", connection=connection))
+    for node in nodes:
+        await node.start()
+    await router.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(router.live_agents()) < len(workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        yield workers
+    finally:
+        await router.stop()
+        for node in nodes:
+            await node.stop()
+
+
+async def until(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_single_run_streams_its_tokens_in_order_and_the_answer_follows(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[list[TaskChunk], TaskAnswer]:
+        connection = connection_for(amqtt_broker, fabric)
+        async with echo_fabric(connection, tmp_path, {"a1": 0.5}), FabricTaskClient(connection) as client:
+            chunks: list[TaskChunk] = []
+            answer = None
+            async for message in client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512, stream=True)):
+                if isinstance(message, TaskChunk):
+                    chunks.append(message)
+                else:
+                    answer = message
+            assert answer is not None
+            return chunks, answer
+
+    chunks, answer = run(scenario())
+    tokens = [chunk for chunk in chunks if chunk.phase == "token"]
+    assert len(tokens) > 1
+    assert [chunk.seq for chunk in chunks] == list(range(len(chunks)))
+    assert "".join(chunk.text for chunk in tokens) == answer.final_text
+    assert answer.answer == "42" and answer.completion_tokens > 60
+
+
+def test_a_voted_task_streams_progress_then_the_voted_answer(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[list[TaskChunk], TaskAnswer]:
+        connection = connection_for(amqtt_broker, fabric)
+        async with (
+            echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0, "a3": 0.0}),
+            FabricTaskClient(connection) as c,
+        ):
+            messages = [
+                message async for message in c.stream(c.request("what is six times seven?", cot_count=3, stream=True))
+            ]
+            assert isinstance(messages[-1], TaskAnswer)
+            return [m for m in messages if isinstance(m, TaskChunk)], messages[-1]
+
+    chunks, answer = run(scenario())
+    assert chunks and all(chunk.phase == "progress" for chunk in chunks)
+    assert any("answered '42'" in chunk.text for chunk in chunks)
+    assert answer.answer == "42"
+
+
+def test_an_early_stopped_vote_cancels_the_slow_run_on_its_agent(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[TaskAnswer, AgentWorker]:
+        connection = connection_for(amqtt_broker, fabric)
+        async with echo_fabric(connection, tmp_path, {"fast1": 0.05, "fast2": 0.05, "slow": 20.0}) as workers:
+            async with FabricTaskClient(connection) as client:
+                answer = await client.submit(LONG_QUESTION, cot_count=3, max_tokens=512, timeout_s=30)
+            slow = workers["slow"]
+            await until(lambda: slow.in_flight == 0)  # the cancel reached it: far sooner than its 20 s
+            return answer, slow
+
+    answer, slow = run(scenario())
+    assert answer.answer == "42" and len(answer.subtasks[0].ballots) == 2
+    assert 0 < slow.tokens_generated < 30  # of the 64 words it would have written
+
+
+def test_a_client_that_goes_away_stops_the_run_on_its_agent(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    async def scenario() -> AgentWorker:
+        connection = connection_for(amqtt_broker, fabric)
+        async with echo_fabric(connection, tmp_path, {"slow": 20.0}) as workers:
+            async with FabricTaskClient(connection) as client:
+                stream = client.stream(client.request(LONG_QUESTION, cot_count=1, max_tokens=512, stream=True))
+                async for message in stream:
+                    assert isinstance(message, TaskChunk)
+                    break
+                await stream.aclose()
+                await until(lambda: workers["slow"].in_flight == 0)
+            return workers["slow"]
+
+    assert run(scenario()).tokens_generated < 30
