@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.bridges import BridgeTopic
-from shared.topics import Topics
+from shared.topics import Topics, home_assistant_config_filter, home_assistant_status_topic
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,17 @@ class Account:
     subscribe: tuple[str, ...]
 
 
-def node_account(topics: Topics, node_id: str, agent_ids: Iterable[str], router_id: str | None = None) -> Account:
+def node_account(
+    topics: Topics,
+    node_id: str,
+    agent_ids: Iterable[str],
+    router_id: str | None = None,
+    home_assistant_prefix: str | None = None,
+) -> Account:
     """A node writes its own beacon/state, results and bids; reads its agents' run topics and bid requests.
 
     It also reads its own beacon and state: at start it checks that no other live instance uses its node id.
+    With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
@@ -40,6 +47,9 @@ def node_account(topics: Topics, node_id: str, agent_ids: Iterable[str], router_
     if router_id is not None:
         publish += _router_publish(topics, router_id)
         subscribe += _router_subscribe(topics, router_id)
+    if home_assistant_prefix is not None:
+        publish.append(home_assistant_config_filter(topics.fabric, node_id, home_assistant_prefix))
+        subscribe.append(home_assistant_status_topic(home_assistant_prefix))
     return Account(node_id, _unique(publish), _unique(subscribe))
 
 
@@ -70,11 +80,20 @@ def client_account(topics: Topics, client_id: str) -> Account:
     return Account(client_id, (topics.task_submit(),), _client_reads(topics, client_id))
 
 
-def operator_account(topics: Topics, operator_id: str, also_client: bool = False) -> Account:
+def operator_account(
+    topics: Topics, operator_id: str, also_client: bool = False, home_assistant_prefix: str | None = None
+) -> Account:
     """An operator reads beacons, states, router presences and every task's events; it publishes nothing,
-    unless it is also a client (then it submits tasks and reads its replies, like any client)."""
+    unless it is also a client (then it submits tasks and reads its replies, like any client).
+
+    With Home Assistant discovery on, an operator account is also what Home Assistant logs in with: it reads the
+    discovery configs and publishes Home Assistant's birth and Will on `<prefix>/status`.
+    """
     subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
     publish: list[str] = []
+    if home_assistant_prefix is not None:
+        subscribe.append(f"{home_assistant_prefix}/#")
+        publish.append(home_assistant_status_topic(home_assistant_prefix))
     if also_client:
         publish.append(topics.task_submit())
         subscribe += _client_reads(topics, operator_id)

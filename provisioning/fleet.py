@@ -17,6 +17,7 @@ agents:                      # inventory host or group -> agents; the most speci
 routers: [brokers]           # hosts or groups that also host the routing and voting handlers
 clients: [laptop]            # one account per client id (write task/submit, read reply/<id>, its tasks' events)
 operators: [ops]             # read beacons, states, routers and all task events; submit only if also a client
+home_assistant: {}           # optional: nodes publish Home Assistant discovery configs ({discovery_prefix: ...})
 ```
 """
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from provisioning.errors import ProvisioningError
 from provisioning.inventory import Inventory
-from shared.config import AgentConfig
+from shared.config import AgentConfig, HomeAssistantSettings
 from shared.topics import validate_id
 
 
@@ -76,6 +77,7 @@ class FleetSpec(_Strict):
     routers: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
+    home_assistant: HomeAssistantSettings | None = None
 
     @field_validator("fabric")
     @classmethod

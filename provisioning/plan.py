@@ -118,13 +118,15 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
     check_against_inventory(fleet, inventory)
     topics = Topics(fleet.fabric)
     routers = set(expand(inventory, fleet.routers))
+    discovery = fleet.home_assistant.discovery_prefix if fleet.home_assistant else None
     nodes = []
     for host in inventory.hosts:
         agents = _with_agent_ids(host, agents_for(fleet, inventory, host))
         if agents or host in routers:
             _check_id(host, "inventory host name")
             router_id = host if host in routers else None
-            account = node_account(topics, host, [agent.agent_id or "" for agent in agents], router_id)
+            agent_ids = [agent.agent_id or "" for agent in agents]
+            account = node_account(topics, host, agent_ids, router_id, discovery)
             nodes.append(NodePlan(host, agents, router_id, account))
     clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
@@ -133,7 +135,7 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
         )
     clients = tuple(client_account(topics, client) for client in fleet.clients if client not in fleet.operators)
     operators = tuple(
-        operator_account(topics, operator, also_client=operator in fleet.clients)
+        operator_account(topics, operator, also_client=operator in fleet.clients, home_assistant_prefix=discovery)
         for operator in dict.fromkeys(fleet.operators)
     )
     site_of = _sites_of_members(fleet, inventory)
@@ -261,6 +263,8 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     }
     if node.router_id is not None:
         config["router"] = {"router_id": node.router_id, "state_file": f"{plan.paths.state_dir}/router-state.json"}
+    if plan.fleet.home_assistant is not None:
+        config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
     return config
 
 

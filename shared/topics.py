@@ -135,3 +135,28 @@ class Topics:
     def last_level(self, topic: str) -> str:
         """The id in the last level of a beacon/state/presence topic."""
         return topic.rsplit("/", 1)[-1]
+
+
+# --- Home Assistant MQTT discovery (opt-in; under Home Assistant's own prefix, outside the fabric's) ----------
+
+HOME_ASSISTANT_PREFIX = "homeassistant"
+_NOT_AN_OBJECT_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def home_assistant_object_id(*parts: str) -> str:
+    """Home Assistant's node_id/object_id alphabet: letters, digits, `_` and `-`."""
+    return _NOT_AN_OBJECT_ID.sub("_", "_".join(parts))
+
+
+def home_assistant_node_object(fabric: str, node_id: str) -> str:
+    return home_assistant_object_id("symphony", fabric, node_id)
+
+
+def home_assistant_status_topic(prefix: str = HOME_ASSISTANT_PREFIX) -> str:
+    """Where Home Assistant publishes its birth (`online`) and last will (`offline`)."""
+    return f"{prefix}/status"
+
+
+def home_assistant_config_filter(fabric: str, node_id: str, prefix: str = HOME_ASSISTANT_PREFIX) -> str:
+    """Every discovery config of one node (what decommission clears, and what the node's ACL allows)."""
+    return f"{prefix}/+/{home_assistant_node_object(fabric, node_id)}/+/config"

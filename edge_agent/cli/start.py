@@ -154,11 +154,11 @@ async def _clear_home_assistant(client: Any, config: NodeConfig) -> None:
     """Empty the node's retained discovery configs, so Home Assistant removes the device."""
     import asyncio
 
-    from edge_agent.runtime.homeassistant import DEFAULT_PREFIX, config_filter
+    from shared.topics import HOME_ASSISTANT_PREFIX, home_assistant_config_filter
 
-    prefix = config.home_assistant.discovery_prefix if config.home_assistant else DEFAULT_PREFIX
+    prefix = config.home_assistant.discovery_prefix if config.home_assistant else HOME_ASSISTANT_PREFIX
     found: list[str] = []
-    topic_filter = config_filter(config.connection.fabric, config.node_id, prefix)
+    topic_filter = home_assistant_config_filter(config.connection.fabric, config.node_id, prefix)
     await client.subscribe(topic_filter, lambda topic, payload: found.append(topic) if payload else None)
     await asyncio.sleep(RETAINED_WAIT_S)  # retained messages follow the SUBACK at once; this bounds the wait
     await client.unsubscribe(topic_filter)

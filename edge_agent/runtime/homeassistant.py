@@ -13,35 +13,17 @@ They are published again when Home Assistant's birth message (`<prefix>/status` 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from shared.messages import NodeBeacon
+from shared.topics import HOME_ASSISTANT_PREFIX as DEFAULT_PREFIX
 from shared.topics import Topics
+from shared.topics import home_assistant_node_object as node_object
+from shared.topics import home_assistant_object_id as object_id
+from shared.topics import home_assistant_status_topic as status_topic
 
-DEFAULT_PREFIX = "homeassistant"
 MANUFACTURER = "Symphony Edge"
-_NOT_AN_OBJECT_ID = re.compile(r"[^a-zA-Z0-9_-]")
-
-
-def object_id(*parts: str) -> str:
-    """Home Assistant's node_id/object_id alphabet: letters, digits, `_` and `-`."""
-    return _NOT_AN_OBJECT_ID.sub("_", "_".join(parts))
-
-
-def node_object(fabric: str, node_id: str) -> str:
-    return object_id("symphony", fabric, node_id)
-
-
-def status_topic(prefix: str = DEFAULT_PREFIX) -> str:
-    """Where Home Assistant publishes its birth (`online`) and last will (`offline`)."""
-    return f"{prefix}/status"
-
-
-def config_filter(fabric: str, node_id: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """Every discovery config of one node (what decommission clears, and what the node's ACL allows)."""
-    return f"{prefix}/+/{node_object(fabric, node_id)}/+/config"
 
 
 SENSORS: tuple[tuple[str, str, str, str | None, str | None, str], ...] = (

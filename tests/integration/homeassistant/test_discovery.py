@@ -20,11 +20,12 @@ import jinja2
 from support import RunningBroker, connection_for
 
 from edge_agent.backends.echo import EchoBackend
-from edge_agent.runtime.homeassistant import config_filter, node_object
 from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
+from shared.topics import home_assistant_config_filter as config_filter
+from shared.topics import home_assistant_node_object as node_object
 
 # From https://www.home-assistant.io/integrations/sensor.mqtt/ and binary_sensor.mqtt/ (the keys we may use).
 COMMON_KEYS = {

@@ -228,3 +228,24 @@ def test_each_client_gets_a_gateway_api_key_kept_across_renders(tmp_path: Path) 
         assert account == ClientAccount(account.client, secrets["passwords"][account.client])
     render(*write_fleet(tmp_path), out)
     assert load_keys(out / "gateway/api-keys.yaml") == keys
+
+
+def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: Path) -> None:
+    fleet = {**FLEET, "home_assistant": {"discovery_prefix": "ha"}}
+    render(*write_fleet(tmp_path, fleet), tmp_path / "out")
+    node = load_node_config(tmp_path / "out/nodes/node-a/node.yaml", environ={})
+    assert node.home_assistant is not None and node.home_assistant.discovery_prefix == "ha"
+    acl = TopicACL.load(tmp_path / "out/broker/amqtt-acl.yaml")
+    assert "ha/+/symphony_lab_node-a/+/config" in acl.publish["node-a"]  # its own configs, nobody else's
+    assert "ha/+/symphony_lab_node-b/+/config" not in acl.publish["node-a"]
+    assert "ha/status" in acl.subscribe["node-a"]  # Home Assistant's birth: republish the configs
+    mosquitto = (tmp_path / "out/broker/acl").read_text()
+    assert "topic write ha/+/symphony_lab_node-a/+/config" in mosquitto
+    # Home Assistant logs in as an operator: it reads the configs and the fabric, and announces its birth.
+    assert {"ha/#", "symphony/lab/beacon/+", "symphony/lab/state/+"} <= set(acl.subscribe["ops"])
+    assert acl.publish["ops"] == ["ha/status"]
+
+
+def test_without_home_assistant_nodes_get_no_discovery_topics(rendered: Path) -> None:
+    assert load_node_config(rendered / "nodes/node-a/node.yaml", environ={}).home_assistant is None
+    assert "homeassistant" not in (rendered / "broker/acl").read_text()
