@@ -17,6 +17,7 @@ from shared.messages import (
     Bid,
     BidRequest,
     ErrorReply,
+    LedgerEntry,
     NodeBeacon,
     NodeState,
     RouterPresence,
@@ -129,6 +130,15 @@ SAMPLES: list[WireModel] = [
         elapsed_ms=12.0,
     ),
     ErrorReply(code="bad_request", message="nope", task_id="task-1", dispatch_id="d-1"),
+    LedgerEntry(
+        task_id="task-1",
+        router_id="r1",
+        instance_id="i1",
+        client_id="alice",
+        status="answered",
+        answer=TaskAnswer(task_id="task-1", router_id="r1", answer="42"),
+        at=1.0,
+    ),
 ]
 
 
