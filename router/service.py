@@ -77,6 +77,8 @@ class RouterConfig:
     answer_retention_s: float = DEFAULT_RETENTION_S  # how long an answered task id is replayed
     join_sync_s: float = 0.3  # quiet time on the retained ledger before a (re)started router takes work
     join_sync_max_s: float = 5.0
+    offline_grace_s: float = 1.5  # an offline node's runs fail only if it is not back (same process) by then
+    agent_wait_s: float = 5.0  # a task that finds no live agent waits this long (at most half its deadline)
 
 
 class RouterService:
@@ -191,10 +193,16 @@ class RouterService:
         if not self.registry.apply_beacon(beacon, time.monotonic()):
             return
         agent_ids = {agent.agent_id for agent in beacon.agents}
-        if beacon.status == "offline":
-            self._fail_pending(agent_ids, f"node {node_id} went offline")
+        if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids)
         else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
             self._reask(lambda request: request.agent_id in agent_ids)
+
+    def _fail_if_offline(self, node_id: str, agent_ids: set[str]) -> None:
+        record = self.registry.nodes.get(node_id)
+        if record is None or not record.online:
+            self._fail_pending(agent_ids, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         state = self._decode_or_log(payload, NodeState)
@@ -306,6 +314,7 @@ class RouterService:
     async def _answer(self, request: TaskRequest) -> TaskAnswer | ErrorReply:
         task_id = request.task_id
         try:
+            await self._wait_for_agents(min(self.config.agent_wait_s, request.options.deadline_s / 2))
             pipeline = TaskPipeline(
                 request, self.brain, await self._agents_for(request), self, self.router_id, time.monotonic
             )
@@ -321,6 +330,12 @@ class RouterService:
             log.exception("task %s failed", task_id)
             self.emit(task_id, "failed", {"code": "internal_error"})
             return ErrorReply(code="internal_error", message=f"{type(error).__name__}: {error}"[:4000], task_id=task_id)
+
+    async def _wait_for_agents(self, wait_s: float) -> None:
+        """Give agents a moment to (re)announce themselves, e.g. right after a broker restart (bounded)."""
+        deadline = time.monotonic() + wait_s
+        while not self.live_agents() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def _agents_for(self, request: TaskRequest) -> Any:
         """The agent source of the pipeline: the registry, or the agents that answered a bid round."""
