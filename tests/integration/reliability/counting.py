@@ -97,7 +97,7 @@ async def continuous_load(
                 options=TaskOptions(cot_count=2, deadline_s=deadline_s, run_timeout_s=3.0),
                 sent_at=time.time(),
             )
-            record = log.tasks[task_id] = TaskRecord(task_id, time.monotonic(), request)
+            record = log.tasks[task_id] = TaskRecord(task_id, time.monotonic(), request=request)
             with contextlib.suppress(TaskTimeout):
                 record.reply = await client.submit_request(request, give_up_s, resend_every_s)
                 record.finished = time.monotonic()
@@ -143,8 +143,8 @@ class AgentRuns:
     def by_two_routers(self) -> list[str]:
         return [t for t, routers in self.routers.items() if len(routers) > 1]
 
-    def total(self) -> int:
-        return sum(sum(counts.values()) for counts in self.dispatches.values())
+    def total(self, task_ids: set[str]) -> int:
+        return sum(sum(self.dispatches[task_id].values()) for task_id in task_ids if task_id in self.dispatches)
 
 
 def agent_runs(log_files: list[Path]) -> AgentRuns:

@@ -128,16 +128,17 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
     replays: dict[str, list[TaskAnswer | object]] = {"while dead": [], "after return": []}
 
     async def replay(label: str, count: int) -> int:
-        """Resubmit `count` tasks answered by router-1 (as their clients); returns the agent runs it caused."""
+        """Resubmit `count` tasks answered by router-1 (as their clients); returns the new agent runs of those."""
         done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == "router-1"]
-        before = agent_runs(agent_logs(fleet)).total()
+        chosen = {record.task_id for record in done[:count]}
+        before = agent_runs(agent_logs(fleet)).total(chosen)
         for record in done[:count]:
             assert record.request is not None and record.reply is not None
             reply = await resubmit(settings, record.request)
             same = isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == record.reply.answer  # type: ignore[union-attr]
             replays[label].append(reply if same else ("not replayed", reply))
         await asyncio.sleep(0.5)
-        return agent_runs(agent_logs(fleet)).total() - before
+        return agent_runs(agent_logs(fleet)).total(chosen) - before
 
     async def scenario() -> tuple[int, int]:
         await watcher.start()
