@@ -75,10 +75,13 @@ async def continuous_load(
     log: LoadLog,
     *,
     resend_every_s: float = 2.0,
-    deadline_s: float = 15.0,
-    give_up_s: float = 45.0,
+    give_up_s: float = 30.0,
 ) -> None:
-    """`clients` clients, each with two tasks open at a time, submitting until `stop` is set."""
+    """`clients` clients, each with two tasks open at a time, submitting until `stop` is set.
+
+    Tasks keep the default deadline and run timeout, as the README's client sends them; a client gives up on a
+    task (lost) after `give_up_s`.
+    """
 
     async def one_client(number: int) -> None:
         async with FabricTaskClient(settings, client_id=f"load-{number}-{uuid.uuid4().hex[:6]}") as client:
@@ -94,7 +97,7 @@ async def continuous_load(
                 query=f"What is {number} + {stream} + {index}?",
                 reply_topic=client.reply_topic,
                 client_id=client.client_id,
-                options=TaskOptions(cot_count=2, deadline_s=deadline_s, run_timeout_s=3.0),
+                options=TaskOptions(cot_count=2),  # the default deadline (60 s) and run timeout (30 s)
                 sent_at=time.time(),
             )
             record = log.tasks[task_id] = TaskRecord(task_id, time.monotonic(), request=request)
