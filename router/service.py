@@ -190,18 +190,21 @@ class RouterService:
         beacon = self._decode_or_log(payload, NodeBeacon)
         if beacon is None or beacon.node_id != node_id:
             return
+        previous = self.registry.nodes.get(node_id)
         if not self.registry.apply_beacon(beacon, time.monotonic()):
             return
         agent_ids = {agent.agent_id for agent in beacon.agents}
         if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
             loop = asyncio.get_running_loop()
-            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids)
+            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
+        elif previous is not None and previous.beacon.epoch != beacon.epoch:  # a new process: our runs died
+            self._fail_pending(agent_ids, f"node {node_id} restarted")
         else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
             self._reask(lambda request: request.agent_id in agent_ids)
 
-    def _fail_if_offline(self, node_id: str, agent_ids: set[str]) -> None:
+    def _fail_if_offline(self, node_id: str, agent_ids: set[str], epoch: int) -> None:
         record = self.registry.nodes.get(node_id)
-        if record is None or not record.online:
+        if record is None or not record.online or record.beacon.epoch != epoch:
             self._fail_pending(agent_ids, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:

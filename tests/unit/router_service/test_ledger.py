@@ -201,3 +201,19 @@ def test_outstanding_runs_are_asked_again_after_a_reconnect_and_when_their_node_
         assert recorder.on(f"{P}/agent/n1-math/run") == [run, run]
 
     asyncio.run(scenario())
+
+
+def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
+        for epoch in (1, 2):
+            beacon = NodeBeacon(node_id="n1", epoch=epoch, instance_id=f"x{epoch}", status="online", agents=(info,))
+            if epoch == 2:
+                run = pending_run(service)
+            service._on_beacon(service.topics.beacon("n1"), encode(beacon))
+        _, future = service._pending[run.dispatch_id]
+        assert future.done() and future.result().error == "backend_error"  # redispatched by the pipeline
+        assert recorder.on(f"{P}/agent/") == []
+
+    asyncio.run(scenario())
