@@ -295,7 +295,10 @@ class RouterService:
         finally:
             self._in_flight.pop(request.task_id, None)
             self._event_topics.pop(request.task_id, None)
-        if isinstance(reply, TaskAnswer):
+        earlier = self.ledger.answered(request.task_id)
+        if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
+            reply = earlier.answer.model_copy(update={"replayed": True})
+        elif isinstance(reply, TaskAnswer):
             self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
         else:  # not answered: the claim goes, so a resend may try again
             self.ledger.forget(request.task_id)

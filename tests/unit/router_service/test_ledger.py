@@ -217,3 +217,20 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
         assert recorder.on(f"{P}/agent/") == []
 
     asyncio.run(scenario())
+
+
+def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_second_one() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+
+        async def our_answer(request: TaskRequest) -> TaskAnswer:
+            ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
+            return TaskAnswer(task_id="t1", router_id="r1", answer="ours")
+
+        service._answer = our_answer  # type: ignore[method-assign]
+        await service._handle_task(TaskRequest(task_id="t1", query="q", reply_topic=ALICE))
+        [reply] = recorder.on(f"{P}/reply/")
+        assert reply.answer == "theirs" and reply.replayed
+        assert recorder.on(f"{P}/ledger/") == []  # their answer stays the one in the ledger
+
+    asyncio.run(scenario())
