@@ -14,7 +14,8 @@ time and the live routers):
 - a claim counts only while its router instance is live; a claim of a router that died, or that came back as a
   new instance, is void and the task's owner runs it again;
 - entries older than the retention window (default 10 min; answered or not) are forgotten, and any router
-  clears their retained messages; at most `max_entries` are kept (the oldest go first).
+  clears their retained messages; at most `max_entries` are kept (the oldest go first). A router renews its
+  claims on tasks that run longer than half the window.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class TaskLedger:
 
     def forget(self, task_id: str) -> None:
         self._entries.pop(task_id, None)
+
+    def get(self, task_id: str) -> LedgerEntry | None:
+        return self._entries.get(task_id)
 
     def answered(self, task_id: str) -> LedgerEntry | None:
         entry = self._entries.get(task_id)

@@ -239,8 +239,18 @@ class RouterService:
     async def _expire_forever(self) -> None:
         while True:
             await asyncio.sleep(min(60.0, self.config.answer_retention_s / 4))
-            for task_id in self.ledger.expire(time.time()):
-                self._clear_ledger(task_id)
+            self.keep_ledger(time.time())
+
+    def keep_ledger(self, now: float) -> None:
+        """Renew our claims on tasks that run longer than half the retention window; clear expired entries."""
+        for task_id in list(self._in_flight):
+            claim = self.ledger.get(task_id)
+            if claim is not None and claim.status == "running" and now - claim.at > self.ledger.retention_s / 2:
+                renewed = claim.model_copy(update={"at": now})
+                self.ledger.apply(renewed, now)
+                self._publish(self.topics.ledger(task_id), renewed, retain=True)
+        for task_id in self.ledger.expire(now):
+            self._clear_ledger(task_id)
 
     def _live_instances(self) -> dict[str, str]:
         return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}

@@ -234,3 +234,21 @@ def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_seco
         assert recorder.on(f"{P}/ledger/") == []  # their answer stays the one in the ledger
 
     asyncio.run(scenario())
+
+
+def test_a_long_task_keeps_its_claim_and_expired_entries_are_cleared() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        retention = service.ledger.retention_s
+        service.ledger.apply(claim_entry("long", "alice", "r1", service.instance_id, now=1000.0), now=1000.0)
+        service.ledger.apply(answered_entry(answer("old"), "alice", "r2", "i2", now=1000.0), now=1000.0)
+        service._in_flight["long"] = asyncio.ensure_future(asyncio.sleep(10))
+        service.keep_ledger(now=1000.0 + retention * 0.75)
+        renewed = service.ledger.get("long")
+        assert renewed is not None and renewed.at == 1000.0 + retention * 0.75
+        service.keep_ledger(now=1000.0 + retention + 1)
+        assert service.ledger.get("long") is not None and service.ledger.get("old") is None
+        assert (f"{P}/ledger/old", b"", True) in recorder.published
+        service._in_flight["long"].cancel()
+
+    asyncio.run(scenario())
