@@ -178,6 +178,7 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
     runs = agent_runs(agent_logs(fleet))
     instances = ledger.instances("router-1")
     taken_over = ledger.unfinished_claims("router-1", instances[0]) if instances else set()
+    back_answers = [e for e in ledger.entries if e.status == "answered" and e.instance_id in instances[1:]]
     by_two = set(runs.by_two_routers())
     twice = set(runs.dispatch_run_twice()) | set(watcher.duplicate_answers()) | (by_two - taken_over)
     two_answers = {task_id: answers for task_id, answers in ledger.answers.items() if len(answers) > 1}
@@ -187,7 +188,8 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
         load,
         faults,
         len(twice),
-        f"taken over from the killed router={len(by_two & taken_over)}; resends acknowledged="
+        f"taken over from the killed router={len(by_two & taken_over)}; answered by it once back="
+        f"{len(back_answers)}; resends acknowledged="
         f"{watcher.event_names()['resent']}; replayed while it was dead "
         f"{replayed['while dead']}/{len(replays['while dead'])}, after it came back "
         f"{replayed['after return']}/{len(replays['after return'])} (new runs: {new_runs_dead + new_runs_back})",
@@ -198,3 +200,4 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
     assert replays["while dead"] and all(isinstance(r, TaskAnswer) for r in replays["while dead"]), replays
     assert replays["after return"] and all(isinstance(r, TaskAnswer) for r in replays["after return"]), replays
     assert new_runs_dead == 0 and new_runs_back == 0
+    assert back_answers, "the restarted router took no work back"
