@@ -91,8 +91,8 @@ class Recorder:
         return [message for topic, message, _ in self.published if topic.startswith(prefix)]
 
 
-def router(router_id: str = "r1") -> tuple[RouterService, Recorder]:
-    service = RouterService(RouterConfig(router_id, ConnectionSettings(fabric=FABRIC)))
+def router(router_id: str = "r1", **config: Any) -> tuple[RouterService, Recorder]:
+    service = RouterService(RouterConfig(router_id, ConnectionSettings(fabric=FABRIC), **config))
     recorder = Recorder()
     service.client = recorder  # type: ignore[assignment]
     service.roster.apply(service._presence("online"))  # the only live router: it owns every task
@@ -221,17 +221,13 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
 
 def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_second_one() -> None:
     async def scenario() -> None:
-        service, recorder = router()
-
-        async def our_answer(request: TaskRequest) -> TaskAnswer:
-            ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
-            return TaskAnswer(task_id="t1", router_id="r1", answer="ours")
-
-        service._answer = our_answer  # type: ignore[method-assign]
-        await service._handle_task(TaskRequest(task_id="t1", query="q", reply_topic=ALICE))
+        service, recorder = router(agent_wait_s=0.2)  # no agent: our own run of the task ends in no_agents
+        service._on_submit(f"{P}/task/submit", submit("t1"))
+        ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
+        await asyncio.gather(*service._in_flight.values())
         [reply] = recorder.on(f"{P}/reply/")
-        assert reply.answer == "theirs" and reply.replayed
-        assert recorder.on(f"{P}/ledger/") == []  # their answer stays the one in the ledger
+        assert isinstance(reply, TaskAnswer) and reply.answer == "theirs" and reply.replayed
+        assert [entry.status for entry in recorder.on(f"{P}/ledger/")] == ["running"]  # theirs stays the answer
 
     asyncio.run(scenario())
 
