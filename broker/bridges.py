@@ -58,6 +58,7 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (topics.task_submit(), flow("submissions", {"client"}, {"router"})),
         (topics.all_task_events(), flow("events", {"router"}, {"client", "observer"})),
         (f"{p}/reply/+", flow("replies", {"router"}, {"client"})),
+        (topics.ledgers(), flow("ledger", {"router"}, {"router"})),
     )
 
 

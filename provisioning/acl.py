@@ -61,6 +61,7 @@ def _router_publish(topics: Topics, router_id: str) -> list[str]:
         f"{p}/reply/+",
         topics.router_presence(router_id),
         topics.bid_request(),
+        topics.ledgers(),  # claims and answers shared between routers (router.ledger)
     ]
 
 
@@ -72,6 +73,7 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
         topics.task_submit(),
         topics.router_inbox(router_id),
         topics.router_bids(router_id),
+        topics.ledgers(),
     ]
 
 

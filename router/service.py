@@ -4,6 +4,9 @@
     router/+                   ─► RouterRoster (rendezvous hashing picks each task's owner)
     task/submit                ─► TaskPipeline (if we own the task) ─► reply topic: TaskAnswer | ErrorReply
                                   TaskCancel ─► the task stops (its runs are cancelled)
+    ledger/+  (router-only)    ◄─► TaskLedger: retained claims and answers of every router (router.ledger), so
+                                   an answered id is replayed by whichever router owns it and no task is started
+                                   while another live router instance runs it
     router/{id}/inbox          ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
                                   RunChunk of a streamed run ─► TaskChunk on the task's reply topic
     agent/{id}/run             ◄─ RunRequest, and RunCancel for a run no longer awaited (early stop, deadline)
@@ -14,6 +17,11 @@ Handlers only decode, call the core, and encode; a malformed message is answered
 its reply topic can be read, logged otherwise, and never affects other tasks. A reply topic is hostile input:
 the router publishes only on `{p}/reply/{id}` (a valid id of this fabric); a task whose reply topic is
 anything else (a wildcard, `$SYS`, another fabric, a node's topic) is logged and dropped unanswered.
+
+Nothing lost: a router joins only after the retained ledger arrived (`join_sync_s`); a client's resend of a task
+in flight is acknowledged (a `resent` event) and re-asks the task's outstanding runs; after a reconnect, and when a
+node (re)announces itself, the outstanding runs are re-asked too. A re-asked run keeps its dispatch id: the agent
+runs it only if it never got it, else it sends the result again (see edge_agent.runtime.recent).
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ import json
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,7 @@ from router.bidding import BidCollector
 from router.brain import RoutingBrain
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.identity import resolve_identity
+from router.ledger import DEFAULT_RETENTION_S, TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster
@@ -43,6 +51,7 @@ from shared.errors import MessageError
 from shared.messages import (
     Bid,
     ErrorReply,
+    LedgerEntry,
     NodeBeacon,
     NodeState,
     RouterPresence,
@@ -74,7 +83,12 @@ class RouterConfig:
     stale_after_s: float = 30.0
     seed: int = 0
     frozen: bool = False
-    answer_cache_size: int = 1024
+    answer_cache_size: int = 20_000  # ledger entries kept (claims and answers of every router)
+    answer_retention_s: float = DEFAULT_RETENTION_S  # how long an answered task id is replayed
+    join_sync_s: float = 0.3  # quiet time on the retained ledger before a (re)started router takes work
+    join_sync_max_s: float = 5.0
+    offline_grace_s: float = 1.5  # an offline node's runs fail only if it is not back (same process) by then
+    agent_wait_s: float = 5.0  # a task that finds no live agent waits this long (at most half its deadline)
     policy: str = "linucb"
     cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
 
@@ -95,7 +109,9 @@ class RouterService:
         self.bids = BidCollector()
         self.client: FabricClient | None = None
         self._pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]] = {}
-        self._answers: OrderedDict[str, tuple[str, TaskAnswer]] = OrderedDict()  # task id -> (client, answer)
+        self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
+        self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
+        self._joined = False
         self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
@@ -117,12 +133,25 @@ class RouterService:
             self.topics.task_submit(): self._on_submit,
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
+            self.topics.ledgers(): self._on_ledger,
         }
         for topic_filter, handler in handlers.items():
             await self.client.subscribe(topic_filter, handler)
         await self.client.connect()
+        await self._sync_ledger()
+        self._joined = True
         self.roster.apply(self._presence("online"))
+        self._announce()
         self._background.append(asyncio.create_task(self._save_forever(), name=f"router[{self.router_id}].save"))
+        self._background.append(asyncio.create_task(self._expire_forever(), name=f"router[{self.router_id}].ledger"))
+
+    async def _sync_ledger(self) -> None:
+        """Wait until the retained ledger stopped arriving (bounded), so we know every claim and answer first."""
+        deadline = time.monotonic() + self.config.join_sync_max_s
+        heard = -1
+        while heard != self._ledger_heard and time.monotonic() < deadline:
+            heard = self._ledger_heard
+            await asyncio.sleep(self.config.join_sync_s)
 
     async def stop(self) -> None:
         for task in [*self._background, *self._in_flight.values()]:
@@ -167,8 +196,13 @@ class RouterService:
         )
 
     def _announce(self) -> None:
+        """On every (re)connect once joined: announce ourselves, and re-ask the runs whose results may be lost."""
         assert self.client is not None
+        if not self._joined:
+            return  # the first connect: start() announces once the ledger is synced
         self.client.publish(self.topics.router_presence(self.router_id), self._presence("online"), retain=True)
+        if self.client.connect_count > 1:
+            self._reask(lambda request: True)
 
     # --- fabric state ---------------------------------------------------------------------------------------
 
@@ -181,8 +215,22 @@ class RouterService:
         beacon = self._decode_or_log(payload, NodeBeacon)
         if beacon is None or beacon.node_id != node_id:
             return
-        if self.registry.apply_beacon(beacon, time.monotonic()) and beacon.status == "offline":
-            self._fail_pending({agent.agent_id for agent in beacon.agents}, f"node {node_id} went offline")
+        previous = self.registry.nodes.get(node_id)
+        if not self.registry.apply_beacon(beacon, time.monotonic()):
+            return
+        agent_ids = {agent.agent_id for agent in beacon.agents}
+        if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
+        elif previous is not None and previous.beacon.epoch != beacon.epoch:  # a new process: our runs died
+            self._fail_pending(agent_ids, f"node {node_id} restarted")
+        else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
+            self._reask(lambda request: request.agent_id in agent_ids)
+
+    def _fail_if_offline(self, node_id: str, agent_ids: set[str], epoch: int) -> None:
+        record = self.registry.nodes.get(node_id)
+        if record is None or not record.online or record.beacon.epoch != epoch:
+            self._fail_pending(agent_ids, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         state = self._decode_or_log(payload, NodeState)
@@ -196,6 +244,41 @@ class RouterService:
         presence = self._decode_or_log(payload, RouterPresence)
         if presence is not None and presence.router_id != self.router_id:
             self.roster.apply(presence)
+
+    def _on_ledger(self, topic: str, payload: bytes) -> None:
+        self._ledger_heard += 1
+        task_id = self.topics.last_level(topic)
+        if not payload:
+            self.ledger.forget(task_id)
+            return
+        entry = self._decode_or_log(payload, LedgerEntry)
+        if entry is None or entry.task_id != task_id:
+            return
+        if not self.ledger.apply(entry, time.time()) and self.ledger.is_expired(entry, time.time()):
+            self._clear_ledger(task_id)
+
+    def _clear_ledger(self, task_id: str) -> None:
+        assert self.client is not None
+        self.client.publish(self.topics.ledger(task_id), b"", retain=True)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self.config.answer_retention_s / 4))
+            self.keep_ledger(time.time())
+
+    def keep_ledger(self, now: float) -> None:
+        """Renew our claims on tasks that run longer than half the retention window; clear expired entries."""
+        for task_id in list(self._in_flight):
+            claim = self.ledger.get(task_id)
+            if claim is not None and claim.status == "running" and now - claim.at > self.ledger.retention_s / 2:
+                renewed = claim.model_copy(update={"at": now})
+                self.ledger.apply(renewed, now)
+                self._publish(self.topics.ledger(task_id), renewed, retain=True)
+        for task_id in self.ledger.expire(now):
+            self._clear_ledger(task_id)
+
+    def _live_instances(self) -> dict[str, str]:
+        return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}
 
     def live_agents(self) -> list[AgentView]:
         return self.registry.live_agents(time.monotonic(), self.brain.reliability)
@@ -213,6 +296,9 @@ class RouterService:
         except MessageError as error:
             self._refuse(payload, "bad_request", str(error))
             return
+        if request.task_id in self._in_flight:
+            self._acknowledge_resend(request)  # ours even if its ownership moved since: we finish it
+            return
         if rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
             return  # another live router owns this task
         client = self.topics.reply_owner(request.reply_topic)
@@ -224,18 +310,21 @@ class RouterService:
                 self.topics.prefix,
             )
             return
-        if request.task_id in self._answers:
-            owner, answer = self._answers[request.task_id]
-            if owner == client:  # an answer is replayed only to the client that asked
-                self._publish(request.reply_topic, answer.model_copy(update={"replayed": True}))
+        done = self.ledger.answered(request.task_id)
+        if done is not None and done.answer is not None:
+            if done.client_id == client:  # an answer is replayed only to the client that asked
+                self._publish(request.reply_topic, done.answer.model_copy(update={"replayed": True}))
             else:
                 message = "this task id was already answered for another client; use a fresh task id"
                 self._publish(
                     request.reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id)
                 )
             return
-        if request.task_id in self._in_flight:
-            return  # a resend while we work on it: the answer will come once
+        if self.ledger.claimed_elsewhere(request.task_id, self._live_instances(), self.instance_id) is not None:
+            return  # another live router runs it (it was the owner when the task came): it answers
+        claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
+        self.ledger.apply(claim, time.time())
+        self._publish(self.topics.ledger(request.task_id), claim, retain=True)
         self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
         self._in_flight[request.task_id] = task
@@ -257,13 +346,32 @@ class RouterService:
             self._event_topics.pop(request.task_id, None)
             self._requests.pop(request.task_id, None)
             self._chunk_seq.pop(request.task_id, None)
-        if isinstance(reply, TaskAnswer):
+        earlier = self.ledger.answered(request.task_id)
+        if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
+            reply = earlier.answer.model_copy(update={"replayed": True})
+        elif isinstance(reply, TaskAnswer):
             self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
+        else:  # not answered: the claim goes, so a resend may try again
+            self.ledger.forget(request.task_id)
+            self._clear_ledger(request.task_id)
         self._publish(request.reply_topic, reply)
+
+    def _acknowledge_resend(self, request: TaskRequest) -> None:
+        """A client resent a task we run: tell it (a `resent` event), and re-ask the task's outstanding runs."""
+        outstanding = self._reask(lambda run: run.task_id == request.task_id)
+        self.emit(request.task_id, "resent", {"outstanding_runs": outstanding})
+
+    def _reask(self, wanted: Any) -> int:
+        """Send the outstanding runs that `wanted(request)` picks again (same dispatch id); returns how many."""
+        again = [request for request, future in self._pending.values() if not future.done() and wanted(request)]
+        for request in again:
+            self._publish(self.topics.agent_run(request.agent_id), request)
+        return len(again)
 
     async def _answer(self, request: TaskRequest) -> TaskAnswer | ErrorReply:
         task_id = request.task_id
         try:
+            await self._wait_for_agents(min(self.config.agent_wait_s, request.options.deadline_s / 2))
             pipeline = TaskPipeline(
                 request, self.brain, await self._agents_for(request), self, self.router_id, time.monotonic
             )
@@ -280,6 +388,12 @@ class RouterService:
             self.emit(task_id, "failed", {"code": "internal_error"})
             return ErrorReply(code="internal_error", message=f"{type(error).__name__}: {error}"[:4000], task_id=task_id)
 
+    async def _wait_for_agents(self, wait_s: float) -> None:
+        """Give agents a moment to (re)announce themselves, e.g. right after a broker restart (bounded)."""
+        deadline = time.monotonic() + wait_s
+        while not self.live_agents() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     async def _agents_for(self, request: TaskRequest) -> Any:
         """The agent source of the pipeline: the registry, or the agents that answered a bid round."""
         if request.options.selection == "registry":
@@ -290,9 +404,11 @@ class RouterService:
         return lambda: views
 
     def _remember(self, client: str, answer: TaskAnswer) -> None:
-        self._answers[answer.task_id] = (client, answer)
-        while len(self._answers) > self.config.answer_cache_size:
-            self._answers.popitem(last=False)
+        """Record the answer in the ledger and share it with the other routers (retained)."""
+        entry = answered_entry(answer, client, self.router_id, self.instance_id, time.time())
+        self.ledger.apply(entry, time.time())
+        if client:
+            self._publish(self.topics.ledger(answer.task_id), entry, retain=True)
 
     def _refuse(self, payload: bytes, code: str, message: str) -> None:
         reply_topic, task_id, _ = peek_reply_route(payload)
@@ -392,9 +508,9 @@ class RouterService:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
-    def _publish(self, topic: str, message: Any, qos: int = 1) -> None:
+    def _publish(self, topic: str, message: Any, qos: int = 1, retain: bool = False) -> None:
         assert self.client is not None
-        self.client.publish(topic, message, qos=qos)
+        self.client.publish(topic, message, qos=qos, retain=retain)
 
     def _decode_or_log(self, payload: bytes, expected: type[Any]) -> Any:
         try:

@@ -264,6 +264,7 @@ TaskEventName = Literal[
     "rewarded",
     "answered",
     "failed",
+    "resent",
 ]
 
 
@@ -344,6 +345,24 @@ class ErrorReply(WireModel):
     dispatch_id: str | None = Field(default=None, max_length=256)
 
 
+class LedgerEntry(WireModel):
+    """A router's retained claim on a task (`running`) or its answer (`answered`), on ``ledger/{task_id}``.
+
+    Router-only: every router reads the ledger, so whichever router owns a task id later replays the same answer,
+    and no router starts a task that another live router instance is running.
+    """
+
+    kind: Literal["ledger_entry"] = "ledger_entry"
+    v: Literal[1] = SCHEMA_VERSION
+    task_id: Id
+    router_id: Id
+    instance_id: Id
+    client_id: Id
+    status: Literal["running", "answered"]
+    answer: TaskAnswer | None = None
+    at: float = Field(ge=0.0)
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -360,6 +379,7 @@ Message = (
     | TaskChunk
     | TaskCancel
     | ErrorReply
+    | LedgerEntry
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

@@ -92,6 +92,13 @@ class Topics:
     def router_bids(self, router_id: str) -> str:
         return f"{self.prefix}/router/{validate_id(router_id, 'router id')}/bids"
 
+    def ledger(self, task_id: str) -> str:
+        """A task's retained ledger entry (claim, then answer): routers only."""
+        return f"{self.prefix}/ledger/{validate_id(task_id, 'task id')}"
+
+    def ledgers(self) -> str:
+        return f"{self.prefix}/ledger/+"
+
     def bid_request(self) -> str:
         return f"{self.prefix}/bid/request"
 

@@ -2,6 +2,7 @@
 
 connect ──► retained NodeBeacon(online, epoch)          Will: retained NodeBeacon(offline, same epoch)
 agent/{id}/run ──► AgentWorker ──► RunResult on the request's reply topic
+                  (a dispatch id seen before is not run again: its kept result is sent again, see recent.py)
 every state_interval_s or on change ──► NodeState
 graceful stop ──► retained NodeBeacon(offline)
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from edge_agent.runtime.epoch import next_epoch
 from edge_agent.runtime.homeassistant import HomeAssistantDiscovery
+from edge_agent.runtime.recent import RecentRuns
 from edge_agent.runtime.worker import AgentWorker, QueueFull
 from shared.config import ConnectionSettings
 from shared.errors import MessageError, TransportError
@@ -71,6 +73,7 @@ class EdgeNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._state_loop: asyncio.Task[None] | None = None
         self.discovery: HomeAssistantDiscovery | None = None
+        self.recent = RecentRuns()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -177,11 +180,19 @@ class EdgeNode:
         if worker is None or topic != self.topics.agent_run(request.agent_id):
             self._reply_error(payload, "bad_request", f"agent {request.agent_id!r} does not listen on {topic}")
             return
+        seen = self.recent.seen(request.dispatch_id)
+        if seen == "running":
+            return  # re-asked while it runs: the result is sent once done
+        if not isinstance(seen, str):
+            assert self.client is not None
+            self.client.publish(request.reply_topic, seen)  # re-asked after it ran: its result may have been lost
+            return
         try:
             worker.admit()
         except QueueFull as error:
             self._reply_error(payload, "busy", str(error))
             return
+        self.recent.started(request.dispatch_id)
         self._state_changed.set()
         task = asyncio.create_task(self._serve(worker, request), name=f"agent[{request.agent_id}].run")
         self._tasks.add(task)
@@ -200,6 +211,14 @@ class EdgeNode:
             client.publish(request.reply_topic, chunk)
 
         result = await worker.run(request, send_chunk)
+        self.recent.finished(result)
+        log.info(
+            "agent %s ran %s of task %s for %s",
+            request.agent_id,
+            request.dispatch_id,
+            request.task_id,
+            request.reply_topic,
+        )
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
 

@@ -44,6 +44,7 @@ class Fleet:
     brokers: list[str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: Counter[str] = field(default_factory=Counter)
+    cli_options: tuple[str, ...] = ()  # before the subcommand, e.g. ("-v",) to log every run an agent makes
 
     def config_file(self) -> Path:
         path = self.directory / "node.yaml"
@@ -70,7 +71,10 @@ class Fleet:
         self.started[name] += 1
         log = open(self.directory / f"{name}.{self.started[name]}.log", "wb")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", *command], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "edge_agent.cli", *self.cli_options, *command],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.processes[name] = process

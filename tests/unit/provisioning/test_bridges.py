@@ -100,7 +100,7 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
 
 def test_a_failover_hub_bridges_every_topic_both_ways() -> None:
     bridged = bridge_topics(TOPICS, ALL_ROLES, ALL_ROLES)
-    assert len(bridged) == 10
+    assert len(bridged) == 11
     assert {topic.direction for topic in bridged} == {"both"}
 
 

@@ -17,6 +17,7 @@ from shared.messages import (
     Bid,
     BidRequest,
     ErrorReply,
+    LedgerEntry,
     NodeBeacon,
     NodeState,
     RouterPresence,
@@ -137,6 +138,15 @@ SAMPLES: list[WireModel] = [
     RunCancel(dispatch_id="d-1", task_id="task-1", agent_id="node-1-math", reason="early stop"),
     TaskChunk(task_id="task-1", seq=2, phase="progress", text="1/3 runs answered", dispatch_id="d-1"),
     TaskCancel(task_id="task-1", client_id="client-1", reason="client went away"),
+    LedgerEntry(
+        task_id="task-1",
+        router_id="r1",
+        instance_id="i1",
+        client_id="alice",
+        status="answered",
+        answer=TaskAnswer(task_id="task-1", router_id="r1", answer="42"),
+        at=1.0,
+    ),
 ]
 
 

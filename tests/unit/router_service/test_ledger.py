@@ -1,0 +1,250 @@
+"""The routers' task ledger (pure) and the router's handlers that use it (a recording client, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from router.ledger import TaskLedger, answered_entry, claim_entry
+from router.ownership import rendezvous_owner
+from router.service import RouterConfig, RouterService
+from shared.config import ConnectionSettings
+from shared.messages import (
+    AgentInfo,
+    LedgerEntry,
+    NodeBeacon,
+    RouterPresence,
+    RunRequest,
+    TaskAnswer,
+    TaskEvent,
+    TaskRequest,
+    encode,
+)
+
+FABRIC = "unit"
+P = f"symphony/{FABRIC}"
+ALICE = f"{P}/reply/alice"
+
+
+def answer(task_id: str = "t1", text: str = "42") -> TaskAnswer:
+    return TaskAnswer(task_id=task_id, router_id="r2", answer=text)
+
+
+# --- TaskLedger ---------------------------------------------------------------------------------------------
+
+
+def test_an_answer_is_final_a_later_claim_does_not_replace_it() -> None:
+    ledger = TaskLedger()
+    ledger.apply(answered_entry(answer(), "alice", "r2", "i2", now=100.0), now=100.0)
+    assert not ledger.apply(claim_entry("t1", "alice", "r1", "i1", now=101.0), now=101.0)
+    entry = ledger.answered("t1")
+    assert entry is not None and entry.answer is not None and entry.answer.answer == "42"
+
+
+def test_a_claim_counts_only_while_its_router_instance_is_live() -> None:
+    ledger = TaskLedger()
+    ledger.apply(claim_entry("t1", "alice", "r2", "i2", now=1.0), now=1.0)
+    assert ledger.claimed_elsewhere("t1", {"r1": "i1", "r2": "i2"}, "i1") is not None
+    assert ledger.claimed_elsewhere("t1", {"r1": "i1"}, "i1") is None  # r2 died
+    assert ledger.claimed_elsewhere("t1", {"r1": "i1", "r2": "i3"}, "i1") is None  # r2 came back: a new instance
+    assert ledger.claimed_elsewhere("t1", {"r2": "i2"}, "i2") is None  # our own claim
+    assert ledger.claimed_elsewhere("t-other", {"r2": "i2"}, "i1") is None
+
+
+def test_entries_older_than_the_retention_window_are_forgotten() -> None:
+    ledger = TaskLedger(retention_s=60.0)
+    ledger.apply(answered_entry(answer("old"), "alice", "r2", "i2", now=0.0), now=0.0)
+    ledger.apply(answered_entry(answer("new"), "alice", "r2", "i2", now=50.0), now=50.0)
+    assert ledger.expire(now=70.0) == ["old"]
+    assert ledger.answered("old") is None and ledger.answered("new") is not None
+    assert not ledger.apply(answered_entry(answer("late"), "alice", "r2", "i2", now=0.0), now=70.0)
+
+
+def test_the_ledger_keeps_at_most_max_entries() -> None:
+    ledger = TaskLedger(max_entries=2)
+    for index in range(3):
+        ledger.apply(claim_entry(f"t{index}", "alice", "r1", "i1", now=1.0), now=1.0)
+    assert len(ledger) == 2
+
+
+@pytest.mark.parametrize("retention_s, max_entries", [(0.0, 10), (10.0, 0)])
+def test_a_bad_ledger_setting_is_refused(retention_s: float, max_entries: int) -> None:
+    with pytest.raises(ValueError, match="retention_s"):
+        TaskLedger(retention_s, max_entries)
+
+
+# --- the router's handlers ----------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Any, bool]] = []
+        self.connect_count = 1
+
+    def publish(self, topic: str, message: Any, *, qos: int = 1, retain: bool = False) -> None:
+        self.published.append((topic, message, retain))
+
+    def on(self, prefix: str) -> list[Any]:
+        return [message for topic, message, _ in self.published if topic.startswith(prefix)]
+
+
+def router(router_id: str = "r1", **config: Any) -> tuple[RouterService, Recorder]:
+    service = RouterService(RouterConfig(router_id, ConnectionSettings(fabric=FABRIC), **config))
+    recorder = Recorder()
+    service.client = recorder  # type: ignore[assignment]
+    service.roster.apply(service._presence("online"))  # the only live router: it owns every task
+    service._joined = True
+    return service, recorder
+
+
+def submit(task_id: str = "t1") -> bytes:
+    return encode(TaskRequest(task_id=task_id, query="q", reply_topic=ALICE))
+
+
+def other_router_live(service: RouterService, router_id: str, instance_id: str) -> None:
+    service.roster.apply(
+        RouterPresence(router_id=router_id, instance_id=instance_id, epoch=1, status="online", sent_at=1.0)
+    )
+
+
+def ledger_message(service: RouterService, entry: LedgerEntry) -> None:
+    service._on_ledger(service.topics.ledger(entry.task_id), encode(entry))
+
+
+def owned_by_r1(routers: list[str]) -> str:
+    return next(t for t in (f"t{n}" for n in range(100)) if rendezvous_owner(t, routers) == "r1")
+
+
+def test_an_answer_shared_by_another_router_is_replayed_without_a_new_run() -> None:
+    service, recorder = router()
+    ledger_message(service, answered_entry(answer(), "alice", "r2", "i2", now=time.time()))
+    service._on_submit(f"{P}/task/submit", submit())
+    [reply] = recorder.on(f"{P}/reply/")
+    assert isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == "42"
+    assert service._in_flight == {} and recorder.on(f"{P}/agent/") == []
+
+
+def test_an_answer_is_shared_with_the_other_routers_retained() -> None:
+    service, recorder = router()
+    service._remember("alice", answer())
+    [(topic, entry, retain)] = recorder.published
+    assert topic == f"{P}/ledger/t1" and retain and isinstance(entry, LedgerEntry) and entry.status == "answered"
+
+
+def test_a_task_another_live_router_runs_is_left_to_it() -> None:
+    service, recorder = router()
+    other_router_live(service, "r2", "i2")
+    task_id = owned_by_r1(["r1", "r2"])
+    ledger_message(service, claim_entry(task_id, "alice", "r2", "i2", now=time.time()))
+    service._on_submit(f"{P}/task/submit", submit(task_id))
+    assert service._in_flight == {} and recorder.published == []
+
+
+def test_a_claim_of_a_router_instance_that_died_is_void() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        other_router_live(service, "r2", "i-new")
+        task_id = owned_by_r1(["r1", "r2"])
+        ledger_message(service, claim_entry(task_id, "alice", "r2", "i-old", now=time.time()))
+        service._on_submit(f"{P}/task/submit", submit(task_id))
+        assert task_id in service._in_flight
+        [(topic, claim, retain)] = recorder.published[:1]
+        assert topic == f"{P}/ledger/{task_id}" and retain and claim.status == "running" and claim.router_id == "r1"
+        service._in_flight[task_id].cancel()
+
+    asyncio.run(scenario())
+
+
+def pending_run(service: RouterService, task_id: str = "t1", agent_id: str = "n1-math") -> RunRequest:
+    request = RunRequest(
+        dispatch_id=f"{task_id}.d1", task_id=task_id, agent_id=agent_id, subtask="q", reply_topic=service.reply_topic
+    )
+    service._pending[request.dispatch_id] = (request, asyncio.get_running_loop().create_future())
+    return request
+
+
+def test_a_resend_of_a_task_in_flight_is_acknowledged_and_re_asks_its_runs() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        run = pending_run(service)
+        service._in_flight["t1"] = asyncio.ensure_future(asyncio.sleep(10))
+        service._event_topics["t1"] = service.topics.task_events("alice", "t1")
+        service._on_submit(f"{P}/task/submit", submit("t1"))
+        assert recorder.on(f"{P}/agent/n1-math/run") == [run]  # the same dispatch id: never run twice
+        [event] = recorder.on(f"{P}/task/alice/t1/events")
+        assert isinstance(event, TaskEvent) and event.event == "resent" and event.data == {"outstanding_runs": 1}
+        service._in_flight["t1"].cancel()
+
+    asyncio.run(scenario())
+
+
+def test_outstanding_runs_are_asked_again_after_a_reconnect_and_when_their_node_comes_back() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        run = pending_run(service)
+        service._announce()  # the first connect: nothing to ask again
+        assert recorder.on(f"{P}/agent/") == []
+        recorder.connect_count = 2
+        service._announce()
+        assert recorder.on(f"{P}/agent/n1-math/run") == [run]
+        beacon = NodeBeacon(
+            node_id="n1",
+            epoch=1,
+            instance_id="x",
+            status="online",
+            agents=(AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1),),
+        )
+        service._on_beacon(service.topics.beacon("n1"), encode(beacon))
+        assert recorder.on(f"{P}/agent/n1-math/run") == [run, run]
+
+    asyncio.run(scenario())
+
+
+def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
+        for epoch in (1, 2):
+            beacon = NodeBeacon(node_id="n1", epoch=epoch, instance_id=f"x{epoch}", status="online", agents=(info,))
+            if epoch == 2:
+                run = pending_run(service)
+            service._on_beacon(service.topics.beacon("n1"), encode(beacon))
+        _, future = service._pending[run.dispatch_id]
+        assert future.done() and future.result().error == "backend_error"  # redispatched by the pipeline
+        assert recorder.on(f"{P}/agent/") == []
+
+    asyncio.run(scenario())
+
+
+def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_second_one() -> None:
+    async def scenario() -> None:
+        service, recorder = router(agent_wait_s=0.2)  # no agent: our own run of the task ends in no_agents
+        service._on_submit(f"{P}/task/submit", submit("t1"))
+        ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
+        await asyncio.gather(*service._in_flight.values())
+        [reply] = recorder.on(f"{P}/reply/")
+        assert isinstance(reply, TaskAnswer) and reply.answer == "theirs" and reply.replayed
+        assert [entry.status for entry in recorder.on(f"{P}/ledger/")] == ["running"]  # theirs stays the answer
+
+    asyncio.run(scenario())
+
+
+def test_a_long_task_keeps_its_claim_and_expired_entries_are_cleared() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        retention = service.ledger.retention_s
+        service.ledger.apply(claim_entry("long", "alice", "r1", service.instance_id, now=1000.0), now=1000.0)
+        service.ledger.apply(answered_entry(answer("old"), "alice", "r2", "i2", now=1000.0), now=1000.0)
+        service._in_flight["long"] = asyncio.ensure_future(asyncio.sleep(10))
+        service.keep_ledger(now=1000.0 + retention * 0.75)
+        renewed = service.ledger.get("long")
+        assert renewed is not None and renewed.at == 1000.0 + retention * 0.75
+        service.keep_ledger(now=1000.0 + retention + 1)
+        assert service.ledger.get("long") is not None and service.ledger.get("old") is None
+        assert (f"{P}/ledger/old", b"", True) in recorder.published
+        service._in_flight["long"].cancel()
+
+    asyncio.run(scenario())
