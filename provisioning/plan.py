@@ -14,6 +14,7 @@ from provisioning.acl import Account, client_account, node_account
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
 from provisioning.inventory import Inventory
+from provisioning.targets import needs_model_file, shipped_model_path
 from shared.config import AgentConfig
 from shared.errors import TopicError
 from shared.topics import Topics, validate_id
@@ -44,6 +45,14 @@ class TargetPaths:
     @property
     def state_dir(self) -> str:
         return f"{self.prefix}/var/lib/symphony-edge"
+
+    @property
+    def models_dir(self) -> str:
+        return f"{self.state_dir}/models"
+
+    @property
+    def artifacts_dir(self) -> str:
+        return f"{self.prefix}/opt/symphony-edge/artifacts"
 
     @property
     def venv_dir(self) -> str:
@@ -153,12 +162,20 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     config: dict[str, Any] = {
         "node_id": node.node_id,
         "connection": connection,
-        "agents": [agent.model_dump(mode="json", exclude_unset=True) for agent in node.agents],
+        "agents": [_agent_settings(agent, plan.paths) for agent in node.agents],
         "state_dir": plan.paths.state_dir,
     }
     if node.router_id is not None:
         config["router"] = {"router_id": node.router_id, "state_file": f"{plan.paths.state_dir}/router-state.json"}
     return config
+
+
+def _agent_settings(agent: AgentConfig, paths: TargetPaths) -> dict[str, Any]:
+    """The agent's node.yaml entry; a model the control node ships is named by its path on the board."""
+    settings: dict[str, Any] = agent.model_dump(mode="json", exclude_unset=True)
+    if needs_model_file(agent):
+        settings["model"] = shipped_model_path(paths.models_dir, agent.model)
+    return settings
 
 
 def client_config(plan: FleetPlan, client: Account, password: str, tls_dir: str | None) -> dict[str, Any]:

@@ -207,6 +207,8 @@ def ansible_variables(plan: FleetPlan, output: Path) -> dict[str, Any]:
         "symphony_config_dir": paths.config_dir,
         "symphony_state_dir": paths.state_dir,
         "symphony_venv_dir": paths.venv_dir,
+        "symphony_artifacts_dir": paths.artifacts_dir,
+        "symphony_models_dir": paths.models_dir,
         "symphony_broker_dir": paths.broker_dir,
         "symphony_broker_kind": plan.fleet.broker.kind,
         "symphony_broker_hosts": list(plan.broker_hosts),
