@@ -209,8 +209,10 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
     the kit's requirements or the llama wheel change. The kit and llama wheels themselves are copied in."""
     folder = cache / "wheelhouse" / kind.name
     wanted = [kit.path] + ([llama.path] if llama else [])
+    requirements = [f"{kit.path}[mlx]" if kind.is_apple else str(kit.path)] + [str(path) for path in wanted[1:]]
     key = hashlib.sha256(
-        "\n".join([*kind.pip_platforms(), kind.python, *(_requirements(path) for path in wanted)]).encode()
+        "\n".join([*kind.pip_platforms(), kind.name, *(path.name for path in wanted), *map(_requirements, wanted)])
+        .encode()
     ).hexdigest()
     key_file = folder / ".requirements-key"
     if not (key_file.is_file() and key_file.read_text() == key):
@@ -220,7 +222,7 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
         platforms = [word for platform in kind.pip_platforms() for word in ("--platform", platform)]
         _run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder), "--only-binary=:all:"]
-            + ["--python-version", kind.python, "--implementation", "cp", *platforms, *map(str, wanted)],
+            + ["--python-version", kind.python, "--implementation", "cp", *platforms, *requirements],
             f"download the wheelhouse for {kind.name}",
         )
         key_file.write_text(key)
