@@ -35,6 +35,7 @@ class MosquittoConfig:
     persistence_dir: Path | None = None
     max_queued_messages: int = 0  # 0 = unlimited: never drop QoS 1 messages for slow subscribers
     max_inflight_messages: int = 100
+    user: str | None = None  # started as root, mosquitto drops to this user (its default: "mosquitto")
 
 
 def render_config(config: MosquittoConfig) -> str:
@@ -52,6 +53,8 @@ def render_config(config: MosquittoConfig) -> str:
         "log_type error",
         "log_type warning",
     ]
+    if config.user is not None:
+        lines.append(f"user {config.user}")
     if config.password_file is not None:
         lines.append(f"password_file {config.password_file}")
     if config.acl_file is not None:
@@ -63,6 +66,13 @@ def render_config(config: MosquittoConfig) -> str:
     if config.persistence_dir is not None:
         lines.append(f"persistence_location {config.persistence_dir}/")
     return "\n".join(lines) + "\n"
+
+
+def file_owner(path: Path) -> str:
+    """The user name owning `path` (mosquitto started as root must run as a user that can read it)."""
+    import pwd
+
+    return pwd.getpwuid(path.stat().st_uid).pw_name
 
 
 def find_mosquitto() -> str | None:

@@ -264,7 +264,7 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
     return shipped(_copy_into(local, folder))
 
 
-def artifact_variables(plan: FleetPlan, artifacts: ArtifactSet) -> dict[str, Any]:
+def artifact_variables(artifacts: ArtifactSet) -> dict[str, Any]:
     """Extra variables for ansible/site.yml: what the role copies to each host, with checksums (pure)."""
     kit = artifacts.kit_wheel
     hosts = {}
@@ -281,8 +281,6 @@ def artifact_variables(plan: FleetPlan, artifacts: ArtifactSet) -> dict[str, Any
             ],
         }
     return {
-        "symphony_artifacts_dir": plan.paths.artifacts_dir,
-        "symphony_models_dir": plan.paths.models_dir,
         "symphony_kit_wheel": kit.path.name if kit else "",
         "symphony_kit_wheel_sha256": kit.sha256 if kit else "",
         "symphony_host_artifacts": hosts,

@@ -20,11 +20,24 @@ from shared.errors import TopicError
 from shared.topics import Topics, validate_id
 
 
+HOST_PLACEHOLDER = "{host}"
+
+
 @dataclass(frozen=True)
 class TargetPaths:
-    """Where things live on a target host, all under the install prefix ("" = the real root)."""
+    """Where things live on a target host, all under the install prefix ("" = the real root).
+
+    A prefix may hold `{host}` (one prefix per board, for boards sharing a filesystem such as the multi-host
+    test's namespaces): `for_host` fills it in for node.yaml; `for_ansible` makes it a per-host Jinja expression.
+    """
 
     prefix: str = ""
+
+    def for_host(self, host: str) -> TargetPaths:
+        return TargetPaths(self.prefix.replace(HOST_PLACEHOLDER, host))
+
+    def for_ansible(self) -> TargetPaths:
+        return TargetPaths(self.prefix.replace(HOST_PLACEHOLDER, "{{ inventory_hostname }}"))
 
     @property
     def config_dir(self) -> str:
@@ -151,6 +164,7 @@ def _url_host(address: str) -> str:
 
 def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any]:
     """The node.yaml content for `node` (loads with shared.config.load_node_config on the target)."""
+    paths = plan.paths.for_host(node.node_id)
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
         "brokers": list(plan.broker_urls),
@@ -158,15 +172,15 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         "password": password,
     }
     if plan.fleet.broker.tls:
-        connection["tls"] = tls_settings(plan.paths.tls_dir)
+        connection["tls"] = tls_settings(paths.tls_dir)
     config: dict[str, Any] = {
         "node_id": node.node_id,
         "connection": connection,
-        "agents": [_agent_settings(agent, plan.paths) for agent in node.agents],
-        "state_dir": plan.paths.state_dir,
+        "agents": [_agent_settings(agent, paths) for agent in node.agents],
+        "state_dir": paths.state_dir,
     }
     if node.router_id is not None:
-        config["router"] = {"router_id": node.router_id, "state_file": f"{plan.paths.state_dir}/router-state.json"}
+        config["router"] = {"router_id": node.router_id, "state_file": f"{paths.state_dir}/router-state.json"}
     return config
 
 

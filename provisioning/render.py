@@ -162,10 +162,10 @@ def _mosquitto_conf(plan: FleetPlan, passwd: Path, acl: Path, tls: Path) -> str:
         cert_file=local_tls.get("server.crt"),
         key_file=local_tls.get("server.key"),
         require_certificate=broker.tls,
-        persistence_dir=Path(plan.paths.mosquitto_persistence),
+        persistence_dir=Path(plan.paths.for_ansible().mosquitto_persistence),
     )
     text = render_config(config)
-    target = plan.paths.broker_dir
+    target = plan.paths.for_ansible().broker_dir
     for local, remote in [(passwd, f"{target}/passwd"), (acl, f"{target}/acl")] + [
         (path, f"{target}/tls/{name}") for name, path in local_tls.items()
     ]:
@@ -199,7 +199,7 @@ def _write_certificates(writer: _Writer, plan: FleetPlan) -> bool:
 
 def ansible_variables(plan: FleetPlan, output: Path) -> dict[str, Any]:
     """Extra variables for ansible/site.yml (`-e @ansible-vars.yml`); paths come from one place, here."""
-    paths = plan.paths
+    paths = plan.paths.for_ansible()
     return {
         "symphony_render_dir": str(output),
         "symphony_prefix": paths.prefix,

@@ -134,7 +134,7 @@ def _prepare_artifacts(
         llama = "llama-cpp-python wheel" if shipped.llama_wheel else "no llama-cpp-python wheel"
         click.echo(f"{host} ({shipped.kind.name}): {shipped.bytes_shipped / 1e6:.1f} MB to ship ({llama})")
     path = output / "artifacts-vars.yml"
-    path.write_text(yaml.safe_dump(artifact_variables(plan, found), sort_keys=False))
+    path.write_text(yaml.safe_dump(artifact_variables(found), sort_keys=False))
     path.chmod(0o600)
     return path
 
