@@ -35,8 +35,9 @@ from shared.messages import TaskAnswer
 
 pytestmark = pytest.mark.slow
 CACHE = Path.home() / ".cache" / "symphony-edge" / "test-artifacts"
-PREBUILT_WHEELS = REPO.parent / "shared" / "wheels"  # the Makefile's find-links folder
-SERVICE_USER = "sefleet"
+# The Makefile's find-links folder (../shared/wheels), or $SYMPHONY_EDGE_WHEELS: a prebuilt llama-cpp-python
+PREBUILT_WHEELS = Path(os.environ.get("SYMPHONY_EDGE_WHEELS") or REPO.parent / "shared" / "wheels")
+SERVICE_USER = "sefleet"  # + the board's number: each board's user has its own home (the board's state dir)
 BOARD_PYTHON = "/usr/bin/python3"
 
 
@@ -171,14 +172,19 @@ def boards(fleet_dir: Path) -> Iterator[list[Board]]:
             _stop(board)
             subprocess.run(["ip", "netns", "del", board.namespace], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        subprocess.run(["userdel", SERVICE_USER], capture_output=True, check=False)
+        for board in boards:
+            subprocess.run(["userdel", _user(board)], capture_output=True, check=False)
+
+
+def _user(board: Board) -> str:
+    return SERVICE_USER + board.name.removeprefix("board")
 
 
 def _write_fleet(fleet_dir: Path, boards: list[Board], backend: str) -> tuple[Path, Path]:
     key = fleet_dir / "control_key"
     inventory = fleet_dir / "inventory.ini"
     lines = ["[brokers]", f"{boards[0].name} ansible_host={boards[0].address}", "", "[boards]"]
-    lines += [f"{board.name} ansible_host={board.address}" for board in boards]
+    lines += [f"{board.name} ansible_host={board.address} edge_agent_user={_user(board)}" for board in boards]
     lines += [
         "",
         "[all:vars]",
@@ -187,7 +193,6 @@ def _write_fleet(fleet_dir: Path, boards: list[Board], backend: str) -> tuple[Pa
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
         f"ansible_python_interpreter={BOARD_PYTHON}",
         f"edge_agent_python={BOARD_PYTHON}",
-        f"edge_agent_user={SERVICE_USER}",
         "edge_agent_hardware=cpu",
     ]
     inventory.write_text("\n".join(lines) + "\n")
@@ -226,6 +231,17 @@ def _recap(output: str, host: str) -> dict[str, int]:
     return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
 
 
+def _changed_tasks(output: str) -> list[str]:
+    """The tasks that reported `changed` (with the host), for a readable failure."""
+    task, found = "", []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:"):
+            found.append(f"{task} {line}")
+    return found
+
+
 def _unit(path: Path) -> tuple[str, list[str]]:
     """The User= and ExecStart= of a rendered unit."""
     text = path.read_text()
@@ -242,6 +258,7 @@ def _in_namespace(board: Board, user: str, command: list[str], log: Path) -> sub
     return process
 
 
+@pytest.mark.timeout(900)
 def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, boards: list[Board]) -> None:
     llama_wheel = any(PREBUILT_WHEELS.glob("llama_cpp_python-*.whl")) or any(CACHE.glob("llama/*/*.whl"))
     backend = "llamacpp" if llama_wheel else "echo"  # no wheel: the boards could only build from an index
@@ -253,7 +270,7 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
         assert _recap(first, board.name)["failed"] == 0 and _recap(first, board.name)["changed"] > 0
     second, second_s = _provision(inventory, fleet, out)
     for board in boards:
-        assert _recap(second, board.name)["changed"] == 0, second[-4000:]
+        assert _recap(second, board.name)["changed"] == 0, _changed_tasks(second)
     shipped = re.findall(r"^(board\d) \(.+?\): ([\d.]+) MB to ship", first, re.MULTILINE)
     print(f"\nprovision two boards ({backend}): first run {first_s:.0f} s, second run {second_s:.0f} s; {shipped}")
 
@@ -267,7 +284,7 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
         if backend == "llamacpp":
             model = Path(node["agents"][0]["model"])
             assert model == prefix / "var/lib/symphony-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-            assert model.stat().st_size > 50_000_000 and model.owner() == SERVICE_USER
+            assert model.stat().st_size > 50_000_000 and model.owner() == _user(board)
             probe = subprocess.run([str(venv_python), "-c", "import llama_cpp"], capture_output=True, check=False)
             assert probe.returncode == 0, probe.stderr
         unit = prefix / "etc/systemd/system/symphony-edge-agent.service"
@@ -287,7 +304,7 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
     _wait_for_tcp(broker_board.address, 1883, mosquitto)
     for board in boards:
         user, command = _unit(fleet_dir / board.name / "etc/systemd/system/symphony-edge-agent.service")
-        assert user == SERVICE_USER
+        assert user == _user(board)
         _in_namespace(board, user, command, fleet_dir / f"{board.name}.log")
 
     # A task from the control node (the host side of the bridge), answered by both boards' agents.
@@ -299,11 +316,11 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
 
 def _submit_until_both_answer(client: Path, boards: list[Board], fleet_dir: Path) -> TaskAnswer:
     """Submit (cot_count 2) until both agents are registered and vote; bounded in tries and time."""
-    deadline, answer = time.monotonic() + 150, None
-    for attempt in range(8):
+    deadline, answer, result = time.monotonic() + 150, None, None
+    for attempt in range(6):
         command = [sys.executable, "-m", "edge_agent.cli", "submit", "-c", str(client), "What is 2 + 2?"]
-        command += ["--cot-count", "2", "--top-l", "2", "--max-tokens", "24", "--timeout", "60", "--json"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        command += ["--cot-count", "2", "--top-l", "2", "--max-tokens", "24", "--timeout", "40", "--json"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
         if result.returncode == 0:
             answer = TaskAnswer.model_validate_json(result.stdout)
             if len({ballot.agent_id for subtask in answer.subtasks for ballot in subtask.ballots}) == 2:
@@ -312,6 +329,8 @@ def _submit_until_both_answer(client: Path, boards: list[Board], fleet_dir: Path
             break
         time.sleep(min(2.0 * (attempt + 1), 10.0))
     logs = "\n".join(
-        f"--- {board.name}\n{(fleet_dir / f'{board.name}.log').read_text()[-2000:]}" for board in boards
+        f"--- {name}\n{(fleet_dir / f'{name}.log').read_text()[-2000:]}"
+        for name in [*(board.name for board in boards), "mosquitto"]
     )
-    raise AssertionError(f"no answer with both boards' votes; last: {answer}\n{logs}")
+    last = result.stdout[-1000:] + result.stderr[-2000:] if result else ""
+    raise AssertionError(f"no answer with both boards' votes; last: {answer}\n{last}\n{logs}")
