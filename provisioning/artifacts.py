@@ -194,10 +194,10 @@ def llama_wheel(
         log(f"no llama-cpp-python wheel for {kind.name}: its boards build it from source (minutes)")
         return None
     log(f"building llama-cpp-python for {kind.name} once (a portable CPU build; minutes)")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python"]
     with tempfile.TemporaryDirectory(dir=_ensure(cache)) as temporary:
         _run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python", "-w", temporary]
-            + [LLAMA_CPP_SPEC],
+            [*build, "-w", temporary, LLAMA_CPP_SPEC],
             "build llama-cpp-python",
             environment={"CMAKE_ARGS": PORTABLE_LLAMA_CMAKE_ARGS, "FORCE_CMAKE": "1"},
         )
@@ -211,8 +211,9 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
     wanted = [kit.path] + ([llama.path] if llama else [])
     requirements = [f"{kit.path}[mlx]" if kind.is_apple else str(kit.path)] + [str(path) for path in wanted[1:]]
     key = hashlib.sha256(
-        "\n".join([*kind.pip_platforms(), kind.name, *(path.name for path in wanted), *map(_requirements, wanted)])
-        .encode()
+        "\n".join(
+            [*kind.pip_platforms(), kind.name, *(path.name for path in wanted), *map(_requirements, wanted)]
+        ).encode()
     ).hexdigest()
     key_file = folder / ".requirements-key"
     if not (key_file.is_file() and key_file.read_text() == key):
@@ -220,9 +221,9 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
         shutil.rmtree(folder, ignore_errors=True)
         _ensure(folder)
         platforms = [word for platform in kind.pip_platforms() for word in ("--platform", platform)]
+        download = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder), "--only-binary=:all:"]
         _run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder), "--only-binary=:all:"]
-            + ["--python-version", kind.python, "--implementation", "cp", *platforms, *requirements],
+            [*download, "--python-version", kind.python, "--implementation", "cp", *platforms, *requirements],
             f"download the wheelhouse for {kind.name}",
         )
         key_file.write_text(key)

@@ -19,7 +19,6 @@ from shared.config import AgentConfig
 from shared.errors import TopicError
 from shared.topics import Topics, validate_id
 
-
 HOST_PLACEHOLDER = "{host}"
 
 

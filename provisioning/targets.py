@@ -86,7 +86,9 @@ def target_kind(inventory: Inventory, host: str, platform: str = "", python: str
     python = str(variables.get("symphony_target_python") or python or control_node_python())
     accelerator = str(variables.get("edge_agent_hardware") or "auto")
     if accelerator not in ACCELERATORS:
-        raise ProvisioningError(f"host {host}: edge_agent_hardware {accelerator!r} is not one of {sorted(ACCELERATORS)}")
+        raise ProvisioningError(
+            f"host {host}: edge_agent_hardware {accelerator!r} is not one of {sorted(ACCELERATORS)}"
+        )
     if accelerator == "auto" and platform.startswith("macosx_") and platform.endswith("arm64"):
         accelerator = "apple"
     if accelerator == "auto":
@@ -147,5 +149,7 @@ def wheel_fits(filename: str, kind: TargetKind) -> bool:
         return False
     accepted = {"any", *kind.pip_platforms()}
     arch = kind.platform.removeprefix("linux_") if kind.platform.startswith("linux_") else None
-    return any(tag in accepted or (arch is not None and tag.startswith("manylinux") and tag.endswith(f"_{arch}"))
-               for tag in platform_tags)
+    return any(
+        tag in accepted or (arch is not None and tag.startswith("manylinux") and tag.endswith(f"_{arch}"))
+        for tag in platform_tags
+    )

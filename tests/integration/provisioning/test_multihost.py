@@ -12,6 +12,7 @@ second provision run must change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -125,10 +126,8 @@ def _stop(board: Board) -> None:
     # Whatever still runs in the namespace was started by this test (agents forked by runuser, sshd children).
     pids = subprocess.run(["ip", "netns", "pids", board.namespace], capture_output=True, text=True, check=False)
     for pid in pids.stdout.split():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), 9)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +324,8 @@ def _submit_until_both_answer(client: Path, boards: list[Board], fleet_dir: Path
             answer = TaskAnswer.model_validate_json(result.stdout)
             if len({ballot.agent_id for subtask in answer.subtasks for ballot in subtask.ballots}) == 2:
                 return answer
-        if time.monotonic() > deadline:
-            break
+        if time.monotonic() > deadline or any(process.poll() is not None for b in boards for process in b.services):
+            break  # out of time, or a service died (its log says why)
         time.sleep(min(2.0 * (attempt + 1), 10.0))
     logs = "\n".join(
         f"--- {name}\n{(fleet_dir / f'{name}.log').read_text()[-2000:]}"
