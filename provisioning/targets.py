@@ -134,7 +134,7 @@ def check_apple_models(host: str, kind: TargetKind, agents: tuple[AgentConfig, .
                 f"{agent.model!r}, a GGUF file MLX cannot run; download an MLX model to the control node "
                 "(a directory with config.json and *.safetensors, e.g. `huggingface-cli download "
                 "mlx-community/SmolLM2-135M-Instruct --local-dir models/smollm2-mlx`) and set "
-                "`model: models/smollm2-mlx` for that agent in the fleet file, or give it backend llamacpp"
+                "`model: models/smollm2-mlx` for that agent in the fleet file"
             )
 
 
