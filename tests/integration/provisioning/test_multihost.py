@@ -59,6 +59,9 @@ def _why_not() -> str | None:
             return f"{tool} is not installed (apt-get install iproute2 openssh-server openssh-client systemd)"
     if find_mosquitto() is None:
         return "mosquitto is not installed"
+    packages = ["python3-venv", "python3-pip", "python3-dev", "build-essential", "cmake"]  # Makefile BOARD_PACKAGES
+    if shutil.which("dpkg") is None or subprocess.run(["dpkg", "-s", *packages], capture_output=True).returncode:
+        return f"the boards reach no apt mirror, so these must be installed here: {' '.join(packages)}"
     if shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) is None:
         return "ansible-core is not installed in this venv"
     probe = f"seprobe{os.getpid()}"
