@@ -112,25 +112,26 @@ def prepare(
     log: Log = print,
 ) -> ArtifactSet:
     """Build or fetch everything the fleet's boards install, once, into `cache`."""
-    kinds = {node.node_id: target_kind(inventory, node.node_id) for node in plan.nodes}
-    for node in plan.nodes:
-        check_apple_models(node.node_id, kinds[node.node_id], node.agents)
+    agents = {node.node_id: node.agents for node in plan.nodes}
+    if plan.fleet.broker.kind == "embedded":  # a broker-only host runs the kit too (edge-agent broker)
+        agents.update({host: () for host in plan.broker_hosts if host not in agents})
+    kinds = {host: target_kind(inventory, host) for host in agents}
+    for host, kind in kinds.items():
+        check_apple_models(host, kind, agents[host])
     kit = kit_wheel(KIT_SOURCE, cache, log) if ship_kit else None
-    llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log) for kind in set(kinds.values())}
-    wheelhouses = {
-        kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log) if kit else None for kind in set(kinds.values())
-    }
+    unique = sorted(set(kinds.values()), key=lambda kind: kind.name)
+    llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log) for kind in unique}
+    wheelhouses = {kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log) if kit else None for kind in unique}
     models: dict[str, Shipped] = {}
     hosts = {}
-    for node in plan.nodes:
-        kind = kinds[node.node_id]
+    for name, kind in kinds.items():
         host = HostArtifacts(kind, wheelhouses[kind.name], llama[kind.name])
-        for agent in node.agents:
+        for agent in agents[name]:
             if needs_model_file(agent):
                 if agent.model not in models:
                     models[agent.model] = model_file(agent.model, cache, fleet_dir, log)
                 host.models[shipped_model_name(agent.model)] = models[agent.model]
-        hosts[node.node_id] = host
+        hosts[name] = host
     return ArtifactSet(kit, hosts)
 
 

@@ -85,7 +85,7 @@ def test_each_model_spec_gets_a_file_name_on_the_board(spec: str, name: str) -> 
 
 
 def test_a_model_url_must_name_a_gguf_file() -> None:
-    with pytest.raises(ProvisioningError, match="must name a .gguf file"):
+    with pytest.raises(ProvisioningError, match=r"must name a \.gguf file"):
         shipped_model_name("https://example.org/download")
 
 
