@@ -116,8 +116,8 @@ def prepare(
     if plan.fleet.broker.kind == "embedded":  # a broker-only host runs the kit too (edge-agent broker)
         agents.update({host: () for host in plan.broker_hosts if host not in agents})
     kinds = {host: target_kind(inventory, host) for host in agents}
-    for host, kind in kinds.items():
-        check_apple_models(host, kind, agents[host])
+    for name, kind in kinds.items():
+        check_apple_models(name, kind, agents[name])
     kit = kit_wheel(KIT_SOURCE, cache, log) if ship_kit else None
     unique = sorted(set(kinds.values()), key=lambda kind: kind.name)
     llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log) for kind in unique}
@@ -195,10 +195,10 @@ def llama_wheel(
         log(f"no llama-cpp-python wheel for {kind.name}: its boards build it from source (minutes)")
         return None
     log(f"building llama-cpp-python for {kind.name} once (a portable CPU build; minutes)")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python"]
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python"]
     with tempfile.TemporaryDirectory(dir=_ensure(cache)) as temporary:
         _run(
-            [*build, "-w", temporary, LLAMA_CPP_SPEC],
+            [*pip_wheel, "-w", temporary, LLAMA_CPP_SPEC],
             "build llama-cpp-python",
             environment={"CMAKE_ARGS": PORTABLE_LLAMA_CMAKE_ARGS, "FORCE_CMAKE": "1"},
         )
