@@ -4,7 +4,7 @@ Boards of one kind share one wheelhouse and one llama-cpp-python wheel, built or
 (`provisioning.artifacts`). A kind comes from inventory variables, host first, then its groups:
 
     symphony_target_platform   pip platform tag of the board (default: the control node's, e.g. linux_x86_64;
-                               manylinux2014_aarch64 for a Jetson, macosx_11_0_arm64 for an Apple-silicon Mac)
+                               manylinux2014_aarch64 for a Jetson, macosx_14_0_arm64 for an Apple-silicon Mac)
     symphony_target_python     the board's Python as major.minor (default: the control node's)
     edge_agent_hardware        cpu, cuda, apple or auto (the role detects auto; macosx_*_arm64 means apple)
 
@@ -61,7 +61,7 @@ class TargetKind:
 
 
 def control_node_platform() -> str:
-    """This machine's platform as a pip tag (linux-x86_64 -> linux_x86_64, macosx-11.0-arm64 -> macosx_11_0_arm64)."""
+    """This machine's platform as a pip tag (linux-x86_64 -> linux_x86_64, macosx-14.0-arm64 -> macosx_14_0_arm64)."""
     return sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
 

@@ -28,7 +28,7 @@ jetson-1 edge_agent_hardware=cuda
 symphony_target_platform=manylinux2014_aarch64
 symphony_target_python=3.10
 [macs]
-mac-mini symphony_target_platform=macosx_11_0_arm64
+mac-mini symphony_target_platform=macosx_14_0_arm64
 """
 )
 X86 = TargetKind("linux_x86_64", "3.11", "cpu")
@@ -57,7 +57,7 @@ def test_an_unknown_accelerator_is_refused() -> None:
         ("llama_cpp_python-0.3.36-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
         ("llama_cpp_python-0.3.36-cp310-cp310-linux_x86_64.whl", False),  # another Python
         ("llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl", False),  # another architecture
-        ("llama_cpp_python-0.3.36-py3-none-macosx_11_0_arm64.whl", False),
+        ("llama_cpp_python-0.3.36-py3-none-macosx_14_0_arm64.whl", False),
         ("not-a-wheel.whl", False),
     ],
 )
@@ -67,7 +67,7 @@ def test_wheel_fits_the_python_and_platform_of_the_kind(filename: str, fits: boo
 
 def test_linux_kinds_download_manylinux_wheels() -> None:
     assert "manylinux2014_x86_64" in X86.pip_platforms() and "linux_x86_64" in X86.pip_platforms()
-    assert TargetKind("macosx_11_0_arm64", "3.12", "apple").pip_platforms() == ["macosx_11_0_arm64"]
+    assert TargetKind("macosx_14_0_arm64", "3.12", "apple").pip_platforms() == ["macosx_14_0_arm64"]
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_a_model_url_must_name_a_gguf_file() -> None:
 
 
 def test_an_apple_board_with_the_bundled_gguf_stops_with_a_clear_message() -> None:
-    apple = TargetKind("macosx_11_0_arm64", "3.12", "apple")
+    apple = TargetKind("macosx_14_0_arm64", "3.12", "apple")
     agent = AgentConfig(agent_id="mac-mini-planner", preset="planner", backend="mlx")
     with pytest.raises(ProvisioningError, match="download an MLX model") as raised:
         check_apple_models("mac-mini", apple, (agent,))
