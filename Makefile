@@ -7,6 +7,8 @@ PY      := $(VENV)/bin/python
 WHEELS  := ../shared/wheels
 # A prebuilt llama-cpp-python wheel beside the repo is a speed-up only; without it pip builds from source.
 FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS),)
+# What the edge_agent role installs on a board; the multi-host test's boards (namespaces) reach no apt mirror.
+BOARD_PACKAGES := python3-venv python3-pip python3-dev build-essential cmake
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test check system-deps clean
@@ -24,12 +26,17 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/edge-agent demo
 
-# Integration tests run mosquitto as a process; the dashboard test drives headless Chromium.
+# Integration tests run mosquitto as a process; the dashboard test drives headless Chromium; the multi-host
+# provisioning test runs sshd in network namespaces (openssh-server, iproute2) and checks units (systemd).
 system-deps:
 	@missing=""; \
 	{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server openssh-client"; \
+	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	! command -v dpkg >/dev/null 2>&1 || dpkg -s $(BOARD_PACKAGES) >/dev/null 2>&1 || missing="$$missing $(BOARD_PACKAGES)"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: setup system-deps

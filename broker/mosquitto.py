@@ -37,6 +37,7 @@ class MosquittoConfig:
     max_queued_messages: int = 0  # 0 = unlimited: never drop QoS 1 messages for slow subscribers
     max_inflight_messages: int = 100
     bridges: tuple[Bridge, ...] = ()  # connections from this (site) broker to the hub
+    user: str | None = None  # started as root, mosquitto drops to this user (its default: "mosquitto")
 
 
 def render_config(config: MosquittoConfig) -> str:
@@ -54,6 +55,8 @@ def render_config(config: MosquittoConfig) -> str:
         "log_type error",
         "log_type warning",
     ]
+    if config.user is not None:
+        lines.append(f"user {config.user}")
     if config.password_file is not None:
         lines.append(f"password_file {config.password_file}")
     if config.acl_file is not None:
@@ -67,6 +70,13 @@ def render_config(config: MosquittoConfig) -> str:
     for bridge in config.bridges:
         lines += bridge_lines(bridge)
     return "\n".join(lines) + "\n"
+
+
+def file_owner(path: Path) -> str:
+    """The user name owning `path` (mosquitto started as root must run as a user that can read it)."""
+    import pwd
+
+    return pwd.getpwuid(path.stat().st_uid).pw_name
 
 
 def find_mosquitto() -> str | None:

@@ -2,7 +2,7 @@
 
 ```yaml
 fabric: home                 # topic prefix symphony/home
-prefix: ""                   # install prefix on the targets ("" = the real /etc, /var/lib, /opt)
+prefix: ""                   # install prefix on the targets ("" = the real /etc, /var/lib, /opt; {host} = the host)
 broker:
   kind: mosquitto            # or: embedded (amqtt, as a systemd service)
   hosts: [brokers]           # inventory hosts or groups; nodes connect to each in turn (failover)

@@ -15,16 +15,29 @@ from provisioning.acl import Account, bridge_account, client_account, node_accou
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
 from provisioning.inventory import Inventory
+from provisioning.targets import needs_model_file, shipped_model_path
 from shared.config import AgentConfig
 from shared.errors import TopicError
 from shared.topics import Topics, validate_id
 
+HOST_PLACEHOLDER = "{host}"
+
 
 @dataclass(frozen=True)
 class TargetPaths:
-    """Where things live on a target host, all under the install prefix ("" = the real root)."""
+    """Where things live on a target host, all under the install prefix ("" = the real root).
+
+    A prefix may hold `{host}` (one prefix per board, for boards sharing a filesystem such as the multi-host
+    test's namespaces): `for_host` fills it in for node.yaml; `for_ansible` makes it a per-host Jinja expression.
+    """
 
     prefix: str = ""
+
+    def for_host(self, host: str) -> TargetPaths:
+        return TargetPaths(self.prefix.replace(HOST_PLACEHOLDER, host))
+
+    def for_ansible(self) -> TargetPaths:
+        return TargetPaths(self.prefix.replace(HOST_PLACEHOLDER, "{{ inventory_hostname }}"))
 
     @property
     def config_dir(self) -> str:
@@ -45,6 +58,14 @@ class TargetPaths:
     @property
     def state_dir(self) -> str:
         return f"{self.prefix}/var/lib/symphony-edge"
+
+    @property
+    def models_dir(self) -> str:
+        return f"{self.state_dir}/models"
+
+    @property
+    def artifacts_dir(self) -> str:
+        return f"{self.prefix}/opt/symphony-edge/artifacts"
 
     @property
     def venv_dir(self) -> str:
@@ -247,6 +268,7 @@ def _url_host(address: str) -> str:
 
 def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any]:
     """The node.yaml content for `node` (loads with shared.config.load_node_config on the target)."""
+    paths = plan.paths.for_host(node.node_id)
     connection: dict[str, Any] = {
         "fabric": plan.fleet.fabric,
         "brokers": plan.urls_for(node.node_id),
@@ -254,18 +276,26 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         "password": password,
     }
     if plan.fleet.broker.tls:
-        connection["tls"] = tls_settings(plan.paths.tls_dir)
+        connection["tls"] = tls_settings(paths.tls_dir)
     config: dict[str, Any] = {
         "node_id": node.node_id,
         "connection": connection,
-        "agents": [agent.model_dump(mode="json", exclude_unset=True) for agent in node.agents],
-        "state_dir": plan.paths.state_dir,
+        "agents": [_agent_settings(agent, paths) for agent in node.agents],
+        "state_dir": paths.state_dir,
     }
     if node.router_id is not None:
-        config["router"] = {"router_id": node.router_id, "state_file": f"{plan.paths.state_dir}/router-state.json"}
+        config["router"] = {"router_id": node.router_id, "state_file": f"{paths.state_dir}/router-state.json"}
     if plan.fleet.home_assistant is not None:
         config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
     return config
+
+
+def _agent_settings(agent: AgentConfig, paths: TargetPaths) -> dict[str, Any]:
+    """The agent's node.yaml entry; a model the control node ships is named by its path on the board."""
+    settings: dict[str, Any] = agent.model_dump(mode="json", exclude_unset=True)
+    if needs_model_file(agent):
+        settings["model"] = shipped_model_path(paths.models_dir, agent.model)
+    return settings
 
 
 def client_config(

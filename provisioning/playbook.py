@@ -31,12 +31,15 @@ def playbook_command(
     check: bool = False,
     limit: str | None = None,
     extra_vars: Sequence[str] = (),
+    vars_files: Sequence[Path] = (),
 ) -> list[str]:
     """The ansible-playbook command line for a rendered fleet (pure: nothing runs)."""
     if not playbook.exists():
         raise ProvisioningError(f"playbook {playbook} not found; pass --playbook path/to/ansible/site.yml")
     command = [find_ansible_playbook(), "-i", str(inventory), str(playbook)]
     command += ["-e", f"@{rendered / 'ansible-vars.yml'}"]
+    for path in vars_files:
+        command += ["-e", f"@{path}"]
     for variable in extra_vars:
         command += ["-e", variable]
     if check:

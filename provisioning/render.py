@@ -180,7 +180,7 @@ def _bridges(plan: FleetPlan, broker: BrokerPlan, passwords: dict[str, str]) -> 
         return ()
     hubs = [hub for hub in plan.brokers if hub.site is None]
     targets = hubs[:1] if broker.site is None else hubs
-    target = plan.paths.broker_dir
+    target = plan.paths.for_ansible().broker_dir
     tls = BridgeTLS(Path(f"{target}/tls/ca.crt"), Path(f"{target}/tls/bridge.crt"), Path(f"{target}/tls/bridge.key"))
     return (
         Bridge(
@@ -210,11 +210,11 @@ def _mosquitto_conf(
         cert_file=local_tls.get("server.crt"),
         key_file=local_tls.get("server.key"),
         require_certificate=broker.tls,
-        persistence_dir=Path(plan.paths.mosquitto_persistence),
+        persistence_dir=Path(plan.paths.for_ansible().mosquitto_persistence),
         bridges=_bridges(plan, host, passwords),
     )
     text = render_config(config)
-    target = plan.paths.broker_dir
+    target = plan.paths.for_ansible().broker_dir
     for local, remote in [(passwd, f"{target}/passwd"), (acl, f"{target}/acl")] + [
         (path, f"{target}/tls/{name}") for name, path in local_tls.items()
     ]:
@@ -251,7 +251,7 @@ def _write_certificates(writer: _Writer, plan: FleetPlan) -> bool:
 
 def ansible_variables(plan: FleetPlan, output: Path) -> dict[str, Any]:
     """Extra variables for ansible/site.yml (`-e @ansible-vars.yml`); paths come from one place, here."""
-    paths = plan.paths
+    paths = plan.paths.for_ansible()
     return {
         "symphony_render_dir": str(output),
         "symphony_prefix": paths.prefix,
@@ -259,6 +259,8 @@ def ansible_variables(plan: FleetPlan, output: Path) -> dict[str, Any]:
         "symphony_config_dir": paths.config_dir,
         "symphony_state_dir": paths.state_dir,
         "symphony_venv_dir": paths.venv_dir,
+        "symphony_artifacts_dir": paths.artifacts_dir,
+        "symphony_models_dir": paths.models_dir,
         "symphony_broker_dir": paths.broker_dir,
         "symphony_broker_kind": plan.fleet.broker.kind,
         "symphony_broker_hosts": list(plan.broker_hosts),

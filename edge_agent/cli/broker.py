@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
@@ -65,10 +66,20 @@ def _run_mosquitto(
     allow_anonymous: bool,
     render_only: Path | None,
 ) -> None:
-    from broker.mosquitto import MosquittoConfig, find_mosquitto, render_config, start_mosquitto, stop_process
+    from broker.mosquitto import (
+        MosquittoConfig,
+        file_owner,
+        find_mosquitto,
+        render_config,
+        start_mosquitto,
+        stop_process,
+    )
 
+    # As root mosquitto drops to the user "mosquitto", which cannot open a rendered (0600) password file: run it
+    # as the owner of that file instead.
+    user = file_owner(password_file) if password_file and password_file.exists() and os.geteuid() == 0 else None
     try:
-        text = render_config(MosquittoConfig(host, port, password_file, acl_file, allow_anonymous))
+        text = render_config(MosquittoConfig(host, port, password_file, acl_file, allow_anonymous, user=user))
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     if render_only is not None:

@@ -29,6 +29,20 @@ output_option = click.option(
 @click.option("--limit", help="Only these inventory hosts or groups (ansible --limit).")
 @click.option("--playbook", type=click.Path(path_type=Path), help="Playbook (default: the kit's ansible/site.yml).")
 @click.option("-e", "--extra-vars", multiple=True, help="Extra Ansible variable, key=value (repeatable).")
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    help="Artifact cache (default ~/.cache/symphony-edge/artifacts or $SYMPHONY_EDGE_ARTIFACTS).",
+)
+@click.option(
+    "--find-links",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Folder with prebuilt wheels (llama-cpp-python) to reuse (repeatable).",
+)
+@click.option(
+    "--no-build-llama", is_flag=True, help="Never build llama-cpp-python here (boards without a wheel build it)."
+)
 @click.pass_context
 def provision(
     context: click.Context,
@@ -39,9 +53,15 @@ def provision(
     limit: str | None,
     playbook: Path | None,
     extra_vars: tuple[str, ...],
+    artifacts: Path | None,
+    find_links: tuple[Path, ...],
+    no_build_llama: bool,
 ) -> None:
     """Render every node's config, credentials, ACLs (and certificates), then run ansible/site.yml.
 
+    The control node builds the kit's wheel, a wheelhouse per kind of board, one llama-cpp-python wheel per kind
+    and fetches each model once (the artifact cache); the boards install from the copied files, offline.
+    `-e edge_agent_package_spec=<requirement or git URL>` installs the kit from an index instead.
     `edge-agent provision render` only renders. Secrets are kept across renders and never printed.
     """
     context.obj = {"inventory": inventory, "fleet": fleet, "output": output}
@@ -52,7 +72,10 @@ def provision(
     from provisioning.playbook import DEFAULT_PLAYBOOK, playbook_command, run_playbook
 
     try:
-        command = playbook_command(paths[0], paths[2], playbook or DEFAULT_PLAYBOOK, check, limit, extra_vars)
+        shipped = _prepare_artifacts(*paths, artifacts, find_links, no_build_llama, extra_vars)
+        command = playbook_command(
+            paths[0], paths[2], playbook or DEFAULT_PLAYBOOK, check, limit, extra_vars, vars_files=[shipped]
+        )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     sys.exit(run_playbook(command))
@@ -75,6 +98,45 @@ def _paths(inventory: Path | None, fleet: Path | None, output: Path | None) -> t
         candidates = [inventory.parent / name for name in ("fleet.yml", "fleet.yaml")]
         fleet = next((path for path in candidates if path.exists()), candidates[0])
     return inventory, fleet, output or inventory.parent / "rendered"
+
+
+def _prepare_artifacts(
+    inventory: Path,
+    fleet: Path,
+    output: Path,
+    cache: Path | None,
+    find_links: tuple[Path, ...],
+    no_build_llama: bool,
+    extra_vars: tuple[str, ...],
+) -> Path:
+    """Fill the artifact cache and write <output>/artifacts-vars.yml (what each host gets, with checksums)."""
+    import yaml
+
+    from provisioning.artifacts import artifact_variables, default_cache, prepare
+    from provisioning.fleet import load_fleet
+    from provisioning.inventory import load_inventory
+    from provisioning.plan import plan_fleet
+
+    loaded = load_inventory(inventory)
+    plan = plan_fleet(load_fleet(fleet), loaded)
+    from_index = any(variable.startswith("edge_agent_package_spec=") for variable in extra_vars)
+    found = prepare(
+        plan,
+        loaded,
+        cache or default_cache(),
+        fleet_dir=fleet.resolve().parent,
+        find_links=find_links,
+        ship_kit=not from_index,
+        build_llama=not no_build_llama,
+        log=click.echo,
+    )
+    for host, shipped in found.hosts.items():
+        llama = "llama-cpp-python wheel" if shipped.llama_wheel else "no llama-cpp-python wheel"
+        click.echo(f"{host} ({shipped.kind.name}): {shipped.bytes_shipped / 1e6:.1f} MB to ship ({llama})")
+    path = output / "artifacts-vars.yml"
+    path.write_text(yaml.safe_dump(artifact_variables(found), sort_keys=False))
+    path.chmod(0o600)
+    return path
 
 
 def _render(inventory: Path, fleet: Path, output: Path) -> None:
