@@ -21,7 +21,7 @@ from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
 from router.priors import PriorTable
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardLedger
-from router.screening import AgentView, ScoredCandidate, screen
+from router.screening import AgentView, ScoredCandidate, screen, views_of
 
 RELIABILITY_RATE = 0.1
 
@@ -62,7 +62,7 @@ class RoutingBrain:
         )
         if not candidates:
             return []
-        views = {agent.agent_id: agent for agent in agents}
+        views = views_of(agents, [c.agent_id for c in candidates])
         contexts = {c.agent_id: self._context(c, views[c.agent_id], difficulty) for c in candidates}
         selection = self.policy.select(contexts, self.rng)
         ordered = sorted(candidates, key=lambda c: (c.agent_id != selection.arm, -selection.ucb[c.agent_id]))

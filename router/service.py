@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,7 @@ class RouterService:
         if presence is not None and presence.router_id != self.router_id:
             self.roster.apply(presence)
 
-    def live_agents(self) -> list[AgentView]:
+    def live_agents(self) -> Sequence[AgentView]:
         return self.registry.live_agents(time.monotonic(), self.brain.reliability)
 
     # --- tasks ----------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class RouterService:
         if request.options.selection == "registry":
             return self.live_agents
         assert self.client is not None
-        views = await self.bids.collect(self.client, self.topics, self.router_id, request, self.live_agents())
+        views = await self.bids.collect(self.client, self.topics, self.router_id, request, list(self.live_agents()))
         self.emit(request.task_id, "screened", {"bids": [view.agent_id for view in views]})
         return lambda: views
 
