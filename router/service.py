@@ -63,6 +63,7 @@ class RouterConfig:
     seed: int = 0
     frozen: bool = False
     answer_cache_size: int = 1024
+    share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
 
 
 class RouterService:
@@ -97,7 +98,7 @@ class RouterService:
             self.topics.beacons(): self._on_beacon,
             self.topics.states(): self._on_state,
             self.topics.router_presences(): self._on_presence,
-            self.topics.task_submit(): self._on_submit,
+            self._submit_filter(): self._on_submit,
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
         }
@@ -106,6 +107,12 @@ class RouterService:
         await self.client.connect()
         self.roster.apply(self._presence("online"))
         self._background.append(asyncio.create_task(self._save_forever(), name=f"router[{self.router_id}].save"))
+
+    def _submit_filter(self) -> str:
+        """task/submit, shared by the routers of a group when one is configured (each task reaches one of them)."""
+        if self.config.share_group is None:
+            return self.topics.task_submit()
+        return self.topics.shared(self.config.share_group, self.topics.task_submit())
 
     async def stop(self) -> None:
         for task in [*self._background, *self._in_flight.values()]:
@@ -180,8 +187,8 @@ class RouterService:
         except MessageError as error:
             self._refuse(payload, "bad_request", str(error))
             return
-        if rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
-            return  # another live router owns this task
+        if self.config.share_group is None and rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
+            return  # another live router owns this task (with a shared subscription the broker chose us)
         if request.task_id in self._answers:
             replay = self._answers[request.task_id].model_copy(update={"replayed": True})
             self._publish(request.reply_topic, replay)
@@ -331,6 +338,7 @@ def router_config(
         stale_after_s=settings.stale_after_s,
         seed=settings.seed,
         frozen=frozen,
+        share_group=settings.share_group,
     )
 
 

@@ -58,6 +58,9 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """True when `topic` matches the subscription filter (MQTT 3.1.1 §4.7: + and # wildcards, $ topics apart)."""
     if topic_filter == topic:
         return True
+    if topic_filter.startswith("$share/"):  # a shared subscription ($share/{group}/{filter}) matches as its filter
+        parts = topic_filter.split("/", 2)
+        return len(parts) == 3 and topic_matches(parts[2], topic)
     if "+" not in topic_filter and "#" not in topic_filter:
         return False
     wanted = topic_filter.split("/")

@@ -107,6 +107,10 @@ class Topics:
     def reply(self, client_id: str) -> str:
         return f"{self.prefix}/reply/{validate_id(client_id, 'client id')}"
 
+    def shared(self, group: str, topic_filter: str) -> str:
+        """A shared subscription (`$share/{group}/{filter}`): the broker hands each message to one member."""
+        return f"$share/{validate_id(group, 'share group')}/{topic_filter}"
+
     def last_level(self, topic: str) -> str:
         """The id in the last level of a beacon/state/presence topic."""
         return topic.rsplit("/", 1)[-1]
