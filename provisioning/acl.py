@@ -30,7 +30,7 @@ def node_account(topics: Topics, node_id: str, agent_ids: Iterable[str], router_
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
-    subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request()]
+    subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request(), topics.rebirth()]
     subscribe += [topics.agent_run(agent_id) for agent_id in agent_ids]
     if router_id is not None:
         publish += _router_publish(topics, router_id)
@@ -46,6 +46,7 @@ def _router_publish(topics: Topics, router_id: str) -> list[str]:
         f"{p}/reply/+",
         topics.router_presence(router_id),
         topics.bid_request(),
+        topics.rebirth(),
     ]
 
 

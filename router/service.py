@@ -37,6 +37,7 @@ from shared.messages import (
     ErrorReply,
     NodeBeacon,
     NodeState,
+    RebirthRequest,
     RouterPresence,
     RunRequest,
     RunResult,
@@ -63,6 +64,7 @@ class RouterConfig:
     seed: int = 0
     frozen: bool = False
     answer_cache_size: int = 1024
+    rebirth_on_connect: bool = True  # ask live nodes to republish their beacons on every (re)connect
     share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
 
 
@@ -148,6 +150,14 @@ class RouterService:
     def _announce(self) -> None:
         assert self.client is not None
         self.client.publish(self.topics.router_presence(self.router_id), self._presence("online"), retain=True)
+        if self.config.rebirth_on_connect:  # brokers that lose retained beacons or keep them node-local
+            self.request_rebirth()
+
+    def request_rebirth(self, spread_s: float = 1.0) -> None:
+        """Ask every live node to republish its beacon (Sparkplug's rebirth); answers come within `spread_s`."""
+        assert self.client is not None
+        request = RebirthRequest(router_id=self.router_id, spread_s=spread_s, sent_at=time.time())
+        self.client.publish(self.topics.rebirth(), request)
 
     # --- fabric state ---------------------------------------------------------------------------------------
 
@@ -339,6 +349,7 @@ def router_config(
         seed=settings.seed,
         frozen=frozen,
         share_group=settings.share_group,
+        rebirth_on_connect=settings.rebirth_on_connect,
     )
 
 

@@ -117,6 +117,7 @@ class RouterSettings(StrictModel):
     save_interval_s: float = Field(default=30.0, gt=0)
     stale_after_s: float = Field(default=30.0, gt=0)
     seed: int = 0
+    rebirth_on_connect: bool = True  # ask nodes to republish beacons on connect (brokers without retained)
     share_group: Id | None = None  # routers of a group share task/submit ($share/...; mosquitto, EMQX, HiveMQ)
 
 

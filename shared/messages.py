@@ -286,6 +286,17 @@ class ErrorReply(WireModel):
     dispatch_id: str | None = Field(default=None, max_length=256)
 
 
+class RebirthRequest(WireModel):
+    """A router asks every live node to publish its beacon again (Sparkplug's rebirth), for brokers that keep
+    no retained message, keep it node-local, or send none to wildcard filters. Nodes answer within `spread_s`."""
+
+    kind: Literal["rebirth_request"] = "rebirth_request"
+    v: Literal[1] = SCHEMA_VERSION
+    router_id: Id
+    spread_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -298,6 +309,7 @@ Message = (
     | TaskEvent
     | TaskAnswer
     | ErrorReply
+    | RebirthRequest
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

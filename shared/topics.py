@@ -78,6 +78,10 @@ class Topics:
     def agent_run(self, agent_id: str) -> str:
         return f"{self.prefix}/agent/{validate_id(agent_id, 'agent id')}/run"
 
+    def rebirth(self) -> str:
+        """Routers ask live nodes to republish their beacons here (a `RebirthRequest`)."""
+        return f"{self.prefix}/rebirth"
+
     # routers
     def router_presence(self, router_id: str) -> str:
         return f"{self.prefix}/router/{validate_id(router_id, 'router id')}"

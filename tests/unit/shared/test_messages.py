@@ -21,6 +21,7 @@ from shared.messages import (
     NodeState,
     RouterPresence,
     RunRequest,
+    RebirthRequest,
     RunResult,
     SamplingOptions,
     SubtaskSummary,
@@ -129,6 +130,7 @@ SAMPLES: list[WireModel] = [
         elapsed_ms=12.0,
     ),
     ErrorReply(code="bad_request", message="nope", task_id="task-1", dispatch_id="d-1"),
+    RebirthRequest(router_id="router-1", spread_s=0.5, sent_at=3.0),
 ]
 
 
