@@ -49,19 +49,21 @@ def find_nats_server() -> str | None:
     return None
 
 
-def render_node_config(node: NatsNode, cluster: Sequence[NatsNode], store_dir: Path) -> str:
+def render_node_config(
+    node: NatsNode, cluster: Sequence[NatsNode], store_dir: Path, log_file: Path | None = None
+) -> str:
     """The config of `node` in `cluster`: JetStream on, routes to every other node, MQTT on its port.
 
-    Retained messages and sessions live in streams replicated on up to 3 nodes, so they survive a node. The
-    consumers behind QoS 1 subscriptions are single-replica and in memory: every fabric component connects
-    with a clean session, so a consumer never needs to outlive its connection, and creating an R3 consumer
-    while a peer is down stalls a reconnecting client's SUBSCRIBE for seconds.
+    Retained messages, sessions and the consumers behind QoS 1 subscriptions live in JetStream, replicated
+    on up to 3 nodes, so they survive a node (a single-replica consumer may sit on another node than its
+    client's and die with it, silently ending a subscription).
     """
     if node not in cluster:
         raise ValueError(f"{node.name} is not one of the cluster's nodes")
     routes = ",\n    ".join(f'"nats-route://{peer.host}:{peer.cluster_port}"' for peer in cluster if peer != node)
     replicas = min(3, len(cluster))
-    return f"""server_name: "{node.name}"
+    log = f'log_file: "{log_file}"\n' if log_file is not None else ""
+    return f"""{log}server_name: "{node.name}"
 host: "{node.host}"
 port: {node.client_port}
 jetstream {{
@@ -79,7 +81,5 @@ mqtt {{
   host: "{node.host}"
   port: {node.mqtt_port}
   stream_replicas: {replicas}
-  consumer_replicas: 1
-  consumer_memory_storage: true
 }}
 """

@@ -52,6 +52,7 @@ from shared.mqtt import FabricClient, WillMessage
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+SUMMARY_EVENTS = frozenset({"answered", "failed"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class RouterService:
         self._pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]] = {}
         self._answers: OrderedDict[str, TaskAnswer] = OrderedDict()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
 
@@ -207,12 +209,15 @@ class RouterService:
             return  # a resend while we work on it: the answer will come once
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
         self._in_flight[request.task_id] = task
+        if request.options.trace == "summary":
+            self._summary_only.add(request.task_id)
 
     async def _handle_task(self, request: TaskRequest) -> None:
         try:
             reply = await self._answer(request)
         finally:
             self._in_flight.pop(request.task_id, None)
+            self._summary_only.discard(request.task_id)
         if isinstance(reply, TaskAnswer):
             self._remember(reply)
         self._publish(request.reply_topic, reply)
@@ -276,6 +281,8 @@ class RouterService:
         return future.result()
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
+        if task_id in self._summary_only and event not in SUMMARY_EVENTS:
+            return  # nobody follows this task step by step: a packet (and its encoding) saved
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=data)  # type: ignore[arg-type]
         self._publish(self.topics.task_events(task_id), message, qos=0)
 

@@ -132,6 +132,7 @@ class TaskOptions(WireModel):
     benchmark: str | None = Field(default=None, max_length=64)
     difficulty: Literal["simple", "hard"] | None = None
     gold_answer: str | None = Field(default=None, max_length=10_000)
+    trace: Literal["full", "summary"] = "full"  # summary: only the answered / failed event (nobody follows)
 
 
 class TaskRequest(WireModel):
