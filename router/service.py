@@ -90,6 +90,7 @@ class RouterService:
         self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
+        self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ class RouterService:
     # --- tasks ----------------------------------------------------------------------------------------------
 
     def _on_submit(self, topic: str, payload: bytes) -> None:
+        self.submissions_received += 1
         try:
             request: TaskRequest = decode(payload, TaskRequest)
         except MessageError as error:
