@@ -28,7 +28,7 @@ from router.brain import RoutingBrain
 from router.identity import resolve_identity
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
-from router.registry import AgentRegistry, RouterRoster
+from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.screening import AgentView
 from shared.config import ConnectionSettings, RouterSettings
 from shared.errors import MessageError
@@ -177,9 +177,12 @@ class RouterService:
             self._fail_pending({agent.agent_id for agent in beacon.agents}, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:
-        state = self._decode_or_log(payload, NodeState)
-        if state is not None:
-            self.registry.apply_state(state, time.monotonic())
+        try:
+            state = parse_state(payload)
+        except MessageError as error:
+            log.info("ignoring a malformed NodeState: %s", error)
+            return
+        self.registry.apply_state(state, time.monotonic())
 
     def _on_presence(self, topic: str, payload: bytes) -> None:
         if not payload:

@@ -117,3 +117,16 @@ def test_an_agent_that_moves_to_another_node_stays_indexed_under_it() -> None:
     registry.forget_node("old")
     (view,) = registry.live_agents(2.0)
     assert (view.agent_id, view.node_id) == ("roamer", "new")
+
+
+def test_parse_state_takes_a_state_and_refuses_what_decode_refuses() -> None:
+    from router.registry import parse_state
+    from shared.errors import MessageError
+    from shared.messages import encode
+
+    state = NodeState(node_id="n1", epoch=3, agents=(AgentState(agent_id="a", load=0.5, in_flight=1, queue_length=0),))
+    assert parse_state(encode(state)) == state
+    bad = encode(state).replace(b'"latency_ema_ms":0.0', b'"latency_ema_ms":Infinity')
+    for payload in (bad, b"{}", b"[[[[", encode(state).replace(b"node_state", b"node_beacon"), b"x" * 2_000_000):
+        with pytest.raises(MessageError):
+            parse_state(payload)
