@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -211,15 +212,15 @@ class Setup:
     def __enter__(self) -> Setup:
         from shared.config import ConnectionSettings
 
-        self._context = processes(*self.commands, env=dict(os.environ, PYTHONPATH=str(Path.cwd())))
-        started = self._context.__enter__()
+        self._stack = contextlib.ExitStack()
+        started = self._stack.enter_context(processes(*self.commands, env=dict(os.environ, PYTHONPATH=str(Path.cwd()))))
         self.router_pids = [process.pid for process in started[:-1]]
         self.connection = ConnectionSettings(fabric=self.fabric, brokers=(self.url,))
         wait_for_agents(self.status_files, self.nodes, timeout_s=60 + self.nodes / 100)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._context.__exit__(*exc_info)
+        self._stack.close()
 
     def router_cpu(self) -> float:
         return sum(cpu_seconds({str(pid): pid for pid in self.router_pids}).values())
@@ -332,7 +333,8 @@ def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def print_summary(result: dict[str, Any]) -> None:
     print(f"scale: {result['tasks']} tasks (cot_count 3) one at a time per fleet size; {result['cpu']} CPUs")
     print(
-        f"  {'nodes':>6} {'CPU/task ms':>12} {'(gross)':>8} {'p50 ms':>8} {'p95 ms':>8} {'ingest core':>12} {'RSS MB':>7}"
+        f"  {'nodes':>6} {'CPU/task ms':>12} {'(gross)':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'ingest core':>12} {'RSS MB':>7}"
     )
     for row in result["sizes"]:
         print(
@@ -341,7 +343,8 @@ def print_summary(result: dict[str, Any]) -> None:
         )
     for row in result.get("routers", []):
         print(
-            f"  {row['routers']} router(s), shared subscription: {row['tasks_per_s']:.0f} tasks/s ({row['clients']} clients)"
+            f"  {row['routers']} router(s), shared subscription: {row['tasks_per_s']:.0f} tasks/s "
+            f"({row['clients']} clients)"
         )
     for goal in result["goals"].values():
         print(f"  {goal['what']}: {goal['value']} (goal {goal['goal']}: {'met' if goal['met'] else 'MISSED'})")

@@ -187,10 +187,10 @@ class FleetIndex:
 class LivePool(Sequence[Any]):
     """The live agents at one instant, as a sequence of `AgentView`s built on demand, and a fast screen."""
 
-    def __init__(self, index: FleetIndex, now: float, stale_after_s: float, reliability: Mapping[str, float]):
-        self.index = index
+    def __init__(self, fleet: FleetIndex, now: float, stale_after_s: float, reliability: Mapping[str, float]):
+        self.fleet = fleet
         self.reliability = reliability
-        self.live = np.flatnonzero(index.live_mask(now, stale_after_s))
+        self.live = np.flatnonzero(fleet.live_mask(now, stale_after_s))
         self._views: list[Any] | None = None
 
     def __len__(self) -> int:
@@ -208,16 +208,16 @@ class LivePool(Sequence[Any]):
 
     def _all(self) -> list[Any]:
         if self._views is None:
-            self._views = [self.index.view(int(slot), self.reliability) for slot in self.live]
+            self._views = [self.fleet.view(int(slot), self.reliability) for slot in self.live]
         return self._views
 
     def views_of(self, agent_ids: Iterable[str]) -> dict[str, Any]:
         """The views of some agents, built for those alone."""
         found = {}
         for agent_id in agent_ids:
-            slot = self.index.slot(agent_id)
+            slot = self.fleet.slot(agent_id)
             if slot is not None:
-                found[agent_id] = self.index.view(slot, self.reliability)
+                found[agent_id] = self.fleet.view(slot, self.reliability)
         return found
 
     def screen(
@@ -231,21 +231,21 @@ class LivePool(Sequence[Any]):
         weights: Any,
     ) -> list[tuple[str, float, float, float, float]]:
         """Top-L (agent id, match, prior, stability, score) over the available live agents, best first."""
-        index = self.index
-        slots = self.live[index.available[self.live]]
+        fleet = self.fleet
+        slots = self.live[fleet.available[self.live]]
         if top_l < 1 or not slots.size:
             return []
-        matches = index.profiles.matches(requirement_text, required_tags)[index.profile[slots]]
+        matches = fleet.profiles.matches(requirement_text, required_tags)[fleet.profile[slots]]
         priors = self._priors(slots, prior, benchmark, difficulty)
-        load = np.minimum(np.maximum(index.load[slots], 0.0), 1.0)
-        responsive = np.minimum(np.maximum(index.latency[slots], 0.0), weights.latency_cap_ms) / weights.latency_cap_ms
+        load = np.minimum(np.maximum(fleet.load[slots], 0.0), 1.0)
+        responsive = np.minimum(np.maximum(fleet.latency[slots], 0.0), weights.latency_cap_ms) / weights.latency_cap_ms
         stabilities = (weights.idle + weights.responsive + weights.available) - (
             weights.idle * load + weights.responsive * responsive
         )
         scores = weights.match * matches + weights.prior * priors + weights.stability * stabilities
         order = self._top_order(slots, scores, top_l)
         return [
-            (index.agent_ids[slots[i]], float(matches[i]), float(priors[i]), float(stabilities[i]), float(scores[i]))
+            (fleet.agent_ids[slots[i]], float(matches[i]), float(priors[i]), float(stabilities[i]), float(scores[i]))
             for i in order
         ]
 
@@ -255,13 +255,13 @@ class LivePool(Sequence[Any]):
             return priors
         known = _known_agents(prior)
         if known is None or len(known) > len(slots):  # ask the source about every candidate
-            ids = [self.index.agent_ids[slot] for slot in slots]
+            ids = [self.fleet.agent_ids[slot] for slot in slots]
             values = [prior.get(i, DEFAULT_PRIOR) for i in ids] if isinstance(prior, Mapping) else None
             if values is None:
                 values = [prior(i, benchmark, difficulty) for i in ids]
             return np.minimum(np.maximum(np.array(values, dtype=float), 0.0), 1.0)
         for agent_id in known:
-            slot = self.index.slot(agent_id)
+            slot = self.fleet.slot(agent_id)
             if slot is None:
                 continue
             position = int(np.searchsorted(slots, slot))
@@ -278,10 +278,10 @@ class LivePool(Sequence[Any]):
         else:
             contenders = np.arange(len(scores))
         if len(contenders) <= _SMALL_TIE:
-            ids = self.index.agent_ids
+            ids = self.fleet.agent_ids
             ranked = sorted(contenders.tolist(), key=lambda i: (-scores[i], ids[slots[i]]))
             return ranked[:top_l]
-        rank = self.index.id_rank()[slots[contenders]]
+        rank = self.fleet.id_rank()[slots[contenders]]
         return contenders[np.lexsort((rank, -scores[contenders]))][:top_l].tolist()
 
 

@@ -36,7 +36,6 @@ from shared.messages import (
     Bid,
     ErrorReply,
     NodeBeacon,
-    NodeState,
     RebirthRequest,
     RouterPresence,
     RunRequest,

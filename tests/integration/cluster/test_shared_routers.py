@@ -8,7 +8,6 @@ rendezvous hashing, where each router decodes every submission and answers the o
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 

@@ -81,7 +81,7 @@ def test_a_homogeneous_idle_fleet_breaks_ties_by_agent_id() -> None:
 
 
 def test_states_update_the_index_in_place_and_offline_nodes_leave_it() -> None:
-    registry, states = fleet(50, seed=1)
+    registry, _ = fleet(50, seed=1)
     busy = NodeState(
         node_id="n3",
         epoch=1,
