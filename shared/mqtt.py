@@ -277,8 +277,8 @@ class FabricClient:
 
     # --- paho plumbing ------------------------------------------------------------------------------------
 
-    def _build_paho(self, will: WillMessage | None) -> BufferedPahoClient:
-        client = BufferedPahoClient(
+    def _build_paho(self, will: WillMessage | None) -> paho.Client:
+        client = (BufferedPahoClient if self.settings.buffered_reads else paho.Client)(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv311,
@@ -463,7 +463,8 @@ class FabricClient:
         for _ in range(MAX_READS_PER_WAKEUP):
             if self._paho.socket() is not sock or sock is None:
                 break
-            if not (self._paho.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending())):
+            buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
+            if not (buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending())):
                 break
             self._paho.loop_read()
 

@@ -143,12 +143,13 @@ def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], No
     show_default=True,
     help="Trace events per task: every step, or the final one only (nobody follows).",
 )
+@click.option("--buffered-reads", is_flag=True, help="Router, agents and client read the socket buffered.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, as_json: bool) -> None:
+def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, buffered_reads: bool, as_json: bool) -> None:
     """Routing overhead per task (echo agents) next to a bare paho relay of the same 4 hops."""
     from bench import fabric_overhead
 
-    result = fabric_overhead.measure(tasks, clients, brokers or ("mosquitto", "amqtt"), trace)
+    result = fabric_overhead.measure(tasks, clients, brokers or ("mosquitto", "amqtt"), trace, buffered_reads)
     _report(result, fabric_overhead.print_summary, as_json)
 
 
