@@ -141,13 +141,15 @@ def run_fleet(port: int, fabric: str, nodes: int, interval_s: float, connections
 # --- the router ------------------------------------------------------------------------------------------------
 
 
-def run_router(url: str, fabric: str, router_id: str, status_file: Path, share_group: str | None) -> None:
+def run_router(
+    url: str, fabric: str, router_id: str, status_file: Path, share_group: str | None, buffered: bool = False
+) -> None:
     """The real router; writes its live agent count to `status_file` every 0.2 s, until terminated."""
     from router.service import RouterConfig, RouterService
     from shared.config import ConnectionSettings
 
     async def serve() -> None:
-        connection = ConnectionSettings(fabric=fabric, brokers=(url,))
+        connection = ConnectionSettings(fabric=fabric, brokers=(url,), buffered_reads=buffered)
         config = RouterConfig(router_id=router_id, connection=connection, share_group=share_group)
         service = RouterService(config)
         await service.start()
@@ -197,14 +199,17 @@ async def client_loop(connection: Any, tasks: int, clients: int) -> tuple[list[f
 class Setup:
     """Fleet and routers on one broker for the duration of a `with` block."""
 
-    def __init__(self, url: str, directory: Path, nodes: int, routers: int = 1, share: bool = False) -> None:
-        self.url, self.directory, self.nodes = url, directory, nodes
+    def __init__(
+        self, url: str, directory: Path, nodes: int, routers: int = 1, share: bool = False, buffered: bool = False
+    ) -> None:
+        self.url, self.directory, self.nodes, self.buffered = url, directory, nodes, buffered
         self.fabric = f"scale-{uuid.uuid4().hex[:6]}"
         self.status_files = [directory / f"{self.fabric}-r{n}" for n in range(routers)]
         me = [sys.executable, "-m", "bench.scale", "--url", url, "--fabric", self.fabric]
         self.commands = [
             [*me, "--role", "router", "--router-id", f"r{n}", "--status-file", str(path)]
             + (["--share-group", "bench"] if share else [])
+            + (["--buffered-reads"] if buffered else [])
             for n, path in enumerate(self.status_files)
         ]
         self.commands.append([*me, "--role", "fleet", "--fleet-nodes", str(nodes)])
@@ -215,7 +220,7 @@ class Setup:
         self._stack = contextlib.ExitStack()
         started = self._stack.enter_context(processes(*self.commands, env=dict(os.environ, PYTHONPATH=str(Path.cwd()))))
         self.router_pids = [process.pid for process in started[:-1]]
-        self.connection = ConnectionSettings(fabric=self.fabric, brokers=(self.url,))
+        self.connection = ConnectionSettings(fabric=self.fabric, brokers=(self.url,), buffered_reads=self.buffered)
         wait_for_agents(self.status_files, self.nodes, timeout_s=60 + self.nodes / 100)
         return self
 
@@ -237,8 +242,8 @@ class Setup:
         return (self.router_cpu() - before) / (time.monotonic() - started)
 
 
-def measure_size(url: str, directory: Path, nodes: int, tasks: int, idle_s: float) -> SizeFigures:
-    with Setup(url, directory, nodes) as setup:
+def measure_size(url: str, directory: Path, nodes: int, tasks: int, idle_s: float, buffered: bool) -> SizeFigures:
+    with Setup(url, directory, nodes, buffered=buffered) as setup:
         asyncio.run(client_loop(setup.connection, 20, 1))  # warm-up
         ingest = setup.ingest_share(idle_s)
         before, started = setup.router_cpu(), time.monotonic()
@@ -258,8 +263,8 @@ def measure_size(url: str, directory: Path, nodes: int, tasks: int, idle_s: floa
         )
 
 
-def measure_fleet_only(url: str, directory: Path, nodes: int, idle_s: float) -> dict[str, float]:
-    with Setup(url, directory, nodes) as setup:
+def measure_fleet_only(url: str, directory: Path, nodes: int, idle_s: float, buffered: bool) -> dict[str, float]:
+    with Setup(url, directory, nodes, buffered=buffered) as setup:
         time.sleep(1.0)
         return {
             "nodes": nodes,
@@ -268,10 +273,12 @@ def measure_fleet_only(url: str, directory: Path, nodes: int, idle_s: float) -> 
         }
 
 
-def measure_routers(url: str, directory: Path, counts: list[int], tasks: int, clients: int) -> list[dict[str, Any]]:
+def measure_routers(
+    url: str, directory: Path, counts: list[int], tasks: int, clients: int, buffered: bool
+) -> list[dict[str, Any]]:
     rows = []
     for routers in counts:
-        with Setup(url, directory, 100, routers=routers, share=True) as setup:
+        with Setup(url, directory, 100, routers=routers, share=True, buffered=buffered) as setup:
             asyncio.run(client_loop(setup.connection, 20, clients))  # warm-up
             _, throughput = asyncio.run(client_loop(setup.connection, tasks, clients))
             rows.append({"routers": routers, "tasks_per_s": round(throughput, 1), "clients": clients})
@@ -285,17 +292,18 @@ def measure(
     ingest_nodes: int = 10_000,
     routers: list[int] | None = None,
     clients: int = 8,
+    buffered: bool = False,
 ) -> dict[str, Any]:
-    """Every figure of the scale benchmark, with the goals as met / missed."""
-    result: dict[str, Any] = {"tasks": tasks, "sizes": [], "cpu": os.cpu_count()}
+    """Every figure of the scale benchmark, with the goals as met / missed (`buffered`: routers read buffered)."""
+    result: dict[str, Any] = {"tasks": tasks, "sizes": [], "cpu": os.cpu_count(), "buffered": buffered}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as temporary, broker("mosquitto", Path(temporary)) as url:
         directory = Path(temporary)
         for size in sorted(nodes):
-            result["sizes"].append(asdict(measure_size(url, directory, size, tasks, idle_s)))
+            result["sizes"].append(asdict(measure_size(url, directory, size, tasks, idle_s, buffered)))
         if ingest_nodes:
-            result["fleet"] = measure_fleet_only(url, directory, ingest_nodes, idle_s)
+            result["fleet"] = measure_fleet_only(url, directory, ingest_nodes, idle_s, buffered)
         if routers:
-            result["routers"] = measure_routers(url, directory, routers, tasks * 2, clients)
+            result["routers"] = measure_routers(url, directory, routers, tasks * 2, clients, buffered)
     result["goals"] = goals(result)
     return result
 
@@ -331,7 +339,8 @@ def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    print(f"scale: {result['tasks']} tasks (cot_count 3) one at a time per fleet size; {result['cpu']} CPUs")
+    reads = "buffered reads" if result.get("buffered") else "paho reads"
+    print(f"scale: {result['tasks']} tasks (cot_count 3) one at a time per fleet size; {result['cpu']} CPUs; {reads}")
     print(
         f"  {'nodes':>6} {'CPU/task ms':>12} {'(gross)':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'ingest core':>12} {'RSS MB':>7}"
@@ -358,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-nodes", type=int, default=10_000)
     parser.add_argument("--routers", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--buffered-reads", action="store_true", help="Routers and clients read buffered.")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", choices=["router", "fleet"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -368,7 +378,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet-nodes", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.role == "router":
-        run_router(arguments.url, arguments.fabric, arguments.router_id, arguments.status_file, arguments.share_group)
+        run_router(
+            arguments.url,
+            arguments.fabric,
+            arguments.router_id,
+            arguments.status_file,
+            arguments.share_group,
+            arguments.buffered_reads,
+        )
     elif arguments.role == "fleet":
         run_fleet(int(arguments.url.rsplit(":", 1)[1]), arguments.fabric, arguments.fleet_nodes, 5.0)
     else:
@@ -379,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
             arguments.ingest_nodes,
             arguments.routers,
             arguments.clients,
+            arguments.buffered_reads,
         )
         print(json.dumps(result, indent=2)) if arguments.json else print_summary(result)
 

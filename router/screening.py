@@ -16,14 +16,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from router.candidates import LivePool
+from router.candidates import DEFAULT_PRIOR, LivePool
 from router.capabilities import agent_profile, match_scores
 
 PriorFunction = Callable[[str, str, str], float]
 """prior(agent_id, benchmark, difficulty) -> prior success estimate in [0, 1]."""
 PriorSource = PriorFunction | Mapping[str, float] | None
-
-DEFAULT_PRIOR = 0.5
 
 
 @dataclass(frozen=True)

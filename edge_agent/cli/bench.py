@@ -190,6 +190,7 @@ def vote(delay: float, repeats: int, broker_kind: str, as_json: bool) -> None:
 @click.option("--ingest-nodes", default=10_000, show_default=True, type=click.IntRange(min=0), help="0: skip.")
 @click.option("--routers", default="1,2,4", show_default=True, help="Router counts for tasks/s ('' to skip).")
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
+@click.option("--buffered-reads", is_flag=True, help="Routers and clients read the socket buffered.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def scale(
     node_counts: tuple[int, ...],
@@ -199,6 +200,7 @@ def scale(
     ingest_nodes: int,
     routers: str,
     clients: int,
+    buffered_reads: bool,
     as_json: bool,
 ) -> None:
     """Router CPU per task and p50/p95 against fleet size (emulated fleet), state ingest, RSS, 1/2/4 routers."""
@@ -213,7 +215,7 @@ def scale(
         ) from None
     if any(count < 1 for count in counts):
         raise click.BadParameter("router counts must be at least 1", param_hint="--routers")
-    result = experiment.measure(nodes, tasks, idle, ingest_nodes, counts, clients)
+    result = experiment.measure(nodes, tasks, idle, ingest_nodes, counts, clients, buffered_reads)
     _report(result, experiment.print_summary, as_json)
 
 
