@@ -37,6 +37,7 @@ system-deps:
 	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	! command -v dpkg >/dev/null 2>&1 || dpkg -s $(BOARD_PACKAGES) >/dev/null 2>&1 || missing="$$missing $(BOARD_PACKAGES)"; \
+	{ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: setup system-deps

@@ -212,7 +212,9 @@ def measure_relay(url: str, tasks: int, clients: int) -> Figures:
 # --- the router ----------------------------------------------------------------------------------------------
 
 
-async def router_client_loop(connection: object, tasks: int, clients: int) -> tuple[list[float], list[float], float]:
+async def router_client_loop(
+    connection: object, tasks: int, clients: int, trace: str = "full"
+) -> tuple[list[float], list[float], float]:
     """`clients` FabricTaskClients, each submitting its share one after the other; latencies and overheads in ms."""
     from shared.client import FabricTaskClient
 
@@ -224,7 +226,9 @@ async def router_client_loop(connection: object, tasks: int, clients: int) -> tu
         async with FabricTaskClient(connection) as client:  # type: ignore[arg-type]
             for _ in range(count):
                 started = time.perf_counter()
-                answer = await client.submit("What is 6 * 7?", cot_count=1, plan_k=1, deadline_s=30, timeout_s=30)
+                answer = await client.submit(
+                    "What is 6 * 7?", cot_count=1, plan_k=1, deadline_s=30, timeout_s=30, trace=trace
+                )
                 wall = (time.perf_counter() - started) * 1000
                 backend = sum(ballot.latency_ms for subtask in answer.subtasks for ballot in subtask.ballots)
                 latencies.append(wall)
@@ -250,29 +254,31 @@ async def wait_until_routed(connection: object, timeout_s: float = 30.0) -> None
                 await asyncio.sleep(0.2)
 
 
-def measure_router(url: str, tasks: int, clients: int, directory: Path) -> Figures:
+def measure_router(
+    url: str, tasks: int, clients: int, directory: Path, trace: str = "full", buffered: bool = False
+) -> Figures:
     from shared.config import ConnectionSettings
 
     fabric = f"bench-{uuid.uuid4().hex[:6]}"
     node_config = directory / f"{fabric}.yaml"
     agent = {"preset": "math", "backend": "echo", "max_in_flight": 8, "backend_settings": {"delay_s": 0.0}}
-    node_config.write_text(json.dumps({"agents": [agent, agent]}))  # JSON is YAML
+    node_config.write_text(json.dumps({"agents": [agent, agent], "connection": {"buffered_reads": buffered}}))
     env = dict(os.environ, SYMPHONY_EDGE_STATE_DIR=str(directory / "state"))
     common = ["--broker", url, "--fabric", fabric]
     cli = [sys.executable, "-m", "edge_agent.cli"]
     node = [*cli, "start", "-c", str(node_config), "--node-id", "bench-node", *common]
-    router = [*cli, "router", "--router-id", "bench-router", *common]
-    connection = ConnectionSettings(fabric=fabric, brokers=(url,))
+    router = [*cli, "router", "--router-id", "bench-router", "-c", str(node_config), *common]
+    connection = ConnectionSettings(fabric=fabric, brokers=(url,), buffered_reads=buffered)
     with processes(node, router, env=env) as (node_process, router_process):
         cpu_ms: dict[str, float] = {}
 
         async def scenario() -> tuple[list[float], list[float], float]:
             await wait_until_routed(connection)
-            await router_client_loop(connection, 50, 1)  # warm-up
-            latencies, overheads, _ = await router_client_loop(connection, tasks, 1)
+            await router_client_loop(connection, 50, 1, trace)  # warm-up
+            latencies, overheads, _ = await router_client_loop(connection, tasks, 1, trace)
             watched = {"router": router_process.pid, "agent": node_process.pid, "client": os.getpid()}
             before = cpu_seconds(watched)
-            _, _, throughput = await router_client_loop(connection, tasks * 2, clients)
+            _, _, throughput = await router_client_loop(connection, tasks * 2, clients, trace)
             after = cpu_seconds(watched)
             cpu_ms.update({name: (after[name] - before[name]) * 1000 / (tasks * 2) for name in watched})
             return latencies, overheads, throughput
@@ -331,24 +337,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clients", type=int, default=4, help="Concurrent clients of the throughput phase.")
     parser.add_argument("--brokers", default="mosquitto,amqtt", help="Comma-separated: mosquitto, amqtt.")
+    parser.add_argument("--trace", choices=["full", "summary"], default="full", help="The tasks' trace option.")
+    parser.add_argument("--buffered-reads", action="store_true", help="Router, agents and client read buffered.")
     parser.add_argument("--role", choices=["relay-router", "relay-agent"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.role:
         run_relay_role(arguments.role, arguments.port)
         return
-    print_summary(measure(arguments.tasks, arguments.clients, tuple(arguments.brokers.split(","))))
+    brokers = tuple(arguments.brokers.split(","))
+    print_summary(measure(arguments.tasks, arguments.clients, brokers, arguments.trace, arguments.buffered_reads))
 
 
-def measure(tasks: int = 300, clients: int = 4, brokers: tuple[str, ...] = ("mosquitto", "amqtt")) -> dict[str, Any]:
-    """Relay and router figures per broker, with the router/relay ratios."""
-    result: dict[str, Any] = {"tasks": tasks, "clients": clients, "brokers": {}}
+def measure(
+    tasks: int = 300,
+    clients: int = 4,
+    brokers: tuple[str, ...] = ("mosquitto", "amqtt"),
+    trace: str = "full",
+    buffered: bool = False,
+) -> dict[str, Any]:
+    """Relay and router figures per broker, with the router/relay ratios (`trace`: the tasks' trace option)."""
+    result: dict[str, Any] = {"tasks": tasks, "clients": clients, "trace": trace, "buffered": buffered, "brokers": {}}
     with tempfile.TemporaryDirectory(prefix="fabric-overhead-") as temporary:
         directory = Path(temporary)
         for kind in brokers:
             with broker(kind, directory) as url:
                 relay = measure_relay(url, tasks, clients)
-                router = measure_router(url, tasks, clients, directory)
+                router = measure_router(url, tasks, clients, directory, trace, buffered)
             result["brokers"][kind] = {
                 "relay": asdict(relay),
                 "router": asdict(router),
@@ -360,7 +375,9 @@ def measure(tasks: int = 300, clients: int = 4, brokers: tuple[str, ...] = ("mos
 
 def print_summary(result: dict[str, Any]) -> None:
     tasks, clients = result["tasks"], result["clients"]
-    print(f"fabric overhead: {tasks} tasks one at a time, {2 * tasks} with {clients} clients")
+    trace = result.get("trace", "full")
+    reads = "buffered reads" if result.get("buffered") else "paho reads"
+    print(f"fabric overhead: {tasks} tasks one at a time, {2 * tasks} with {clients} clients (trace {trace}, {reads})")
     for kind, figures in result["brokers"].items():
         report(kind, Figures(**figures["relay"]), Figures(**figures["router"]), result["clients"])
 

@@ -54,6 +54,7 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (f"{p}/router/+/inbox", flow("results", {"agent"}, {"router"})),
         (f"{p}/router/+/bids", flow("bids", {"agent"}, {"router"})),
         (topics.bid_request(), flow("bid requests", {"router"}, {"agent"})),
+        (topics.rebirth(), flow("rebirth requests", {"router"}, {"node"})),
         (f"{p}/agent/+/run", flow("runs", {"router"}, {"agent"})),
         (topics.task_submit(), flow("submissions", {"client"}, {"router"})),
         (topics.all_task_events(), flow("events", {"router"}, {"client", "observer"})),

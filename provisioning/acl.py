@@ -42,7 +42,7 @@ def node_account(
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
-    subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request()]
+    subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request(), topics.rebirth()]
     subscribe += [topics.agent_run(agent_id) for agent_id in agent_ids]
     if router_id is not None:
         publish += _router_publish(topics, router_id)
@@ -62,6 +62,7 @@ def _router_publish(topics: Topics, router_id: str) -> list[str]:
         topics.router_presence(router_id),
         topics.bid_request(),
         topics.ledgers(),  # claims and answers shared between routers (router.ledger)
+        topics.rebirth(),
     ]
 
 

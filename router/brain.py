@@ -22,7 +22,7 @@ from router.linucb import LinUCBConfig, LinUCBPolicy, context_features
 from router.priors import PriorTable
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardLedger
-from router.screening import AgentView, ScoredCandidate, screen
+from router.screening import AgentView, ScoredCandidate, screen, views_of
 
 RELIABILITY_RATE = 0.1
 
@@ -72,7 +72,7 @@ class RoutingBrain:
         )
         if not candidates:
             return []
-        views = {agent.agent_id: agent for agent in agents}
+        views = views_of(agents, [c.agent_id for c in candidates])
         contexts = {c.agent_id: self._context(c, views[c.agent_id], difficulty) for c in candidates}
         selection = self.policy.select(contexts, self.rng)
         first, kind = selection.arm, task_kind(benchmark, difficulty)

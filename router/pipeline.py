@@ -166,7 +166,7 @@ class TaskPipeline:
         self,
         request: TaskRequest,
         brain: RoutingBrain,
-        live_agents: Callable[[], list[AgentView]],
+        live_agents: Callable[[], Sequence[AgentView]],
         port: RunPort,
         router_id: str,
         clock: Callable[[], float],

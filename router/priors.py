@@ -47,6 +47,7 @@ class PriorTable:
         self.strength = strength
         self.max_keys = max_keys
         self._counts: dict[Key, list[float]] = {}
+        self._agents: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -61,6 +62,7 @@ class PriorTable:
                 if len(self._counts) >= self.max_keys:
                     continue
                 counts = self._counts[key] = [0.0, 0.0]
+                self._agents.add(agent_id)
             counts[0] += float(success)
             counts[1] += 1.0
 
@@ -73,8 +75,16 @@ class PriorTable:
         return value
 
     def for_capability(self, capability: str | None) -> PriorFunction:
-        """The prior(agent_id, benchmark, difficulty) function screening reads, for one subtask capability."""
-        return lambda agent_id, benchmark, difficulty: self.estimate(agent_id, benchmark, difficulty, capability)
+        """The prior(agent_id, benchmark, difficulty) function screening reads, for one subtask capability.
+
+        It also says which agents have outcomes (`known_agents`): every other one has the default prior, so
+        screening a large fleet asks only about those.
+        """
+        return _CapabilityPrior(self, capability)
+
+    def known_agents(self) -> set[str]:
+        """The agents with at least one counted outcome."""
+        return self._agents
 
     def outcomes(self, agent_id: str) -> int:
         """How many outcomes of the agent have been counted."""
@@ -97,7 +107,22 @@ class PriorTable:
             if not 0.0 <= successes <= trials:
                 raise ValueError(f"malformed priors row {row!r}")
             table._counts[(str(row[0]), str(row[1]), str(row[2]), str(row[3]))] = [successes, trials]
+            table._agents.add(str(row[0]))
         return table
+
+
+class _CapabilityPrior:
+    """prior(agent_id, benchmark, difficulty) for one capability, with the agents that have outcomes."""
+
+    def __init__(self, table: PriorTable, capability: str | None) -> None:
+        self.table = table
+        self.capability = capability
+
+    def __call__(self, agent_id: str, benchmark: str, difficulty: str) -> float:
+        return self.table.estimate(agent_id, benchmark, difficulty, self.capability)
+
+    def known_agents(self) -> set[str]:
+        return self.table.known_agents()
 
 
 def _levels(agent_id: str, benchmark: str | None, difficulty: str | None, capability: str | None) -> list[Key]:

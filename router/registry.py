@@ -7,92 +7,122 @@ run (older epoch) never removes the current run's agents. A node whose messages 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.screening import AgentView
-from shared.liveness import supersedes
-from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RouterPresence
+from pydantic import ValidationError
 
-DEFAULT_RELIABILITY = 0.5
+from router.candidates import DEFAULT_RELIABILITY, FleetIndex, LivePool
+from shared.liveness import supersedes
+from shared.messages import DEFAULT_MAX_PAYLOAD_BYTES, AgentInfo, NodeBeacon, NodeState, RouterPresence, decode
+
+__all__ = ["DEFAULT_RELIABILITY", "AgentRegistry", "NodeRecord", "RouterRoster", "parse_state"]
 
 
 @dataclass
 class NodeRecord:
     beacon: NodeBeacon
     last_seen: float
-    states: dict[str, AgentState] = field(default_factory=dict)
+    slots: list[int] = field(default_factory=list)
+    agent_ids: frozenset[str] = frozenset()
 
     @property
     def online(self) -> bool:
         return self.beacon.status == "online"
 
 
+def parse_state(payload: bytes) -> NodeState:
+    """A NodeState from its JSON payload, or MessageError: the generic `decode`, at a third of its cost.
+
+    States are the router's most frequent message (one per node every few seconds). A NodeState holds only flat
+    fields, so pydantic's own JSON parser bounds the nesting that `decode` walks separately; payloads naming
+    NaN or Infinity (not JSON, which pydantic would accept) and failures go through `decode` for its checks
+    and its error message.
+    """
+    if len(payload) <= DEFAULT_MAX_PAYLOAD_BYTES and b"Infinity" not in payload and b"NaN" not in payload:
+        try:
+            return NodeState.model_validate_json(payload)
+        except ValidationError:
+            pass
+    return decode(payload, NodeState)  # raises MessageError saying what is wrong
+
+
 class AgentRegistry:
-    """Nodes and agents as the router last heard of them."""
+    """Nodes and agents as the router last heard of them, indexed for screening (`router.candidates`).
+
+    Beacons add and remove a node's agents in the index; states update their load, latency and availability
+    in place. Neither walks the fleet, and `live_agents` hands screening a `LivePool` over the index.
+    """
 
     def __init__(self, stale_after_s: float = 30.0) -> None:
         self.stale_after_s = stale_after_s
         self.nodes: dict[str, NodeRecord] = {}
+        self.index = FleetIndex()
 
     def apply_beacon(self, beacon: NodeBeacon, now: float) -> bool:
         """Take a beacon into account; returns False when it is older than what we hold (ignored)."""
         record = self.nodes.get(beacon.node_id)
         if not supersedes(beacon, record.beacon if record is not None else None):
             return False
-        states = record.states if record is not None and record.beacon.epoch == beacon.epoch else {}
-        self.nodes[beacon.node_id] = NodeRecord(beacon, now, states)
+        same_run = record is not None and record.online and record.beacon.epoch == beacon.epoch
+        agent_ids = frozenset(info.agent_id for info in beacon.agents)
+        if same_run and beacon.status == "online" and record is not None and record.agent_ids == agent_ids:
+            record.beacon, record.last_seen = beacon, now  # a repeated birth (rebirth): keep the states
+            self.index.touch(record.slots, now)
+            return True
+        if record is not None:
+            self._unindex(record)
+        slots = (
+            [self.index.add(info, beacon.node_id, now) for info in beacon.agents] if beacon.status == "online" else []
+        )
+        self.nodes[beacon.node_id] = NodeRecord(beacon, now, slots, agent_ids)
         return True
 
     def forget_node(self, node_id: str) -> None:
         """The node was decommissioned (its retained beacon was cleared)."""
-        self.nodes.pop(node_id, None)
+        record = self.nodes.pop(node_id, None)
+        if record is not None:
+            self._unindex(record)
 
     def apply_state(self, state: NodeState, now: float) -> bool:
         record = self.nodes.get(state.node_id)
         if record is None or record.beacon.epoch != state.epoch or not record.online:
             return False
         record.last_seen = now
-        record.states = {agent.agent_id: agent for agent in state.agents}
+        self.index.touch(record.slots, now)
+        for agent in state.agents:
+            if agent.agent_id in record.agent_ids:
+                self.index.update(agent.agent_id, agent.load, agent.latency_ema_ms, agent.available)
         return True
 
     def is_live(self, record: NodeRecord, now: float) -> bool:
         return record.online and now - record.last_seen <= self.stale_after_s
 
-    def live_agents(self, now: float, reliability: dict[str, float] | None = None) -> list[AgentView]:
-        """Every agent of every live node, with its latest dynamic state."""
-        views = []
-        for record in self.nodes.values():
-            if not self.is_live(record, now):
-                continue
-            for info in record.beacon.agents:
-                views.append(_view(record, info, reliability or {}))
-        return views
+    def live_agents(self, now: float, reliability: Mapping[str, float] | None = None) -> LivePool:
+        """Every agent of every live node, with its latest dynamic state (views are built on demand)."""
+        return LivePool(self.index, now, self.stale_after_s, reliability or {})
 
     def agent_ids_of(self, node_id: str) -> set[str]:
         record = self.nodes.get(node_id)
         return {info.agent_id for info in record.beacon.agents} if record else set()
 
     def agent_info(self, agent_id: str) -> AgentInfo | None:
-        for record in self.nodes.values():
+        slot = self.index.slot(agent_id)
+        if slot is not None:
+            return self.index.infos[slot]
+        for record in self.nodes.values():  # an agent of an offline node
             for info in record.beacon.agents:
                 if info.agent_id == agent_id:
                     return info
         return None
 
-
-def _view(record: NodeRecord, info: AgentInfo, reliability: dict[str, float]) -> AgentView:
-    state = record.states.get(info.agent_id)
-    return AgentView(
-        agent_id=info.agent_id,
-        node_id=record.beacon.node_id,
-        capabilities=info.capabilities,
-        persona=f"{info.persona} {info.description}".strip(),
-        load=state.load if state else 0.0,
-        latency_ms=state.latency_ema_ms if state else 0.0,
-        available=state.available if state else True,
-        reliability=reliability.get(info.agent_id, DEFAULT_RELIABILITY),
-        cost_per_1k_tokens=info.cost_per_1k_tokens or 0.0,
-    )
+    def _unindex(self, record: NodeRecord) -> None:
+        node_id = record.beacon.node_id
+        for agent_id in record.agent_ids:
+            slot = self.index.slot(agent_id)
+            if slot is not None and self.index.node_ids[slot] == node_id:  # not since taken over by another node
+                self.index.remove(agent_id)
+        record.slots = []
 
 
 class RouterRoster:

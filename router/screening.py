@@ -16,13 +16,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from router.candidates import DEFAULT_PRIOR, LivePool
 from router.capabilities import agent_profile, match_scores
 
 PriorFunction = Callable[[str, str, str], float]
 """prior(agent_id, benchmark, difficulty) -> prior success estimate in [0, 1]."""
 PriorSource = PriorFunction | Mapping[str, float] | None
-
-DEFAULT_PRIOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,14 @@ def screen(
     """Return the Top-L available agents for a requirement, best score first.
 
     `prior` is a mapping agent id -> prior, or a function (agent_id, benchmark, difficulty) -> prior;
-    agents without one get 0.5. When an agent id appears twice, the later view wins.
+    agents without one get 0.5. When an agent id appears twice, the later view wins. `agents` may be the
+    registry's `LivePool`, screened over its arrays with the same formula and the same order.
     """
     if top_l < 1:
         return []
+    if isinstance(agents, LivePool):  # the registry's indexed fleet: vectorised over its arrays
+        found = agents.screen(requirement_text, tuple(required_tags), prior, benchmark, difficulty, top_l, weights)
+        return [ScoredCandidate(*candidate) for candidate in found]
     live = _unique_available(agents)
     if not live:
         return []
@@ -110,6 +113,14 @@ def screen(
         ScoredCandidate(live[i].agent_id, float(matches[i]), float(priors[i]), float(stabilities[i]), float(scores[i]))
         for i in order
     ]
+
+
+def views_of(agents: Sequence[AgentView], agent_ids: Sequence[str]) -> dict[str, AgentView]:
+    """The views of some agents by id; on the registry's pool only those views are built."""
+    if isinstance(agents, LivePool):
+        return agents.views_of(agent_ids)
+    wanted = set(agent_ids)
+    return {agent.agent_id: agent for agent in agents if agent.agent_id in wanted}
 
 
 def _unique_available(agents: Sequence[AgentView]) -> list[AgentView]:

@@ -32,7 +32,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from router.identity import resolve_identity
 from router.ledger import DEFAULT_RETENTION_S, TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
-from router.registry import AgentRegistry, RouterRoster
+from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.screening import AgentView
 from shared.config import ConnectionSettings, RouterSettings
 from shared.errors import MessageError
@@ -53,7 +53,7 @@ from shared.messages import (
     ErrorReply,
     LedgerEntry,
     NodeBeacon,
-    NodeState,
+    RebirthRequest,
     RouterPresence,
     RunCancel,
     RunChunk,
@@ -72,6 +72,7 @@ from shared.mqtt import FabricClient, WillMessage
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+SUMMARY_EVENTS = frozenset({"answered", "failed"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class RouterConfig:
     agent_wait_s: float = 5.0  # a task that finds no live agent waits this long (at most half its deadline)
     policy: str = "linucb"
     cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
+    rebirth_on_connect: bool = True  # ask live nodes to republish their beacons on every (re)connect
+    share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
 
 
 class RouterService:
@@ -116,8 +119,10 @@ class RouterService:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
         self._chunk_seq: dict[str, int] = {}
+        self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
+        self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -130,7 +135,7 @@ class RouterService:
             self.topics.beacons(): self._on_beacon,
             self.topics.states(): self._on_state,
             self.topics.router_presences(): self._on_presence,
-            self.topics.task_submit(): self._on_submit,
+            self._submit_filter(): self._on_submit,
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
             self.topics.ledgers(): self._on_ledger,
@@ -152,6 +157,12 @@ class RouterService:
         while heard != self._ledger_heard and time.monotonic() < deadline:
             heard = self._ledger_heard
             await asyncio.sleep(self.config.join_sync_s)
+
+    def _submit_filter(self) -> str:
+        """task/submit, shared by the routers of a group when one is configured (each task reaches one of them)."""
+        if self.config.share_group is None:
+            return self.topics.task_submit()
+        return self.topics.shared(self.config.share_group, self.topics.task_submit())
 
     async def stop(self) -> None:
         for task in [*self._background, *self._in_flight.values()]:
@@ -203,6 +214,14 @@ class RouterService:
         self.client.publish(self.topics.router_presence(self.router_id), self._presence("online"), retain=True)
         if self.client.connect_count > 1:
             self._reask(lambda request: True)
+        if self.config.rebirth_on_connect:  # brokers that lose retained beacons or keep them node-local
+            self.request_rebirth()
+
+    def request_rebirth(self, spread_s: float = 1.0) -> None:
+        """Ask every live node to republish its beacon (Sparkplug's rebirth); answers come within `spread_s`."""
+        assert self.client is not None
+        request = RebirthRequest(router_id=self.router_id, spread_s=spread_s, sent_at=time.time())
+        self.client.publish(self.topics.rebirth(), request)
 
     # --- fabric state ---------------------------------------------------------------------------------------
 
@@ -233,9 +252,12 @@ class RouterService:
             self._fail_pending(agent_ids, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:
-        state = self._decode_or_log(payload, NodeState)
-        if state is not None:
-            self.registry.apply_state(state, time.monotonic())
+        try:
+            state = parse_state(payload)
+        except MessageError as error:
+            log.info("ignoring a malformed NodeState: %s", error)
+            return
+        self.registry.apply_state(state, time.monotonic())
 
     def _on_presence(self, topic: str, payload: bytes) -> None:
         if not payload:
@@ -280,12 +302,13 @@ class RouterService:
     def _live_instances(self) -> dict[str, str]:
         return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}
 
-    def live_agents(self) -> list[AgentView]:
+    def live_agents(self) -> Sequence[AgentView]:
         return self.registry.live_agents(time.monotonic(), self.brain.reliability)
 
     # --- tasks ----------------------------------------------------------------------------------------------
 
     def _on_submit(self, topic: str, payload: bytes) -> None:
+        self.submissions_received += 1
         try:
             request = decode(payload)
             if isinstance(request, TaskCancel):
@@ -299,8 +322,8 @@ class RouterService:
         if request.task_id in self._in_flight:
             self._acknowledge_resend(request)  # ours even if its ownership moved since: we finish it
             return
-        if rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
-            return  # another live router owns this task
+        if self.config.share_group is None and rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
+            return  # another live router owns this task (with a shared subscription the broker chose us)
         client = self.topics.reply_owner(request.reply_topic)
         if client is None:
             log.warning(
@@ -329,6 +352,8 @@ class RouterService:
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
         self._in_flight[request.task_id] = task
         self._requests[request.task_id] = request
+        if request.options.trace == "summary":
+            self._summary_only.add(request.task_id)
 
     def _on_task_cancel(self, cancel: TaskCancel) -> None:
         """The client went away: stop the task (its runs are cancelled on their agents); no reply follows."""
@@ -346,6 +371,7 @@ class RouterService:
             self._event_topics.pop(request.task_id, None)
             self._requests.pop(request.task_id, None)
             self._chunk_seq.pop(request.task_id, None)
+            self._summary_only.discard(request.task_id)
         earlier = self.ledger.answered(request.task_id)
         if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
             reply = earlier.answer.model_copy(update={"replayed": True})
@@ -399,7 +425,7 @@ class RouterService:
         if request.options.selection == "registry":
             return self.live_agents
         assert self.client is not None
-        views = await self.bids.collect(self.client, self.topics, self.router_id, request, self.live_agents())
+        views = await self.bids.collect(self.client, self.topics, self.router_id, request, list(self.live_agents()))
         self.emit(request.task_id, "screened", {"bids": [view.agent_id for view in views]})
         return lambda: views
 
@@ -453,6 +479,8 @@ class RouterService:
         topic = self._event_topics.get(task_id)
         if topic is None:
             return  # not a task of ours (or already answered): nobody to tell
+        if task_id in self._summary_only and event not in SUMMARY_EVENTS:
+            return  # nobody follows this task step by step: a packet (and its encoding) saved
         public = without_gold(data)
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
         self._publish(topic, message, qos=0)
@@ -576,6 +604,8 @@ def router_config(
         seed=settings.seed,
         frozen=frozen,
         policy=settings.policy,
+        share_group=settings.share_group,
+        rebirth_on_connect=settings.rebirth_on_connect,
     )
 
 

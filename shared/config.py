@@ -76,6 +76,9 @@ class ConnectionSettings(StrictModel):
     # While connected to a broker other than the first: probe the first this often (a TCP connect) and move
     # back to it once it answers (0: stay where we are).
     fail_back_probe_s: float = Field(default=5.0, ge=0, le=3600)
+    # Read what the socket holds in one recv instead of paho's recv per header byte (fewer system calls per
+    # message; off by default: the faster reads change timings the reliability suite was tuned on).
+    buffered_reads: bool = False
 
     @field_validator("brokers")
     @classmethod
@@ -119,6 +122,8 @@ class RouterSettings(StrictModel):
     stale_after_s: float = Field(default=30.0, gt=0)
     seed: int = 0
     policy: Literal["linucb", "cost_aware"] = "linucb"  # cost_aware: router/cost_policy.py
+    rebirth_on_connect: bool = True  # ask nodes to republish beacons on connect (brokers without retained)
+    share_group: Id | None = None  # routers of a group share task/submit ($share/...; mosquitto, EMQX, HiveMQ)
 
 
 class EmbeddedBrokerSettings(StrictModel):

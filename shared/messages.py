@@ -136,6 +136,7 @@ class TaskOptions(WireModel):
     budget: NonNegative | None = None  # most a run may cost, in cost units (cost_per_1k_tokens x tokens / 1000)
     stream: bool = False  # stream the tokens of a single-run task (TaskChunk), progress of a vote
     agent_id: Id | None = None  # run on this agent only (a direct run, e.g. the gateway's `agent:<id>` models)
+    trace: Literal["full", "summary"] = "full"  # summary: only the answered / failed event (nobody follows)
 
 
 class TaskRequest(WireModel):
@@ -363,6 +364,17 @@ class LedgerEntry(WireModel):
     at: float = Field(ge=0.0)
 
 
+class RebirthRequest(WireModel):
+    """A router asks every live node to publish its beacon again (Sparkplug's rebirth), for brokers that keep
+    no retained message, keep it node-local, or send none to wildcard filters. Nodes answer within `spread_s`."""
+
+    kind: Literal["rebirth_request"] = "rebirth_request"
+    v: Literal[1] = SCHEMA_VERSION
+    router_id: Id
+    spread_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -380,6 +392,7 @@ Message = (
     | TaskCancel
     | ErrorReply
     | LedgerEntry
+    | RebirthRequest
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

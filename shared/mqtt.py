@@ -43,6 +43,9 @@ ConnectedCallback = Callable[[], "Awaitable[None] | None"]
 MIN_RECONNECT_DELAY_S = 0.2
 MAX_RECONNECT_DELAY_S = 5.0
 KEEPALIVE_TICK_S = 0.5
+RECV_CHUNK = 65536
+MAX_READS_PER_WAKEUP = 10_000
+RESUBSCRIBE_DELAY_S = 1.0
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -58,6 +61,9 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """True when `topic` matches the subscription filter (MQTT 3.1.1 §4.7: + and # wildcards, $ topics apart)."""
     if topic_filter == topic:
         return True
+    if topic_filter.startswith("$share/"):  # a shared subscription ($share/{group}/{filter}) matches as its filter
+        parts = topic_filter.split("/", 2)
+        return len(parts) == 3 and topic_matches(parts[2], topic)
     if "+" not in topic_filter and "#" not in topic_filter:
         return False
     wanted = topic_filter.split("/")
@@ -91,6 +97,35 @@ class FailBackPolicy:
         return min(2.0, max(0.2, self.interval_s / 2))
 
 
+class BufferedPahoClient(paho.Client):
+    """paho, reading what the socket holds in one recv instead of one recv per header byte.
+
+    paho reads a packet as recv(1) for the command, recv(1) per remaining-length byte, then the body: three or
+    more system calls per message. Here one recv of up to RECV_CHUNK bytes fills a buffer that those reads are
+    served from; the owner keeps calling `loop_read` while `buffered()` (the selector cannot see these bytes).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rx_sock: Any = None
+        self._rx = bytearray()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._sock is not self._rx_sock:  # a new connection: nothing buffered belongs to it
+            self._rx_sock, self._rx = self._sock, bytearray()
+        if not self._rx:
+            chunk = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when empty, b"" at end of stream
+            if not chunk:
+                return chunk
+            self._rx += chunk
+        data = bytes(self._rx[:bufsize])
+        del self._rx[:bufsize]
+        return data
+
+    def buffered(self) -> bool:
+        return bool(self._rx) and self._sock is self._rx_sock and self._sock is not None
+
+
 def unique_client_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -119,6 +154,7 @@ class FabricClient:
         self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
         self._pending_acks: dict[int, asyncio.Future[None]] = {}
+        self._subscribing: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE mid -> its filters
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
         self._connecting: asyncio.Future[Any] | None = None
@@ -186,6 +222,8 @@ class FabricClient:
         if not self.is_connected:
             return  # on_connect subscribes every registered filter
         result, mid = self._paho.subscribe(topic_filter, qos)
+        if mid is not None:
+            self._subscribing[mid] = [(topic_filter, qos)]
         ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None else None
         if ack is not None and mid is not None:
             await self._wait_ack(mid, ack, timeout=self.settings.connect_timeout_s)
@@ -240,7 +278,7 @@ class FabricClient:
     # --- paho plumbing ------------------------------------------------------------------------------------
 
     def _build_paho(self, will: WillMessage | None) -> paho.Client:
-        client = paho.Client(
+        client = (BufferedPahoClient if self.settings.buffered_reads else paho.Client)(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv311,
@@ -285,6 +323,8 @@ class FabricClient:
         self._attempts = 0
         filters = [(topic_filter, qos) for topic_filter, (qos, _) in list(self._handlers.items())]
         mid = client.subscribe(filters)[1] if filters else None
+        if mid is not None:
+            self._subscribing[mid] = filters
         # Queued before the SUBACK can be handed over, so _handle_connected registers the ack future in time.
         self._call_in_loop(self._handle_connected, mid)
 
@@ -344,7 +384,23 @@ class FabricClient:
         self._call_in_loop(self._resolve_ack, mid)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        filters = self._subscribing.pop(mid, [])
+        failed = [f for f, reason in zip(filters, reasons, strict=False) if getattr(reason, "is_failure", False)]
+        if failed:  # e.g. a NATS cluster re-electing the JetStream leaders behind QoS 1 subscriptions
+            log.warning("%s refused subscriptions %s; retrying in %g s", self.broker, failed, RESUBSCRIBE_DELAY_S)
+            self._call_in_loop(self._resubscribe_later, failed)
         self._on_ack(client, userdata, mid, reasons, properties)
+
+    def _resubscribe_later(self, filters: list[tuple[str, int]]) -> None:
+        if self._loop is not None:
+            self._loop.call_later(RESUBSCRIBE_DELAY_S, self._resubscribe, filters)
+
+    def _resubscribe(self, filters: list[tuple[str, int]]) -> None:
+        wanted = [(f, qos) for f, qos in filters if f in self._handlers]
+        if wanted and self.is_connected and not self._closing:
+            mid = self._paho.subscribe(wanted)[1]
+            if mid is not None:
+                self._subscribing[mid] = wanted
 
     # --- the socket on the event loop ---------------------------------------------------------------------
     # paho calls these from the loop thread, except while `reconnect` runs in its worker thread: then the
@@ -403,8 +459,13 @@ class FabricClient:
     def _on_readable(self) -> None:
         self._paho.loop_read()
         sock = self._paho.socket()
-        # TLS may hold decrypted bytes that the selector cannot see: read them now.
-        while isinstance(sock, ssl.SSLSocket) and sock.pending() and self._paho.socket() is sock:
+        # Our read buffer, and TLS, may hold bytes that the selector cannot see: read them now.
+        for _ in range(MAX_READS_PER_WAKEUP):
+            if self._paho.socket() is not sock or sock is None:
+                break
+            buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
+            if not (buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending())):
+                break
             self._paho.loop_read()
 
     def _on_writable(self) -> None:

@@ -79,6 +79,10 @@ class Topics:
         """An agent's RunRequests, and the RunCancels of those runs (same topic: delivered in order)."""
         return f"{self.prefix}/agent/{validate_id(agent_id, 'agent id')}/run"
 
+    def rebirth(self) -> str:
+        """Routers ask live nodes to republish their beacons here (a `RebirthRequest`)."""
+        return f"{self.prefix}/rebirth"
+
     # routers
     def router_presence(self, router_id: str) -> str:
         return f"{self.prefix}/router/{validate_id(router_id, 'router id')}"
@@ -138,6 +142,10 @@ class Topics:
             return None
         owner = topic[len(head) : len(topic) - len(suffix)]
         return owner if _VALID_ID.fullmatch(owner) else None
+
+    def shared(self, group: str, topic_filter: str) -> str:
+        """A shared subscription (`$share/{group}/{filter}`): the broker hands each message to one member."""
+        return f"$share/{validate_id(group, 'share group')}/{topic_filter}"
 
     def last_level(self, topic: str) -> str:
         """The id in the last level of a beacon/state/presence topic."""

@@ -146,12 +146,20 @@ def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], No
 @click.option("--tasks", default=300, show_default=True, type=click.IntRange(min=10), help="Tasks one at a time.")
 @click.option("--clients", default=4, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
 @click.option("--broker", "brokers", multiple=True, type=click.Choice(["mosquitto", "amqtt"]), help="Default: both.")
+@click.option(
+    "--trace",
+    type=click.Choice(["full", "summary"]),
+    default="full",
+    show_default=True,
+    help="Trace events per task: every step, or the final one only (nobody follows).",
+)
+@click.option("--buffered-reads", is_flag=True, help="Router, agents and client read the socket buffered.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def fabric(tasks: int, clients: int, brokers: tuple[str, ...], as_json: bool) -> None:
+def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, buffered_reads: bool, as_json: bool) -> None:
     """Routing overhead per task (echo agents) next to a bare paho relay of the same 4 hops."""
     from bench import fabric_overhead
 
-    result = fabric_overhead.measure(tasks, clients, brokers or ("mosquitto", "amqtt"))
+    result = fabric_overhead.measure(tasks, clients, brokers or ("mosquitto", "amqtt"), trace, buffered_reads)
     _report(result, fabric_overhead.print_summary, as_json)
 
 
@@ -206,6 +214,45 @@ def early_stop(tasks: int, slow: str, as_json: bool) -> None:
     from bench import early_stop as experiment
 
     _report(experiment.measure(tasks, slow), experiment.print_summary, as_json)
+
+
+@bench.command()
+@click.option(
+    "--nodes", "node_counts", multiple=True, type=click.IntRange(min=1), help="Fleet sizes: --nodes 10 100 ..."
+)
+@click.argument("more_nodes", nargs=-1, type=click.IntRange(min=1))
+@click.option("--tasks", default=100, show_default=True, type=click.IntRange(min=10), help="Tasks per fleet size.")
+@click.option("--idle", default=5.0, show_default=True, type=float, help="Seconds of state ingest measured.")
+@click.option("--ingest-nodes", default=10_000, show_default=True, type=click.IntRange(min=0), help="0: skip.")
+@click.option("--routers", default="1,2,4", show_default=True, help="Router counts for tasks/s ('' to skip).")
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
+@click.option("--buffered-reads", is_flag=True, help="Routers and clients read the socket buffered.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def scale(
+    node_counts: tuple[int, ...],
+    more_nodes: tuple[int, ...],
+    tasks: int,
+    idle: float,
+    ingest_nodes: int,
+    routers: str,
+    clients: int,
+    buffered_reads: bool,
+    as_json: bool,
+) -> None:
+    """Router CPU per task and p50/p95 against fleet size (emulated fleet), state ingest, RSS, 1/2/4 routers."""
+    from bench import scale as experiment
+
+    nodes = [*node_counts, *more_nodes] or [10, 100, 1000, 5000]
+    try:
+        counts = [int(value) for value in routers.split(",") if value.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{routers!r} is not a comma-separated list of numbers", param_hint="--routers"
+        ) from None
+    if any(count < 1 for count in counts):
+        raise click.BadParameter("router counts must be at least 1", param_hint="--routers")
+    result = experiment.measure(nodes, tasks, idle, ingest_nodes, counts, clients, buffered_reads)
+    _report(result, experiment.print_summary, as_json)
 
 
 @bench.command()

@@ -28,6 +28,10 @@ from shared.config import NodeConfig, RouterSettings
 @click.option("--frozen", is_flag=True, help="Evaluation mode: route with the saved state, learn nothing.")
 @click.option("--seed", type=int, default=None, help="Seed of the tie-breaking random generator.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
+@click.option(
+    "--share-group",
+    help="Share task/submit with the routers of this group ($share/GROUP/...; brokers with shared subscriptions).",
+)
 def router(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -37,22 +41,28 @@ def router(
     frozen: bool,
     seed: int | None,
     metrics_port: int | None,
+    share_group: str | None,
 ) -> None:
     """Host the Symphony pipeline (planning, Top-L + LinUCB routing, CoT voting) until Ctrl+C."""
     overrides: dict[str, Any] = {"connection.fabric": fabric, "metrics_port": metrics_port}
     if brokers:
         overrides["connection.brokers"] = list(brokers)
     config = load_config(config_path, **overrides)
-    run_async(_serve(config, router_id, state_file, frozen, seed))
+    run_async(_serve(config, router_id, state_file, frozen, seed, share_group))
 
 
 async def _serve(
-    config: NodeConfig, router_id: str | None, state_file: Path | None, frozen: bool, seed: int | None
+    config: NodeConfig,
+    router_id: str | None,
+    state_file: Path | None,
+    frozen: bool,
+    seed: int | None,
+    share_group: str | None = None,
 ) -> None:
     from router.service import RouterService, router_config
 
     base = config.router or RouterSettings()
-    updates = {"router_id": router_id, "state_file": state_file, "seed": seed}
+    updates = {"router_id": router_id, "state_file": state_file, "seed": seed, "share_group": share_group}
     settings = base.model_copy(update={key: value for key, value in updates.items() if value is not None})
     try:
         service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import time
 import uuid
@@ -30,6 +31,7 @@ from shared.messages import (
     ErrorReply,
     NodeBeacon,
     NodeState,
+    RebirthRequest,
     RunCancel,
     RunChunk,
     RunRequest,
@@ -74,6 +76,7 @@ class EdgeNode:
         self._state_loop: asyncio.Task[None] | None = None
         self.discovery: HomeAssistantDiscovery | None = None
         self.recent = RecentRuns()
+        self._rebirth: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class EdgeNode:
         for agent_id in self.workers:
             await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
         await self.client.subscribe(self.topics.bid_request(), self._on_bid_request)
+        await self.client.subscribe(self.topics.rebirth(), self._on_rebirth_request)
         await self.client.connect()
         if self.settings.home_assistant_prefix is not None:
             self.discovery = HomeAssistantDiscovery(self.client, self.topics, self.settings.home_assistant_prefix)
@@ -221,6 +225,30 @@ class EdgeNode:
         )
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
+
+    def _on_rebirth_request(self, topic: str, payload: bytes) -> None:
+        """A router asks live nodes to republish their beacons (it could not learn them from retained messages).
+
+        The beacon goes out after a random delay within the request's `spread_s`, so a large fleet does not
+        answer in one burst; requests arriving while one is pending are folded into it.
+        """
+        try:
+            request: RebirthRequest = decode(payload, RebirthRequest)
+        except MessageError as error:
+            log.info("ignoring a malformed rebirth request: %s", error)
+            return
+        if self._rebirth is None or self._rebirth.done():
+            delay_s = random.uniform(0.0, request.spread_s)
+            self._rebirth = asyncio.create_task(
+                self._rebirth_after(delay_s), name=f"node[{self.settings.node_id}].rebirth"
+            )
+            self._tasks.add(self._rebirth)
+            self._rebirth.add_done_callback(self._tasks.discard)
+
+    async def _rebirth_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if self.client is not None and self.client.is_connected:
+            self._announce()
 
     def _on_bid_request(self, topic: str, payload: bytes) -> None:
         assert self.client is not None

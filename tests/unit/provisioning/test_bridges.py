@@ -67,6 +67,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "router/+/inbox": "out",  # A's agents answer B's router
         "router/+/bids": "out",
         "bid/request": "in",
+        "rebirth": "in",  # B's router asks A's nodes for their beacons
         "agent/+/run": "in",  # B's router runs A's agents
         "task/submit": "out",  # A's client asks B's router
         "task/+/+/events": "in",
@@ -79,6 +80,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "router/+/inbox": "in",
         "router/+/bids": "in",
         "bid/request": "out",
+        "rebirth": "out",
         "agent/+/run": "out",
         "task/submit": "in",
         "task/+/+/events": "out",
@@ -100,7 +102,7 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
 
 def test_a_failover_hub_bridges_every_topic_both_ways() -> None:
     bridged = bridge_topics(TOPICS, ALL_ROLES, ALL_ROLES)
-    assert len(bridged) == 11
+    assert len(bridged) == 12  # every fabric topic (broker.bridges.flows)
     assert {topic.direction for topic in bridged} == {"both"}
 
 

@@ -106,6 +106,7 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/beacon/node-a",
         f"{p}/state/node-a",
         f"{p}/bid/request",
+        f"{p}/rebirth",
         f"{p}/agent/node-a-writer/run",
         f"{p}/agent/node-a-math-1/run",
     }

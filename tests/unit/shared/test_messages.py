@@ -20,6 +20,7 @@ from shared.messages import (
     LedgerEntry,
     NodeBeacon,
     NodeState,
+    RebirthRequest,
     RouterPresence,
     RunCancel,
     RunChunk,
@@ -147,6 +148,7 @@ SAMPLES: list[WireModel] = [
         answer=TaskAnswer(task_id="task-1", router_id="r1", answer="42"),
         at=1.0,
     ),
+    RebirthRequest(router_id="router-1", spread_s=0.5, sent_at=3.0),
 ]
 
 
