@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make run    set everything up, then run the demo (broker + three SmolLM2 agents + router + one question)
-#   make test   set everything up (mosquitto and chromium via apt when missing), then run the test suite
+#   make test   set everything up (the test tools below via apt when missing), then run the test suite
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -26,8 +26,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/edge-agent demo
 
-# Integration tests run mosquitto as a process; the dashboard test drives headless Chromium; the multi-host
-# provisioning test runs sshd in network namespaces (openssh-server, iproute2) and checks units (systemd).
+# Integration tests run mosquitto and a NATS cluster as processes; the dashboard test drives headless Chromium;
+# the gateway test uses curl; the multi-host provisioning test runs sshd in network namespaces (openssh-server,
+# iproute2) and checks units (systemd).
 system-deps:
 	@missing=""; \
 	{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
