@@ -15,7 +15,7 @@ from bench.experiments.config import ExperimentConfig
 from bench.experiments.episode import Episode, run_episode
 from bench.experiments.metrics import mean_std
 from bench.experiments.output import ExperimentResult, Progress, Row, plus_minus, write_csv
-from bench.experiments.policies import make_policy
+from bench.experiments.policies import POLICY_NAMES, make_policy
 
 PUBLISHED: dict[str, tuple[float, float]] = {
     # policy here: (success rate, total cost) in the seed's table (its "random" is our random_topL,
@@ -28,15 +28,7 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 
 
 class Exp1Config(ExperimentConfig):
-    policies: tuple[str, ...] = (
-        "always_A",
-        "static_rule",
-        "random",
-        "random_topL",
-        "seed_linucb",
-        "linucb",
-        "cost_aware",
-    )
+    policies: tuple[str, ...] = tuple(name for name in POLICY_NAMES if name != "cost_aware_nobudget")
 
     @property
     def episode_count(self) -> int:

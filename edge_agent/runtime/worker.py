@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 from edge_agent.backends.base import Backend, BackendError, Generation, GenerationOptions, StreamingBackend
 from edge_agent.personas import build_messages
 from edge_agent.runtime.metrics import AgentMetrics
-from shared.messages import AgentInfo, AgentState, RunChunk, RunRequest, RunResult
+from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult
 
 ChunkPublisher = Callable[[RunChunk], None]
 
@@ -259,13 +260,4 @@ class AgentWorker:
         )
 
 
-_ERROR_KINDS = {
-    "timeout",
-    "backend_error",
-    "bad_request",
-    "busy",
-    "payment_required",
-    "server_error",
-    "logic_error",
-    "cancelled",
-}
+_ERROR_KINDS = frozenset(get_args(ErrorKind))
