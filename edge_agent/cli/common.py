@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Coroutine
 from pathlib import Path
@@ -31,6 +32,25 @@ def load_config(config_path: Path | None, **overrides: Any) -> NodeConfig:
         return load_node_config(config_path, **overrides)
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
+
+
+def fabric_config(
+    config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, **overrides: Any
+) -> NodeConfig:
+    """`load_config` with the usual command-line overrides: `--broker` (when given) and `--fabric`."""
+    settings: dict[str, Any] = {"connection.fabric": fabric, **overrides}
+    if brokers:
+        settings["connection.brokers"] = list(brokers)
+    return load_config(config_path, **settings)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: a long-running command stops cleanly when it is set."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    return stop
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.common import (
+    broker_option,
+    config_option,
+    fabric_config,
+    fabric_option,
+    run_async,
+    stop_on_signals,
+)
 from shared.config import NodeConfig
 
 
@@ -40,10 +44,8 @@ def dashboard(
     than loopback, the page asks for the fabric's MQTT username and password (HTTP basic auth), or takes one of
     the gateway's API keys (--keys-file) as a bearer token: the same authentication as `edge-agent gateway`.
     """
-    overrides: dict[str, Any] = {"connection.fabric": fabric}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    run_async(_serve(load_config(config_path, **overrides), host, port, keys_file))
+    config = fabric_config(config_path, brokers, fabric)
+    run_async(_serve(config, host, port, keys_file))
 
 
 async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None) -> None:
@@ -54,10 +56,7 @@ async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | Non
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 
     server = DashboardServer(config.connection, host, port, load_keys(keys_file) if keys_file else None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop.set)
+    stop = stop_on_signals()
     try:
         await server.start()
     except OSError as error:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -13,9 +10,10 @@ from edge_agent.cli.common import (
     broker_option,
     check_reachable,
     config_option,
+    fabric_config,
     fabric_option,
-    load_config,
     run_async,
+    stop_on_signals,
 )
 from shared.config import NodeConfig
 
@@ -45,10 +43,8 @@ def gateway(
 
     Models: `symphony` (the whole pipeline), `symphony-vote-N` (N voted runs), `agent:<id>` (one agent directly).
     """
-    overrides: dict[str, Any] = {"connection.fabric": fabric}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    run_async(_serve(load_config(config_path, **overrides), host, port, keys_file, deadline_s))
+    config = fabric_config(config_path, brokers, fabric)
+    run_async(_serve(config, host, port, keys_file, deadline_s))
 
 
 async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None, deadline_s: float) -> None:
@@ -58,10 +54,7 @@ async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | Non
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
     server = GatewayServer(config.connection, host, port, keys_file, deadline_s)
     check_reachable(config.connection)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop.set)
+    stop = stop_on_signals()
     try:
         await server.start()
     except OSError as error:

@@ -17,17 +17,10 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.common import broker_option, config_option, fabric_config, fabric_option, run_async
 from shared.config import ConnectionSettings, NodeConfig
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
-
-
-def _config(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, **extra: Any) -> NodeConfig:
-    overrides: dict[str, Any] = {"connection.fabric": fabric, **extra}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    return load_config(config_path, **overrides)
 
 
 def _quiet_transport_logs() -> None:
@@ -68,7 +61,7 @@ def status(
 ) -> None:
     """Show the nodes, agents and routers of the fabric (one snapshot)."""
     _quiet_transport_logs()
-    config = _config(config_path, brokers, fabric)
+    config = fabric_config(config_path, brokers, fabric)
     snapshot = run_async(_collect(_quick_connect(config.connection, connect_timeout), wait_s))
     from edge_agent.observe.render import status_text
 
@@ -114,7 +107,7 @@ def top(
 ) -> None:
     """Live view of the fabric: nodes, agents, routers and recent tasks with their latency."""
     _quiet_transport_logs()
-    config = _config(config_path, brokers, fabric)
+    config = fabric_config(config_path, brokers, fabric)
     clear = sys.stdout.isatty() if clear is None else clear
     run_async(_top(config.connection, max(0.1, interval_s), iterations, task_count, clear))
 
@@ -165,7 +158,7 @@ def trace(
         validate_id(task_id, "task id")
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="TASK_ID") from None
-    config = _config(config_path, brokers, fabric)
+    config = fabric_config(config_path, brokers, fabric)
     click.echo(f"following task {task_id} on fabric {config.connection.fabric!r} (up to {timeout_s:g} s)")
     topic = _trace_topic(config, Topics(config.connection.fabric), task_id)
     outcome = run_async(_follow(_quick_connect(config.connection, min(timeout_s, 10.0)), topic, timeout_s))
@@ -242,7 +235,7 @@ def doctor(
     from edge_agent.observe.checks import exit_code, report_lines
     from edge_agent.observe.local import check_auto_backend, check_models
 
-    config = _config(config_path, brokers, fabric, node_id=node_id)
+    config = fabric_config(config_path, brokers, fabric, node_id=node_id)
     window = wait_s if wait_s is not None else min(config.state_interval_s + 1.0, 10.0)
     operator = config.role == "operator"  # an operator runs no agents: no models nor backends to check
     click.echo(f"doctor: {'operator' if operator else 'node'} {config.node_id!r}, fabric {config.connection.fabric!r}")

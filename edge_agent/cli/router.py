@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.common import (
+    broker_option,
+    config_option,
+    fabric_config,
+    fabric_option,
+    run_async,
+    stop_on_signals,
+)
 from shared.config import NodeConfig, RouterSettings
 
 
@@ -44,10 +49,7 @@ def router(
     share_group: str | None,
 ) -> None:
     """Host the Symphony pipeline (planning, Top-L + LinUCB routing, CoT voting) until Ctrl+C."""
-    overrides: dict[str, Any] = {"connection.fabric": fabric, "metrics_port": metrics_port}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    config = load_config(config_path, **overrides)
+    config = fabric_config(config_path, brokers, fabric, metrics_port=metrics_port)
     run_async(_serve(config, router_id, state_file, frozen, seed, share_group))
 
 
@@ -68,10 +70,7 @@ async def _serve(
         service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))
     except ValueError as error:  # an unreadable router-id or state file
         raise click.ClickException(str(error)) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop.set)
+    stop = stop_on_signals()
     await service.start()
     metrics = _serve_metrics(service, config.metrics_port) if config.metrics_port is not None else None
     click.echo(f"router {service.router_id} serving fabric {config.connection.fabric!r} (Ctrl+C to stop)")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_option, load_config, run_async
+from edge_agent.cli.common import broker_option, config_option, fabric_config, fabric_option, run_async
 from edge_agent.cli.main import package_version
 from shared.config import AgentConfig, NodeConfig
 
@@ -54,10 +54,7 @@ def start(
     Without -c, one agent is started from the quick flags. With -c, the quick flags override the file's
     connection settings and, when the file has exactly one agent, that agent's fields.
     """
-    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric, "metrics_port": metrics_port}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    config = load_config(config_path, **overrides)
+    config = fabric_config(config_path, brokers, fabric, node_id=node_id, metrics_port=metrics_port)
     config = _with_quick_agent(config, preset, model, backend, capabilities)
     config = _with_hosted_broker(config, host_broker, broker_port)
     if home_assistant and config.home_assistant is None:
@@ -131,10 +128,7 @@ def _router_companion(config: NodeConfig) -> Any:
 @click.option("--node-id", required=True, help="The node whose retained beacon to clear.")
 def decommission(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, node_id: str) -> None:
     """Remove a node from the fabric for good: clear its retained beacon and Home Assistant configs."""
-    overrides: dict[str, Any] = {"node_id": node_id, "connection.fabric": fabric}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    config = load_config(config_path, **overrides)
+    config = fabric_config(config_path, brokers, fabric, node_id=node_id)
     run_async(_clear_beacon(config))
     click.echo(f"cleared the retained beacon of {node_id}")
 

@@ -13,8 +13,8 @@ from edge_agent.cli.common import (
     broker_option,
     check_reachable,
     config_option,
+    fabric_config,
     fabric_option,
-    load_config,
     run_async,
 )
 from shared.errors import TransportError
@@ -67,10 +67,7 @@ def submit(
     agent_id: str | None,
 ) -> None:
     """Submit QUESTION and print the voted answer; exits 1 with a clear message on timeout or error."""
-    overrides: dict[str, Any] = {"connection.fabric": fabric}
-    if brokers:
-        overrides["connection.brokers"] = list(brokers)
-    config = load_config(config_path, **overrides)
+    config = fabric_config(config_path, brokers, fabric)
     options = {
         "plan_k": plan_k,
         "plan_mode": plan_mode,
