@@ -6,9 +6,12 @@
 Starts a broker (embedded amqtt by default, or mosquitto) in its own process, one router and `--agents` echo
 agents as `edge-agent` processes on loopback, then keeps `--concurrency` tasks in flight until the time is up.
 The RSS of the broker, the router and every agent is sampled once the warm-up is over and again at the end; the
-growth in % is printed per process, with a trajectory every 15 s. The router's bounded caches (512 text
-vectors of 2 KiB, 1,024 answers for replays) fill during the first ~1,000 tasks and then stay flat; the default
-warm-up is 25 % of the run, at most 2 min.
+growth in % is printed per process, with a trajectory every 15 s. The bounded caches fill during the warm-up and
+then stay flat: the router's 512 text vectors, the agents' last 1,024 runs, and the task ledger, whose answers
+(and their retained messages on the broker) are kept for the retention window. The router runs with a 20 s
+window here (`--retention`), so its ledger reaches its steady state within the warm-up; with the default 10 min
+window it would fill for 10 min (at most 20,000 entries, a few KiB each). The default warm-up is 25 % of the
+run, at most 2 min.
 Exit code 1 when a process grew by more than `--max-growth` % or a task was lost.
 
 Not part of CI: a meaningful soak takes minutes. The test suite only smoke-tests this script for a few seconds.
@@ -42,6 +45,7 @@ agents:
     backend_settings: {delay_s: %(delay)s}
 connection: {keepalive_s: 5}
 state_interval_s: 1
+router: {answer_retention_s: %(retention)s}
 """
 
 
@@ -62,6 +66,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.05, help="Echo backend delay per run in s (default 0.05).")
     parser.add_argument("--broker", choices=["amqtt", "mosquitto"], default="amqtt", help="Broker kind.")
     parser.add_argument("--warm-up", type=float, default=None, help="Seconds before the first RSS sample.")
+    parser.add_argument(
+        "--retention", type=float, default=20.0, help="The router's answer retention in s (default 20; see below)."
+    )
     parser.add_argument("--max-growth", type=float, default=10.0, help="Allowed RSS growth in %% (default 10).")
     return parser.parse_args(argv)
 
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"mqtt://127.0.0.1:{port}"
     fabric = f"soak-{uuid.uuid4().hex[:6]}"
     config_file = directory / "node.yaml"
-    config_file.write_text(AGENT_CONFIG % {"delay": args.delay})
+    config_file.write_text(AGENT_CONFIG % {"delay": args.delay, "retention": args.retention})
     processes: dict[str, subprocess.Popen[bytes]] = {"broker": start_broker(args.broker, port, directory)}
     try:
         wait_for_port(port)

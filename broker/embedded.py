@@ -5,12 +5,19 @@ the anonymous plugin on loopback, the password-file plugin otherwise. A topic AC
 per username, as rendered by provisioning) is enforced by amqtt's topic ACL plugin when given. With `tls`, the
 listener serves MQTT over TLS only (amqtt's listener `ssl`/`certfile`/`keyfile`/`cafile`), and with a CA it
 requires a client certificate signed by that CA, as the rendered mosquitto config does (`require_certificate`).
+
+Memory: every message the broker relays is a short-lived Python object of a few KiB (retained task-ledger
+entries above all). glibc keeps the freed memory in its arenas, fragmented, so the broker's RSS crept up by
+~0.5 MiB a minute under load while its live Python heap stayed flat (tracemalloc). The broker hands free memory
+back to the system every `TRIM_INTERVAL_S` (glibc's `malloc_trim`; nothing to do on other C libraries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ANONYMOUS_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 PASSWORD_FILE_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
+TRIM_INTERVAL_S = 30.0
 TOPIC_ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
 WILL_ACL_PLUGIN = "broker.will_acl.WillTopicACLPlugin"
 
@@ -103,6 +111,7 @@ class EmbeddedBroker:
         self.config = config
         self._amqtt_config = amqtt_config(config)
         self._broker: Any = None
+        self._trimming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -114,9 +123,15 @@ class EmbeddedBroker:
 
         self._broker = SymphonyBroker(self._amqtt_config)
         await self._broker.start()
+        trim = _malloc_trim()
+        if trim is not None:
+            self._trimming = asyncio.create_task(_trim_forever(trim), name="broker.trim")
         log.info("embedded amqtt broker listening on %s", self.url)
 
     async def stop(self) -> None:
+        if self._trimming is not None:
+            self._trimming.cancel()
+            self._trimming = None
         if self._broker is not None:
             with contextlib.suppress(Exception):  # amqtt may raise while tearing down closed sessions
                 await self._broker.shutdown()
@@ -128,6 +143,23 @@ class EmbeddedBroker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return None
+    try:
+        return ctypes.CDLL(library).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+async def _trim_forever(trim: Any) -> None:
+    while True:
+        await asyncio.sleep(TRIM_INTERVAL_S)
+        trim(0)
 
 
 async def serve_until_signalled(config: EmbeddedBrokerConfig, ready_message: bool = True) -> None:

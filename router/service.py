@@ -606,6 +606,8 @@ def router_config(
         policy=settings.policy,
         share_group=settings.share_group,
         rebirth_on_connect=settings.rebirth_on_connect,
+        answer_retention_s=settings.answer_retention_s,
+        answer_cache_size=settings.ledger_size,
     )
 
 

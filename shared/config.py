@@ -124,6 +124,8 @@ class RouterSettings(StrictModel):
     policy: Literal["linucb", "cost_aware"] = "linucb"  # cost_aware: router/cost_policy.py
     rebirth_on_connect: bool = True  # ask nodes to republish beacons on connect (brokers without retained)
     share_group: Id | None = None  # routers of a group share task/submit ($share/...; mosquitto, EMQX, HiveMQ)
+    answer_retention_s: float = Field(default=600.0, gt=0)  # how long an answered task id is replayed (ledger)
+    ledger_size: int = Field(default=20_000, ge=16)  # ledger entries kept at most (claims and answers)
 
 
 class EmbeddedBrokerSettings(StrictModel):

@@ -3,7 +3,7 @@
 A router re-asks its outstanding runs (same dispatch id) after a reconnect, when a node re-announces itself, and
 when a client resends the task. The node then runs a request only if it never saw its dispatch id; while the run
 is going it ignores the request (the result will come); once done it sends the kept result again. The last
-`capacity` dispatch ids are kept (default 4096: minutes of work for a node), the oldest go first.
+`capacity` dispatch ids are kept (default 1024: minutes of work for a board), the oldest go first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 
 from shared.messages import RunResult
 
-DEFAULT_CAPACITY = 4096
+DEFAULT_CAPACITY = 1024
 Seen = Literal["new", "running"] | RunResult
 
 
