@@ -19,6 +19,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from integration.reliability.fleet import Fleet, report_line
+
 from shared.client import FabricTaskClient, TaskTimeout
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
@@ -201,3 +203,20 @@ class LedgerLog:
             if entry.router_id == router_id and entry.instance_id not in seen:
                 seen.append(entry.instance_id)
         return seen
+
+
+def scenario_report(name: str, load: LoadLog, faults: list[float], runs_twice: int, extra: str = "") -> None:
+    """The figures of one scenario: tasks submitted, answered, lost, run twice, p95 latency of those in a fault."""
+    caught = load.caught_in(faults)
+    latencies = [r.latency_s for r in caught if r.latency_s is not None]
+    report_line(
+        name,
+        f"submitted={len(load.tasks)} answered={len(load.answered())} lost={len(load.lost())} "
+        f"run twice={runs_twice} caught in the fault={len(caught)} p95 latency of those={p95(latencies):.2f} s"
+        + (f"; {extra}" if extra else ""),
+    )
+
+
+def agent_logs(fleets: list[Fleet], agents: tuple[str, ...]) -> list[Path]:
+    """The logs of every process of `agents` in `fleets` (restarts included)."""
+    return sorted(path for fleet in fleets for agent in agents for path in fleet.directory.glob(f"{agent}.*.log"))
