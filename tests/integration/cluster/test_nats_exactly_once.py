@@ -80,7 +80,11 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             nats_cluster.brokers[victim].kill()
             node_fault.append(time.monotonic())
             moved = lambda: {"router-1", "edge-c"} <= watcher.announced_since(node_fault[0])  # noqa: E731
-            assert await watcher.wait_until(moved, 40), "router-1 and edge-c did not re-announce on another node"
+            assert await watcher.wait_until(moved, 40), (
+                watcher.announced_since(node_fault[0]),
+                on_node.log_text("router-1")[-3000:],
+                on_node.log_text("edge-c")[-3000:],
+            )
             await asyncio.to_thread(nats_cluster.brokers[victim].start)
             await asyncio.sleep(4.0)
 
