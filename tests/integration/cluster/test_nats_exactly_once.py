@@ -16,7 +16,8 @@ What is allowed: a task gets a TaskAnswer or, only if the cluster stalls longer 
 ErrorReply `timeout` or `no_agents` (a cluster re-electing JetStream leaders can hold a result past the run
 timeout and refuse the agents' re-subscriptions for 5-30 s; the existing cluster test allows the same). No task
 gets no reply; none gets two different answers; no dispatch is run twice; a task is run for both routers only if
-the killed router instance had claimed it and not answered it (its runs died with it: taken over).
+the killed router instance had claimed it and not answered it (its runs died with it: taken over). Finally,
+tasks the first router-1 answered are resubmitted: each is replayed with the same answer and no new run.
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ import time
 
 import pytest
 from integration.cluster.test_nats_cluster import KEEPALIVE_S, SUBACK_WAIT_S, connection
-from integration.reliability.counting import LedgerLog, LoadLog, agent_logs, agent_runs, continuous_load
-from integration.reliability.counting import scenario_report
+from integration.reliability.counting import (
+    LedgerLog,
+    LoadLog,
+    agent_logs,
+    agent_runs,
+    continuous_load,
+    replay_answered,
+    scenario_report,
+)
 from integration.reliability.fleet import Fleet, Watcher, bounded, slow_agents
 
-from shared.messages import ErrorReply
+from shared.messages import ErrorReply, TaskAnswer
 
 CLIENTS = 3
+AGENTS = ("edge-a", "edge-b", "edge-c")
 RUN_S = 2.5
 ALLOWED_ERRORS = ("timeout", "no_agents")
 
@@ -59,7 +68,7 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
     clients = connection([on_leader, on_spare, on_victim], fabric)
     load, node_fault, router_fault = LoadLog(), [], []
 
-    async def scenario() -> None:
+    async def scenario() -> tuple[list[TaskAnswer | object], int]:
         await watcher.start()
         await ledger.start()
         try:
@@ -68,19 +77,17 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             elsewhere.start_agent("edge-a")
             elsewhere.start_agent("edge-b")
             on_node.start_agent("edge-c")
-            everyone = ("edge-a", "edge-b", "edge-c")
-            ready = lambda: all(watcher.online(n) for n in everyone) and {"router-1", "router-2"} <= set(  # noqa: E731
-                watcher.presences
-            )
+            routers = {"router-1", "router-2"}
+            ready = lambda: all(watcher.online(n) for n in AGENTS) and routers <= set(watcher.presences)  # noqa: E731
             assert await watcher.wait_until(ready, 40), on_node.log_text("router-1")
             stop = asyncio.Event()
-            running = asyncio.ensure_future(continuous_load(clients, CLIENTS, stop, load, give_up_s=45.0))
+            running = asyncio.ensure_future(continuous_load(clients, CLIENTS, stop, load, give_up_s=60.0))
             await asyncio.sleep(4.0)
 
             nats_cluster.brokers[victim].kill()
             node_fault.append(time.monotonic())
             moved = lambda: {"router-1", "edge-c"} <= watcher.announced_since(node_fault[0])  # noqa: E731
-            assert await watcher.wait_until(moved, 40), (
+            assert await watcher.wait_until(moved, 60), (
                 watcher.announced_since(node_fault[0]),
                 on_node.log_text("router-1")[-3000:],
                 on_node.log_text("edge-c")[-3000:],
@@ -96,13 +103,15 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             await asyncio.sleep(4.0)
             stop.set()
             await running
-            await asyncio.sleep(0.5)
+            # Tasks the first router-1 answered, resubmitted now: replayed from the retained ledger (router-1
+            # read it back from the restarted server), with no new run.
+            return await replay_answered(clients, load, "router-1", 5, lambda: agent_logs(fleets, AGENTS))
         finally:
             await ledger.close()
             await watcher.close()
 
-    bounded(scenario(), 150)
-    runs = agent_runs(agent_logs(fleets, ("edge-a", "edge-b", "edge-c")))
+    replays, new_runs = bounded(scenario(), 200)
+    runs = agent_runs(agent_logs(fleets, AGENTS))
     instances = ledger.instances("router-1")
     taken_over = ledger.unfinished_claims("router-1", instances[0]) if instances else set()
     by_two = set(runs.by_two_routers())
@@ -119,11 +128,14 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
         router_fault,
         len(twice),
         f"{extra}; taken over from the killed router={len(by_two & taken_over)}; "
-        f"resends acknowledged={watcher.event_names()['resent']}",
+        f"resends acknowledged={watcher.event_names()['resent']}; answered tasks resubmitted after it came back: "
+        f"replayed {sum(isinstance(r, TaskAnswer) for r in replays)}/{len(replays)} (new runs: {new_runs})",
     )
     assert len(load.tasks) > 20 and load.answered()
     assert not silent, silent
     assert all(reply.code in ALLOWED_ERRORS for reply in errors), errors
     assert not twice, twice
     assert not two_answers, two_answers
+    assert replays and all(isinstance(r, TaskAnswer) for r in replays), replays
+    assert new_runs == 0
     assert all(fleet.alive(name) for fleet, name in ((elsewhere, "router-2"), (on_node, "router-1")))

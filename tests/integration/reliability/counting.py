@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,28 @@ async def resubmit(settings: ConnectionSettings, request: TaskRequest, attempts:
         raise TaskTimeout(f"no reply to the resubmitted task {request.task_id}")
     finally:
         await client.close()
+
+
+async def replay_answered(
+    settings: ConnectionSettings, load: LoadLog, router_id: str, count: int, logs: Callable[[], list[Path]]
+) -> tuple[list[TaskAnswer | object], int]:
+    """Resubmit up to `count` tasks that `router_id` answered, as their clients would.
+
+    Returns the replies (the TaskAnswer when replayed with the same answer, else `("not replayed", reply)`) and
+    the agent runs of those tasks made meanwhile (read from `logs()`; 0 when nothing ran again).
+    """
+    done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == router_id]
+    chosen = done[:count]
+    task_ids = {record.task_id for record in chosen}
+    before = agent_runs(logs()).total(task_ids)
+    replies: list[TaskAnswer | object] = []
+    for record in chosen:
+        assert record.request is not None and isinstance(record.reply, TaskAnswer)
+        reply = await resubmit(settings, record.request)
+        same = isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == record.reply.answer
+        replies.append(reply if same else ("not replayed", reply))
+    await asyncio.sleep(0.5)
+    return replies, agent_runs(logs()).total(task_ids) - before
 
 
 @dataclass

@@ -26,7 +26,7 @@ from integration.reliability.counting import (
     agent_logs,
     agent_runs,
     continuous_load,
-    resubmit,
+    replay_answered,
     scenario_report,
 )
 from integration.reliability.fleet import Watcher, bounded, connection, slow_agents, start_fleet
@@ -122,16 +122,11 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
 
     async def replay(label: str, count: int) -> int:
         """Resubmit `count` tasks answered by router-1 (as their clients); returns the new agent runs of those."""
-        done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == "router-1"]
-        chosen = {record.task_id for record in done[:count]}
-        before = agent_runs(agent_logs([fleet], AGENTS)).total(chosen)
-        for record in done[:count]:
-            assert record.request is not None and record.reply is not None
-            reply = await resubmit(settings, record.request)
-            same = isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == record.reply.answer  # type: ignore[union-attr]
-            replays[label].append(reply if same else ("not replayed", reply))
-        await asyncio.sleep(0.5)
-        return agent_runs(agent_logs([fleet], AGENTS)).total(chosen) - before
+        replies, new_runs = await replay_answered(
+            settings, load, "router-1", count, lambda: agent_logs([fleet], AGENTS)
+        )
+        replays[label].extend(replies)
+        return new_runs
 
     async def scenario() -> tuple[int, int]:
         await watcher.start()
