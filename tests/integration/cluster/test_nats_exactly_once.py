@@ -103,8 +103,8 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             await asyncio.sleep(4.0)
             stop.set()
             await running
-            # Tasks the first router-1 answered, resubmitted now: replayed from the retained ledger (router-1
-            # read it back from the restarted server), with no new run.
+            # Tasks the first router-1 answered, resubmitted now: replayed by their owner from the ledger (the new
+            # router-1 read the retained entries back from the restarted server, its first broker), no new run.
             return await replay_answered(clients, load, "router-1", 5, lambda: agent_logs(fleets, AGENTS))
         finally:
             await ledger.close()
