@@ -16,8 +16,11 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from integration.reliability.fleet import Fleet, report_line
 
 from shared.client import FabricTaskClient, TaskTimeout
 from shared.config import ConnectionSettings
@@ -133,6 +136,28 @@ async def resubmit(settings: ConnectionSettings, request: TaskRequest, attempts:
         await client.close()
 
 
+async def replay_answered(
+    settings: ConnectionSettings, load: LoadLog, router_id: str, count: int, logs: Callable[[], list[Path]]
+) -> tuple[list[TaskAnswer | object], int]:
+    """Resubmit up to `count` tasks that `router_id` answered, as their clients would.
+
+    Returns the replies (the TaskAnswer when replayed with the same answer, else `("not replayed", reply)`) and
+    the agent runs of those tasks made meanwhile (read from `logs()`; 0 when nothing ran again).
+    """
+    done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == router_id]
+    chosen = done[:count]
+    task_ids = {record.task_id for record in chosen}
+    before = agent_runs(logs()).total(task_ids)
+    replies: list[TaskAnswer | object] = []
+    for record in chosen:
+        assert record.request is not None and isinstance(record.reply, TaskAnswer)
+        reply = await resubmit(settings, record.request)
+        same = isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == record.reply.answer
+        replies.append(reply if same else ("not replayed", reply))
+    await asyncio.sleep(0.5)
+    return replies, agent_runs(logs()).total(task_ids) - before
+
+
 @dataclass
 class AgentRuns:
     """Per task id: the dispatch ids the agents ran (with repeats) and the routers they ran them for."""
@@ -201,3 +226,20 @@ class LedgerLog:
             if entry.router_id == router_id and entry.instance_id not in seen:
                 seen.append(entry.instance_id)
         return seen
+
+
+def scenario_report(name: str, load: LoadLog, faults: list[float], runs_twice: int, extra: str = "") -> None:
+    """The figures of one scenario: tasks submitted, answered, lost, run twice, p95 latency of those in a fault."""
+    caught = load.caught_in(faults)
+    latencies = [r.latency_s for r in caught if r.latency_s is not None]
+    report_line(
+        name,
+        f"submitted={len(load.tasks)} answered={len(load.answered())} lost={len(load.lost())} "
+        f"run twice={runs_twice} caught in the fault={len(caught)} p95 latency of those={p95(latencies):.2f} s"
+        + (f"; {extra}" if extra else ""),
+    )
+
+
+def agent_logs(fleets: list[Fleet], agents: tuple[str, ...]) -> list[Path]:
+    """The logs of every process of `agents` in `fleets` (restarts included)."""
+    return sorted(path for fleet in fleets for agent in agents for path in fleet.directory.glob(f"{agent}.*.log"))

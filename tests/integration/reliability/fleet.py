@@ -286,6 +286,15 @@ async def start_fleet(fleet: Fleet, watcher: Watcher, routers: tuple[str, ...], 
     assert await watcher.wait_until(ready, 30), fleet.log_text(routers[0])
 
 
+def slow_agents(fleet: Fleet, run_s: float, keepalive_s: int = KEEPALIVE_S, **connection_settings: Any) -> None:
+    """Echo agents that take `run_s` per run, logging every run they make (`edge-agent -v`)."""
+    fleet.cli_options = ("-v",)
+    agent = {"preset": "math", "backend": "echo", "max_in_flight": 4, "backend_settings": {"delay_s": run_s}}
+    settings = {"keepalive_s": keepalive_s, **connection_settings}
+    config = {"agents": [agent], "connection": settings, "state_interval_s": 1}
+    fleet.config_file().write_text(yaml.safe_dump(config))
+
+
 def connection(urls: list[str], fabric: str) -> ConnectionSettings:
     return ConnectionSettings(fabric=fabric, brokers=tuple(urls), keepalive_s=KEEPALIVE_S, connect_timeout_s=15.0)
 

@@ -20,9 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from integration.reliability.counting import LedgerLog, LoadLog, agent_runs, continuous_load, p95, resubmit
-from integration.reliability.fleet import Fleet, Watcher, bounded, connection, report_line, start_fleet
+from integration.reliability.counting import (
+    LedgerLog,
+    LoadLog,
+    agent_logs,
+    agent_runs,
+    continuous_load,
+    replay_answered,
+    scenario_report,
+)
+from integration.reliability.fleet import Watcher, bounded, connection, slow_agents, start_fleet
 from support import RunningBroker, amqtt_command, mosquitto_command
 
 from broker.mosquitto import MosquittoConfig
@@ -49,29 +56,6 @@ def persistent_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     broker.start()
     yield broker
     broker.stop()
-
-
-def scenario_report(name: str, load: LoadLog, faults: list[float], runs_twice: int, extra: str = "") -> None:
-    caught = load.caught_in(faults)
-    latencies = [r.latency_s for r in caught if r.latency_s is not None]
-    report_line(
-        name,
-        f"submitted={len(load.tasks)} answered={len(load.answered())} lost={len(load.lost())} "
-        f"run twice={runs_twice} caught in the fault={len(caught)} p95 latency of those={p95(latencies):.2f} s"
-        + (f"; {extra}" if extra else ""),
-    )
-
-
-def slow_agents(fleet: Fleet, run_s: float) -> None:
-    """Echo agents that take `run_s` per run, logging every run they make (`edge-agent -v`)."""
-    fleet.cli_options = ("-v",)
-    agent = {"preset": "math", "backend": "echo", "max_in_flight": 4, "backend_settings": {"delay_s": run_s}}
-    config = {"agents": [agent], "connection": {"keepalive_s": 2}, "state_interval_s": 1}
-    fleet.config_file().write_text(yaml.safe_dump(config))
-
-
-def agent_logs(fleet: Fleet) -> list[Path]:
-    return sorted(path for agent in AGENTS for path in fleet.directory.glob(f"{agent}.*.log"))
 
 
 @pytest.mark.slow
@@ -114,7 +98,7 @@ def test_broker_restarted_twice_under_load_loses_nothing_and_runs_nothing_twice(
             await watcher.close()
 
     bounded(scenario(), 150)
-    runs = agent_runs(agent_logs(fleet))
+    runs = agent_runs(agent_logs([fleet], AGENTS))
     twice = set(runs.dispatch_run_twice()) | set(watcher.duplicate_answers())
     two_answers = {task_id: answers for task_id, answers in ledger.answers.items() if len(answers) > 1}
     scenario_report(f"broker restarted twice ({persistent_broker.kind})", load, faults, len(twice))
@@ -138,16 +122,11 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
 
     async def replay(label: str, count: int) -> int:
         """Resubmit `count` tasks answered by router-1 (as their clients); returns the new agent runs of those."""
-        done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == "router-1"]
-        chosen = {record.task_id for record in done[:count]}
-        before = agent_runs(agent_logs(fleet)).total(chosen)
-        for record in done[:count]:
-            assert record.request is not None and record.reply is not None
-            reply = await resubmit(settings, record.request)
-            same = isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == record.reply.answer  # type: ignore[union-attr]
-            replays[label].append(reply if same else ("not replayed", reply))
-        await asyncio.sleep(0.5)
-        return agent_runs(agent_logs(fleet)).total(chosen) - before
+        replies, new_runs = await replay_answered(
+            settings, load, "router-1", count, lambda: agent_logs([fleet], AGENTS)
+        )
+        replays[label].extend(replies)
+        return new_runs
 
     async def scenario() -> tuple[int, int]:
         await watcher.start()
@@ -175,7 +154,7 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
             await watcher.close()
 
     new_runs_dead, new_runs_back = bounded(scenario(), 150)
-    runs = agent_runs(agent_logs(fleet))
+    runs = agent_runs(agent_logs([fleet], AGENTS))
     instances = ledger.instances("router-1")
     taken_over = ledger.unfinished_claims("router-1", instances[0]) if instances else set()
     back_answers = [e for e in ledger.entries if e.status == "answered" and e.instance_id in instances[1:]]

@@ -1,0 +1,144 @@
+"""Nothing lost, nothing run twice (issue 16) on the 3-node NATS cluster, tried as a user runs the system.
+
+Three clients keep two tasks each open (default deadline and run timeout) and resend every 2 s, as the Python
+client does; two routers and three agents (echo backend, 2.5 s per run, so resends arrive while a task runs) are
+processes spread over the nodes, each with every node's URL. Under that load, one after the other:
+
+1. a NATS server that is not JetStream's metadata leader is SIGKILLed, with router-1 and agent edge-c on it; they
+   move to the other nodes and re-announce, then the server is restarted on its store;
+2. router-1 is SIGKILLed and restarted at once; router-2 takes over its tasks when clients resend.
+
+Counted per task id, as `tests/integration/reliability/test_exactly_once.py` does: the reply each client got, the
+distinct answers seen (replies and the routers' ledger), and the dispatch ids the agents really ran (their `-v`
+logs) and for which router.
+
+What is allowed: a task gets a TaskAnswer or, only if the cluster stalls longer than its run timeout, one explicit
+ErrorReply `timeout` or `no_agents` (a cluster re-electing JetStream leaders can hold a result past the run
+timeout and refuse the agents' re-subscriptions for 5-30 s; the existing cluster test allows the same). No task
+gets no reply; none gets two different answers; no dispatch is run twice; a task is run for both routers only if
+the killed router instance had claimed it and not answered it (its runs died with it: taken over). Finally,
+tasks the first router-1 answered are resubmitted: each is replayed with the same answer and no new run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from integration.cluster.test_nats_cluster import KEEPALIVE_S, SUBACK_WAIT_S, connection
+from integration.reliability.counting import (
+    LedgerLog,
+    LoadLog,
+    agent_logs,
+    agent_runs,
+    continuous_load,
+    replay_answered,
+    scenario_report,
+)
+from integration.reliability.fleet import Fleet, Watcher, bounded, slow_agents
+
+from shared.messages import ErrorReply, TaskAnswer
+
+CLIENTS = 3
+AGENTS = ("edge-a", "edge-b", "edge-c")
+RUN_S = 2.5
+ALLOWED_ERRORS = ("timeout", "no_agents")
+
+
+def cluster_agents(fleet: Fleet) -> Fleet:
+    slow_agents(fleet, RUN_S, keepalive_s=KEEPALIVE_S, connect_timeout_s=SUBACK_WAIT_S)
+    return fleet
+
+
+@pytest.mark.slow
+@pytest.mark.nats
+def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twice(
+    nats_cluster, fabric: str, fleet_factory
+) -> None:
+    leader = nats_cluster.metadata_leader()
+    victim, spare = [index for index in range(3) if index != leader]
+    urls = [broker.url for broker in nats_cluster.brokers]
+    on_victim, on_spare, on_leader = urls[victim], urls[spare], urls[leader]
+    elsewhere = cluster_agents(fleet_factory(fabric, [on_spare, on_leader, on_victim]))
+    on_node = cluster_agents(fleet_factory(fabric, [on_victim, on_spare, on_leader]))
+    fleets = [elsewhere, on_node]
+    watcher = Watcher(connection([on_leader, on_spare], fabric))
+    ledger = LedgerLog(connection([on_leader, on_spare], fabric))
+    clients = connection([on_leader, on_spare, on_victim], fabric)
+    load, node_fault, router_fault = LoadLog(), [], []
+
+    async def scenario() -> tuple[list[TaskAnswer | object], int]:
+        await watcher.start()
+        await ledger.start()
+        try:
+            on_node.start_router("router-1")
+            elsewhere.start_router("router-2")
+            elsewhere.start_agent("edge-a")
+            elsewhere.start_agent("edge-b")
+            on_node.start_agent("edge-c")
+            routers = {"router-1", "router-2"}
+            ready = lambda: all(watcher.online(n) for n in AGENTS) and routers <= set(watcher.presences)  # noqa: E731
+            assert await watcher.wait_until(ready, 40), on_node.log_text("router-1")
+            stop = asyncio.Event()
+            running = asyncio.ensure_future(continuous_load(clients, CLIENTS, stop, load, give_up_s=60.0))
+            await asyncio.sleep(4.0)
+
+            nats_cluster.brokers[victim].kill()
+            node_fault.append(time.monotonic())
+            moved = lambda: {"router-1", "edge-c"} <= watcher.announced_since(node_fault[0])  # noqa: E731
+            assert await watcher.wait_until(moved, 60), (
+                watcher.announced_since(node_fault[0]),
+                on_node.log_text("router-1")[-3000:],
+                on_node.log_text("edge-c")[-3000:],
+            )
+            await asyncio.to_thread(nats_cluster.brokers[victim].start)
+            # The router fault starts once the tasks caught in the node's stall are done, so each is counted apart.
+            drained = lambda: all(r.finished is not None for r in load.caught_in(node_fault))  # noqa: E731
+            await watcher.wait_until(drained, 45)
+            await asyncio.sleep(2.0)
+
+            on_node.kill("router-1")
+            router_fault.append(time.monotonic())
+            on_node.start_router("router-1")
+            back = time.monotonic()
+            assert await watcher.wait_until(lambda: "router-1" in watcher.announced_since(back), 30)
+            await asyncio.sleep(4.0)
+            stop.set()
+            await running
+            # Tasks the first router-1 answered, resubmitted now: replayed by their owner from the ledger (the new
+            # router-1 read the retained entries back from the restarted server, its first broker), no new run.
+            return await replay_answered(clients, load, "router-1", 5, lambda: agent_logs(fleets, AGENTS))
+        finally:
+            await ledger.close()
+            await watcher.close()
+
+    replays, new_runs = bounded(scenario(), 200)
+    runs = agent_runs(agent_logs(fleets, AGENTS))
+    instances = ledger.instances("router-1")
+    taken_over = ledger.unfinished_claims("router-1", instances[0]) if instances else set()
+    by_two = set(runs.by_two_routers())
+    twice = set(runs.dispatch_run_twice()) | set(watcher.duplicate_answers()) | (by_two - taken_over)
+    two_answers = {task_id: answers for task_id, answers in ledger.answers.items() if len(answers) > 1}
+    errors = [r.reply for r in load.tasks.values() if isinstance(r.reply, ErrorReply)]
+    silent = [t for t, r in load.tasks.items() if r.reply is None]
+    codes = sorted(reply.code for reply in errors)
+    extra = f"error replies={codes}; no reply={len(silent)}"
+    scenario_report("nats node SIGKILLed and restarted", load, node_fault, len(twice), extra)
+    scenario_report(
+        "nats router SIGKILLed and restarted",
+        load,
+        router_fault,
+        len(twice),
+        f"{extra}; taken over from the killed router={len(by_two & taken_over)}; "
+        f"resends acknowledged={watcher.event_names()['resent']}; answered tasks resubmitted after it came back: "
+        f"replayed {sum(isinstance(r, TaskAnswer) for r in replays)}/{len(replays)} (new runs: {new_runs})",
+    )
+    assert len(load.tasks) > 20 and load.answered()
+    assert not silent, silent
+    assert all(reply.code in ALLOWED_ERRORS for reply in errors), errors
+    assert not twice, twice
+    assert not two_answers, two_answers
+    assert replays and all(isinstance(r, TaskAnswer) for r in replays), replays
+    assert new_runs == 0
+    assert all(fleet.alive(name) for fleet, name in ((elsewhere, "router-2"), (on_node, "router-1")))
