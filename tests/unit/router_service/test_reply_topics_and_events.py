@@ -82,12 +82,12 @@ def test_an_answer_is_replayed_only_to_the_client_that_asked() -> None:
 def test_events_go_to_the_submitting_clients_namespace_without_the_gold_answer() -> None:
     service, recorder = router()
     service._event_topics["t1"] = service.topics.task_events("alice", "t1")
-    options = TaskOptions(gold_answer="42").model_dump()
+    options = TaskOptions(gold_answer="GOLD-ANSWER-7").model_dump()
     service.emit("t1", "received", {"query": "q", "options": options})
     service.emit("t-unknown", "received", {"query": "someone else's"})
     [(topic, event)] = recorder.published
     assert topic == f"{P}/task/alice/t1/events" and isinstance(event, TaskEvent)
-    assert "gold_answer" not in event.data["options"] and "42" not in event.model_dump_json()
+    assert "gold_answer" not in event.data["options"] and "GOLD-ANSWER-7" not in event.model_dump_json()
 
 
 def test_without_gold_removes_it_at_any_depth() -> None:
