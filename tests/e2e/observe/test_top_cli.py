@@ -17,7 +17,7 @@ def test_top_redraws_and_lists_a_task_that_ran_meanwhile(fleet: Any) -> None:
     fleet.router()
     command = [sys.executable, "-m", "edge_agent.cli", "top", "-b", fleet.broker.url, "--fabric", fleet.fabric]
     top = subprocess.Popen(
-        [*command, "--iterations", "120", "--interval", "0.25", "--clear"],
+        [*command, "--iterations", "480", "--interval", "0.25", "--clear"],  # terminated once the task is seen
         env=fleet.env,
         cwd=REPO,
         stdout=subprocess.PIPE,
