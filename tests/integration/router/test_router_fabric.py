@@ -178,7 +178,12 @@ class Watcher:
         return [e for e in self.of(TaskEvent) if e.task_id == task_id and (name is None or e.event == name)]
 
     def runs(self, task_id: str) -> list[RunRequest]:
-        return [request for request in self.of(RunRequest) if request.task_id == task_id]
+        """The task's runs, one per dispatch id: a re-ask (after a reconnect under load) resends the same run."""
+        by_dispatch: dict[str, RunRequest] = {}
+        for request in self.of(RunRequest):
+            if request.task_id == task_id:
+                by_dispatch.setdefault(request.dispatch_id, request)
+        return list(by_dispatch.values())
 
     def replies(self, task_id: str) -> list[TaskAnswer | ErrorReply]:
         return [m for m in self.seen if isinstance(m[1], (TaskAnswer, ErrorReply)) and m[1].task_id == task_id]  # type: ignore[misc]
