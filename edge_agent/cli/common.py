@@ -26,6 +26,11 @@ broker_option = click.option(
 fabric_option = click.option("--fabric", default=None, help="Fabric name (topic prefix symphony/<fabric>).")
 
 
+def fabric_options(command: Any) -> Any:
+    """`-c/--config`, `-b/--broker` and `--fabric`: the options of every command that joins a fabric."""
+    return config_option(broker_option(fabric_option(command)))
+
+
 def load_config(config_path: Path | None, **overrides: Any) -> NodeConfig:
     """Load the node config, turning a bad file into a clear message and exit code 2."""
     try:

@@ -7,10 +7,8 @@ from pathlib import Path
 import click
 
 from edge_agent.cli.common import (
-    broker_option,
-    config_option,
     fabric_config,
-    fabric_option,
+    fabric_options,
     run_async,
     stop_on_signals,
 )
@@ -18,9 +16,7 @@ from shared.config import NodeConfig
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to serve on (non-loopback needs credentials)."
 )

@@ -7,11 +7,9 @@ from pathlib import Path
 import click
 
 from edge_agent.cli.common import (
-    broker_option,
     check_reachable,
-    config_option,
     fabric_config,
-    fabric_option,
+    fabric_options,
     run_async,
     stop_on_signals,
 )
@@ -19,9 +17,7 @@ from shared.config import NodeConfig
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (non-loopback: API keys).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to serve on (0: any free port).")
 @click.option(

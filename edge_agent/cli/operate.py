@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_config, fabric_option, run_async
+from edge_agent.cli.common import fabric_config, fabric_options, run_async
 from shared.config import ConnectionSettings, NodeConfig
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -38,9 +38,7 @@ def _quick_connect(connection: ConnectionSettings, timeout_s: float) -> Connecti
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option(
     "--wait",
     "wait_s",
@@ -89,9 +87,7 @@ async def _collect(connection: ConnectionSettings, wait_s: float) -> Any:
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--interval", "interval_s", type=float, default=2.0, show_default=True, help="Seconds between redraws.")
 @click.option("--iterations", type=int, default=None, help="Stop after N redraws (default: until Ctrl+C).")
 @click.option("--tasks", "task_count", type=int, default=10, show_default=True, help="Recent tasks shown.")
@@ -143,9 +139,7 @@ async def _top(
 
 @click.command()
 @click.argument("task_id")
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Seconds to follow.")
 def trace(
     task_id: str, config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, timeout_s: float
@@ -205,9 +199,7 @@ async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float) 
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--node-id", help="The node to check (default: the config's node_id, else the host name).")
 @click.option(
     "--wait",

@@ -8,10 +8,8 @@ from typing import Any
 import click
 
 from edge_agent.cli.common import (
-    broker_option,
-    config_option,
     fabric_config,
-    fabric_option,
+    fabric_options,
     run_async,
     stop_on_signals,
 )
@@ -19,9 +17,7 @@ from shared.config import NodeConfig, RouterSettings
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option(
     "--router-id", help="This router's id (default: the one kept in <state_dir>/router-id, created on first start)."
 )

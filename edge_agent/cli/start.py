@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edge_agent.cli.common import broker_option, config_option, fabric_config, fabric_option, run_async
+from edge_agent.cli.common import fabric_config, fabric_options, run_async
 from edge_agent.cli.main import package_version
 from shared.config import AgentConfig, NodeConfig
 
@@ -17,9 +17,7 @@ RETAINED_WAIT_S = 0.5
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--node-id", help="This node's id (default: the host name).")
 @click.option("--preset", help="Agent persona: planner, coder, math, retriever, writer.")
 @click.option("--model", help="Model: 'default' (bundled SmolLM2), a .gguf path, or an MLX directory.")
@@ -122,9 +120,7 @@ def _router_companion(config: NodeConfig) -> Any:
 
 
 @click.command()
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--node-id", required=True, help="The node whose retained beacon to clear.")
 def decommission(config_path: Path | None, brokers: tuple[str, ...], fabric: str | None, node_id: str) -> None:
     """Remove a node from the fabric for good: clear its retained beacon and Home Assistant configs."""

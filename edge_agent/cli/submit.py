@@ -10,11 +10,9 @@ from typing import Any
 import click
 
 from edge_agent.cli.common import (
-    broker_option,
     check_reachable,
-    config_option,
     fabric_config,
-    fabric_option,
+    fabric_options,
     run_async,
 )
 from shared.errors import TransportError
@@ -23,9 +21,7 @@ from shared.messages import TaskAnswer, TaskChunk, TaskEvent
 
 @click.command()
 @click.argument("question")
-@config_option
-@broker_option
-@fabric_option
+@fabric_options
 @click.option("--plan-k", type=int, default=1, show_default=True, help="Planners asked to decompose the task.")
 @click.option(
     "--plan-mode",
