@@ -24,6 +24,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ class FabricClient:
         self._failing_back = False
         self._probing: asyncio.Future[Any] | None = None
         self.connect_count = 0
+        self.connected_since: float | None = None  # time.monotonic() of the last successful (re)connect
         self.fail_back_count = 0
         self._paho = self._build_paho(will)
 
@@ -461,12 +463,18 @@ class FabricClient:
         sock = self._paho.socket()
         # Our read buffer, and TLS, may hold bytes that the selector cannot see: read them now.
         for _ in range(MAX_READS_PER_WAKEUP):
-            if self._paho.socket() is not sock or sock is None:
-                break
-            buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
-            if not (buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending())):
-                break
+            if not self._holds_unread(sock):
+                return
             self._paho.loop_read()
+        if self._holds_unread(sock) and self._loop is not None:  # the rest after the loop's other callbacks
+            self._loop.call_soon(self._on_readable)
+
+    def _holds_unread(self, sock: Any) -> bool:
+        """Bytes of the current socket already read from the kernel: in our buffer, or decrypted by TLS."""
+        if sock is None or self._paho.socket() is not sock:
+            return False
+        buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
+        return buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0)
 
     def _on_writable(self) -> None:
         self._paho.loop_write()  # unregisters the writer once paho's queue is empty
@@ -511,6 +519,7 @@ class FabricClient:
 
     def _handle_connected(self, subscribe_mid: int | None) -> None:
         self.connect_count += 1
+        self.connected_since = time.monotonic()  # before any message of this connection is dispatched
         self._connected.set()  # from now on subscribe() sends its own SUBSCRIBE
         log.info("connected to %s as %s", self.broker, self.client_id)
         if self._fail_back.wanted(self._url_index, True, self._closing) and (
