@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -47,7 +49,7 @@ KEEPALIVE_TICK_S = 0.5
 RECV_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 10_000
 RESUBSCRIBE_DELAY_S = 1.0
-ROUTE_CACHE_SIZE = 4096
+ROUTE_CACHE_SIZE = 65_536  # topics whose handlers are remembered: a state and a beacon topic per node
 
 
 @dataclass(frozen=True)
@@ -60,23 +62,27 @@ class WillMessage:
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """True when `topic` matches the subscription filter (MQTT 3.1.1 §4.7: + and # wildcards, $ topics apart)."""
-    if topic_filter == topic:
-        return True
+    return topic_filter == topic or _filter_pattern(topic_filter).fullmatch(topic) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _filter_pattern(topic_filter: str) -> re.Pattern[str]:
+    """The regular expression of a subscription filter (compiled once: a fleet's first messages all miss the
+    client's route cache, and a regex matches in C what splitting and comparing levels does in Python)."""
     if topic_filter.startswith("$share/"):  # a shared subscription ($share/{group}/{filter}) matches as its filter
         parts = topic_filter.split("/", 2)
-        return len(parts) == 3 and topic_matches(parts[2], topic)
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return False
-    wanted = topic_filter.split("/")
-    levels = topic.split("/")
-    if topic.startswith("$") and wanted[0] in ("+", "#"):
-        return False
-    for index, level in enumerate(wanted):
-        if level == "#":
-            return True  # also matches the parent level: a/# matches a
-        if index >= len(levels) or (level != "+" and level != levels[index]):
-            return False
-    return len(wanted) == len(levels)
+        return _filter_pattern(parts[2]) if len(parts) == 3 else re.compile(r"(?!)")  # (?!): matches nothing
+    levels = topic_filter.split("/")
+    pattern = ""
+    for index, level in enumerate(levels):
+        separator = "/" if index else ""
+        if level == "#":  # also matches the parent level: a/# matches a
+            pattern += f"(?:{separator}.*)?" if index else ".*"
+            break
+        pattern += separator + ("[^/]*" if level == "+" else re.escape(level))
+    if levels[0] in ("+", "#"):  # a wildcard first level never matches a $ topic ($SYS/...)
+        pattern = r"(?!\$)" + pattern
+    return re.compile(pattern, re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class FabricClient:
         self._attempts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, tuple[int, Handler]] = {}
-        self._routes: dict[str, list[Handler]] = {}
+        self._routes: dict[str, tuple[Handler, ...]] = {}
         self._connected_callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
@@ -567,13 +573,13 @@ class FabricClient:
         for handler in self._handlers_for(topic):
             self._run_handler(handler, topic, payload)
 
-    def _handlers_for(self, topic: str) -> list[Handler]:
-        """The handlers whose filter matches `topic`, remembered per topic (most topics recur)."""
+    def _handlers_for(self, topic: str) -> tuple[Handler, ...]:
+        """The handlers whose filter matches `topic`, remembered per topic (most topics recur: a fleet's states)."""
         handlers = self._routes.get(topic)
         if handlers is None:
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
-            handlers = [handler for f, (_, handler) in self._handlers.items() if topic_matches(f, topic)]
+            handlers = tuple(handler for f, (_, handler) in self._handlers.items() if topic_matches(f, topic))
             self._routes[topic] = handlers
         return handlers
 
@@ -584,7 +590,7 @@ class FabricClient:
         except Exception:
             log.exception("handler %s failed", getattr(handler, "__qualname__", handler))
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self._keep(asyncio.ensure_future(result))
 
     def _task_finished(self, task: asyncio.Future[Any]) -> None:
