@@ -115,22 +115,23 @@ class BufferedPahoClient(paho.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rx_sock: Any = None
-        self._rx = bytearray()
+        self._rx = b""  # the last chunk read, served from `_rx_at` on (no copying of what is left)
+        self._rx_at = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._sock is not self._rx_sock:  # a new connection: nothing buffered belongs to it
-            self._rx_sock, self._rx = self._sock, bytearray()
-        if not self._rx:
+            self._rx_sock, self._rx, self._rx_at = self._sock, b"", 0
+        if self._rx_at >= len(self._rx):
             chunk = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when empty, b"" at end of stream
             if not chunk:
                 return chunk
-            self._rx += chunk
-        data = bytes(self._rx[:bufsize])
-        del self._rx[:bufsize]
-        return data
+            self._rx, self._rx_at = chunk, 0
+        start = self._rx_at
+        self._rx_at = start + bufsize
+        return self._rx[start : self._rx_at]
 
     def buffered(self) -> bool:
-        return bool(self._rx) and self._sock is self._rx_sock and self._sock is not None
+        return self._rx_at < len(self._rx) and self._sock is self._rx_sock and self._sock is not None
 
 
 def unique_client_id(prefix: str) -> str:
