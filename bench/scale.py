@@ -101,6 +101,8 @@ def run_fleet(port: int, fabric: str, nodes: int, interval_s: float, connections
 
     def on_run(client: Any, userdata: object, message: Any) -> None:
         request = json.loads(message.payload)
+        if request.get("kind") != "run_request":  # a RunCancel of a run cut short by an early-stopped vote
+            return
         agent_id = request["agent_id"]
         result = {
             "kind": "run_result",
