@@ -249,13 +249,13 @@ class RouterService:
     def _offline_grace_s(self) -> float:
         """How long a node whose offline Will we read has to come back before its runs fail.
 
-        Right after our own (re)connect the Wills we read are most likely the broker restart's, and every node
+        Right after our own reconnect the Wills we read are most likely the broker restart's, and every node
         comes back at its own reconnect pace (a growing delay, seconds): it gets `agent_wait_s`, the time a task
-        waits for agents, rather than `offline_grace_s`.
+        waits for agents, rather than `offline_grace_s`. (Not after our first connect: nothing of ours is in flight.)
         """
         assert self.client is not None
         since = self.client.connected_since
-        if since is not None and time.monotonic() - since < self.config.agent_wait_s:
+        if self.client.connect_count > 1 and since is not None and time.monotonic() - since < self.config.agent_wait_s:
             return max(self.config.offline_grace_s, self.config.agent_wait_s)
         return self.config.offline_grace_s
 

@@ -232,8 +232,9 @@ def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to
         online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
         service._on_beacon(service.topics.beacon("n1"), encode(online))
         run = pending_run(service)
+        recorder.connected_since = time.monotonic()  # connected just now: the first time, or again
         if just_reconnected:  # the broker restarted: we are back first and read the node's retained Will
-            recorder.connected_since = time.monotonic()
+            recorder.connect_count = 2
         offline = online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
         service._on_beacon(service.topics.beacon("n1"), encode(offline))
         await asyncio.sleep(0.2)  # past offline_grace_s, within agent_wait_s
