@@ -255,7 +255,7 @@ async def wait_until_routed(connection: object, timeout_s: float = 30.0) -> None
 
 
 def measure_router(
-    url: str, tasks: int, clients: int, directory: Path, trace: str = "full", buffered: bool = False
+    url: str, tasks: int, clients: int, directory: Path, trace: str = "full", buffered: bool = True
 ) -> Figures:
     from shared.config import ConnectionSettings
 
@@ -338,7 +338,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=4, help="Concurrent clients of the throughput phase.")
     parser.add_argument("--brokers", default="mosquitto,amqtt", help="Comma-separated: mosquitto, amqtt.")
     parser.add_argument("--trace", choices=["full", "summary"], default="full", help="The tasks' trace option.")
-    parser.add_argument("--buffered-reads", action="store_true", help="Router, agents and client read buffered.")
+    parser.add_argument(
+        "--buffered-reads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Router, agents and client read buffered (the default; --no-buffered-reads: paho's reads).",
+    )
     parser.add_argument("--role", choices=["relay-router", "relay-agent"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -354,7 +359,7 @@ def measure(
     clients: int = 4,
     brokers: tuple[str, ...] = ("mosquitto", "amqtt"),
     trace: str = "full",
-    buffered: bool = False,
+    buffered: bool = True,
 ) -> dict[str, Any]:
     """Relay and router figures per broker, with the router/relay ratios (`trace`: the tasks' trace option)."""
     result: dict[str, Any] = {"tasks": tasks, "clients": clients, "trace": trace, "buffered": buffered, "brokers": {}}

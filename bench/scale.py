@@ -101,6 +101,8 @@ def run_fleet(port: int, fabric: str, nodes: int, interval_s: float, connections
 
     def on_run(client: Any, userdata: object, message: Any) -> None:
         request = json.loads(message.payload)
+        if request.get("kind") != "run_request":  # a RunCancel of a run cut short by an early-stopped vote
+            return
         agent_id = request["agent_id"]
         result = {
             "kind": "run_result",
@@ -142,7 +144,7 @@ def run_fleet(port: int, fabric: str, nodes: int, interval_s: float, connections
 
 
 def run_router(
-    url: str, fabric: str, router_id: str, status_file: Path, share_group: str | None, buffered: bool = False
+    url: str, fabric: str, router_id: str, status_file: Path, share_group: str | None, buffered: bool = True
 ) -> None:
     """The real router; writes its live agent count to `status_file` every 0.2 s, until terminated."""
     from router.service import RouterConfig, RouterService
@@ -200,7 +202,7 @@ class Setup:
     """Fleet and routers on one broker for the duration of a `with` block."""
 
     def __init__(
-        self, url: str, directory: Path, nodes: int, routers: int = 1, share: bool = False, buffered: bool = False
+        self, url: str, directory: Path, nodes: int, routers: int = 1, share: bool = False, buffered: bool = True
     ) -> None:
         self.url, self.directory, self.nodes, self.buffered = url, directory, nodes, buffered
         self.fabric = f"scale-{uuid.uuid4().hex[:6]}"
@@ -209,7 +211,7 @@ class Setup:
         self.commands = [
             [*me, "--role", "router", "--router-id", f"r{n}", "--status-file", str(path)]
             + (["--share-group", "bench"] if share else [])
-            + (["--buffered-reads"] if buffered else [])
+            + (["--buffered-reads"] if buffered else ["--no-buffered-reads"])
             for n, path in enumerate(self.status_files)
         ]
         self.commands.append([*me, "--role", "fleet", "--fleet-nodes", str(nodes)])
@@ -292,7 +294,7 @@ def measure(
     ingest_nodes: int = 10_000,
     routers: list[int] | None = None,
     clients: int = 8,
-    buffered: bool = False,
+    buffered: bool = True,
 ) -> dict[str, Any]:
     """Every figure of the scale benchmark, with the goals as met / missed (`buffered`: routers read buffered)."""
     result: dict[str, Any] = {"tasks": tasks, "sizes": [], "cpu": os.cpu_count(), "buffered": buffered}
@@ -367,7 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-nodes", type=int, default=10_000)
     parser.add_argument("--routers", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--buffered-reads", action="store_true", help="Routers and clients read buffered.")
+    parser.add_argument(
+        "--buffered-reads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Routers and clients read buffered (the default; --no-buffered-reads: paho's reads).",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", choices=["router", "fleet"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

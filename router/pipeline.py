@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -170,6 +170,7 @@ class TaskPipeline:
         port: RunPort,
         router_id: str,
         clock: Callable[[], float],
+        wait_for_agents: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.request = request
         self.options = request.options
@@ -178,6 +179,9 @@ class TaskPipeline:
         self.port = port
         self.router_id = router_id
         self.clock = clock
+        # Waits (bounded) until an agent is live again; True when one is. The fleet can be empty for a moment
+        # (a broker restart: every node's Will read before the nodes re-announce): waiting beats `no_agents`.
+        self.wait_for_agents = wait_for_agents
         self.started = clock()
         self._order = 0
         self.prompt_tokens = 0
@@ -255,7 +259,7 @@ class TaskPipeline:
         return None
 
     async def _ask_planners(self) -> list[PlannerRun]:
-        choices = self._choose(PLANNING_TAGS, "plan and decompose the task into subtasks", self.options.plan_k)
+        choices = await self._choose(PLANNING_TAGS, "plan and decompose the task into subtasks", self.options.plan_k)
         planners = _distinct(choices, self.options.plan_k)
         return list(await asyncio.gather(*(self._plan_with(choice) for choice in planners)))
 
@@ -379,7 +383,7 @@ class TaskPipeline:
     ) -> SubtaskOutcome:
         """Run one step on `count` distinct agents (agents in `avoid` last) and vote; learning is the caller's."""
         tags = self._tags(step)
-        choices = self._choose(tags, step, max(self.options.top_l, count))
+        choices = await self._choose(tags, step, max(self.options.top_l, count))
         preferred = [c for c in choices if c.agent_id not in (avoid or ())] + [
             c for c in choices if c.agent_id in (avoid or ())
         ]
@@ -466,6 +470,8 @@ class TaskPipeline:
                 return record
             self._credit_failure(record, self._capability(step))
             current = spares.next()
+            if current is None and await self._fleet_back():  # every agent had gone: a spare among those back
+                current = spares.next()
             self._emit(
                 "redispatched",
                 subtask=index,
@@ -574,11 +580,19 @@ class TaskPipeline:
             return f"{step}\n{FINAL_STEP_NOTE}"
         return step
 
-    def _choose(self, tags: Sequence[str], requirement: str, count: int) -> list[Choice]:
+    async def _choose(self, tags: Sequence[str], requirement: str, count: int) -> list[Choice]:
         choices = self._screen(tags, requirement, max(count, self.options.top_l))
+        if not choices and await self._fleet_back():
+            choices = self._screen(tags, requirement, max(count, self.options.top_l))
         if not choices:
             raise NoAgentsError("no live agent is available on the fabric")
         return choices
+
+    async def _fleet_back(self) -> bool:
+        """When no agent at all is live: wait for one to (re)announce; True once one is (never when some are)."""
+        if self.wait_for_agents is None or self.live_agents():
+            return False
+        return await self.wait_for_agents()
 
     def _screen(self, tags: Sequence[str], requirement: str, size: int) -> list[Choice]:
         """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live)."""

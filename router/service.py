@@ -240,11 +240,24 @@ class RouterService:
         agent_ids = {agent.agent_id for agent in beacon.agents}
         if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
             loop = asyncio.get_running_loop()
-            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
+            loop.call_later(self._offline_grace_s(), self._fail_if_offline, node_id, agent_ids, beacon.epoch)
         elif previous is not None and previous.beacon.epoch != beacon.epoch:  # a new process: our runs died
             self._fail_pending(agent_ids, f"node {node_id} restarted")
         else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
             self._reask(lambda request: request.agent_id in agent_ids)
+
+    def _offline_grace_s(self) -> float:
+        """How long a node whose offline Will we read has to come back before its runs fail.
+
+        Right after our own reconnect the Wills we read are most likely the broker restart's, and every node
+        comes back at its own reconnect pace (a growing delay, seconds): it gets `agent_wait_s`, the time a task
+        waits for agents, rather than `offline_grace_s`. (Not after our first connect: nothing of ours is in flight.)
+        """
+        assert self.client is not None
+        since = self.client.connected_since
+        if self.client.connect_count > 1 and since is not None and time.monotonic() - since < self.config.agent_wait_s:
+            return max(self.config.offline_grace_s, self.config.agent_wait_s)
+        return self.config.offline_grace_s
 
     def _fail_if_offline(self, node_id: str, agent_ids: set[str], epoch: int) -> None:
         record = self.registry.nodes.get(node_id)
@@ -399,7 +412,13 @@ class RouterService:
         try:
             await self._wait_for_agents(min(self.config.agent_wait_s, request.options.deadline_s / 2))
             pipeline = TaskPipeline(
-                request, self.brain, await self._agents_for(request), self, self.router_id, time.monotonic
+                request,
+                self.brain,
+                await self._agents_for(request),
+                self,
+                self.router_id,
+                time.monotonic,
+                lambda: self._wait_for_agents(self.config.agent_wait_s),
             )
             return await asyncio.wait_for(pipeline.execute(), request.options.deadline_s)
         except asyncio.TimeoutError:
@@ -414,11 +433,12 @@ class RouterService:
             self.emit(task_id, "failed", {"code": "internal_error"})
             return ErrorReply(code="internal_error", message=f"{type(error).__name__}: {error}"[:4000], task_id=task_id)
 
-    async def _wait_for_agents(self, wait_s: float) -> None:
+    async def _wait_for_agents(self, wait_s: float) -> bool:
         """Give agents a moment to (re)announce themselves, e.g. right after a broker restart (bounded)."""
         deadline = time.monotonic() + wait_s
         while not self.live_agents() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        return bool(self.live_agents())
 
     async def _agents_for(self, request: TaskRequest) -> Any:
         """The agent source of the pipeline: the registry, or the agents that answered a bid round."""
@@ -451,10 +471,15 @@ class RouterService:
         self._pending[request.dispatch_id] = (request, future)
         self.runs_dispatched += 1
         self._publish(self.topics.agent_run(request.agent_id), request)
+        dispatched_at = time.monotonic()
         try:
             # asyncio.wait, not wait_for: wait_for may swallow a cancellation (an early-stopped vote) when the
             # result lands in the same loop iteration, and the cancelled run would then report after the answer.
-            await asyncio.wait([future], timeout=timeout_s)
+            while not future.done():
+                remaining = self._run_due(dispatched_at, timeout_s) - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.wait([future], timeout=remaining)
         except asyncio.CancelledError:  # an early-stopped vote, the task's deadline, a client gone: free the agent
             if not future.done():
                 self._cancel_run(request, "cancelled")
@@ -465,6 +490,17 @@ class RouterService:
             self._cancel_run(request, "timeout")
             return _failed(request, "timeout", f"no result within {timeout_s:g} s")
         return future.result()
+
+    def _run_due(self, dispatched_at: float, timeout_s: float) -> float:
+        """When a run's result is due: `timeout_s` after it was sent, or after our last reconnect.
+
+        Time this router spends cut off from the broker is not the agent's: a reconnect asks the outstanding runs
+        again (same dispatch id), so their time starts again then; while disconnected, nothing is due yet.
+        """
+        assert self.client is not None
+        if not self.client.is_connected:
+            return time.monotonic() + timeout_s
+        return max(dispatched_at, self.client.connected_since or dispatched_at) + timeout_s
 
     def _cancel_run(self, request: RunRequest, reason: str) -> None:
         if not self.config.cancel_runs or self.client is None:

@@ -77,8 +77,8 @@ class ConnectionSettings(StrictModel):
     # back to it once it answers (0: stay where we are).
     fail_back_probe_s: float = Field(default=5.0, ge=0, le=3600)
     # Read what the socket holds in one recv instead of paho's recv per header byte (fewer system calls per
-    # message; off by default: the faster reads change timings the reliability suite was tuned on).
-    buffered_reads: bool = False
+    # message); false: paho's own reads.
+    buffered_reads: bool = True
 
     @field_validator("brokers")
     @classmethod

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ KEEPALIVE_TICK_S = 0.5
 RECV_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 10_000
 RESUBSCRIBE_DELAY_S = 1.0
-ROUTE_CACHE_SIZE = 4096
+ROUTE_CACHE_SIZE = 65_536  # topics whose handlers are remembered: a state and a beacon topic per node
 
 
 @dataclass(frozen=True)
@@ -59,23 +62,27 @@ class WillMessage:
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """True when `topic` matches the subscription filter (MQTT 3.1.1 §4.7: + and # wildcards, $ topics apart)."""
-    if topic_filter == topic:
-        return True
+    return topic_filter == topic or _filter_pattern(topic_filter).fullmatch(topic) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _filter_pattern(topic_filter: str) -> re.Pattern[str]:
+    """The regular expression of a subscription filter (compiled once: a fleet's first messages all miss the
+    client's route cache, and a regex matches in C what splitting and comparing levels does in Python)."""
     if topic_filter.startswith("$share/"):  # a shared subscription ($share/{group}/{filter}) matches as its filter
         parts = topic_filter.split("/", 2)
-        return len(parts) == 3 and topic_matches(parts[2], topic)
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return False
-    wanted = topic_filter.split("/")
-    levels = topic.split("/")
-    if topic.startswith("$") and wanted[0] in ("+", "#"):
-        return False
-    for index, level in enumerate(wanted):
-        if level == "#":
-            return True  # also matches the parent level: a/# matches a
-        if index >= len(levels) or (level != "+" and level != levels[index]):
-            return False
-    return len(wanted) == len(levels)
+        return _filter_pattern(parts[2]) if len(parts) == 3 else re.compile(r"(?!)")  # (?!): matches nothing
+    levels = topic_filter.split("/")
+    pattern = ""
+    for index, level in enumerate(levels):
+        separator = "/" if index else ""
+        if level == "#":  # also matches the parent level: a/# matches a
+            pattern += f"(?:{separator}.*)?" if index else ".*"
+            break
+        pattern += separator + ("[^/]*" if level == "+" else re.escape(level))
+    if levels[0] in ("+", "#"):  # a wildcard first level never matches a $ topic ($SYS/...)
+        pattern = r"(?!\$)" + pattern
+    return re.compile(pattern, re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -108,22 +115,23 @@ class BufferedPahoClient(paho.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rx_sock: Any = None
-        self._rx = bytearray()
+        self._rx = b""  # the last chunk read, served from `_rx_at` on (no copying of what is left)
+        self._rx_at = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._sock is not self._rx_sock:  # a new connection: nothing buffered belongs to it
-            self._rx_sock, self._rx = self._sock, bytearray()
-        if not self._rx:
+            self._rx_sock, self._rx, self._rx_at = self._sock, b"", 0
+        if self._rx_at >= len(self._rx):
             chunk = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when empty, b"" at end of stream
             if not chunk:
                 return chunk
-            self._rx += chunk
-        data = bytes(self._rx[:bufsize])
-        del self._rx[:bufsize]
-        return data
+            self._rx, self._rx_at = chunk, 0
+        start = self._rx_at
+        self._rx_at = start + bufsize
+        return self._rx[start : self._rx_at]
 
     def buffered(self) -> bool:
-        return bool(self._rx) and self._sock is self._rx_sock and self._sock is not None
+        return self._rx_at < len(self._rx) and self._sock is self._rx_sock and self._sock is not None
 
 
 def unique_client_id(prefix: str) -> str:
@@ -149,7 +157,7 @@ class FabricClient:
         self._attempts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, tuple[int, Handler]] = {}
-        self._routes: dict[str, list[Handler]] = {}
+        self._routes: dict[str, tuple[Handler, ...]] = {}
         self._connected_callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
@@ -166,6 +174,7 @@ class FabricClient:
         self._failing_back = False
         self._probing: asyncio.Future[Any] | None = None
         self.connect_count = 0
+        self.connected_since: float | None = None  # time.monotonic() of the last successful (re)connect
         self.fail_back_count = 0
         self._paho = self._build_paho(will)
 
@@ -461,12 +470,18 @@ class FabricClient:
         sock = self._paho.socket()
         # Our read buffer, and TLS, may hold bytes that the selector cannot see: read them now.
         for _ in range(MAX_READS_PER_WAKEUP):
-            if self._paho.socket() is not sock or sock is None:
-                break
-            buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
-            if not (buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending())):
-                break
+            if not self._holds_unread(sock):
+                return
             self._paho.loop_read()
+        if self._holds_unread(sock) and self._loop is not None:  # the rest after the loop's other callbacks
+            self._loop.call_soon(self._on_readable)
+
+    def _holds_unread(self, sock: Any) -> bool:
+        """Bytes of the current socket already read from the kernel: in our buffer, or decrypted by TLS."""
+        if sock is None or self._paho.socket() is not sock:
+            return False
+        buffered = isinstance(self._paho, BufferedPahoClient) and self._paho.buffered()
+        return buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0)
 
     def _on_writable(self) -> None:
         self._paho.loop_write()  # unregisters the writer once paho's queue is empty
@@ -511,6 +526,7 @@ class FabricClient:
 
     def _handle_connected(self, subscribe_mid: int | None) -> None:
         self.connect_count += 1
+        self.connected_since = time.monotonic()  # before any message of this connection is dispatched
         self._connected.set()  # from now on subscribe() sends its own SUBSCRIBE
         log.info("connected to %s as %s", self.broker, self.client_id)
         if self._fail_back.wanted(self._url_index, True, self._closing) and (
@@ -558,13 +574,13 @@ class FabricClient:
         for handler in self._handlers_for(topic):
             self._run_handler(handler, topic, payload)
 
-    def _handlers_for(self, topic: str) -> list[Handler]:
-        """The handlers whose filter matches `topic`, remembered per topic (most topics recur)."""
+    def _handlers_for(self, topic: str) -> tuple[Handler, ...]:
+        """The handlers whose filter matches `topic`, remembered per topic (most topics recur: a fleet's states)."""
         handlers = self._routes.get(topic)
         if handlers is None:
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
-            handlers = [handler for f, (_, handler) in self._handlers.items() if topic_matches(f, topic)]
+            handlers = tuple(handler for f, (_, handler) in self._handlers.items() if topic_matches(f, topic))
             self._routes[topic] = handlers
         return handlers
 
@@ -575,7 +591,7 @@ class FabricClient:
         except Exception:
             log.exception("handler %s failed", getattr(handler, "__qualname__", handler))
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self._keep(asyncio.ensure_future(result))
 
     def _task_finished(self, task: asyncio.Future[Any]) -> None:

@@ -153,7 +153,12 @@ def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], No
     show_default=True,
     help="Trace events per task: every step, or the final one only (nobody follows).",
 )
-@click.option("--buffered-reads", is_flag=True, help="Router, agents and client read the socket buffered.")
+@click.option(
+    "--buffered-reads/--no-buffered-reads",
+    default=True,
+    show_default=True,
+    help="Router, agents and client read the socket buffered, or per packet header byte as paho does.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, buffered_reads: bool, as_json: bool) -> None:
     """Routing overhead per task (echo agents) next to a bare paho relay of the same 4 hops."""
@@ -226,7 +231,12 @@ def early_stop(tasks: int, slow: str, as_json: bool) -> None:
 @click.option("--ingest-nodes", default=10_000, show_default=True, type=click.IntRange(min=0), help="0: skip.")
 @click.option("--routers", default="1,2,4", show_default=True, help="Router counts for tasks/s ('' to skip).")
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
-@click.option("--buffered-reads", is_flag=True, help="Routers and clients read the socket buffered.")
+@click.option(
+    "--buffered-reads/--no-buffered-reads",
+    default=True,
+    show_default=True,
+    help="Routers and clients read the socket buffered, or per packet header byte as paho does.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def scale(
     node_counts: tuple[int, ...],

@@ -18,6 +18,7 @@ from shared.messages import (
     NodeBeacon,
     RouterPresence,
     RunRequest,
+    RunResult,
     TaskAnswer,
     TaskEvent,
     TaskRequest,
@@ -83,6 +84,8 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[tuple[str, Any, bool]] = []
         self.connect_count = 1
+        self.connected_since: float | None = 0.0  # connected long ago
+        self.is_connected = True
 
     def publish(self, topic: str, message: Any, *, qos: int = 1, retain: bool = False) -> None:
         self.published.append((topic, message, retain))
@@ -215,6 +218,51 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
         _, future = service._pending[run.dispatch_id]
         assert future.done() and future.result().error == "backend_error"  # redispatched by the pipeline
         assert recorder.on(f"{P}/agent/") == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("just_reconnected", [False, True])
+def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to_come_back(
+    just_reconnected: bool,
+) -> None:
+    async def scenario() -> None:
+        service, recorder = router(offline_grace_s=0.05, agent_wait_s=0.5)
+        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
+        online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
+        service._on_beacon(service.topics.beacon("n1"), encode(online))
+        run = pending_run(service)
+        recorder.connected_since = time.monotonic()  # connected just now: the first time, or again
+        if just_reconnected:  # the broker restarted: we are back first and read the node's retained Will
+            recorder.connect_count = 2
+        offline = online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
+        service._on_beacon(service.topics.beacon("n1"), encode(offline))
+        await asyncio.sleep(0.2)  # past offline_grace_s, within agent_wait_s
+        _, future = service._pending[run.dispatch_id]
+        assert future.done() is not just_reconnected
+        if just_reconnected:  # the node re-announces: its run is asked again (same dispatch id), not failed
+            back = online.model_copy(update={"sent_at": online.sent_at + 2})
+            service._on_beacon(service.topics.beacon("n1"), encode(back))
+            assert recorder.on(f"{P}/agent/n1-math/run") == [run] and not future.done()
+
+    asyncio.run(scenario())
+
+
+def test_a_run_is_not_timed_out_while_the_router_is_cut_off_from_the_broker() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        request = RunRequest(dispatch_id="t1.d1", task_id="t1", agent_id="n1-math", subtask="q", reply_topic=ALICE)
+        running = asyncio.ensure_future(service.run(request, timeout_s=0.05))
+        await asyncio.sleep(0)
+        recorder.is_connected = False  # the broker went away: the agent cannot answer, nor we hear it
+        await asyncio.sleep(0.2)
+        assert not running.done()
+        _, future = service._pending["t1.d1"]
+        recorder.is_connected, recorder.connected_since = True, time.monotonic()  # back; the run is asked again
+        future.set_result(RunResult(dispatch_id="t1.d1", task_id="t1", agent_id="n1-math", node_id="n1", text="42"))
+        assert (await running).text == "42"
+        timed_out = await service.run(request.model_copy(update={"dispatch_id": "t1.d2"}), timeout_s=0.05)
+        assert timed_out.error == "timeout"  # connected all along: the run's own timeout
 
     asyncio.run(scenario())
 

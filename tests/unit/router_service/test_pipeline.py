@@ -208,6 +208,67 @@ def test_no_live_agents_raises_no_agents() -> None:
     assert port.requests == []
 
 
+@dataclass
+class Fleet:
+    """Live agents that may all go for a moment (a broker restart) and come back while the pipeline waits."""
+
+    views: list[AgentView]
+    back: list[AgentView] = field(default_factory=list)  # live again once the pipeline waits for agents
+    waits: int = 0
+
+    async def wait_for_agents(self) -> bool:
+        self.waits += 1
+        await asyncio.sleep(0.01)
+        self.views[:] = self.back
+        return bool(self.views)
+
+
+def execute_on(port: FakePort, fleet: Fleet, request: TaskRequest) -> TaskAnswer:
+    clock = itertools.count(0.0, 0.001)
+    flow = TaskPipeline(
+        request, RoutingBrain(seed=0), lambda: fleet.views, port, "r1", lambda: next(clock), fleet.wait_for_agents
+    )
+    return asyncio.run(asyncio.wait_for(flow.execute(), 10))
+
+
+def test_a_task_that_finds_the_fleet_gone_for_a_moment_waits_for_it_instead_of_failing() -> None:
+    port = FakePort({"a": answers("42"), "b": answers("42")})
+    fleet = Fleet(views=[], back=agents("a", "b"))
+    answer = execute_on(port, fleet, task(cot_count=2))
+    assert answer.answer == "42" and fleet.waits == 1
+
+
+def test_runs_failed_while_every_agent_was_offline_go_to_the_agents_that_come_back() -> None:
+    fleet = Fleet(views=agents("a", "b"), back=agents("a", "b", "c"))
+
+    def went_offline(agent: str) -> Script:
+        def script(request: RunRequest) -> tuple[str, float] | str:
+            fleet.views.clear()  # every node's Will was read: nothing is live
+            return "error:timeout"
+
+        return script
+
+    port = FakePort({"a": went_offline("a"), "b": answers("42", 0.05), "c": answers("42")})
+    answer = execute_on(port, fleet, task(cot_count=2))
+    assert answer.answer == "42"
+    assert [event["next_agent"] for event in port.named("redispatched")] == ["c"]
+
+
+def test_a_fleet_that_stays_gone_still_ends_in_no_agents() -> None:
+    fleet = Fleet(views=[])
+    with pytest.raises(NoAgentsError, match="no live agent"):
+        execute_on(FakePort({}), fleet, task())
+    assert fleet.waits == 1
+
+
+def test_no_wait_while_some_agent_is_live() -> None:
+    fleet = Fleet(views=agents("a", "b"), back=agents("a", "b", "c"))
+    port = FakePort({"a": fails(), "b": fails("busy")})
+    with pytest.raises(NoAgentsError, match="every agent failed"):
+        execute_on(port, fleet, task(cot_count=2))
+    assert fleet.waits == 0
+
+
 # --- planning -----------------------------------------------------------------------------------------
 
 PLAN_QUERY = "First add 2 and 2, then double the result and explain each step."
