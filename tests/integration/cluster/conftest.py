@@ -34,6 +34,16 @@ class NatsCluster:
             time.sleep(0.1)
         raise TimeoutError("no JetStream metadata leader was elected")
 
+    def fault_roles(self) -> tuple[int, int, int]:
+        """(victim, spare, leader): a node to kill that does not lead JetStream's metadata (killing the leader
+        stalls every MQTT CONNECT in the cluster for ~30 s more), the other survivor, and the metadata leader."""
+        leader = self.metadata_leader()
+        victim, spare = [index for index in range(len(self.nodes)) if index != leader]
+        return victim, spare, leader
+
+    def url(self, index: int) -> str:
+        return self.brokers[index].url
+
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:

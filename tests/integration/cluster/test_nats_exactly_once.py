@@ -64,10 +64,8 @@ def cluster_agents(fleet: Fleet) -> Fleet:
 def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twice(
     nats_cluster, fabric: str, fleet_factory
 ) -> None:
-    leader = nats_cluster.metadata_leader()
-    victim, spare = [index for index in range(3) if index != leader]
-    urls = [broker.url for broker in nats_cluster.brokers]
-    on_victim, on_spare, on_leader = urls[victim], urls[spare], urls[leader]
+    victim, spare, leader = nats_cluster.fault_roles()
+    on_victim, on_spare, on_leader = (nats_cluster.url(index) for index in (victim, spare, leader))
     elsewhere = cluster_agents(fleet_factory(fabric, [on_spare, on_leader, on_victim]))
     on_node = cluster_agents(fleet_factory(fabric, [on_victim, on_spare, on_leader]))
     fleets = [elsewhere, on_node]
