@@ -32,17 +32,18 @@ KEEPALIVE_S = 5
 SUBACK_WAIT_S = 20.0
 
 
+# QoS 0 subscriptions: plain NATS subscriptions, no JetStream consumer to re-elect when a server dies (README)
+SETTINGS = {"keepalive_s": KEEPALIVE_S, "connect_timeout_s": SUBACK_WAIT_S, "subscribe_qos": 0}
+
+
 def connection(urls: list[str], fabric: str) -> ConnectionSettings:
-    return ConnectionSettings(
-        fabric=fabric, brokers=tuple(urls), keepalive_s=KEEPALIVE_S, connect_timeout_s=SUBACK_WAIT_S
-    )
+    return ConnectionSettings(fabric=fabric, brokers=tuple(urls), **SETTINGS)
 
 
 def cluster_fleet(fleet: Fleet) -> Fleet:
     """The fleet's node.yaml with the cluster's keepalive (written before Fleet would write its default)."""
     agent = {"preset": "math", "backend": "echo", "max_in_flight": 4, "backend_settings": {"delay_s": ECHO_DELAY_S}}
-    connection_settings = {"keepalive_s": KEEPALIVE_S, "connect_timeout_s": SUBACK_WAIT_S}
-    config = {"agents": [agent], "connection": connection_settings, "state_interval_s": 1}
+    config = {"agents": [agent], "connection": SETTINGS, "state_interval_s": 1}
     (fleet.directory / "node.yaml").write_text(yaml.safe_dump(config))
     return fleet
 

@@ -55,6 +55,14 @@ class LoadLog:
     def lost(self) -> list[str]:
         return [t for t, r in self.tasks.items() if not isinstance(r.reply, TaskAnswer)]
 
+    def answered_since(self, since: float) -> list[str]:
+        """Tasks submitted at or after `since` (monotonic) that got a TaskAnswer."""
+        return [t for t, r in self.tasks.items() if r.started >= since and isinstance(r.reply, TaskAnswer)]
+
+    def open_before(self, at: float) -> list[str]:
+        """Tasks submitted before `at` (monotonic) that have no reply yet."""
+        return [t for t, r in self.tasks.items() if r.started < at and r.finished is None]
+
     def caught_in(self, faults: list[float]) -> list[TaskRecord]:
         """Tasks in flight at any of the fault moments (monotonic)."""
         return [
