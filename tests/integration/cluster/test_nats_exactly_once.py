@@ -25,7 +25,6 @@ replayed with the same answer and no new run.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -61,11 +60,6 @@ def cluster_agents(fleet: Fleet) -> Fleet:
 
 @pytest.mark.slow
 @pytest.mark.nats
-@pytest.mark.skipif(
-    os.environ.get("SYMPHONY_EDGE_NATS_EXACTLY_ONCE") != "1",
-    reason="opt-in (SYMPHONY_EDGE_NATS_EXACTLY_ONCE=1): it passed 8 of 9 runs alone, but under the whole suite's "
-    "load the cluster's stall outlasts its waits; the NATS node-kill test (test_nats_cluster.py) runs in CI",
-)
 def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twice(
     nats_cluster, fabric: str, fleet_factory
 ) -> None:
