@@ -13,13 +13,23 @@ distinct answers seen (replies and the routers' ledger), and the dispatch ids th
 logs) and for which router.
 
 What is allowed: a task gets a TaskAnswer or, only if the cluster stalls longer than its run timeout, one explicit
-ErrorReply `timeout` or `no_agents` (a cluster re-electing JetStream leaders can hold a result past the run
-timeout and refuse the agents' re-subscriptions for 5-30 s; the existing cluster test allows the same). No task
-gets no reply; none gets two different answers; no dispatch is run twice; a task is run for both routers only if
-the killed router instance had claimed it and not answered it (its runs died with it: taken over), or if it was in
-flight while the killed server's JetStream leaders were re-elected (the routers do not see each other's ledger
-claims then; the task still gets one answer). Finally, tasks the first router-1 answered are resubmitted: each is
-replayed with the same answer and no new run.
+ErrorReply `timeout` or `no_agents` (the existing cluster test allows the same). No task gets no reply; none gets
+two different answers; no dispatch is run twice; a task is run for both routers only if the killed router instance
+had claimed it and not answered it (its runs died with it: taken over), or if it was in flight while the killed
+server's JetStream leaders were re-elected (the routers do not see each other's ledger claims then; the task still
+gets one answer). Finally, tasks the first router-1 answered are resubmitted: each is replayed with the same answer
+and no new run.
+
+Every component subscribes at QoS 0 (`connection: {subscribe_qos: 0}`, as the README advises for NATS). With the
+default QoS 1 each subscription is a replicated JetStream consumer: after the server's death the survivors refused
+them and delivered nothing until each consumer's leader was re-elected, and the fabric was deaf for 10-40 s.
+
+The waits are the test's own and none is an assertion on time: a client gives up on a task after the Python
+client's default (deadline + 5 s); the moved components get 90 s to re-announce; the router fault starts once the
+fabric serves again after the node fault (every task submitted before the server came back has its reply, and
+each client stream has an answer to a later task), and the load stops once each stream has an answer to a task
+submitted after router-1 came back. Before, a fixed 4 s of load after the restart and "more than 20 tasks" made
+the count depend on the machine's speed (18 tasks in one CI run).
 """
 
 from __future__ import annotations
