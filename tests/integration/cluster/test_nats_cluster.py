@@ -13,10 +13,10 @@ the survivors time out CONNECTs (the sessions' stream) and stall QoS 1 publishes
 client whose publish timed out. Components here subscribe at QoS 0 (`connection: {subscribe_qos: 0}`, as the
 README advises for NATS): a plain NATS subscription, where a QoS 1 one is a JetStream consumer that is refused
 (SUBACK 0x80) and delivers nothing until its own leader is re-elected, one consumer after another (10-40 s on a
-loaded machine). The killed node's clients are back 10-15 s later (loopback, 2 cores). The node killed here is not JetStream's
-metadata leader: killing that one stalls every MQTT CONNECT in the cluster for about 30 s more. The Wills of the
-dead node's clients are published by the cluster later, when their sessions are taken over, possibly after the
-clients have re-announced (the epoch rule and the node's own re-announcement keep the registry right).
+loaded machine). The killed node's clients are back 10-15 s later (loopback, 2 cores). The node killed here is not
+JetStream's metadata leader: killing that one stalls every MQTT CONNECT in the cluster for about 30 s more. The
+Wills of the dead node's clients are published by the cluster later, when their sessions are taken over, possibly
+after the clients have re-announced (the epoch rule and the node's own re-announcement keep the registry right).
 """
 
 from __future__ import annotations
