@@ -35,8 +35,10 @@ KEEPALIVE_S = 5
 SUBACK_WAIT_S = 20.0
 
 
-# QoS 0 subscriptions: plain NATS subscriptions, no JetStream consumer to re-elect when a server dies (README)
-SETTINGS = {"keepalive_s": KEEPALIVE_S, "connect_timeout_s": SUBACK_WAIT_S, "subscribe_qos": 0}
+# As the README advises for NATS: QoS 0 subscriptions (plain NATS ones, no JetStream consumer to re-elect when a
+# server dies) and no fail-back (the servers are peers: going back to the first one is one more session takeover,
+# made through JetStream while a restarted server catches up)
+SETTINGS = {"keepalive_s": KEEPALIVE_S, "connect_timeout_s": SUBACK_WAIT_S, "subscribe_qos": 0, "fail_back_probe_s": 0}
 
 
 def connection(urls: list[str], fabric: str) -> ConnectionSettings:

@@ -63,6 +63,10 @@ class LoadLog:
         """Tasks submitted before `at` (monotonic) that have no reply yet."""
         return [t for t, r in self.tasks.items() if r.started < at and r.finished is None]
 
+    def in_flight_between(self, start: float, end: float) -> list[TaskRecord]:
+        """Tasks in flight at any moment from `start` to `end` (monotonic)."""
+        return [r for r in self.tasks.values() if r.started <= end and (r.finished is None or r.finished >= start)]
+
     def caught_in(self, faults: list[float]) -> list[TaskRecord]:
         """Tasks in flight at any of the fault moments (monotonic)."""
         return [
