@@ -17,8 +17,11 @@ ErrorReply `timeout` or `no_agents` (the existing cluster test allows the same).
 two different answers; no dispatch is run twice; a task is run for both routers only if the killed router instance
 had claimed it and not answered it (its runs died with it: taken over), or if it was in flight while the killed
 server's JetStream leaders were re-elected (the routers do not see each other's ledger claims then; the task still
-gets one answer). Finally, tasks the first router-1 answered are resubmitted: each is replayed with the same answer
-and no new run.
+gets one answer). Finally, tasks the first router-1 answered once the node fault was over are resubmitted: each is
+replayed with the same answer and no new run. Not a task it answered during the node fault: NATS 2.9 may drop a
+retained message published while the retained messages' stream re-elects its leader (the server logs "unable to
+store retained message" and acknowledges the publish all the same), so the restarted router-1, which reads the
+ledger back from the retained messages, may not know that answer and run the task again (seen once in 13 runs).
 
 Every component subscribes at QoS 0 and does not fail back (`connection: {subscribe_qos: 0, fail_back_probe_s: 0}`,
 as the README advises for NATS). With the default QoS 1 each subscription is a replicated JetStream consumer: after
@@ -63,6 +66,7 @@ AGENTS = ("edge-a", "edge-b", "edge-c")
 RUN_S = 2.5
 ALLOWED_ERRORS = ("timeout", "no_agents")
 STREAMS = 2 * CLIENTS  # each client keeps two tasks open
+REPLAYS = 5
 # The test's own waits, not the product's: a client gives up on a task as the Python client does by default (the
 # task's deadline, 60 s, + 5 s), and the killed server's components are given 90 s to re-announce elsewhere.
 GIVE_UP_S = 65.0
@@ -121,6 +125,8 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             settled = lambda: not load.open_before(restarted) and len(load.answered_since(restarted)) >= STREAMS  # noqa: E731
             await watcher.wait_until(settled, GIVE_UP_S + 10)
             node_fault.append(time.monotonic())  # the node fault ends here: the fabric serves again
+            # The tasks resubmitted at the end are ones router-1 answers now, on the settled cluster (see the docstring)
+            await watcher.wait_until(lambda: len(load.answered_by("router-1", node_fault[1])) >= REPLAYS, GIVE_UP_S)
 
             on_node.kill("router-1")
             router_fault.append(time.monotonic())
@@ -134,7 +140,8 @@ def test_a_node_and_a_router_killed_under_load_lose_nothing_and_run_nothing_twic
             after.extend(load.answered_since(back))
             # Tasks the first router-1 answered, resubmitted now: replayed by their owner from the ledger (the new
             # router-1 read the retained entries back from the restarted server, its first broker), no new run.
-            return await replay_answered(clients, load, "router-1", 5, lambda: agent_logs(fleets, AGENTS))
+            logs = lambda: agent_logs(fleets, AGENTS)  # noqa: E731
+            return await replay_answered(clients, load, "router-1", REPLAYS, logs, since=node_fault[1])
         finally:
             await ledger.close()
             await watcher.close()
