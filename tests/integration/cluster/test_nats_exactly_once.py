@@ -20,7 +20,7 @@ server's JetStream leaders were re-elected (the routers do not see each other's 
 gets one answer). Finally, tasks the first router-1 answered once the node fault was over are resubmitted: each is
 replayed with the same answer and no new run. Not a task it answered during the node fault: NATS 2.9 may drop a
 retained message published while the retained messages' stream re-elects its leader (the server logs "unable to
-store retained message" and acknowledges the publish all the same), so the restarted router-1, which reads the
+store retained message" and the publisher is not told), so the restarted router-1, which reads the
 ledger back from the retained messages, may not know that answer and run the task again (seen once in 13 runs).
 
 Every component subscribes at QoS 0 and does not fail back (`connection: {subscribe_qos: 0, fail_back_probe_s: 0}`,
