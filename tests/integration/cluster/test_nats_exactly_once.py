@@ -21,7 +21,8 @@ gets one answer). Finally, tasks the first router-1 answered once the node fault
 replayed with the same answer and no new run. Not a task it answered during the node fault: NATS 2.9 may drop a
 retained message published while the retained messages' stream re-elects its leader (the server logs "unable to
 store retained message" and the publisher is not told), so the restarted router-1, which reads the
-ledger back from the retained messages, may not know that answer and run the task again (seen once in 13 runs).
+ledger back from the retained messages, may not know that answer and run the task again (seen once in 13 runs,
+before the live routers handed their answers over to a router that comes back; one that heard none cannot).
 
 Every component subscribes at QoS 0 and does not fail back (`connection: {subscribe_qos: 0, fail_back_probe_s: 0}`,
 as the README advises for NATS). With the default QoS 1 each subscription is a replicated JetStream consumer: after
