@@ -4,6 +4,10 @@ Each node of the cluster gets its own config: a server name, a JetStream store, 
 nodes, and an `mqtt { listen }` port that agents, routers and clients connect to (any node serves any client;
 retained messages and sessions live in replicated JetStream streams). Used by the cluster tests and by
 operators who want a sketch of the config (README, "Clustered brokers").
+
+Components on such a cluster should set `connection: {subscribe_qos: 0}`: a QoS 1 subscription is a replicated
+JetStream consumer that delivers nothing while its leader is re-elected after a server's death, a QoS 0 one is a
+plain NATS subscription.
 """
 
 from __future__ import annotations

@@ -65,6 +65,10 @@ class TaskLedger:
         entry = self._entries.get(task_id)
         return entry if entry is not None and entry.status == "answered" else None
 
+    def answered_entries(self, now: float) -> list[LedgerEntry]:
+        """The answers still inside the retention window."""
+        return [e for e in self._entries.values() if e.status == "answered" and not self.is_expired(e, now)]
+
     def claimed_elsewhere(self, task_id: str, live: Mapping[str, str], instance_id: str) -> LedgerEntry | None:
         """The running claim of another live router instance on `task_id` (live: router id -> instance id)."""
         entry = self._entries.get(task_id)

@@ -115,6 +115,7 @@ class RouterService:
         self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
         self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
         self._joined = False
+        self._stopping = False
         self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
@@ -165,6 +166,7 @@ class RouterService:
         return self.topics.shared(self.config.share_group, self.topics.task_submit())
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in [*self._background, *self._in_flight.values()]:
             task.cancel()
         self.save()
@@ -277,8 +279,32 @@ class RouterService:
             self.roster.forget(self.topics.last_level(topic))
             return
         presence = self._decode_or_log(payload, RouterPresence)
-        if presence is not None and presence.router_id != self.router_id:
-            self.roster.apply(presence)
+        if presence is None:
+            return
+        if presence.router_id == self.router_id:
+            self._deny_own_will(presence)
+            return
+        known = self.roster.presences.get(presence.router_id)
+        self.roster.apply(presence)
+        new_instance = known is None or known.instance_id != presence.instance_id
+        if self._joined and presence.status == "online" and new_instance:
+            self._hand_over_answers(presence.router_id)
+
+    def _deny_own_will(self, presence: RouterPresence) -> None:
+        """Our own Will, published while we live (a NATS cluster publishes it late, when it takes over the session
+        of a connection that died with a server): announce ourselves again, or the other routers take our tasks."""
+        ours = presence.status == "offline" and presence.instance_id == self.instance_id
+        if ours and self._joined and not self._stopping and self.client is not None:
+            self.client.publish(self.topics.router_presence(self.router_id), self._presence("online"), retain=True)
+
+    def _hand_over_answers(self, router_id: str) -> None:
+        """A router joined or came back as a new instance: share again, retained, the answers it owns now. It read
+        the retained ledger when it started, but a broker may have lost entries (NATS drops a retained message
+        published while its stream re-elects a leader, and tells no one)."""
+        live = self.roster.live()
+        for entry in self.ledger.answered_entries(time.time()):
+            if rendezvous_owner(entry.task_id, live) == router_id:
+                self._publish(self.topics.ledger(entry.task_id), entry, retain=True)
 
     def _on_ledger(self, topic: str, payload: bytes) -> None:
         self._ledger_heard += 1

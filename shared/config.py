@@ -76,6 +76,12 @@ class ConnectionSettings(StrictModel):
     # While connected to a broker other than the first: probe the first this often (a TCP connect) and move
     # back to it once it answers (0: stay where we are).
     fail_back_probe_s: float = Field(default=5.0, ge=0, le=3600)
+    # The highest QoS a subscription asks for. 0 on a NATS cluster: there every QoS 1 subscription is a replicated
+    # JetStream consumer whose leader must be re-elected when a server dies (the survivors deliver nothing to it
+    # for 10-40 s), while a QoS 0 subscription is a plain NATS one that keeps delivering. With clean sessions a
+    # QoS 1 subscription adds little anyway: what is in flight when a connection drops is lost with the session,
+    # and the fabric asks again (routers re-ask runs, clients resend tasks).
+    subscribe_qos: int = Field(default=1, ge=0, le=1)
     # Read what the socket holds in one recv instead of paho's recv per header byte (fewer system calls per
     # message); false: paho's own reads.
     buffered_reads: bool = True

@@ -225,7 +225,9 @@ class FabricClient:
         return True
 
     async def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
-        """Subscribe `handler` to `topic_filter`; waits for the broker's SUBACK when connected."""
+        """Subscribe `handler` to `topic_filter` (at most at the settings' `subscribe_qos`); waits for the broker's
+        SUBACK when connected."""
+        qos = min(qos, self.settings.subscribe_qos)
         self._handlers[topic_filter] = (qos, handler)
         self._routes.clear()
         if not self.is_connected:

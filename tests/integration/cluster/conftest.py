@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ class NatsCluster:
     nodes: list[NatsNode]
     brokers: list[RunningBroker]  # each one's port is its node's MQTT port
     logs: list[Path]
+    monitor_ports: list[int]  # each server's HTTP monitoring port (`nats-server -m`)
 
     def metadata_leader(self, timeout_s: float = 15.0) -> int:
         """The index of the node that leads JetStream's metadata now (read from the servers' logs)."""
@@ -34,6 +37,21 @@ class NatsCluster:
             time.sleep(0.1)
         raise TimeoutError("no JetStream metadata leader was elected")
 
+    def fault_roles(self) -> tuple[int, int, int]:
+        """(victim, spare, leader): a node to kill that does not lead JetStream's metadata (killing the leader
+        stalls every MQTT CONNECT in the cluster for ~30 s more), the other survivor, and the metadata leader."""
+        leader = self.metadata_leader()
+        victim, spare = [index for index in range(len(self.nodes)) if index != leader]
+        return victim, spare, leader
+
+    def url(self, index: int) -> str:
+        return self.brokers[index].url
+
+    def jetstream_consumers(self, index: int) -> int:
+        """How many JetStream consumers server `index` holds (its monitoring endpoint /jsz)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_ports[index]}/jsz", timeout=5) as response:
+            return int(json.load(response).get("consumers", 0))
+
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
@@ -42,16 +60,18 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     if binary is None:
         pytest.skip("nats-server is not installed (make system-deps)")
     nodes = [NatsNode(f"n{index}", free_port(), free_port(), free_port()) for index in range(3)]
-    brokers, logs = [], []
+    brokers, logs, monitor_ports = [], [], []
     for node in nodes:
         store = tmp_path / f"jetstream-{node.name}"
         store.mkdir()
         logs.append(tmp_path / f"{node.name}.log")
         config = tmp_path / f"{node.name}.conf"
         config.write_text(render_node_config(node, nodes, store, log_file=logs[-1]))
-        brokers.append(RunningBroker("nats", node.mqtt_port, [binary, "-c", str(config)]))
+        monitor_ports.append(free_port())
+        command = [binary, "-c", str(config), "-m", str(monitor_ports[-1])]
+        brokers.append(RunningBroker("nats", node.mqtt_port, command))
     for broker in brokers:
         broker.start()
-    yield NatsCluster(nodes, brokers, logs)
+    yield NatsCluster(nodes, brokers, logs, monitor_ports)
     for broker in brokers:
         broker.stop()

@@ -55,6 +55,26 @@ class LoadLog:
     def lost(self) -> list[str]:
         return [t for t, r in self.tasks.items() if not isinstance(r.reply, TaskAnswer)]
 
+    def answered_by(self, router_id: str, since: float = 0.0) -> list[TaskRecord]:
+        """Tasks `router_id` answered at or after `since` (monotonic), in the order they were submitted."""
+        return [
+            r
+            for r in self.tasks.values()
+            if isinstance(r.reply, TaskAnswer) and r.reply.router_id == router_id and (r.finished or 0.0) >= since
+        ]
+
+    def answered_since(self, since: float) -> list[str]:
+        """Tasks submitted at or after `since` (monotonic) that got a TaskAnswer."""
+        return [t for t, r in self.tasks.items() if r.started >= since and isinstance(r.reply, TaskAnswer)]
+
+    def open_before(self, at: float) -> list[str]:
+        """Tasks submitted before `at` (monotonic) that have no reply yet."""
+        return [t for t, r in self.tasks.items() if r.started < at and r.finished is None]
+
+    def in_flight_between(self, start: float, end: float) -> list[TaskRecord]:
+        """Tasks in flight at any moment from `start` to `end` (monotonic)."""
+        return [r for r in self.tasks.values() if r.started <= end and (r.finished is None or r.finished >= start)]
+
     def caught_in(self, faults: list[float]) -> list[TaskRecord]:
         """Tasks in flight at any of the fault moments (monotonic)."""
         return [
@@ -137,15 +157,19 @@ async def resubmit(settings: ConnectionSettings, request: TaskRequest, attempts:
 
 
 async def replay_answered(
-    settings: ConnectionSettings, load: LoadLog, router_id: str, count: int, logs: Callable[[], list[Path]]
+    settings: ConnectionSettings,
+    load: LoadLog,
+    router_id: str,
+    count: int,
+    logs: Callable[[], list[Path]],
+    since: float = 0.0,
 ) -> tuple[list[TaskAnswer | object], int]:
-    """Resubmit up to `count` tasks that `router_id` answered, as their clients would.
+    """Resubmit up to `count` tasks that `router_id` answered (at or after `since`, monotonic), as their clients would.
 
     Returns the replies (the TaskAnswer when replayed with the same answer, else `("not replayed", reply)`) and
     the agent runs of those tasks made meanwhile (read from `logs()`; 0 when nothing ran again).
     """
-    done = [r for r in load.tasks.values() if isinstance(r.reply, TaskAnswer) and r.reply.router_id == router_id]
-    chosen = done[:count]
+    chosen = load.answered_by(router_id, since)[:count]
     task_ids = {record.task_id for record in chosen}
     before = agent_runs(logs()).total(task_ids)
     replies: list[TaskAnswer | object] = []

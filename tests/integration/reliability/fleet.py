@@ -260,6 +260,55 @@ async def drive_load(
     return report
 
 
+@dataclass
+class BrokerFault:
+    """Load before, during and after a broker was killed, and whether (and when) the named components moved."""
+
+    before: LoadReport
+    during: LoadReport
+    after: LoadReport
+    moved: bool
+    moved_s: float
+
+    def summary(self, watcher: Watcher, moved_to: str) -> str:
+        return (
+            f"before: {self.before.summary()}; during: {self.during.summary()}; {moved_to} {self.moved_s:.2f} s "
+            f"after the broker was killed; after: {self.after.summary()}; "
+            f"answered twice={len(watcher.duplicate_answers())}"
+        )
+
+
+async def broker_killed_under_load(
+    client: FabricTaskClient,
+    watcher: Watcher,
+    kill: Any,
+    movers: set[str],
+    *,
+    tasks: int,
+    concurrency: int,
+    deadline_s: float,
+    move_wait_s: float,
+    probe_deadline_s: float = 10.0,
+    after_deadline_s: float = 10.0,
+) -> BrokerFault:
+    """`concurrency` probe tasks, then `tasks` tasks during which `kill()` stops a broker; `concurrency` after.
+
+    Waits (bounded by `move_wait_s`) until every one of `movers` (node and router ids) re-announced after the kill.
+    """
+    before = await drive_load(
+        client, concurrency, concurrency=concurrency, deadline_s=probe_deadline_s, prefix="before"
+    )
+    load = asyncio.ensure_future(drive_load(client, tasks, concurrency=concurrency, deadline_s=deadline_s))
+    await asyncio.sleep(1.0)
+    kill()
+    killed_at = time.monotonic()
+    moved = await watcher.wait_until(lambda: watcher.announced_since(killed_at) >= movers, move_wait_s)
+    moved_s = time.monotonic() - killed_at
+    during = await load
+    after = await drive_load(client, concurrency, concurrency=concurrency, deadline_s=after_deadline_s, prefix="after")
+    return BrokerFault(before, during, after, moved, moved_s)
+
+
 def _request(client: FabricTaskClient, task_id: str, query: str, deadline_s: float, cot_count: int) -> Any:
     from shared.messages import TaskOptions, TaskRequest
 

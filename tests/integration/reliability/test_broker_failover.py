@@ -12,12 +12,11 @@ unanswered tasks, and the fabric keeps answering.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line
+from integration.reliability.fleet import Watcher, bounded, broker_killed_under_load, connection, report_line
 from support import RunningBroker
 
 from broker.bridges import ALL_ROLES, Bridge, bridge_topics
@@ -75,28 +74,17 @@ def test_fabric_moves_to_the_second_broker_when_the_first_dies(bridged_brokers, 
             ready = lambda: all(watcher.online(n) for n in AGENTS) and "router-1" in watcher.presences  # noqa: E731
             assert await watcher.wait_until(ready, 30), "the bridge did not carry the beacons to broker 2"
             async with FabricTaskClient(connection(urls, fabric)) as client:
-                before = await drive_load(client, 6, concurrency=6, deadline_s=10.0, prefix="before")
-                load = asyncio.ensure_future(drive_load(client, TASKS, concurrency=6, deadline_s=10.0))
-                await asyncio.sleep(1.0)
-                first.kill()
-                killed_at = time.monotonic()
-                moved = await watcher.wait_until(lambda: watcher.announced_since(killed_at) >= COMPONENTS, 30)
-                moved_s = time.monotonic() - killed_at
-                report = await load
-                after = await drive_load(client, 6, concurrency=6, deadline_s=10.0, prefix="after")
-            return before, report, after, moved, moved_s
+                return await broker_killed_under_load(
+                    client, watcher, first.kill, COMPONENTS, tasks=TASKS, concurrency=6, deadline_s=10.0, move_wait_s=30
+                )
         finally:
             await watcher.close()
 
-    before, report, after, moved, moved_s = bounded(scenario(), 150)
-    report_line(
-        "broker failover",
-        f"before: {before.summary()}; during: {report.summary()}; everything re-announced on broker 2 "
-        f"{moved_s:.2f} s after broker 1 was killed; after: {after.summary()}; "
-        f"answered twice={len(watcher.duplicate_answers())}",
-    )
+    fault = bounded(scenario(), 150)
+    before, report, after = fault.before, fault.during, fault.after
+    report_line("broker failover", fault.summary(watcher, "everything re-announced on broker 2"))
     assert before.answered == 6
-    assert moved, f"not on broker 2: {COMPONENTS - watcher.announced_since(0)}"
+    assert fault.moved, f"not on broker 2: {COMPONENTS - watcher.announced_since(0)}"
     assert not report.lost, report.summary()
     assert all(reply.code == "timeout" for reply in report.failed), report.failed
     assert after.answered == 6, after.summary()

@@ -296,3 +296,36 @@ def test_a_long_task_keeps_its_claim_and_expired_entries_are_cleared() -> None:
         service._in_flight["long"].cancel()
 
     asyncio.run(scenario())
+
+
+def presence_message(service: RouterService, presence: RouterPresence) -> None:
+    service._on_presence(service.topics.router_presence(presence.router_id), encode(presence))
+
+
+def test_a_router_that_hears_its_own_will_while_it_lives_announces_itself_again() -> None:
+    service, recorder = router()
+    presence_message(service, service._presence("offline"))  # published late by the broker, e.g. a NATS cluster
+    [online] = recorder.on(f"{P}/router/r1")
+    assert isinstance(online, RouterPresence) and online.status == "online" and recorder.published[0][2]
+    older = service._presence("offline").model_copy(update={"instance_id": "an-older-instance"})
+    presence_message(service, older)  # the Will of a previous process of ours: nothing to deny
+    assert len(recorder.on(f"{P}/router/r1")) == 1
+
+
+def test_the_answers_a_router_owns_are_shared_again_when_it_joins_or_comes_back() -> None:
+    service, recorder = router()
+    now = time.time()
+    for n in range(20):
+        ledger_message(service, answered_entry(answer(f"t{n}"), "alice", "r1", service.instance_id, now=now))
+    service.ledger.apply(claim_entry("t-running", "alice", "r1", service.instance_id, now=now), now)
+    r2 = RouterPresence(router_id="r2", instance_id="i2", epoch=1, status="online", sent_at=now)
+    presence_message(service, r2)
+    owned = {f"t{n}" for n in range(20) if rendezvous_owner(f"t{n}", ["r1", "r2"]) == "r2"}
+    shared = recorder.on(f"{P}/ledger/")
+    assert owned and {entry.task_id for entry in shared} == owned
+    assert all(entry.status == "answered" for entry in shared) and all(retain for *_, retain in recorder.published)
+    presence_message(service, r2)  # the same instance again (a reconnect): nothing more
+    presence_message(service, r2.model_copy(update={"status": "offline"}))
+    assert len(recorder.on(f"{P}/ledger/")) == len(owned)
+    presence_message(service, r2.model_copy(update={"instance_id": "i3", "epoch": 2}))  # back as a new process
+    assert len(recorder.on(f"{P}/ledger/")) == 2 * len(owned)

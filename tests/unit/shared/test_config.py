@@ -99,6 +99,7 @@ def test_explicit_overrides_win_over_environment(tmp_path: Path) -> None:
     ("text", "field"),
     [
         ("connection:\n  keepalive_s: 1\n", "connection.keepalive_s"),
+        ("connection:\n  subscribe_qos: 2\n", "connection.subscribe_qos"),
         ("connection:\n  brokers: []\n", "connection.brokers"),
         ("connection:\n  brokers: ['http://x:1']\n", "connection.brokers"),
         ("connection:\n  brokers: ['mqtt://a:1', 'mqtts://b:2']\n", "connection.brokers"),
