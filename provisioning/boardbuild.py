@@ -18,6 +18,7 @@ of the build inputs and the playbook run are the I/O below it.
 
 from __future__ import annotations
 
+import re
 import sys
 import tarfile
 import time
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 from provisioning.artifacts import (
@@ -106,17 +106,26 @@ def build_variables(builds: Sequence[BoardBuild], inputs: dict[str, Path], sdist
     }
 
 
+def build_system_requires(pyproject: str) -> list[str]:
+    """The `requires` of a pyproject.toml's [build-system] table (pure; a regex, so Python 3.10 needs no tomli)."""
+    table = re.search(r"^\[build-system\]\s*$(.*?)(?=^\[|\Z)", pyproject, re.MULTILINE | re.DOTALL)
+    requires = re.search(r"^requires\s*=\s*\[(.*?)\]\s*$", table.group(1), re.MULTILINE | re.DOTALL) if table else None
+    if requires is None:
+        raise ProvisioningError("the sdist's pyproject.toml names no [build-system] requires")
+    return re.findall(r"[\"']([^\"']+)[\"']", requires.group(1))
+
+
 def build_requirements(sdist: Path) -> list[str]:
     """The [build-system] requires of an sdist's pyproject.toml, plus the build tools (cmake, ninja)."""
     with tarfile.open(sdist) as archive:
         member = next(
-            (m for m in archive.getmembers() if m.name.count("/") == 1 and m.name.endswith("/pyproject.toml")), None
+            (item for item in archive.getmembers() if re.fullmatch(r"[^/]+/pyproject\.toml", item.name)), None
         )
         handle = archive.extractfile(member) if member else None
         if handle is None:
             raise ProvisioningError(f"{sdist} has no pyproject.toml")
-        requires = tomllib.loads(handle.read().decode()).get("build-system", {}).get("requires", [])
-    return [*requires, *BUILD_TOOLS]
+        text = handle.read().decode()
+    return [*build_system_requires(text), *BUILD_TOOLS]
 
 
 def llama_sdist(cache: Path, log: Log = print) -> Path:
