@@ -58,6 +58,20 @@ def _installed_from(board_prefix: Path) -> str:
     return str(json.loads((found[0] / "direct_url.json").read_text())["url"])
 
 
+@pytest.mark.timeout(900)
+def test_a_failed_board_build_stops_provisioning_and_names_the_board(fleet_dir: Path, boards: list[Board]) -> None:
+    kind = f"{control_node_platform()}-py{control_node_python()}-cpu"
+    shutil.rmtree(BOARD_CACHE / "llama", ignore_errors=True)
+    inventory, fleet = write_fleet(fleet_dir, boards, "llamacpp")
+    options = ["--build-llama-on-boards", "-e", "edge_agent_python=/usr/bin/false"]  # no venv, so no build
+    output, _ = provision(
+        inventory, fleet, fleet_dir / "rendered", options, BOARD_CACHE, {"PIP_CACHE_DIR": str(PIP_CACHE)}, exit_code=2
+    )
+    assert "building llama-cpp-python on board1 failed" in output and "--no-build-llama" in output
+    assert "PLAY [Host the MQTT broker]" not in output  # stopped before site.yml
+    assert not list((BOARD_CACHE / "llama" / kind).glob("*.whl"))
+
+
 @pytest.mark.timeout(3600)
 def test_the_first_board_builds_llama_cpp_python_and_the_second_installs_the_fetched_wheel(
     fleet_dir: Path, boards: list[Board]
