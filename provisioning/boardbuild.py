@@ -91,7 +91,7 @@ def build_variables(builds: Sequence[BoardBuild], inputs: dict[str, Path], sdist
     """Extra variables of ansible/build-llama.yml (pure): per builder host, what to copy, how to build, where to
     fetch the wheel back to."""
     return {
-        "symphony_llama_builders": [build.host for build in builds],
+        "symphony_llama_builders": ",".join(build.host for build in builds),  # the play's hosts pattern
         "symphony_llama_builds": {
             build.host: {
                 "kind": build.kind.name,

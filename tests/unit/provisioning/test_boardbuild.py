@@ -74,7 +74,7 @@ def test_the_build_playbook_variables_name_the_inputs_the_flags_and_where_the_wh
     inputs = {JETSON.name: tmp_path / "llama-build" / JETSON.name / "inputs"}
     variables = build_variables(builds, inputs, "llama_cpp_python-0.3.36.tar.gz", tmp_path)
     assert variables == {
-        "symphony_llama_builders": ["jetson-1"],
+        "symphony_llama_builders": "jetson-1",
         "symphony_llama_builds": {
             "jetson-1": {
                 "kind": JETSON.name,
