@@ -47,8 +47,8 @@ def _build_play(output: str) -> str:
     start = output.find("PLAY [Build llama-cpp-python on one board per kind]")
     if start < 0:
         return ""
-    end = output.find("PLAY [Host the MQTT broker]", start)
-    return output[start:end]
+    recap = output.find("PLAY RECAP", start)
+    return output[start : output.find("\n\n", recap)]
 
 
 def _installed_from(board_prefix: Path) -> str:
