@@ -139,7 +139,8 @@ def _prepare_artifacts(
     plan = plan_fleet(load_fleet(fleet), loaded)
     from_index = any(variable.startswith("edge_agent_package_spec=") for variable in extra_vars)
     cache = cache or default_cache()
-    if build_llama != "none" and not check:  # a dry run builds nothing on the boards
+    # A dry run builds nothing on the boards; nor does a kit from an index (no wheelhouse ships the wheel).
+    if build_llama != "none" and not check and not from_index:
         build_on_boards(
             plan,
             loaded,
