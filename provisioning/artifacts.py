@@ -41,6 +41,7 @@ from provisioning.targets import (
     target_kind,
     wheel_fits,
 )
+from shared.config import AgentConfig
 
 CACHE_ENVIRONMENT_VARIABLE = "SYMPHONY_EDGE_ARTIFACTS"
 SOURCE_PACKAGES = ("shared", "broker", "edge_agent", "router", "provisioning", "bench")
@@ -112,10 +113,8 @@ def prepare(
     log: Log = print,
 ) -> ArtifactSet:
     """Build or fetch everything the fleet's boards install, once, into `cache`."""
-    agents = {node.node_id: node.agents for node in plan.nodes}
-    if plan.fleet.broker.kind == "embedded":  # a broker-only host runs the kit too (edge-agent broker)
-        agents.update({host: () for host in plan.broker_hosts if host not in agents})
-    kinds = {host: target_kind(inventory, host) for host in agents}
+    agents = _host_agents(plan)
+    kinds = host_kinds(plan, inventory)
     for name, kind in kinds.items():
         check_apple_models(name, kind, agents[name])
     kit = kit_wheel(KIT_SOURCE, cache, log) if ship_kit else None
@@ -133,6 +132,21 @@ def prepare(
                 host.models[shipped_model_name(agent.model)] = models[agent.model]
         hosts[name] = host
     return ArtifactSet(kit, hosts)
+
+
+def _host_agents(plan: FleetPlan) -> dict[str, tuple[AgentConfig, ...]]:
+    agents = {node.node_id: node.agents for node in plan.nodes}
+    if plan.fleet.broker.kind == "embedded":  # a broker-only host runs the kit too (edge-agent broker)
+        agents.update({host: () for host in plan.broker_hosts if host not in agents})
+    return agents
+
+
+def host_kinds(plan: FleetPlan, inventory: Inventory) -> dict[str, TargetKind]:
+    """The kind of every host that runs the kit, in inventory order (hosts the inventory lacks last)."""
+    agents = _host_agents(plan)
+    order = {host: index for index, host in enumerate(inventory.hosts)}
+    hosts = sorted(agents, key=lambda host: order.get(host, len(order)))
+    return {host: target_kind(inventory, host) for host in hosts}
 
 
 def source_hash(source: Path) -> str:
@@ -170,28 +184,45 @@ def kit_wheel(source: Path, cache: Path, log: Log = print) -> Shipped:
     return shipped(folder / built.name)
 
 
-def llama_wheel(
-    kind: TargetKind, cache: Path, find_links: Sequence[Path], build: bool, log: Log = print
-) -> Shipped | None:
-    """One llama-cpp-python wheel for `kind`: from the cache, a find-links folder, pip's cache, or built here.
-
-    None (the board builds from source) for Apple boards (MLX), CUDA boards, and kinds that differ from the
-    control node when no wheel was found.
-    """
-    if kind.accelerator != "cpu":
+def find_llama_wheel(kind: TargetKind, cache: Path, find_links: Sequence[Path], log: Log = print) -> Shipped | None:
+    """A llama-cpp-python wheel for `kind` already at hand: in cache/llama/<kind>/ (built here or fetched back from
+    a board), else (CPU kinds only: a found wheel says nothing of CUDA) in a find-links folder or pip's cache."""
+    if kind.is_apple:
         return None
-    folder = cache / "llama" / kind.name
+    folder = folder_of(kind, cache)
     cached = [path for path in sorted(folder.glob("llama_cpp_python-*.whl")) if wheel_fits(path.name, kind)]
     if cached:
         return shipped(cached[-1])
+    if kind.accelerator != "cpu":
+        return None
     candidates = [path for links in find_links for path in sorted(Path(links).glob("llama_cpp_python-*.whl"))]
     candidates += _pip_cache_wheels("llama_cpp_python")
     for candidate in candidates:
         if wheel_fits(candidate.name, kind):
             log(f"llama-cpp-python for {kind.name}: {candidate}")
             return shipped(_copy_into(candidate, folder))
-    matches_here = kind.platform == control_node_platform() and kind.python == control_node_python()
-    if not (build and matches_here):
+    return None
+
+
+def control_node_builds_llama(kind: TargetKind) -> bool:
+    """Whether this machine can build the wheel for `kind`: a CPU kind of its own platform and Python."""
+    return (
+        kind.accelerator == "cpu" and kind.platform == control_node_platform() and kind.python == control_node_python()
+    )
+
+
+def llama_wheel(
+    kind: TargetKind, cache: Path, find_links: Sequence[Path], build: bool, log: Log = print
+) -> Shipped | None:
+    """One llama-cpp-python wheel for `kind`: from the cache, a find-links folder, pip's cache, or built here.
+
+    None (the board builds from source) for Apple boards (MLX), and for CUDA kinds and kinds that differ from the
+    control node when no wheel was found (`provisioning.boardbuild` builds those on a board first).
+    """
+    found = find_llama_wheel(kind, cache, find_links, log)
+    if found or kind.is_apple:
+        return found
+    if not (build and control_node_builds_llama(kind)):
         log(f"no llama-cpp-python wheel for {kind.name}: its boards build it from source (minutes)")
         return None
     log(f"building llama-cpp-python for {kind.name} once (a portable CPU build; minutes)")
@@ -202,7 +233,12 @@ def llama_wheel(
             "build llama-cpp-python",
             environment={"CMAKE_ARGS": PORTABLE_LLAMA_CMAKE_ARGS, "FORCE_CMAKE": "1"},
         )
-        return shipped(_copy_into(next(Path(temporary).glob("llama_cpp_python-*.whl")), folder))
+        return shipped(_copy_into(next(Path(temporary).glob("llama_cpp_python-*.whl")), folder_of(kind, cache)))
+
+
+def folder_of(kind: TargetKind, cache: Path) -> Path:
+    """Where the cache keeps the llama-cpp-python wheel of `kind`."""
+    return cache / "llama" / kind.name
 
 
 def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | None, log: Log = print) -> Path:
@@ -277,6 +313,7 @@ def artifact_variables(artifacts: ArtifactSet) -> dict[str, Any]:
             "llama_wheel": host.llama_wheel.path.name if host.llama_wheel else "",
             "llama_wheel_src": str(host.llama_wheel.path) if host.llama_wheel else "",
             "llama_wheel_sha256": host.llama_wheel.sha256 if host.llama_wheel else "",
+            "accelerator": host.kind.accelerator,
             "models": [
                 {"src": str(model.path), "name": file, "sha256": model.sha256, "directory": model.path.is_dir()}
                 for file, model in sorted(host.models.items())

@@ -15,6 +15,7 @@ SmolLM2 GGUF), an http(s) URL of a GGUF file, or a path on the control node (a .
 
 from __future__ import annotations
 
+import re
 import sysconfig
 import urllib.parse
 from dataclasses import dataclass
@@ -148,8 +149,12 @@ def wheel_fits(filename: str, kind: TargetKind) -> bool:
     if not {"py3", f"py{major}{minor}", f"cp{major}{minor}"} & set(python_tags):
         return False
     accepted = {"any", *kind.pip_platforms()}
-    arch = kind.platform.removeprefix("linux_") if kind.platform.startswith("linux_") else None
+    # A Linux board takes its architecture's manylinux wheels and plain linux_<arch> ones (a wheel built on a board
+    # of the kind is tagged so), whether the kind names linux_<arch> or a manylinux platform.
+    linux = re.fullmatch(r"(?:linux|manylinux\d+|manylinux_\d+_\d+)_(.+)", kind.platform)
+    arch = linux.group(1) if linux else None
     return any(
-        tag in accepted or (arch is not None and tag.startswith("manylinux") and tag.endswith(f"_{arch}"))
+        tag in accepted
+        or (arch is not None and (tag == f"linux_{arch}" or (tag.startswith("manylinux") and tag.endswith(f"_{arch}"))))
         for tag in platform_tags
     )

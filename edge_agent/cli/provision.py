@@ -41,7 +41,15 @@ output_option = click.option(
     help="Folder with prebuilt wheels (llama-cpp-python) to reuse (repeatable).",
 )
 @click.option(
-    "--no-build-llama", is_flag=True, help="Never build llama-cpp-python here (boards without a wheel build it)."
+    "--no-build-llama",
+    is_flag=True,
+    help="Never build llama-cpp-python, here or on a first board (boards without a wheel build it from source).",
+)
+@click.option(
+    "--build-llama-on-boards",
+    is_flag=True,
+    help="Build each missing llama-cpp-python wheel on the first board of its kind, even a kind this machine could "
+    "build (by default only the kinds it cannot: another platform or Python, or CUDA).",
 )
 @click.pass_context
 def provision(
@@ -56,11 +64,14 @@ def provision(
     artifacts: Path | None,
     find_links: tuple[Path, ...],
     no_build_llama: bool,
+    build_llama_on_boards: bool,
 ) -> None:
     """Render every node's config, credentials, ACLs (and certificates), then run ansible/site.yml.
 
     The control node builds the kit's wheel, a wheelhouse per kind of board, one llama-cpp-python wheel per kind
-    and fetches each model once (the artifact cache); the boards install from the copied files, offline.
+    and fetches each model once (the artifact cache); the boards install from the copied files, offline. A kind
+    this machine cannot build llama-cpp-python for (another platform or Python, CUDA) gets its wheel built on its
+    first board first (ansible/build-llama.yml) and fetched back into the cache.
     `-e edge_agent_package_spec=<requirement or git URL>` installs the kit from an index instead.
     `edge-agent provision render` only renders. Secrets are kept across renders and never printed.
     """
@@ -72,7 +83,8 @@ def provision(
     from provisioning.playbook import DEFAULT_PLAYBOOK, playbook_command, run_playbook
 
     try:
-        shipped = _prepare_artifacts(*paths, artifacts, find_links, no_build_llama, extra_vars)
+        llama = "none" if no_build_llama else "boards" if build_llama_on_boards else "auto"
+        shipped = _prepare_artifacts(*paths, artifacts, find_links, llama, extra_vars, check)
         command = playbook_command(
             paths[0], paths[2], playbook or DEFAULT_PLAYBOOK, check, limit, extra_vars, vars_files=[shipped]
         )
@@ -106,13 +118,19 @@ def _prepare_artifacts(
     output: Path,
     cache: Path | None,
     find_links: tuple[Path, ...],
-    no_build_llama: bool,
+    build_llama: str,
     extra_vars: tuple[str, ...],
+    check: bool,
 ) -> Path:
-    """Fill the artifact cache and write <output>/artifacts-vars.yml (what each host gets, with checksums)."""
+    """Fill the artifact cache and write <output>/artifacts-vars.yml (what each host gets, with checksums).
+
+    `build_llama`: "auto" (build missing llama-cpp-python wheels here when this machine can, else on the first
+    board of the kind), "boards" (always on the first board) or "none" (boards build from source).
+    """
     import yaml
 
     from provisioning.artifacts import artifact_variables, default_cache, prepare
+    from provisioning.boardbuild import build_on_boards
     from provisioning.fleet import load_fleet
     from provisioning.inventory import load_inventory
     from provisioning.plan import plan_fleet
@@ -120,14 +138,28 @@ def _prepare_artifacts(
     loaded = load_inventory(inventory)
     plan = plan_fleet(load_fleet(fleet), loaded)
     from_index = any(variable.startswith("edge_agent_package_spec=") for variable in extra_vars)
+    cache = cache or default_cache()
+    # A dry run builds nothing on the boards; nor does a kit from an index (no wheelhouse ships the wheel).
+    if build_llama != "none" and not check and not from_index:
+        build_on_boards(
+            plan,
+            loaded,
+            inventory,
+            output,
+            cache,
+            find_links=find_links,
+            on_boards_only=build_llama == "boards",
+            extra_vars=extra_vars,
+            log=click.echo,
+        )
     found = prepare(
         plan,
         loaded,
-        cache or default_cache(),
+        cache,
         fleet_dir=fleet.resolve().parent,
         find_links=find_links,
         ship_kit=not from_index,
-        build_llama=not no_build_llama,
+        build_llama=build_llama == "auto",
         log=click.echo,
     )
     for host, shipped in found.hosts.items():
