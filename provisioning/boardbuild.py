@@ -33,13 +33,13 @@ from provisioning.artifacts import (
     LLAMA_CPP_SPEC,
     PORTABLE_LLAMA_CMAKE_ARGS,
     Log,
-    _copy_into,
-    _ensure,
-    _run,
     control_node_builds_llama,
+    copy_into,
+    ensure_folder,
     find_llama_wheel,
     folder_of,
     host_kinds,
+    run_step,
     sha256_of,
 )
 from provisioning.errors import ProvisioningError
@@ -130,25 +130,25 @@ def build_requirements(sdist: Path) -> list[str]:
 
 def llama_sdist(cache: Path, log: Log = print) -> Path:
     """The llama-cpp-python sdist of LLAMA_CPP_SPEC, downloaded once into cache/llama-build/sdist/."""
-    folder = _ensure(cache / "llama-build" / "sdist")
+    folder = ensure_folder(cache / "llama-build" / "sdist")
     version = LLAMA_CPP_SPEC.split("==")[1]
     found = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
     if found:
         return found[0]
     log(f"downloading the {LLAMA_CPP_SPEC} sdist (pip download --no-binary :all:)")
     download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-    _run([*download, "--dest", str(folder), LLAMA_CPP_SPEC], "download the llama-cpp-python sdist")
+    run_step([*download, "--dest", str(folder), LLAMA_CPP_SPEC], "download the llama-cpp-python sdist")
     return next(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
 
 
 def build_inputs(kind: TargetKind, sdist: Path, cache: Path, log: Log = print) -> Path:
     """cache/llama-build/<kind>/inputs: the sdist and its build backend's wheels for the kind, with SHA256SUMS."""
-    folder = _ensure(cache / "llama-build" / kind.name / "inputs")
+    folder = ensure_folder(cache / "llama-build" / kind.name / "inputs")
     if not (folder / "SHA256SUMS").is_file():
         log(f"downloading the build backend of llama-cpp-python for {kind.name} (pip download --only-binary=:all:)")
         platforms = [word for platform in kind.pip_platforms() for word in ("--platform", platform)]
         download = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder), "--only-binary=:all:"]
-        _run(
+        run_step(
             [
                 *download,
                 "--python-version",
@@ -160,7 +160,7 @@ def build_inputs(kind: TargetKind, sdist: Path, cache: Path, log: Log = print) -
             ],
             f"download the build backend of llama-cpp-python for {kind.name}",
         )
-        _copy_into(sdist, folder)
+        copy_into(sdist, folder)
         files = sorted(path for path in folder.iterdir() if path.name != "SHA256SUMS")
         (folder / "SHA256SUMS").write_text("".join(f"{sha256_of(path)}  {path.name}\n" for path in files))
     return folder
@@ -220,7 +220,7 @@ def build_on_boards(
                 f"{build.host} built no llama-cpp-python wheel that fits {build.kind.name} (fetched: "
                 f"{[path.name for path in fetched]}); check symphony_target_platform/python for that host"
             )
-        wheel = _copy_into(fits[-1], folder_of(build.kind, cache))
+        wheel = copy_into(fits[-1], folder_of(build.kind, cache))
         log(
             f"llama-cpp-python for {build.kind.name} built on {build.host} and fetched back in "
             f"{time.monotonic() - started:.0f} s: {wheel} ({wheel.stat().st_size / 1e6:.1f} MB)"
