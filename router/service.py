@@ -242,26 +242,34 @@ class RouterService:
         agent_ids = {agent.agent_id for agent in beacon.agents}
         if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
             loop = asyncio.get_running_loop()
-            loop.call_later(self._offline_grace_s(), self._fail_if_offline, node_id, agent_ids, beacon.epoch)
+            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
         elif previous is not None and previous.beacon.epoch != beacon.epoch:  # a new process: our runs died
             self._fail_pending(agent_ids, f"node {node_id} restarted")
         else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
             self._reask(lambda request: request.agent_id in agent_ids)
 
-    def _offline_grace_s(self) -> float:
-        """How long a node whose offline Will we read has to come back before its runs fail.
+    def _fleet_settling_s(self) -> float:
+        """Seconds until the nodes have had their chance to re-announce to us (0: they have had it).
 
-        Right after our own reconnect the Wills we read are most likely the broker restart's, and every node
-        comes back at its own reconnect pace (a growing delay, seconds): it gets `agent_wait_s`, the time a task
-        waits for agents, rather than `offline_grace_s`. (Not after our first connect: nothing of ours is in flight.)
+        A broker that stops may publish every node's Will just before it goes. While we are cut off, nothing can
+        be known; right after our own reconnect, every node comes back at its own reconnect pace (a growing
+        delay, seconds) and gets `agent_wait_s`, the time a task waits for agents. (Not after our first connect:
+        nothing of ours is in flight then.)
         """
         assert self.client is not None
+        if not self.client.is_connected:
+            return self.config.offline_grace_s
         since = self.client.connected_since
-        if self.client.connect_count > 1 and since is not None and time.monotonic() - since < self.config.agent_wait_s:
-            return max(self.config.offline_grace_s, self.config.agent_wait_s)
-        return self.config.offline_grace_s
+        if self.client.connect_count > 1 and since is not None:
+            return max(0.0, since + self.config.agent_wait_s - time.monotonic())
+        return 0.0
 
     def _fail_if_offline(self, node_id: str, agent_ids: set[str], epoch: int) -> None:
+        """A node's offline Will's grace is over: fail our runs on its agents unless it came back (or may yet)."""
+        settling_s = self._fleet_settling_s()
+        if settling_s > 0:
+            asyncio.get_running_loop().call_later(settling_s, self._fail_if_offline, node_id, agent_ids, epoch)
+            return
         record = self.registry.nodes.get(node_id)
         if record is None or not record.online or record.beacon.epoch != epoch:
             self._fail_pending(agent_ids, f"node {node_id} went offline")

@@ -159,6 +159,12 @@ class Watcher:
             if isinstance(reply, (TaskAnswer, ErrorReply)) and reply.task_id:
                 self.replies[reply.task_id].append(reply)
 
+    def explain(self, task_ids: list[str]) -> str:
+        """What the fabric showed of `task_ids` (their events) and of the nodes (beacons): a failure's story."""
+        lines = [f"{e.task_id} {e.event} {e.data}" for t in task_ids for e in self.events.get(t, [])]
+        lines += [f"{at:.2f} beacon {b.node_id} {b.status} epoch {b.epoch}" for at, b in self.beacon_log]
+        return "\n".join(lines)
+
     def online(self, node_id: str, newer_than: int = -1) -> bool:
         beacon = self.beacons.get(node_id)
         return beacon is not None and beacon.status == "online" and beacon.epoch > newer_than

@@ -103,7 +103,7 @@ def test_broker_restarted_twice_under_load_loses_nothing_and_runs_nothing_twice(
     two_answers = {task_id: answers for task_id, answers in ledger.answers.items() if len(answers) > 1}
     scenario_report(f"broker restarted twice ({persistent_broker.kind})", load, faults, len(twice))
     assert len(faults) == 2 and len(load.tasks) > 20
-    assert not load.lost(), [load.tasks[t].reply for t in load.lost()]
+    assert not load.lost(), ([load.tasks[t].reply for t in load.lost()], watcher.explain(load.lost()))
     assert not twice, twice
     assert not two_answers, two_answers
     assert all(fleet.alive(name) for name in (*AGENTS, "router-1"))
@@ -173,7 +173,7 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
         f"{replayed['while dead']}/{len(replays['while dead'])}, after it came back "
         f"{replayed['after return']}/{len(replays['after return'])} (new runs: {new_runs_dead + new_runs_back})",
     )
-    assert not load.lost(), [load.tasks[t].reply for t in load.lost()]
+    assert not load.lost(), ([load.tasks[t].reply for t in load.lost()], watcher.explain(load.lost()))
     assert not twice, twice
     assert not two_answers, two_answers
     assert replays["while dead"] and all(isinstance(r, TaskAnswer) for r in replays["while dead"]), replays

@@ -248,6 +248,30 @@ def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to
     asyncio.run(scenario())
 
 
+def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_could_come_back() -> None:
+    """A stopping broker may publish every Will and go: the grace ends while we are cut off, then we reconnect."""
+
+    async def scenario() -> None:
+        service, recorder = router(offline_grace_s=0.05, agent_wait_s=0.3)
+        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
+        online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
+        service._on_beacon(service.topics.beacon("n1"), encode(online))
+        run = pending_run(service)
+        offline = online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
+        service._on_beacon(service.topics.beacon("n1"), encode(offline))  # the Will, then the broker goes
+        recorder.is_connected = False
+        await asyncio.sleep(0.2)  # the grace is over while we are cut off
+        _, future = service._pending[run.dispatch_id]
+        assert not future.done()
+        recorder.is_connected, recorder.connect_count, recorder.connected_since = True, 2, time.monotonic()
+        await asyncio.sleep(0.1)  # back, but the node has not had agent_wait_s to re-announce
+        assert not future.done()
+        await asyncio.sleep(0.4)  # it had, and did not: its run fails
+        assert future.done() and future.result().error_message == "node n1 went offline"
+
+    asyncio.run(scenario())
+
+
 def test_a_run_is_not_timed_out_while_the_router_is_cut_off_from_the_broker() -> None:
     async def scenario() -> None:
         service, recorder = router()
