@@ -156,7 +156,13 @@ class Watcher:
     def _on_reply(self, topic: str, payload: bytes) -> None:
         with contextlib.suppress(MessageError):
             reply = decode(payload)
-            if isinstance(reply, (TaskAnswer, ErrorReply)) and reply.task_id:
+            # QoS 1 is at least once: a reply whose PUBLISH was resent after a reconnect (a NATS server closes a
+            # client whose publish timed out) arrives twice, the same bytes; a second pipeline run would differ.
+            if (
+                isinstance(reply, (TaskAnswer, ErrorReply))
+                and reply.task_id
+                and reply not in self.replies[reply.task_id]
+            ):
                 self.replies[reply.task_id].append(reply)
 
     def explain(self, task_ids: list[str]) -> str:
