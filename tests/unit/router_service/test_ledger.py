@@ -222,21 +222,30 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
     asyncio.run(scenario())
 
 
+def node_with_a_pending_run(service: RouterService) -> tuple[NodeBeacon, RunRequest]:
+    """Node n1 (one agent) announced online, and a run of ours outstanding on its agent."""
+    info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
+    online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
+    service._on_beacon(service.topics.beacon("n1"), encode(online))
+    return online, pending_run(service)
+
+
+def will_of(online: NodeBeacon) -> NodeBeacon:
+    """The node's Will: the same beacon, offline, sent later."""
+    return online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
+
+
 @pytest.mark.parametrize("just_reconnected", [False, True])
 def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to_come_back(
     just_reconnected: bool,
 ) -> None:
     async def scenario() -> None:
         service, recorder = router(offline_grace_s=0.05, agent_wait_s=0.5)
-        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
-        online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
-        service._on_beacon(service.topics.beacon("n1"), encode(online))
-        run = pending_run(service)
+        online, run = node_with_a_pending_run(service)
         recorder.connected_since = time.monotonic()  # connected just now: the first time, or again
         if just_reconnected:  # the broker restarted: we are back first and read the node's retained Will
             recorder.connect_count = 2
-        offline = online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
-        service._on_beacon(service.topics.beacon("n1"), encode(offline))
+        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))
         await asyncio.sleep(0.2)  # past offline_grace_s, within agent_wait_s
         _, future = service._pending[run.dispatch_id]
         assert future.done() is not just_reconnected
@@ -253,12 +262,8 @@ def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_
 
     async def scenario() -> None:
         service, recorder = router(offline_grace_s=0.05, agent_wait_s=0.3)
-        info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
-        online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
-        service._on_beacon(service.topics.beacon("n1"), encode(online))
-        run = pending_run(service)
-        offline = online.model_copy(update={"status": "offline", "sent_at": online.sent_at + 1})
-        service._on_beacon(service.topics.beacon("n1"), encode(offline))  # the Will, then the broker goes
+        online, run = node_with_a_pending_run(service)
+        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))  # the Will, then the broker goes
         recorder.is_connected = False
         await asyncio.sleep(0.2)  # the grace is over while we are cut off
         _, future = service._pending[run.dispatch_id]
