@@ -59,6 +59,14 @@ def experiment_options(name: str) -> Callable[[Callable[..., Any]], Callable[...
     return decorate
 
 
+buffered_reads_option = click.option(
+    "--buffered-reads/--no-buffered-reads",
+    default=True,
+    show_default=True,
+    help="The fabric's components read the socket buffered, or per packet header byte as paho does.",
+)
+
+
 @bench.command()
 @experiment_options("exp1")
 def exp1(out: Path, as_json: bool, results_md: Path | None, **options: Any) -> None:
@@ -153,12 +161,7 @@ def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], No
     show_default=True,
     help="Trace events per task: every step, or the final one only (nobody follows).",
 )
-@click.option(
-    "--buffered-reads/--no-buffered-reads",
-    default=True,
-    show_default=True,
-    help="Router, agents and client read the socket buffered, or per packet header byte as paho does.",
-)
+@buffered_reads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, buffered_reads: bool, as_json: bool) -> None:
     """Routing overhead per task (echo agents) next to a bare paho relay of the same 4 hops."""
@@ -231,12 +234,7 @@ def early_stop(tasks: int, slow: str, as_json: bool) -> None:
 @click.option("--ingest-nodes", default=10_000, show_default=True, type=click.IntRange(min=0), help="0: skip.")
 @click.option("--routers", default="1,2,4", show_default=True, help="Router counts for tasks/s ('' to skip).")
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Clients for tasks/s.")
-@click.option(
-    "--buffered-reads/--no-buffered-reads",
-    default=True,
-    show_default=True,
-    help="Routers and clients read the socket buffered, or per packet header byte as paho does.",
-)
+@buffered_reads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def scale(
     node_counts: tuple[int, ...],
