@@ -49,7 +49,7 @@ test: setup system-deps
 check: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared broker edge_agent router provisioning bench
+	$(VENV)/bin/mypy shared broker model_store edge_agent router provisioning fleet_observe fleet_gateway bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

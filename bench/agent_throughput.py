@@ -170,7 +170,7 @@ def agent_tokens_per_second(
 
 def main() -> None:
     """Parse options, measure raw llama.cpp then the agent, print the figures and the ratio."""
-    from edge_agent.models import default_model_path
+    from model_store import default_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: bundled SmolLM2)")

@@ -49,7 +49,7 @@ def raw_tokens_per_second(
 
 def main() -> None:
     """Parse options, run the measurement and print tokens per second."""
-    from edge_agent.models import default_model_path
+    from model_store import default_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: bundled SmolLM2)")

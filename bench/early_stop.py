@@ -39,7 +39,7 @@ def _workers(slow: str) -> tuple[list[Any], Any]:
     fast = [AgentWorker(profile(f"fast-{n}"), EchoBackend(delay_s=0.2, answer="42"), "fast-node") for n in (1, 2)]
     if slow == "llamacpp":
         from edge_agent.backends.llamacpp import LlamaCppBackend
-        from edge_agent.models import default_model_path
+        from model_store import default_model_path
 
         backend: Any = LlamaCppBackend(default_model_path(), n_ctx=1024, n_threads=1)
     else:

@@ -164,7 +164,7 @@ def print_summary(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from edge_agent.models import default_model_path
+    from model_store import default_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import subprocess
@@ -10,18 +9,11 @@ import time
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.network import is_loopback
+
+__all__ = ["anonymous_allowed", "free_port", "is_loopback", "wait_for_port"]
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """True when `host` (a name or an address) only accepts connections from this machine."""
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def anonymous_allowed(host: str, password_file: Path | None, allow_anonymous: bool) -> bool:

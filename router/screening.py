@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from router.candidates import DEFAULT_PRIOR, LivePool
+from router.candidates import DEFAULT_PRIOR, AgentView, LivePool
 from router.capabilities import agent_profile, match_scores
 
 PriorFunction = Callable[[str, str, str], float]
@@ -42,21 +42,6 @@ class ScreeningWeights:
             raise ValueError("screening weights must be non-negative")
         if self.latency_cap_ms <= 0.0:
             raise ValueError("latency_cap_ms must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class AgentView:
-    """What the router knows about one agent when screening: static capabilities and dynamic state."""
-
-    agent_id: str
-    node_id: str
-    capabilities: tuple[str, ...]
-    persona: str = ""
-    load: float = 0.0
-    latency_ms: float = 0.0
-    available: bool = True
-    reliability: float = 0.5
-    cost_per_1k_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

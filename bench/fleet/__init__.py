@@ -8,6 +8,6 @@
     metrics   accuracy, oracle, routing share to the best agent, recovery, cost per correct answer (pure)
     report    the Markdown section and the PNG figures committed beside it
 
-The agents are scripted (edge_agent/backends/scripted.py): their accuracy is configured, so these runs test
+The agents are scripted (bench/scripted.py): their accuracy is configured, so these runs test
 routing and voting against a known truth; they say nothing about any language model.
 """

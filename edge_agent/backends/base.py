@@ -1,7 +1,8 @@
 """The seam between the agent runtime and a model: messages, options, results, errors.
 
 Every backend (llama.cpp, MLX, an OpenAI-compatible server, the echo backend) implements the
-``Backend`` protocol and translates the errors of the library underneath into this tree::
+``Backend`` protocol and translates the errors of the library underneath into this tree (defined in
+``shared.errors``, under ``SymphonyError``)::
 
     BackendError                 root; ``kind`` is the wire error kind carried in ``RunResult``
     ├── BackendTimeout           "timeout"           the model or server did not answer in time
@@ -16,9 +17,36 @@ Errors that cross the network travel as messages carrying ``kind``, never as pic
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The error tree lives in `shared.errors` (one vocabulary for the kit); backends import it from here.
+from shared.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    LogicError,
+    PaymentRequired,
+    ServerError,
+)
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ChatMessage",
+    "Generation",
+    "GenerationOptions",
+    "LogicError",
+    "PaymentRequired",
+    "ServerError",
+    "StreamingBackend",
+    "TokenSink",
+    "last_user_message",
+    "plain_prompt",
+]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -91,42 +119,6 @@ class StreamingBackend(Backend, Protocol):
         The returned ``Generation`` holds the text produced so far (all of it, or up to the stop).
         """
         ...
-
-
-class BackendError(Exception):
-    """Root of every error a backend raises; ``kind`` names the wire error kind."""
-
-    kind: ClassVar[str] = "backend_error"
-
-
-class BackendTimeout(BackendError):
-    """The model or server did not answer before the deadline."""
-
-    kind: ClassVar[str] = "timeout"
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot run here: the model file is missing or corrupt, or the library is absent."""
-
-    kind: ClassVar[str] = "backend_error"
-
-
-class PaymentRequired(BackendError):
-    """The remote endpoint refused the request for lack of credit (HTTP 402)."""
-
-    kind: ClassVar[str] = "payment_required"
-
-
-class ServerError(BackendError):
-    """The server or engine failed while handling a valid request (HTTP 5xx)."""
-
-    kind: ClassVar[str] = "server_error"
-
-
-class LogicError(BackendError):
-    """The request was rejected as invalid (HTTP 4xx) or the reply could not be understood."""
-
-    kind: ClassVar[str] = "logic_error"
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:

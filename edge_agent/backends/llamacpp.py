@@ -24,7 +24,7 @@ from edge_agent.backends.base import (
     TokenSink,
     plain_prompt,
 )
-from edge_agent.models import check_gguf
+from model_store import check_gguf
 
 
 class LlamaCppBackend:

@@ -21,7 +21,7 @@ from edge_agent.backends.base import (
     TokenSink,
     plain_prompt,
 )
-from edge_agent.models import is_mlx_model_dir
+from model_store import is_mlx_model_dir
 
 
 class MLXBackend:

@@ -26,7 +26,6 @@ _FACTORIES: dict[str, str | BackendFactory] = {
     "llamacpp": "edge_agent.backends.llamacpp:LlamaCppBackend",
     "mlx": "edge_agent.backends.mlx:MLXBackend",
     "openai": "edge_agent.backends.openai:OpenAIBackend",
-    "scripted": "edge_agent.backends.scripted:ScriptedBackend",
 }
 
 DEFAULT_COST_PER_1K_TOKENS: dict[str, float] = {

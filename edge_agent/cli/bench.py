@@ -180,7 +180,7 @@ def fabric(tasks: int, clients: int, brokers: tuple[str, ...], trace: str, buffe
 def backend(model: Path | None, max_tokens: int, repeats: int, threads: int | None, as_json: bool) -> None:
     """Tokens/s through an agent (RunRequest -> RunResult) against raw llama-cpp-python, as a ratio."""
     from bench import agent_throughput
-    from edge_agent.models import default_model_path
+    from model_store import default_model_path
 
     result = agent_throughput.measure(model or default_model_path(), max_tokens, repeats, threads)
     _report(result, agent_throughput.print_summary, as_json)
@@ -207,7 +207,7 @@ def vote(delay: float, repeats: int, broker_kind: str, as_json: bool) -> None:
 def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_json: bool) -> None:
     """Time to first token through the OpenAI gateway against raw llama-cpp-python (goal: raw + 20 ms)."""
     from bench import gateway_ttft
-    from edge_agent.models import default_model_path
+    from model_store import default_model_path
 
     result = gateway_ttft.measure(model or default_model_path(), repeats, threads, broker_kind)
     _report(result, gateway_ttft.print_summary, as_json)

@@ -46,8 +46,8 @@ def dashboard(
 
 async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None) -> None:
     try:
-        from edge_agent.gateway.auth import load_keys
-        from edge_agent.observe.web import DashboardServer
+        from fleet_observe.web import DashboardServer
+        from shared.http_auth import load_keys
     except ImportError as error:
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 

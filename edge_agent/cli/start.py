@@ -64,7 +64,8 @@ def start(
     companions = [_router_companion(config)] if host_router else []
     if host_gateway:
         companions.append(_gateway_companion(config, gateway_port))
-    run_async(run_node(config, package_version(), companions))
+    hosts = [_broker_host(config)] if config.broker is not None else []
+    run_async(run_node(config, package_version(), companions, hosts))
 
 
 def _with_quick_agent(
@@ -94,10 +95,24 @@ def _with_hosted_broker(config: NodeConfig, host_broker: bool, port: int | None)
     return config.model_copy(update={"broker": settings})
 
 
+def _broker_host(config: NodeConfig) -> Any:
+    def open_broker() -> Any:
+        from broker.embedded import EmbeddedBroker, EmbeddedBrokerConfig, TopicACL  # lazy: only where one is hosted
+
+        settings = config.broker
+        assert settings is not None
+        acl = TopicACL.load(settings.acl_file) if settings.acl_file else None
+        return EmbeddedBroker(
+            EmbeddedBrokerConfig(settings.host, settings.port, settings.password_file, acl, settings.allow_anonymous)
+        )
+
+    return open_broker
+
+
 def _gateway_companion(config: NodeConfig, port: int) -> Any:
     @contextlib.asynccontextmanager
     async def open_gateway() -> AsyncIterator[Any]:
-        from edge_agent.gateway.server import hosted_gateway  # lazy: FastAPI only where a gateway runs
+        from fleet_gateway.server import hosted_gateway  # lazy: FastAPI only where a gateway runs
 
         async with hosted_gateway(config.connection, "127.0.0.1", port) as server:
             click.echo(f"OpenAI-compatible gateway hosted on this node: {server.url}/v1")

@@ -13,10 +13,10 @@ from typing import Any
 from edge_agent.backends.base import Backend
 from edge_agent.backends.registry import choose_backend, create_backend, default_cost_per_1k_tokens, detect_platform
 from edge_agent.backends.throughput import measure_tokens_per_second
-from edge_agent.models import resolve_model
 from edge_agent.personas import FINAL_ANSWER_INSTRUCTION, get_persona
 from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
+from model_store import resolve_model
 from shared.config import AgentConfig, NodeConfig
 
 log = logging.getLogger(__name__)
@@ -105,21 +105,25 @@ def node_settings(config: NodeConfig, version: str) -> NodeSettings:
     )
 
 
-async def run_node(
-    config: NodeConfig, version: str, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()
-) -> None:
-    """Run a node until SIGINT/SIGTERM, with its embedded broker when configured.
+Companion = Callable[[], AbstractAsyncContextManager[Any]]
 
-    `companions` are started after the node and stopped before it (the CLI passes the router here, so the
-    agent runtime never imports the router).
+
+async def run_node(
+    config: NodeConfig, version: str, companions: Sequence[Companion] = (), hosts: Sequence[Companion] = ()
+) -> None:
+    """Run a node until SIGINT/SIGTERM.
+
+    `hosts` are started before the node and stopped after it (the CLI passes the embedded broker here);
+    `companions` are started after the node and stopped before it (the router, the gateway). The CLI ties
+    them in, so the agent runtime never imports the broker, the router or the gateway.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     async with AsyncExitStack() as stack:
-        if config.broker is not None:
-            await stack.enter_async_context(_embedded_broker(config))
+        for host in hosts:
+            await stack.enter_async_context(host())
         workers = await build_workers(config)
         node = EdgeNode(node_settings(config, version), workers)
         await node.start()
@@ -136,14 +140,3 @@ async def run_node(
         print(f"node {config.node_id} online (epoch {node.epoch}) with agents: {agents}", flush=True)
         await stop.wait()
         print(f"node {config.node_id} stopping", flush=True)
-
-
-def _embedded_broker(config: NodeConfig) -> Any:
-    from broker.embedded import EmbeddedBroker, EmbeddedBrokerConfig, TopicACL
-
-    settings = config.broker
-    assert settings is not None
-    acl = TopicACL.load(settings.acl_file) if settings.acl_file else None
-    return EmbeddedBroker(
-        EmbeddedBrokerConfig(settings.host, settings.port, settings.password_file, acl, settings.allow_anonymous)
-    )

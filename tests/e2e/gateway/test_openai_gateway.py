@@ -20,7 +20,7 @@ from e2e.gateway.fleet import ECHO_AGENTS, LLAMA_AGENT, SLOW_AGENT, GatewayFabri
 from support import stop_processes
 
 from broker.policy import free_port
-from edge_agent.observe.watch import FabricWatcher
+from fleet_observe.watch import FabricWatcher
 from shared.config import ConnectionSettings
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed (dev extra)")

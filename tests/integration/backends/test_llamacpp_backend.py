@@ -14,8 +14,8 @@ from edge_agent.backends.base import BackendUnavailable, ChatMessage, Generation
 from edge_agent.backends.llamacpp import LlamaCppBackend
 from edge_agent.backends.registry import choose_backend, create_backend, detect_platform
 from edge_agent.backends.throughput import measure_tokens_per_second
-from edge_agent.models import CorruptModel, ModelNotFound, default_model_path
 from edge_agent.personas import build_messages, get_persona
+from model_store import CorruptModel, ModelNotFound, default_model_path
 
 pytestmark = pytest.mark.llamacpp
 

@@ -14,7 +14,7 @@ pytest.importorskip("transformers", reason="transformers (an mlx-lm dependency) 
 from edge_agent.backends.base import BackendUnavailable, ChatMessage, GenerationOptions
 from edge_agent.backends.mlx import MLXBackend
 from edge_agent.backends.registry import create_backend
-from edge_agent.models import resolve_model
+from model_store import resolve_model
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import http_server
 
-from edge_agent.models import CorruptModel, ModelError, pull_model, resolve_model
+from model_store import CorruptModel, ModelError, pull_model, resolve_model
 
 GGUF_BYTES = b"GGUF" + (3).to_bytes(4, "little") + bytes(16) + b"\x01" * 3_000_000
 

@@ -27,7 +27,7 @@ from edge_agent.backends.base import (
     ServerError,
 )
 from edge_agent.backends.openai import OpenAIBackend
-from edge_agent.models import default_model_path
+from model_store import default_model_path
 
 MESSAGES: list[ChatMessage] = [
     {"role": "system", "content": "Answer briefly."},

@@ -17,7 +17,7 @@ from typing import Any
 
 from support import RunningBroker, connection_for
 
-from edge_agent.gateway.server import GatewayServer
+from fleet_gateway.server import GatewayServer
 from shared.messages import AgentInfo, NodeBeacon, RouterPresence, TaskAnswer, TaskRequest, decode
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics

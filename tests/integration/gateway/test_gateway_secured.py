@@ -21,8 +21,8 @@ from integration.gateway.test_gateway_accounts import Http
 from integration.provisioning.test_enforcement import Fleet, broker_command, render_fleet, start_broker
 from support import REPO, stop_processes
 
-from edge_agent.gateway.auth import load_keys
-from edge_agent.gateway.server import GatewayServer
+from fleet_gateway.server import GatewayServer
+from shared.http_auth import load_keys
 
 BODY = {"model": "symphony", "messages": [{"role": "user", "content": "Say hi."}]}
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from support import RunningBroker, connection_for
 
-from edge_agent.gateway.auth import ClientAccount
-from edge_agent.observe.web import DashboardServer
+from fleet_observe.web import DashboardServer
+from shared.http_auth import ClientAccount
 from shared.messages import AgentInfo, NodeBeacon
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics

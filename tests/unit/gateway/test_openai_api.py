@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.gateway.openai_api import (
+from fleet_gateway.openai_api import (
     BadRequest,
     ChatCompletionRequest,
     ModelNotFound,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.observe import checks
-from edge_agent.observe.checks import CheckResult, exit_code, report_lines
+from fleet_observe import checks
+from fleet_observe.checks import CheckResult, exit_code, report_lines
 from shared.messages import NodeBeacon
 
 

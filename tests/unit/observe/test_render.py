@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.observe.render import ago, event_line, format_table, status_text, tasks_text
-from edge_agent.observe.snapshot import FabricSnapshot
+from fleet_observe.render import ago, event_line, format_table, status_text, tasks_text
+from fleet_observe.snapshot import FabricSnapshot
 from shared.messages import AgentInfo, NodeBeacon, RouterPresence, TaskEvent
 
 

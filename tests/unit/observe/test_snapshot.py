@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge_agent.observe.snapshot import FabricSnapshot
+from fleet_observe.snapshot import FabricSnapshot
 from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RouterPresence, TaskEvent
 
 

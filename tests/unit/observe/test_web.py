@@ -7,7 +7,7 @@ import base64
 import pytest
 from pydantic import SecretStr
 
-from edge_agent.observe.web import basic_auth_ok, is_loopback, required_credentials
+from fleet_observe.web import basic_auth_ok, is_loopback, required_credentials
 from shared.config import ConnectionSettings
 from shared.errors import ConfigError
 

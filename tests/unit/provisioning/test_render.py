@@ -217,7 +217,7 @@ def test_a_bad_fleet_file_is_refused_with_a_reason(tmp_path: Path, fleet: dict[s
 
 
 def test_each_client_gets_a_gateway_api_key_kept_across_renders(tmp_path: Path) -> None:
-    from edge_agent.gateway.auth import ClientAccount, load_keys
+    from shared.http_auth import ClientAccount, load_keys
 
     out = tmp_path / "out"
     render(*write_fleet(tmp_path), out)

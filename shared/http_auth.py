@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from broker.policy import is_loopback
 from shared.errors import ConfigError
+from shared.network import is_loopback
 
 
 @dataclass(frozen=True)

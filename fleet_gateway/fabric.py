@@ -6,10 +6,10 @@ import asyncio
 
 from pydantic import SecretStr
 
-from edge_agent.gateway.auth import ClientAccount
-from edge_agent.observe.watch import FabricWatcher
+from fleet_observe.watch import FabricWatcher
 from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
+from shared.http_auth import ClientAccount
 
 
 class FabricGateway:

@@ -1,6 +1,6 @@
 """The doctor's measurements (I/O): TCP and TLS to the broker, the MQTT login, ACL round trips, a node's beacon.
 
-Each function measures and returns facts; `edge_agent.observe.checks` turns them into verdicts. Every wait is
+Each function measures and returns facts; `fleet_observe.checks` turns them into verdicts. Every wait is
 bounded by an argument.
 """
 

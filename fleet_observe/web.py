@@ -7,14 +7,13 @@
 
 The page never speaks MQTT, so the broker needs no websocket listener and its credentials stay on the server.
 On a non-loopback host every request must carry HTTP basic auth with the fabric's MQTT username and password, or
-one of the gateway's API keys as a bearer token: the same check as the gateway (edge_agent.gateway.auth).
+one of the gateway's API keys as a bearer token: the same check as the gateway (shared.http_auth).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
@@ -27,24 +26,16 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from sse_starlette.sse import EventSourceResponse
 
-from edge_agent.gateway.auth import Authenticator, Unauthorized
-from edge_agent.observe.watch import FabricWatcher
+from fleet_observe.watch import FabricWatcher
 from shared.config import ConnectionSettings
 from shared.errors import ConfigError
+from shared.http_auth import Authenticator, Unauthorized
+from shared.network import is_loopback
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 2.0
 COALESCE_S = 0.1
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def basic_auth_ok(header: str | None, username: str, password: str) -> bool:
@@ -113,7 +104,7 @@ class DashboardServer:
         self.host, self.port = host, port
         self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
         self.hub = SnapshotHub(self.watcher)
-        self.page = resources.files("edge_agent.observe").joinpath("dashboard.html").read_bytes()
+        self.page = resources.files("fleet_observe").joinpath("dashboard.html").read_bytes()
         self._pump: asyncio.Task[None] | None = None
         self._server: Any = None
         self._serving: asyncio.Task[None] | None = None

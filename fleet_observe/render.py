@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from edge_agent.observe.snapshot import FabricSnapshot, TaskRecord
+from fleet_observe.snapshot import FabricSnapshot, TaskRecord
 from shared.messages import TaskEvent
 
 AGENT_HEADERS = (

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from edge_agent.backends.base import BackendUnavailable
-from edge_agent.observe.checks import CheckResult, backend_choice, model_file, model_load
+from fleet_observe.checks import CheckResult, backend_choice, model_file, model_load
 from shared.config import AgentConfig, NodeConfig
 
 LOCAL_MODEL_BACKENDS = frozenset({"auto", "llamacpp", "mlx"})
@@ -46,7 +46,7 @@ def check_auto_backend(config: NodeConfig) -> CheckResult:
 
 
 def _resolve(spec: str) -> tuple[Path | None, str | None]:
-    from edge_agent.models import ModelError, resolve_model
+    from model_store import ModelError, resolve_model
 
     try:
         return resolve_model(spec), None

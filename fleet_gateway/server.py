@@ -10,10 +10,10 @@ from pathlib import Path
 
 import uvicorn
 
-from edge_agent.gateway.app import create_app
-from edge_agent.gateway.auth import Authenticator, load_keys
-from edge_agent.gateway.fabric import FabricGateway
+from fleet_gateway.app import create_app
+from fleet_gateway.fabric import FabricGateway
 from shared.config import ConnectionSettings
+from shared.http_auth import Authenticator, load_keys
 
 log = logging.getLogger(__name__)
 
