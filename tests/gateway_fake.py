@@ -38,7 +38,7 @@ FAILURES = {
 class FakeTaskClient:
     client_id: str
     sent: list[TaskRequest] = field(default_factory=list)
-    hold: asyncio.Event | None = None  # set by a test to keep tasks in flight until it releases them
+    hold: threading.Event | None = None  # a test's: tasks stay in flight until it is set
 
     def request(self, query: str, context: tuple[str, ...] = (), **options: Any) -> TaskRequest:
         return TaskRequest(
@@ -53,7 +53,7 @@ class FakeTaskClient:
     async def stream(self, request: TaskRequest) -> AsyncIterator[TaskChunk | TaskAnswer]:
         self.sent.append(request)
         if self.hold is not None:
-            await self.hold.wait()
+            await asyncio.to_thread(self.hold.wait, 30)
         for word, reply in FAILURES.items():
             if word in request.query:
                 raise TaskFailed(reply.model_copy(update={"task_id": request.task_id}))
@@ -78,7 +78,7 @@ class FakeFabric:
         self.deadline_s = deadline_s
         self.reachable = reachable
         self.clients: dict[str | None, FakeTaskClient] = {}
-        self.hold: asyncio.Event | None = None
+        self.hold: threading.Event | None = None
 
     def live_agent_ids(self) -> set[str]:
         return {"n1-math"}
