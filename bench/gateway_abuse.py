@@ -2,7 +2,8 @@
 
 Run with `python -m bench.gateway_abuse [--json]`. The gateway is `edge-agent gateway` in its own process on a
 mosquitto broker, with a keys file; curl sends each body at once without waiting for `100 Continue` (as a
-careless or hostile client does); the body is valid JSON (one huge user message), while a thread samples the gateway's RSS every 5 ms.
+careless or hostile client does); the body is valid JSON (one huge user message). A thread samples the
+gateway's RSS every 5 ms.
 
     wrong key, 200 MiB body      goal: answered 401, RSS growth under 16 MiB
     valid key, 200 MiB body      goal: answered 413, RSS growth under 16 MiB (the default limit is 4 MiB)
@@ -149,8 +150,8 @@ def print_summary(result: dict[str, Any]) -> None:
     for name, expected in (("wrong_key", 401), ("valid_key", 413)):
         row = result[name]
         print(
-            f"  {name:<10} HTTP {row['status']} (goal {expected}) in {row['seconds']:.2f} s, RSS +{row['rss_growth_mib']} "
-            f"MiB at peak (goal < {RSS_GOAL_MIB}), +{row['rss_kept_mib']} MiB kept"
+            f"  {name:<10} HTTP {row['status']} (goal {expected}) in {row['seconds']:.2f} s, "
+            f"RSS +{row['rss_growth_mib']} MiB at peak (goal < {RSS_GOAL_MIB}), +{row['rss_kept_mib']} MiB kept"
         )
     print(f"  malformed JSON, wrong key: HTTP {result['malformed_wrong_key']} (goal 401)")
     flood = result["flood"]

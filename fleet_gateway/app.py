@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,7 +58,7 @@ def create_app(
     app.state.quotas = quotas
     _install_error_handlers(app)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, auth=auth, quotas=quotas, limits=limits or GatewayLimits())  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, auth=auth, quotas=quotas, limits=limits or GatewayLimits())
 
     def account(request: Request) -> ClientAccount | None:
         return auth.check(request.headers.get("authorization"))
@@ -201,6 +201,11 @@ async def _events(
             message = await _fabric_errors(stream.__anext__())
     except GatewayError as error:
         yield json.dumps(api.error_body(error.status, error.message, error.code))
+        yield "[DONE]"
+        return
+    except TransportError as error:  # the broker went away mid-stream: the caller learns that, not where it was
+        log.warning("the fabric became unreachable during a stream: %s", error)
+        yield json.dumps(api.error_body(503, "lost the fabric during the stream", "fabric_unreachable"))
         yield "[DONE]"
         return
     finally:

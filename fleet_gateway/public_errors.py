@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse

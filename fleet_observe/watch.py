@@ -102,7 +102,7 @@ class FabricWatcher:
             self.changed.set()
 
     def _event_client(self, topic: str) -> str:
-        """The client account of `{prefix}/task/{client}/{task_id}/events` (where the router publishes that account's traces)."""
+        """The client account of `{prefix}/task/{client}/{task_id}/events` (the router publishes traces there)."""
         levels = topic[len(self.topics.prefix) + 1 :].split("/")
         is_event_topic = topic.startswith(self.topics.prefix + "/") and len(levels) == 4
         return levels[1] if is_event_topic and levels[0] == "task" and levels[3] == "events" else ""

@@ -38,7 +38,6 @@ import yaml
 from shared.errors import ConfigError
 from shared.network import is_loopback
 
-
 LOOPBACK_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 
@@ -116,7 +115,9 @@ def _quota(data: Any, where: str) -> KeyQuota:
             continue
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         if number is None or number <= 0 or (name != "max_deadline_s" and not isinstance(number, int)):
-            raise ConfigError(f"{where}: quota {name} must be a positive {'number' if name == 'max_deadline_s' else 'whole number'}")
+            raise ConfigError(
+                f"{where}: quota {name} must be a positive {'number' if name == 'max_deadline_s' else 'whole number'}"
+            )
         values[name] = number
     return KeyQuota(**values)
 

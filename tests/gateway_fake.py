@@ -28,7 +28,9 @@ from shared.messages import ErrorReply, TaskAnswer, TaskChunk, TaskOptions, Task
 
 #: A query that makes the fake fabric fail the way a real one can (the word is looked for in the query).
 FAILURES = {
-    "crash": ErrorReply(code="internal_error", message="KeyError: '/var/lib/symphony/router.json' at mqtt://ops:pw@10.0.0.2:1883"),
+    "crash": ErrorReply(
+        code="internal_error", message="KeyError: '/var/lib/symphony/router.json' at mqtt://ops:pw@10.0.0.2:1883"
+    ),
     "busy": ErrorReply(code="busy", message="every agent is busy"),
     "slow": ErrorReply(code="timeout", message="no answer within the deadline of 5 s"),
 }

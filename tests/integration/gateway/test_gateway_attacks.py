@@ -34,7 +34,9 @@ REPLY_WAIT_S = 20.0
 def keys_file(tmp_path: Path, quota: str = "") -> Path:
     path = tmp_path / "api-keys.yaml"
     quota_lines = f"    quota: {quota}\n" if quota else ""
-    path.write_text(f"keys:\n  - key: {KEY}\n    client: laptop\n{quota_lines}  - key: {OTHER_KEY}\n    client: phone\n")
+    path.write_text(
+        f"keys:\n  - key: {KEY}\n    client: laptop\n{quota_lines}  - key: {OTHER_KEY}\n    client: phone\n"
+    )
     return path
 
 
@@ -121,7 +123,9 @@ def test_a_body_over_the_limit_is_413_in_openai_shape(keyed: str, tmp_path: Path
     status, body = _run(_curl(keyed, KEY, "--data-binary", f"@{big}"))
     assert status == 413
     error = json.loads(body)["error"]
-    assert (error["type"], error["code"]) == ("invalid_request_error", "body_too_large") and str(LIMIT) in error["message"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "body_too_large") and str(LIMIT) in error[
+        "message"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -146,7 +150,9 @@ def test_an_anonymous_gateway_refuses_a_foreign_host(host: str) -> None:
     with serving(fake_app()) as url:
         status, _, payload = raw_request(url, f"GET /v1/models HTTP/1.1\nHost: {host}\n")
         posted, _, _ = raw_request(
-            url, f"POST /v1/chat/completions HTTP/1.1\nHost: {host}\nContent-Type: application/json\nContent-Length: 2\n", b"{}"
+            url,
+            f"POST /v1/chat/completions HTTP/1.1\nHost: {host}\nContent-Type: application/json\nContent-Length: 2\n",
+            b"{}",
         )
     assert status == 400 and json.loads(payload)["error"]["code"] == "invalid_host"
     assert posted == 400
@@ -232,7 +238,9 @@ def test_caps_refuse_more_runs_and_cut_the_deadline(tmp_path: Path) -> None:
     ("query", "status", "code"),
     [("crash", 502, "internal_error"), ("timeout", 504, "timeout"), ("busy", 429, "busy")],
 )
-def test_fabric_failures_keep_internals_and_addresses_to_the_log(tmp_path: Path, query: str, status: int, code: str) -> None:
+def test_fabric_failures_keep_internals_and_addresses_to_the_log(
+    tmp_path: Path, query: str, status: int, code: str
+) -> None:
     with serving(fake_app(keys_file(tmp_path))) as url:
         reply = _post(url, {**BODY, "messages": [{"role": "user", "content": query}]}, KEY)
     assert reply[0] == status and reply[1]["error"]["code"] == code

@@ -43,7 +43,7 @@ MODELS = ("symphony", "symphony-vote-3", "symphony-vote-5", "agent:n1-math")
 
 @deep.hook  # type: ignore[misc]
 def map_body(context: Any, body: Any) -> Any:
-    """Past validation: a model and a last user turn that exist, every other field as generated (to reach the fabric)."""
+    """Past validation: a model and a last user turn that exist, every other field as generated (reaches the fabric)."""
     if not isinstance(body, dict):
         return body
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []

@@ -91,7 +91,9 @@ async def scenario(broker: RunningBroker, fabric: str, keys_file: Path) -> dict[
         found["alice_browser"] = await asyncio.to_thread(fetch, server.url + "snapshot", basic("alice", ALICE_KEY))
         found["bob_as_alice"] = await asyncio.to_thread(fetch, server.url + "snapshot", basic("alice", BOB_KEY))
         found["nobody"] = await asyncio.to_thread(fetch, server.url + "snapshot")
-        found["bob_page"] = (await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(server.url, headers=bob))).status
+        found["bob_page"] = (
+            await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(server.url, headers=bob))
+        ).status
     finally:
         await publisher.close()
         await server.close()
