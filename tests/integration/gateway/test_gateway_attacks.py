@@ -135,6 +135,14 @@ def test_a_chunked_body_is_cut_off_at_the_limit_while_it_arrives(keyed: str) -> 
     assert status == 413 and json.loads(body)["error"]["code"] == "body_too_large"
 
 
+def test_the_openai_client_sending_too_much_gets_413_not_a_broken_connection(keyed: str) -> None:
+    with pytest.raises(openai.APIStatusError) as error:
+        openai_client(keyed, KEY).chat.completions.create(
+            model="symphony", messages=[{"role": "user", "content": "x" * (64 * LIMIT)}]
+        )
+    assert error.value.status_code == 413 and error.value.code == "body_too_large"
+
+
 def test_a_body_within_the_limit_is_served(keyed: str) -> None:
     answer = openai_client(keyed, KEY).chat.completions.create(
         model="symphony", messages=[{"role": "user", "content": "x" * (LIMIT // 2)}]
