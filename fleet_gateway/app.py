@@ -157,7 +157,7 @@ async def _fabric_errors(awaitable: Any) -> Any:
     except TaskFailed as error:
         reply = error.reply
         status = api.fabric_error_status(reply.code)
-        raise GatewayError(status, fabric_failure(reply.code, reply.message), reply.code) from None
+        raise GatewayError(status, fabric_failure(reply.code, reply.message, status), reply.code) from None
     except TaskTimeout:
         raise GatewayError(504, "no answer from the fabric within the request's deadline", "timeout") from None
 

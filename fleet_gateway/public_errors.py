@@ -2,7 +2,8 @@
 
 Exception text names files, hosts and broker URLs (`mqtt://user@10.0.0.2:1883`), and a router's
 `internal_error` reply carries its exception; all of that stays in the operator's log. Messages that the router
-writes for the caller (timeouts, no agents, bad requests, busy) pass, with anything that looks like an address cut.
+writes for the caller (timeouts, no agents, and every 4xx: bad requests, busy, the router's caps) pass, with
+anything that looks like an address cut.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fleet_gateway.openai_api import error_body
 
 log = logging.getLogger(__name__)
 
-CALLER_CODES = frozenset({"timeout", "no_agents", "busy", "bad_request", "cancelled"})
+CALLER_CODES = frozenset({"timeout", "no_agents", "cancelled"})  # besides every code answered with a 4xx
 MAX_MESSAGE_CHARS = 300
 _ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S*|(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?|\[[0-9a-f:]+\](?::\d+)?", re.I)
 
@@ -28,9 +29,13 @@ def scrub(text: str) -> str:
     return _ADDRESS.sub("<address>", text)[:MAX_MESSAGE_CHARS]
 
 
-def fabric_failure(code: str, message: str) -> str:
-    """The message of a fabric ErrorReply as a caller may see it."""
-    if code in CALLER_CODES:
+def fabric_failure(code: str, message: str, status: int) -> str:
+    """The message of a fabric ErrorReply (answered with HTTP `status`) as a caller may see it.
+
+    A 4xx reply is about the caller's own request or limits, so its text is for them; of the 5xx ones only the
+    router's timeouts and "no agents" are; anything else (`internal_error`, codes we do not know) is hidden.
+    """
+    if status < 500 or code in CALLER_CODES:
         return scrub(message)
     log.warning("the fabric failed a task (%s): %s", code, message)
     return f"the fabric could not answer ({code}); the operator's logs have the details"
