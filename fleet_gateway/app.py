@@ -1,7 +1,10 @@
 """The gateway's HTTP routes (FastAPI): health, models, chat completions (JSON or server-sent events).
 
 Every error leaves in OpenAI's shape with its status: 400 bad request, 401 no/invalid key, 404 unknown model,
-429 the agents are busy, 503 no live agent or router, 504 past the deadline, 502 another fabric failure.
+413 body over the limit, 429 the agents are busy or the key is over a quota, 503 no live agent or router, 504 past
+the deadline, 502 another fabric failure, 500 a bug. Keys, quotas, the Host rule and the body limit are checked
+before the body is read (fleet_gateway.limits); error messages never carry exception text or broker addresses
+(fleet_gateway.public_errors).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -20,12 +24,17 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet_gateway import openai_api as api
+from fleet_gateway import quotas as quota_rules
 from fleet_gateway.fabric import FabricGateway
+from fleet_gateway.limits import GatewayLimits, RequestGuard
+from fleet_gateway.public_errors import fabric_failure, install_error_handlers, invalid_options
+from fleet_gateway.quotas import CapExceeded, QuotaBook
 from shared.client import TaskFailed, TaskTimeout
 from shared.errors import TransportError
 from shared.http_auth import Authenticator, ClientAccount, Unauthorized
 from shared.messages import TaskAnswer, TaskChunk
 
+log = logging.getLogger(__name__)
 Stream = AsyncIterator[TaskChunk | TaskAnswer]
 DISCONNECT_POLL_S = 0.5
 
@@ -38,9 +47,18 @@ class GatewayError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
-def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
+def create_app(
+    gateway: FabricGateway,
+    auth: Authenticator,
+    limits: GatewayLimits | None = None,
+    quotas: QuotaBook | None = None,
+) -> FastAPI:
     app = FastAPI(title="Symphony Edge: OpenAI-compatible gateway", docs_url=None, redoc_url=None)
+    quotas = quotas if quotas is not None else QuotaBook()
+    app.state.quotas = quotas
     _install_error_handlers(app)
+    install_error_handlers(app)
+    app.add_middleware(RequestGuard, auth=auth, quotas=quotas, limits=limits or GatewayLimits())
 
     def account(request: Request) -> ClientAccount | None:
         return auth.check(request.headers.get("authorization"))
@@ -59,12 +77,22 @@ def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
         api.model_options(model_id, gateway.live_agent_ids())  # ModelNotFound → 404
         return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": api.OWNER}
 
+    @app.get("/v1/usage")
+    async def usage(caller: ClientAccount | None = Depends(account)) -> dict[str, Any]:
+        """The caller's own key: requests, tokens, refusals, in flight, and its quotas."""
+        return quota_rules.report(quotas.usage(caller), quotas.clock())
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(
         body: api.ChatCompletionRequest, http: Request, caller: ClientAccount | None = Depends(account)
     ) -> Any:
         live = gateway.live_agent_ids()
         query, context, options = api.task_of(body, live, gateway.deadline_s)
+        try:
+            options = quota_rules.cap_options(caller, options, gateway.deadline_s)
+        except CapExceeded as error:
+            quotas.refuse(caller, f"max_{error.param}")
+            raise GatewayError(400, str(error), "quota_exceeded", error.param) from None
         if not live:
             raise GatewayError(503, "no live agent on the fabric: start one with `edge-agent start`", "no_agents")
         if not gateway.live_routers():
@@ -73,13 +101,19 @@ def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
         try:
             task = client.request(query, context=context, stream=body.stream, **options)
         except ValueError as error:
-            raise GatewayError(400, f"invalid options: {error}", "invalid_options") from None
+            raise GatewayError(400, invalid_options(error), "invalid_options") from None
         stream: Stream = client.stream(task)
+
+        def count(answer: TaskAnswer) -> None:
+            quotas.record_tokens(caller, answer.prompt_tokens, answer.completion_tokens)
+
         if not body.stream:
             answer = await _answer(stream, http)
+            count(answer)
             return api.completion(answer, body.model, body.stops())
         first = await _first(stream)  # errors before the first token still get their HTTP status
-        return EventSourceResponse(_events(first, stream, body), ping=15, headers={"Cache-Control": "no-store"})
+        events = _events(first, stream, body, count)
+        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store"})
 
     return app
 
@@ -122,13 +156,17 @@ async def _fabric_errors(awaitable: Any) -> Any:
         return await awaitable
     except TaskFailed as error:
         reply = error.reply
-        raise GatewayError(api.fabric_error_status(reply.code), reply.message, reply.code) from None
-    except TaskTimeout as error:
-        raise GatewayError(504, str(error), "timeout") from None
+        status = api.fabric_error_status(reply.code)
+        raise GatewayError(status, fabric_failure(reply.code, reply.message, status), reply.code) from None
+    except TaskTimeout:
+        raise GatewayError(504, "no answer from the fabric within the request's deadline", "timeout") from None
 
 
 async def _events(
-    first: TaskChunk | TaskAnswer, stream: Stream, body: api.ChatCompletionRequest
+    first: TaskChunk | TaskAnswer,
+    stream: Stream,
+    body: api.ChatCompletionRequest,
+    count: Callable[[TaskAnswer], None] = lambda _: None,
 ) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE stream: role, content deltas (tokens, or the voted answer at once), finish, usage, [DONE]."""
     created = int(time.time())
@@ -146,6 +184,7 @@ async def _events(
         while True:
             if isinstance(message, TaskAnswer):
                 answer = message
+                count(answer)
                 if not tokens_sent and (text := scanner.feed(answer.final_text or answer.answer)):
                     yield content(text)
                 if text := scanner.flush():
@@ -162,6 +201,11 @@ async def _events(
             message = await _fabric_errors(stream.__anext__())
     except GatewayError as error:
         yield json.dumps(api.error_body(error.status, error.message, error.code))
+        yield "[DONE]"
+        return
+    except TransportError as error:  # the broker went away mid-stream: the caller learns that, not where it was
+        log.warning("the fabric became unreachable during a stream: %s", error)
+        yield json.dumps(api.error_body(503, "lost the fabric during the stream", "fabric_unreachable"))
         yield "[DONE]"
         return
     finally:
@@ -203,7 +247,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TransportError)
     async def unreachable(_: Request, error: TransportError) -> JSONResponse:
-        return reply(503, f"cannot reach the fabric: {error}", "fabric_unreachable")
+        log.warning("the fabric is unreachable: %s", error)  # the broker's address stays in the operator's log
+        return reply(503, "cannot reach the fabric; try again later", "fabric_unreachable")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -12,6 +12,8 @@ import uvicorn
 
 from fleet_gateway.app import create_app
 from fleet_gateway.fabric import FabricGateway
+from fleet_gateway.limits import GatewayLimits
+from fleet_gateway.quotas import QuotaBook
 from shared.config import ConnectionSettings
 from shared.http_auth import Authenticator, load_keys
 
@@ -28,13 +30,15 @@ class GatewayServer:
         port: int = 8000,
         keys_file: Path | None = None,
         deadline_s: float = 120.0,
+        limits: GatewayLimits | None = None,
     ) -> None:
         self.auth = Authenticator.for_host(host, load_keys(keys_file) if keys_file else None)
         self.gateway = FabricGateway(connection, deadline_s)
+        self.quotas = QuotaBook()
+        self.limits = limits or GatewayLimits()
         self.host, self.port = host, port
-        config = uvicorn.Config(
-            create_app(self.gateway, self.auth), host=host, port=port, log_level="warning", lifespan="off"
-        )
+        app = create_app(self.gateway, self.auth, self.limits, self.quotas)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._serving: asyncio.Task[None] | None = None
 

@@ -73,6 +73,7 @@ class TaskRecord:
     router_id: str
     first_at: float
     events: list[TaskEvent] = field(default_factory=list)
+    client: str = ""  # the submitting client account, from the event topic ("" when unknown)
     query: str = ""
     answer: str | None = None
     status: str = "running"
@@ -131,10 +132,11 @@ class FabricSnapshot:
         self.routers[presence.router_id] = (presence, min(now, presence.sent_at or now))
         return True
 
-    def apply_event(self, event: TaskEvent, now: float) -> TaskRecord:
+    def apply_event(self, event: TaskEvent, now: float, client: str = "") -> TaskRecord:
+        """Add a trace event; `client` is the account whose event topic carried it (the first one sticks)."""
         record = self.tasks.get(event.task_id)
         if record is None:
-            record = TaskRecord(event.task_id, event.router_id, event.at)
+            record = TaskRecord(event.task_id, event.router_id, event.at, client=client)
             self.tasks[event.task_id] = record
             while len(self.tasks) > self.max_tasks:
                 self.tasks.popitem(last=False)
@@ -203,6 +205,20 @@ class FabricSnapshot:
             "scores": self.scores,
         }
 
+    def client_view(self, client: str, now: float) -> dict[str, Any]:
+        """What one client account may see: its own tasks and their traces, nothing of the fleet or of others."""
+        tasks = [task for task in self.recent_tasks(self.max_tasks) if task.client == client]
+        return {
+            "at": now,
+            "view": "client",
+            "client": client,
+            "nodes": [],
+            "agents": [],
+            "routers": [],
+            "tasks": [_task_dict(task, now) for task in tasks],
+            "scores": {},
+        }
+
 
 def _with_state(row: AgentRow, state: AgentState | None) -> AgentRow:
     if state is None:
@@ -261,6 +277,7 @@ def _task_dict(task: TaskRecord, now: float) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "router_id": task.router_id,
+        "client": task.client,
         "query": task.query,
         "status": task.status,
         "answer": task.answer,

@@ -97,9 +97,15 @@ class FabricWatcher:
     def _on_event(self, topic: str, payload: bytes) -> None:
         event = _decode(payload, TaskEvent)
         if event is not None:
-            self.snapshot.apply_event(event, self.clock())
+            self.snapshot.apply_event(event, self.clock(), self._event_client(topic))
             self.events.put_nowait(event)
             self.changed.set()
+
+    def _event_client(self, topic: str) -> str:
+        """The client account of `{prefix}/task/{client}/{task_id}/events` (the router publishes traces there)."""
+        levels = topic[len(self.topics.prefix) + 1 :].split("/")
+        is_event_topic = topic.startswith(self.topics.prefix + "/") and len(levels) == 4
+        return levels[1] if is_event_topic and levels[0] == "task" and levels[3] == "events" else ""
 
 
 def _decode(payload: bytes, expected: type) -> Any:

@@ -6,8 +6,14 @@
     GET /events       text/event-stream: a snapshot at each change, and at least every KEEPALIVE_S
 
 The page never speaks MQTT, so the broker needs no websocket listener and its credentials stay on the server.
-On a non-loopback host every request must carry HTTP basic auth with the fabric's MQTT username and password, or
-one of the gateway's API keys as a bearer token: the same check as the gateway (shared.http_auth).
+Who sees what (the same check as the gateway, shared.http_auth):
+
+    operator view  every client's tasks, the fleet, the router's scores: the fabric's MQTT login (basic auth), or
+                   anyone on loopback when neither a login nor a keys file is configured
+    client view    that account's own tasks and traces only: one of the gateway's API keys (--keys-file), as a
+                   bearer token or as a basic-auth login (client account name, API key as the password)
+
+Served anonymously on loopback, only requests addressed to a loopback name are answered (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from sse_starlette.sse import EventSourceResponse
 from fleet_observe.watch import FabricWatcher
 from shared.config import ConnectionSettings
 from shared.errors import ConfigError
-from shared.http_auth import Authenticator, Unauthorized
+from shared.http_auth import Authenticator, ClientAccount, Unauthorized, host_allowed
 from shared.network import is_loopback
 from shared.topics import Topics
 
@@ -65,6 +71,10 @@ def _login(connection: ConnectionSettings) -> tuple[str, str] | None:
     return connection.username, connection.password.get_secret_value()
 
 
+class ForeignHost(Exception):
+    """A request to an anonymous loopback dashboard under another host name (DNS rebinding): 400."""
+
+
 class SnapshotHub:
     """Wakes every event stream when the watcher's snapshot changed (coalescing bursts)."""
 
@@ -73,8 +83,11 @@ class SnapshotHub:
         self.version = 0
         self.condition = asyncio.Condition()
 
-    def payload(self) -> bytes:
-        data = {"fabric": self.watcher.topics.fabric, **self.watcher.snapshot.to_dict(time.time())}
+    def payload(self, client: str | None = None) -> bytes:
+        """The operator's snapshot, or (with `client`) that client account's own view."""
+        snapshot = self.watcher.snapshot
+        view = snapshot.to_dict(time.time()) if client is None else snapshot.client_view(client, time.time())
+        data = {"fabric": self.watcher.topics.fabric, "view": "operator", **view}
         return json.dumps(data, default=str).encode()
 
     async def pump(self) -> None:
@@ -97,9 +110,15 @@ class DashboardServer:
     """Serves the page, the snapshot and the event stream for one fabric (FastAPI on uvicorn)."""
 
     def __init__(
-        self, connection: ConnectionSettings, host: str, port: int, api_keys: dict[str, Any] | None = None
+        self,
+        connection: ConnectionSettings,
+        host: str,
+        port: int,
+        api_keys: dict[str, Any] | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.api_keys = api_keys or {}
+        self.allowed_hosts = allowed_hosts
         self.credentials = _login(connection) if self.api_keys else required_credentials(host, connection)
         self.host, self.port = host, port
         self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
@@ -143,31 +162,40 @@ class DashboardServer:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         headers = {"Cache-Control": "no-store"}
 
-        def login(request: Request) -> None:
-            Authenticator(self.api_keys, self.credentials).check(request.headers.get("authorization"))
+        def login(request: Request) -> str | None:
+            """The client account whose view the caller gets (None: the operator's); raises Unauthorized."""
+            auth = Authenticator(self.api_keys, self.credentials)
+            if auth.anonymous and not host_allowed(request.headers.get("host"), self.allowed_hosts):
+                raise ForeignHost()
+            account: ClientAccount | None = auth.check(request.headers.get("authorization"))
+            return None if account is None else account.client
 
         @app.exception_handler(Unauthorized)
         async def unauthorized(_: Request, error: Unauthorized) -> Response:
             challenge = {"WWW-Authenticate": 'Basic realm="fabric"'}
             return PlainTextResponse("login required\n", status_code=401, headers={**headers, **challenge})
 
+        @app.exception_handler(ForeignHost)
+        async def foreign_host(_: Request, error: ForeignHost) -> Response:
+            return PlainTextResponse("this dashboard answers only requests addressed to localhost\n", status_code=400)
+
         @app.get("/", dependencies=[Depends(login)])
         async def page() -> Response:
             return Response(self.page, media_type="text/html; charset=utf-8", headers=headers)
 
-        @app.get("/snapshot", dependencies=[Depends(login)])
-        async def snapshot() -> Response:
-            return Response(self.hub.payload(), media_type="application/json", headers=headers)
+        @app.get("/snapshot")
+        async def snapshot(client: str | None = Depends(login)) -> Response:
+            return Response(self.hub.payload(client), media_type="application/json", headers=headers)
 
-        @app.get("/events", dependencies=[Depends(login)])
-        async def events() -> EventSourceResponse:
-            return EventSourceResponse(self._stream(), headers=headers, sep="\n")
+        @app.get("/events")
+        async def events(client: str | None = Depends(login)) -> EventSourceResponse:
+            return EventSourceResponse(self._stream(client), headers=headers, sep="\n")
 
         return app
 
-    async def _stream(self) -> AsyncIterator[str]:
+    async def _stream(self, client: str | None = None) -> AsyncIterator[str]:
         """A snapshot now, then at each change and at least every KEEPALIVE_S (ends when the page goes away)."""
         version = self.hub.version
         while True:
-            yield self.hub.payload().decode()
+            yield self.hub.payload(client).decode()
             version = await self.hub.next_change(version, KEEPALIVE_S)

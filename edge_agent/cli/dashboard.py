@@ -24,7 +24,13 @@ from shared.config import NodeConfig
 @click.option(
     "--keys-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The gateway's API keys file: its keys are accepted as bearer tokens (instead of the MQTT login).",
+    help="The gateway's API keys file: each key shows its own client's tasks (the operator view needs the MQTT login).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A host name besides localhost that anonymous loopback requests may address (repeatable).",
 )
 def dashboard(
     config_path: Path | None,
@@ -33,25 +39,31 @@ def dashboard(
     host: str,
     port: int,
     keys_file: Path | None,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve a live dashboard: nodes, agents, routers, recent tasks, each task's trace and the router's scores.
 
     The server subscribes to the fabric and pushes snapshots to the page (server-sent events). On a host other
-    than loopback, the page asks for the fabric's MQTT username and password (HTTP basic auth), or takes one of
-    the gateway's API keys (--keys-file) as a bearer token: the same authentication as `edge-agent gateway`.
+    than loopback, the page asks for the fabric's MQTT username and password (HTTP basic auth: the operator view),
+    or takes one of the gateway's API keys (--keys-file) as a bearer token or as the password of its client
+    account (basic auth): that client's own tasks only.
     """
     config = fabric_config(config_path, brokers, fabric)
-    run_async(_serve(config, host, port, keys_file))
+    allowed = frozenset(name.strip().lower() for name in allowed_hosts)
+    run_async(_serve(config, host, port, keys_file, allowed))
 
 
-async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None) -> None:
+async def _serve(
+    config: NodeConfig, host: str, port: int, keys_file: Path | None, allowed_hosts: frozenset[str]
+) -> None:
     try:
         from fleet_observe.web import DashboardServer
         from shared.http_auth import load_keys
     except ImportError as error:
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 
-    server = DashboardServer(config.connection, host, port, load_keys(keys_file) if keys_file else None)
+    keys = load_keys(keys_file) if keys_file else None
+    server = DashboardServer(config.connection, host, port, keys, allowed_hosts)
     stop = stop_on_signals()
     try:
         await server.start()
@@ -59,7 +71,9 @@ async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | Non
         await server.close()
         raise click.ClickException(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
     login = " (basic auth: the fabric's MQTT login)" if server.credentials else ""
-    login = " (bearer: the gateway's API keys)" if server.api_keys else login
+    if server.api_keys:
+        operator = "the MQTT login" if server.credentials else "none without connection.username/password"
+        login = f" (API keys: each its own tasks; operator view: {operator})"
     click.echo(f"dashboard of fabric {config.connection.fabric!r} on {server.url}{login} (Ctrl+C to stop)")
     try:
         await stop.wait()

@@ -130,3 +130,14 @@ def test_to_dict_is_json_serialisable_and_names_agents_and_routers() -> None:
     assert data["agents"][0]["status"] == "online"
     assert data["routers"][0]["router_id"] == "r1"
     assert data["tasks"][0]["events"][0]["event"] == "received"
+
+
+def test_a_client_view_holds_only_that_clients_tasks_and_nothing_of_the_fleet() -> None:
+    snapshot = FabricSnapshot()
+    for client, task_id in (("alice", "t-alice"), ("bob", "t-bob"), ("", "t-unknown")):
+        event = TaskEvent(task_id=task_id, router_id="r1", event="received", at=1.0, data={"query": client})
+        snapshot.apply_event(event, 1.0, client)
+    view = snapshot.client_view("bob", 2.0)
+    assert [task["task_id"] for task in view["tasks"]] == ["t-bob"] and view["tasks"][0]["client"] == "bob"
+    assert (view["view"], view["nodes"], view["agents"], view["routers"], view["scores"]) == ("client", [], [], [], {})
+    assert {task["client"] for task in snapshot.to_dict(2.0)["tasks"]} == {"alice", "bob", ""}
