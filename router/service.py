@@ -68,7 +68,7 @@ from shared.messages import (
     encode,
     peek_reply_route,
 )
-from shared.mqtt import FabricClient, WillMessage
+from shared.mqtt import FabricClient, WillMessage, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class RouterService:
     async def start(self) -> None:
         presence_topic = self.topics.router_presence(self.router_id)
         will = WillMessage(presence_topic, encode(self._presence("offline")))
-        self.client = FabricClient(self.config.connection, f"router-{self.router_id}", will=will)
+        self.client = FabricClient(self.config.connection, unique_client_id(f"router-{self.router_id}"), will=will)
         self.client.on_connected(self._announce)
         handlers = {
             self.topics.beacons(): self._on_beacon,
