@@ -37,7 +37,6 @@ import contextlib
 import logging
 import math
 import ssl
-import weakref
 from collections import Counter
 from typing import Any
 
@@ -82,7 +81,8 @@ class SymphonyBroker(Broker):
         self.limits = limits or ConnectionLimits()
         self._unauthenticated: Counter[str] = Counter()  # source address -> connections not yet authenticated
         self._awaiting_authentication: dict[WriterAdapter, str] = {}
-        self._authenticated: weakref.WeakSet[Session] = weakref.WeakSet()
+        # ids of sessions authenticated here, each asked about once more by amqtt right after (Session is unhashable)
+        self._authenticated: set[int] = set()
 
     # --- before authentication ----------------------------------------------------------------------------
 
@@ -139,8 +139,8 @@ class SymphonyBroker(Broker):
         if refusal is not None:
             await _refuse(session, writer, refusal)
             raise AMQTTError(f"CONNECT of {session.client_id!r} from {remote_address} refused ({refusal})")
-        self._authenticated.add(session)
         session = await self._attach_session(session)
+        self._authenticated.add(id(session))
         return self._enforce_keepalive(handler, session)
 
     async def _connect_refusal(self, session: Session) -> int | None:
@@ -185,8 +185,8 @@ class SymphonyBroker(Broker):
 
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         """Already decided in `_initialize_client_session` (amqtt asks again later, after the bookkeeping)."""
-        if session in self._authenticated:
-            self._authenticated.discard(session)
+        if id(session) in self._authenticated:
+            self._authenticated.discard(id(session))
             return True
         return await super()._authenticate(session, listener)
 
