@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from secured import Fleet, broker_command, render_fleet, start_broker
+from support import REPO, stop_processes
 
 CONNACK_ACCEPTED = 0
 CONNACK_IDENTIFIER_REJECTED = 2
@@ -138,3 +142,53 @@ class PahoPeer:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+START_S = 60.0
+
+
+@dataclass
+class Processes:
+    """`edge-agent` processes started by a test (logs in files), stopped in reverse order."""
+
+    directory: Path
+    env: dict[str, str]
+    running: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
+
+    def spawn(self, name: str, *arguments: str, ready: str) -> None:
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as sink:
+            command = [sys.executable, "-m", "edge_agent.cli", *arguments]
+            process = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=sink, stderr=sink)
+        self.running[name] = (process, log)
+        deadline = time.monotonic() + START_S
+        while ready not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+
+    def log(self, name: str) -> str:
+        return self.running[name][1].read_text(errors="replace")
+
+    def alive(self, name: str) -> bool:
+        return self.running[name][0].poll() is None
+
+    def stop(self) -> None:
+        stop_processes(process for process, _ in reversed(self.running.values()))
+
+
+@contextlib.contextmanager
+def provisioned_fleet(kind: str, directory: Path, fabric: str) -> Iterator[tuple[Fleet, Processes]]:
+    """The provisioned broker, the router (on hub) and one echo board (node-a), each as `edge-agent -v` runs it."""
+    with provisioned_broker(kind, directory, fabric) as fleet:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SYMPHONY_EDGE_STATE_DIR": str(directory / "state")}
+        processes = Processes(directory, env)
+        try:
+            state = directory / "state"
+            hub = str(fleet.local_node_config("hub", state))
+            processes.spawn("hub", "-v", "router", "-c", hub, ready="router hub serving")
+            node = str(fleet.local_node_config("node-a", state))
+            processes.spawn("node-a", "-v", "start", "-c", node, ready="node node-a online")
+            yield fleet, processes
+        finally:
+            processes.stop()
