@@ -37,6 +37,7 @@ import contextlib
 import logging
 import math
 import ssl
+import time
 from collections import Counter
 from typing import Any
 
@@ -53,6 +54,7 @@ from broker.limits import ConnectionLimits
 log = logging.getLogger(__name__)
 
 KEEPALIVE_GRACE = 1.5
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 class PacketTooLarge(Exception):
@@ -81,6 +83,8 @@ class SymphonyBroker(Broker):
         self.limits = limits or ConnectionLimits()
         self._unauthenticated: Counter[str] = Counter()  # source address -> connections not yet authenticated
         self._awaiting_authentication: dict[WriterAdapter, str] = {}
+        self._refused: Counter[str] = Counter()  # connections closed per address for being over the cap
+        self._refusal_logged: dict[str, float] = {}
         # ids of sessions authenticated here, each asked about once more by amqtt right after (Session is unhashable)
         self._authenticated: set[int] = set()
 
@@ -96,11 +100,7 @@ class SymphonyBroker(Broker):
         peer = writer.get_peer_info()
         address = peer[0] if peer else "?"
         if self._unauthenticated[address] >= self.limits.unauthenticated_per_address:
-            log.warning(
-                "closed a connection from %s: %d connections from there have not authenticated yet",
-                address,
-                self._unauthenticated[address],
-            )
+            self._log_refusal(address)
             with contextlib.suppress(Exception):
                 await writer.close()
             return
@@ -110,6 +110,19 @@ class SymphonyBroker(Broker):
             await super()._client_connected(listener_name, reader, writer)
         finally:
             self._authentication_over(writer)
+
+    def _log_refusal(self, address: str) -> None:
+        """One warning per address every REFUSAL_LOG_INTERVAL_S, with the count (a flood must not flood the log)."""
+        self._refused[address] += 1
+        now = time.monotonic()
+        if now - self._refusal_logged.get(address, -math.inf) >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged[address] = now
+            log.warning(
+                "closing connections from %s: %d of them have not authenticated yet (%d closed so far)",
+                address,
+                self._unauthenticated[address],
+                self._refused[address],
+            )
 
     def _authentication_over(self, writer: WriterAdapter) -> None:
         address = self._awaiting_authentication.pop(writer, None)
