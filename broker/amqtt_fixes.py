@@ -158,7 +158,7 @@ class SymphonyBroker(Broker):
 
     async def _connect_refusal(self, session: Session) -> int | None:
         """None to accept; else the CONNACK return code (bad credentials, or a client id of another account)."""
-        if not await super()._authenticate(session, None):  # type: ignore[arg-type]  # the listener is unused
+        if not await super()._authenticate(session, None):  # the listener is unused
             return NOT_AUTHORIZED
         owner = self._sessions.get(session.client_id) if session.client_id else None
         if owner is None:

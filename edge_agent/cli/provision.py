@@ -172,9 +172,8 @@ def _prepare_artifacts(
 
 
 def _render(inventory: Path, fleet: Path, output: Path) -> None:
-    from provisioning.render import render as render_fleet
-
     from provisioning.fleet import load_fleet, plaintext_warning
+    from provisioning.render import render as render_fleet
 
     try:
         report = render_fleet(inventory, fleet, output)

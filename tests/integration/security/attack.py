@@ -87,7 +87,7 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes | None:
     while len(data) < count:
         try:
             chunk = sock.recv(count - len(data))
-        except (ConnectionResetError, TimeoutError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             return None
         if not chunk:
             return None

@@ -199,7 +199,11 @@ def test_nodes_and_clients_connect_to_their_site_broker_first_then_the_hub(rende
 
 def test_two_hub_hosts_are_one_fabric_the_second_bridged_to_the_first(tmp_path: Path) -> None:
     inventory = "[brokers]\nb1 ansible_host=10.0.0.1\nb2 ansible_host=10.0.0.2\n[boards]\nn1\n"
-    fleet = {"fabric": "lab", "broker": {"hosts": ["brokers"], "tls": False}, "agents": {"boards": [{"backend": "echo"}]}}
+    fleet = {
+        "fabric": "lab",
+        "broker": {"hosts": ["brokers"], "tls": False},
+        "agents": {"boards": [{"backend": "echo"}]},
+    }
     (tmp_path / "inventory.ini").write_text(inventory)
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
     render(tmp_path / "inventory.ini", tmp_path / "fleet.yml", tmp_path / "out")
