@@ -43,7 +43,7 @@ from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import AMQTTError
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
@@ -141,7 +141,7 @@ class SymphonyBroker(Broker):
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
                 self.limits.connect_timeout_s,
             )
-        except (asyncio.TimeoutError, PacketTooLarge, AMQTTError, MQTTError, NoDataError, ValueError) as error:
+        except Exception as error:  # whatever a peer sends before CONNECT ends its connection, never the broker
             reason = "no CONNECT in time" if isinstance(error, asyncio.TimeoutError) else repr(error)
             log.info("closed a connection from %s:%s before CONNECT: %s", remote_address, remote_port, reason)
             with contextlib.suppress(Exception):

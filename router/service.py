@@ -68,7 +68,7 @@ from shared.messages import (
     encode,
     peek_reply_route,
 )
-from shared.mqtt import FabricClient, WillMessage, unique_client_id
+from shared.mqtt import FabricClient, PayloadTooLarge, WillMessage, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -608,7 +608,13 @@ class RouterService:
 
     def _publish(self, topic: str, message: Any, qos: int = 1, retain: bool = False) -> None:
         assert self.client is not None
-        self.client.publish(topic, message, qos=qos, retain=retain)
+        try:
+            self.client.publish(topic, message, qos=qos, retain=retain)
+        except PayloadTooLarge as error:  # above the fabric's message size limit: the client hears why
+            log.warning("not published on %s: %s", topic, error)
+            if isinstance(message, (TaskAnswer, TaskChunk)):
+                reply = ErrorReply(code="too_large", message=str(error)[:4000], task_id=message.task_id)
+                self.client.publish(topic, reply, qos=qos)
 
     def _decode_or_log(self, payload: bytes, expected: type[Any]) -> Any:
         try:
