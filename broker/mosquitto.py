@@ -108,7 +108,23 @@ def start_mosquitto(config_file: Path, binary: str | None = None) -> subprocess.
     executable = binary or find_mosquitto()
     if executable is None:
         raise FileNotFoundError(INSTALL_HINT)
+    raise_open_file_limit()  # inherited by mosquitto
     return subprocess.Popen([executable, "-c", str(config_file)])
+
+
+def raise_open_file_limit(wanted: int = 65_536) -> int:
+    """Lift this process's soft open-file limit towards `wanted` (as far as the hard limit allows); returns it.
+
+    mosquitto has no per-address cap: every connection, authenticated or not, holds a file descriptor until its
+    CONNECT times out (90 s). At the common soft limit of 1,024, 1,100 silent sockets locked every client out."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
