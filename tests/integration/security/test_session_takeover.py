@@ -23,10 +23,12 @@ from integration.security.attack import (
     bounded,
     connect_packet,
     provisioned_broker,
+    provisioned_fleet,
     raw_connect,
 )
 from support import RunningBroker, connection_for
 
+from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
 from shared.messages import TaskAnswer
 from shared.mqtt import FabricClient, unique_client_id
@@ -135,3 +137,35 @@ def _wait_for(condition: object, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
+def test_a_second_account_using_the_printed_router_and_node_ids_disturbs_nothing(
+    kind: str, tmp_path: Path, fabric: str
+):
+    """Router and node ids are printed in every answer; their MQTT client ids used to be `router-<id>` and
+    `node-<id>`, so bob (a valid client account) could take them over: on the embedded broker the router went deaf,
+    on mosquitto (which lets any account take an id over) it was kicked off for as long as bob stayed. Client ids
+    now carry 40 random bits per process."""
+    with provisioned_fleet(kind, tmp_path, fabric) as (fleet, processes):
+        squatters = [
+            PahoPeer(fleet.port, client_id=client_id, username="bob", password=fleet.password("bob"))
+            for client_id in ("router-hub", "node-node-a")
+        ]
+        try:
+            codes = [squatter.start() for squatter in squatters]
+            answered = bounded(_answered(fleet.connection("alice"), 3), 120)
+        finally:
+            for squatter in squatters:
+                squatter.stop()
+        reconnects = processes.log("hub").count("disconnected from") + processes.log("node-a").count(
+            "disconnected from"
+        )
+    print(f"\n[{kind}] bob on the old router/node ids (CONNACK {codes}): {answered}/3 answered, {reconnects} drops")
+    assert answered == 3 and reconnects == 0
+
+
+async def _answered(connection: ConnectionSettings, count: int) -> int:
+    async with FabricTaskClient(connection) as client:
+        replies = [await client.submit(f"What is {n} + 3?", cot_count=1, timeout_s=20) for n in range(count)]
+    return sum(bool(reply.answer) for reply in replies)
