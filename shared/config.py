@@ -143,6 +143,11 @@ class EmbeddedBrokerSettings(StrictModel):
     password_file: Path | None = None
     acl_file: Path | None = None
     allow_anonymous: bool = False
+    # what one peer may cost the broker (broker.limits): largest payload, seconds to send CONNECT, connections one
+    # address may hold before authenticating
+    message_size_limit: int = Field(default=1024 * 1024, ge=1024)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_unauthenticated: int = Field(default=32, ge=1)
 
 
 class HomeAssistantSettings(StrictModel):

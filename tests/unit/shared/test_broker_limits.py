@@ -36,3 +36,13 @@ def test_the_embedded_listener_takes_its_connection_cap_from_the_limits() -> Non
 def test_nonsense_limits_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         ConnectionLimits(**bad)  # type: ignore[arg-type]
+
+
+def test_a_broker_hosted_by_start_takes_its_limits_from_node_yaml(tmp_path) -> None:
+    from edge_agent.cli.start import _broker_host
+    from shared.config import load_node_config
+
+    path = tmp_path / "node.yaml"
+    path.write_text("broker: {message_size_limit: 4096, connect_timeout_s: 3, max_unauthenticated: 5}\n")
+    broker = _broker_host(load_node_config(path, environ={}))()
+    assert broker.config.limits == ConnectionLimits(4096, 3.0, 5)
