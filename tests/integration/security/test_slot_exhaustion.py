@@ -9,13 +9,17 @@ the component was still refused 30 s later. Now one address may hold 32 connecti
 
 from __future__ import annotations
 
+import resource
+import shutil
 import socket
+import sys
 import time
 
 import pytest
 from integration.security.attack import bounded
 from support import RunningBroker, amqtt_command, connection_for
 
+from broker.mosquitto import find_mosquitto
 from broker.policy import free_port
 from shared.errors import TransportError
 from shared.mqtt import FabricClient, unique_client_id
@@ -107,3 +111,33 @@ def _open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_mosquitto_started_by_the_kit_outlasts_more_silent_sockets_than_a_default_file_limit(
+    fabric: str, subprocess_env: dict[str, str]
+):
+    """mosquitto has no per-address cap: each silent socket holds a file descriptor for 90 s. Under the common
+    soft limit of 1,024, 1,100 of them locked every client out; `edge-agent broker --mosquitto` now lifts the soft
+    limit (to the hard limit at most) before it starts mosquitto."""
+    if shutil.which("prlimit") is None or find_mosquitto() is None:
+        pytest.skip("needs prlimit and mosquitto")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves nothing to lift")
+    port = free_port()
+    command = ["prlimit", f"--nofile=1024:{hard if hard != resource.RLIM_INFINITY else 'unlimited'}"]
+    command += [sys.executable, "-m", "edge_agent.cli", "broker", "--mosquitto", "--port", str(port)]
+    broker = RunningBroker("mosquitto", port, command)
+    broker.start()
+    try:
+        sockets = open_silent_sockets(port, 1100)
+        try:
+            seconds = bounded(seconds_to_connect(broker, fabric), LOCKED_OUT_AFTER_S + 30)
+        finally:
+            for sock in sockets:
+                sock.close()
+    finally:
+        broker.stop()
+    shown = "locked out" if seconds is None else f"{seconds:.2f} s"
+    print(f"\n[edge-agent broker --mosquitto, soft limit 1,024] past {len(sockets)} silent sockets: {shown}")
+    assert seconds is not None
