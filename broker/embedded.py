@@ -81,9 +81,8 @@ class EmbeddedBrokerConfig:
     acl: TopicACL | None = None
     allow_anonymous: bool = False
     tls: BrokerTLS | None = None
-    limits: ConnectionLimits = field(
-        default_factory=ConnectionLimits
-    )  # message size, CONNECT timeout, unauthenticated connections
+    # message size, CONNECT timeout, connections not yet authenticated per address, connections in all
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
