@@ -5,6 +5,7 @@ the anonymous plugin on loopback, the password-file plugin otherwise. A topic AC
 per username, as rendered by provisioning) is enforced by amqtt's topic ACL plugin when given. With `tls`, the
 listener serves MQTT over TLS only (amqtt's listener `ssl`/`certfile`/`keyfile`/`cafile`), and with a CA it
 requires a client certificate signed by that CA, as the rendered mosquitto config does (`require_certificate`).
+`limits` bound what a peer may cost before and after it authenticates (broker.limits; enforced in amqtt_fixes).
 
 Memory: every message the broker relays is a short-lived Python object of a few KiB (retained task-ledger
 entries above all). glibc keeps the freed memory in its arenas, fragmented, so the broker's RSS crept up by
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from broker.limits import ConnectionLimits
 from broker.policy import anonymous_allowed, free_port
 from shared.errors import ConfigError
 
@@ -79,6 +81,8 @@ class EmbeddedBrokerConfig:
     acl: TopicACL | None = None
     allow_anonymous: bool = False
     tls: BrokerTLS | None = None
+    # message size, CONNECT timeout, connections not yet authenticated per address, connections in all
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
@@ -93,7 +97,11 @@ def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
         plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": config.acl.publish, "acl": config.acl.subscribe}
         plugins[WILL_ACL_PLUGIN] = {"publish_acl": config.acl.publish}  # amqtt does not check Wills itself
     host = f"[{config.host}]" if ":" in config.host else config.host
-    listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{config.port}", "max_connections": 1000}
+    listener: dict[str, Any] = {
+        "type": "tcp",
+        "bind": f"{host}:{config.port}",
+        "max_connections": config.limits.max_connections,
+    }
     if config.tls is not None:
         config.tls.check()
         listener.update(ssl=True, certfile=str(config.tls.cert_file), keyfile=str(config.tls.key_file))
@@ -121,7 +129,7 @@ class EmbeddedBroker:
     async def start(self) -> None:
         from broker.amqtt_fixes import SymphonyBroker  # imported lazily: only broker hosts need amqtt
 
-        self._broker = SymphonyBroker(self._amqtt_config)
+        self._broker = SymphonyBroker(self._amqtt_config, self.config.limits)
         await self._broker.start()
         trim = _malloc_trim()
         if trim is not None:

@@ -1,7 +1,8 @@
 """Mosquitto for production boards: render its config and run it as a child process.
 
 The defaults of mosquitto drop QoS 1 messages under load (a queue of 1000 messages, 20 in flight), and leave
-Nagle's algorithm on; the rendered config lifts both limits and sets TCP_NODELAY.
+Nagle's algorithm on; the rendered config lifts both limits and sets TCP_NODELAY. It bounds messages as the
+embedded broker does (`message_size_limit`, `max_packet_size`; see broker.limits).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.bridges import Bridge, bridge_lines
+from broker.limits import DEFAULT_MESSAGE_SIZE_LIMIT, MQTT_TOPIC_OVERHEAD
 from broker.policy import anonymous_allowed
 
 SEARCH_PATHS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
@@ -38,6 +40,9 @@ class MosquittoConfig:
     max_inflight_messages: int = 100
     bridges: tuple[Bridge, ...] = ()  # connections from this (site) broker to the hub
     user: str | None = None  # started as root, mosquitto drops to this user (its default: "mosquitto")
+    # The largest payload relayed; a packet above it plus the longest topic is not read: the client is disconnected
+    # (max_packet_size). 0: mosquitto's own limits (256 MiB).
+    message_size_limit: int = DEFAULT_MESSAGE_SIZE_LIMIT
 
 
 def render_config(config: MosquittoConfig) -> str:
@@ -51,6 +56,7 @@ def render_config(config: MosquittoConfig) -> str:
         f"max_queued_messages {config.max_queued_messages}",
         f"max_inflight_messages {config.max_inflight_messages}",
         "set_tcp_nodelay true",
+        *_size_lines(config.message_size_limit),
         "log_dest stderr",
         "log_type error",
         "log_type warning",
@@ -70,6 +76,12 @@ def render_config(config: MosquittoConfig) -> str:
     for bridge in config.bridges:
         lines += bridge_lines(bridge)
     return "\n".join(lines) + "\n"
+
+
+def _size_lines(message_size_limit: int) -> list[str]:
+    if message_size_limit <= 0:
+        return []
+    return [f"message_size_limit {message_size_limit}", f"max_packet_size {message_size_limit + MQTT_TOPIC_OVERHEAD}"]
 
 
 def file_owner(path: Path) -> str:
@@ -96,7 +108,23 @@ def start_mosquitto(config_file: Path, binary: str | None = None) -> subprocess.
     executable = binary or find_mosquitto()
     if executable is None:
         raise FileNotFoundError(INSTALL_HINT)
+    raise_open_file_limit()  # inherited by mosquitto
     return subprocess.Popen([executable, "-c", str(config_file)])
+
+
+def raise_open_file_limit(wanted: int = 65_536) -> int:
+    """Lift this process's soft open-file limit towards `wanted` (as far as the hard limit allows); returns it.
+
+    mosquitto has no per-address cap: every connection, authenticated or not, holds a file descriptor until its
+    CONNECT times out (90 s). At the common soft limit of 1,024, 1,100 silent sockets locked every client out."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int:

@@ -8,7 +8,8 @@ broker:
   hosts: [brokers]           # inventory hosts or groups; nodes connect to each in turn (failover)
   port: 1883                 # default 8883 with tls
   bind: 0.0.0.0
-  tls: false                 # true: a CA plus a certificate per broker, node, client and operator (both kinds)
+  tls: true                  # the default: a CA plus a certificate per broker, node, client and operator (both
+                             # kinds); false sends passwords and messages in clear text (`provision` warns)
   sites:                     # optional: site brokers bridged to the hub (`hosts`), one fabric (mosquitto only)
     east: {broker: east-gw, members: [east], clients: [laptop]}   # members: hosts/groups at the site
 agents:                      # inventory host or group -> agents; the most specific entry wins
@@ -52,7 +53,7 @@ class BrokerSpec(_Strict):
     hosts: tuple[str, ...] = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     bind: str = "0.0.0.0"
-    tls: bool = False
+    tls: bool = True  # false is an explicit choice: see plaintext_warning
     sites: dict[str, SiteSpec] = Field(default_factory=dict)
 
     @field_validator("sites")
@@ -97,6 +98,17 @@ class FleetSpec(_Strict):
         if value and not PurePosixPath(value).is_absolute():
             raise ValueError("prefix must be an absolute path (or empty)")
         return value.rstrip("/")
+
+
+def plaintext_warning(fleet: FleetSpec, path: Path) -> str | None:
+    """The line `provision` prints when the fleet file turned TLS off (None with TLS)."""
+    if fleet.broker.tls:
+        return None
+    return (
+        f"warning: {path} sets broker.tls: false: MQTT passwords and every task, answer and beacon cross the "
+        "network in clear text, and nothing stops a host on the LAN before the MQTT layer. Remove the line "
+        "(TLS is the default) unless the broker and every node share a trusted link."
+    )
 
 
 def load_fleet(path: Path) -> FleetSpec:

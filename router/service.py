@@ -68,7 +68,7 @@ from shared.messages import (
     encode,
     peek_reply_route,
 )
-from shared.mqtt import FabricClient, WillMessage
+from shared.mqtt import FabricClient, PayloadTooLarge, WillMessage, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class RouterService:
     async def start(self) -> None:
         presence_topic = self.topics.router_presence(self.router_id)
         will = WillMessage(presence_topic, encode(self._presence("offline")))
-        self.client = FabricClient(self.config.connection, f"router-{self.router_id}", will=will)
+        self.client = FabricClient(self.config.connection, unique_client_id(f"router-{self.router_id}"), will=will)
         self.client.on_connected(self._announce)
         handlers = {
             self.topics.beacons(): self._on_beacon,
@@ -608,7 +608,13 @@ class RouterService:
 
     def _publish(self, topic: str, message: Any, qos: int = 1, retain: bool = False) -> None:
         assert self.client is not None
-        self.client.publish(topic, message, qos=qos, retain=retain)
+        try:
+            self.client.publish(topic, message, qos=qos, retain=retain)
+        except PayloadTooLarge as error:  # above the fabric's message size limit: the client hears why
+            log.warning("not published on %s: %s", topic, error)
+            if isinstance(message, (TaskAnswer, TaskChunk)):
+                reply = ErrorReply(code="too_large", message=str(error)[:4000], task_id=message.task_id)
+                self.client.publish(topic, reply, qos=qos)
 
     def _decode_or_log(self, payload: bytes, expected: type[Any]) -> Any:
         try:

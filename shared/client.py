@@ -57,7 +57,9 @@ class FabricTaskClient:
         self.client_id = client_id or connection.username or unique_client_id("client")
         self.topics = Topics(connection.fabric)
         self.reply_topic = self.topics.reply(self.client_id)
-        self._mqtt = FabricClient(connection, self.client_id)
+        # The MQTT client id is this process's own: processes sharing an account (the gateway and `submit`) each
+        # keep their session, where one id would have the broker drop one of them.
+        self._mqtt = FabricClient(connection, unique_client_id(self.client_id))
         self._waiting: dict[str, asyncio.Future[TaskAnswer | ErrorReply]] = {}
         self._streams: dict[str, asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply]] = {}
         self._event_callbacks: dict[str, EventCallback] = {}

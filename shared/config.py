@@ -85,6 +85,9 @@ class ConnectionSettings(StrictModel):
     # Read what the socket holds in one recv instead of paho's recv per header byte (fewer system calls per
     # message); false: paho's own reads.
     buffered_reads: bool = True
+    # The largest payload this component sends or accepts (larger incoming ones are dropped before decoding);
+    # brokers the kit renders refuse larger messages too (`message_size_limit`).
+    max_payload_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
     @field_validator("brokers")
     @classmethod
@@ -140,6 +143,11 @@ class EmbeddedBrokerSettings(StrictModel):
     password_file: Path | None = None
     acl_file: Path | None = None
     allow_anonymous: bool = False
+    # what one peer may cost the broker (broker.limits): largest payload, seconds to send CONNECT, connections one
+    # address may hold before authenticating
+    message_size_limit: int = Field(default=1024 * 1024, ge=1024)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_unauthenticated: int = Field(default=32, ge=1)
 
 
 class HomeAssistantSettings(StrictModel):

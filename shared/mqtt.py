@@ -36,7 +36,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from shared.config import BrokerURL, ConnectionSettings
-from shared.errors import TransportError
+from shared.errors import MessageError, TransportError
 from shared.messages import WireModel, encode
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,14 @@ class BufferedPahoClient(paho.Client):
 
 
 def unique_client_id(prefix: str) -> str:
+    """`prefix` plus 40 random bits: one id per process, so two processes of one account never take each other's
+    session over (the broker keeps one connection per client id), and an id nobody can guess from what the fabric
+    prints (router and node ids are in every answer)."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class PayloadTooLarge(MessageError):
+    """A payload above the client's `max_payload_bytes` (refused before it is sent)."""
 
 
 class FabricClient:
@@ -147,11 +154,13 @@ class FabricClient:
         client_id: str,
         *,
         will: WillMessage | None = None,
-        max_payload_bytes: int = 1024 * 1024,
+        max_payload_bytes: int | None = None,
     ) -> None:
         self.settings = settings
         self.client_id = client_id
-        self.max_payload_bytes = max_payload_bytes
+        # Both ways: a larger payload is refused before sending and dropped on arrival before any decoding.
+        self.max_payload_bytes = max_payload_bytes or settings.max_payload_bytes
+        self.oversized_dropped = 0
         self._urls = settings.broker_urls()
         self._url_index = 0
         self._attempts = 0
@@ -246,8 +255,10 @@ class FabricClient:
             self._paho.unsubscribe(topic_filter)
 
     def publish(self, topic: str, message: WireModel | bytes, *, qos: int = 1, retain: bool = False) -> int | None:
-        """Queue a message for sending (paho keeps QoS 1 messages across reconnects); returns its mid."""
-        payload = message if isinstance(message, bytes) else encode(message)
+        """Queue a message for sending (paho keeps QoS 1 messages across reconnects); returns its mid.
+
+        Raises PayloadTooLarge above `max_payload_bytes` (the broker would drop it or disconnect us)."""
+        payload = self._bounded(topic, message if isinstance(message, bytes) else encode(message))
         info = self._paho.publish(topic, payload, qos=qos, retain=retain)
         return info.mid
 
@@ -260,8 +271,10 @@ class FabricClient:
         retain: bool = False,
         timeout: float = 5.0,
     ) -> bool:
-        """Publish and wait for the broker's acknowledgement (PUBACK for QoS 1); False on timeout."""
-        payload = message if isinstance(message, bytes) else encode(message)
+        """Publish and wait for the broker's acknowledgement (PUBACK for QoS 1); False on timeout.
+
+        Raises PayloadTooLarge above `max_payload_bytes`."""
+        payload = self._bounded(topic, message if isinstance(message, bytes) else encode(message))
         # Registered before this coroutine yields, so an acknowledgement (handed over by `_on_ack` through the
         # event loop) always finds it. While disconnected, paho queues the message and sends it on reconnect.
         info = self._paho.publish(topic, payload, qos=qos, retain=retain)
@@ -386,7 +399,24 @@ class FabricClient:
                 self._paho.loop_write()
             return
 
+    def _bounded(self, topic: str, payload: bytes) -> bytes:
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload of {len(payload)} bytes for {topic[:200]!r} is above this client's limit of "
+                f"{self.max_payload_bytes} bytes (max_payload_bytes)"
+            )
+        return payload
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if len(message.payload) > self.max_payload_bytes:  # dropped before any handler decodes it
+            self.oversized_dropped += 1
+            log.warning(
+                "dropped a message of %d bytes on %.200r: above max_payload_bytes (%d)",
+                len(message.payload),
+                message.topic,
+                self.max_payload_bytes,
+            )
+            return
         self._call_in_loop(self._dispatch, message.topic, message.payload)
 
     def _on_ack(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:

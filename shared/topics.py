@@ -17,8 +17,19 @@ MAX_TOPIC_LENGTH = 1024
 _FORBIDDEN_CHARACTERS = frozenset("+#/")
 
 
-_VALID_ID = re.compile(rf"[^+#/\x00-\x1f\x7f]{{1,{MAX_ID_LENGTH}}}")
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+def _forbidden_code_points() -> str:
+    """The code points MQTT (3.1.1 §1.5.3, 5.0 §1.5.4) forbids or advises against in a topic or client id, as the
+    body of a regex character class: C0 and C1 controls (mosquitto disconnects a client publishing on a topic
+    with U+0085), surrogates (not UTF-8 at all), and the Unicode non-characters U+FDD0..U+FDEF and U+xFFFE/U+xFFFF
+    in every plane."""
+    ranges = [r"\x00-\x1f", r"\x7f-\x9f", r"\ud800-\udfff", r"\ufdd0-\ufdef"]
+    ranges += [rf"\U{plane:04x}fffe\U{plane:04x}ffff" for plane in range(17)]
+    return "".join(ranges)
+
+
+_FORBIDDEN = _forbidden_code_points()
+_VALID_ID = re.compile(rf"[^+#/{_FORBIDDEN}]{{1,{MAX_ID_LENGTH}}}")
+_CONTROL_CHARACTER = re.compile(rf"[{_FORBIDDEN}]")  # named for the C0 controls it began with; now all of MQTT's
 
 
 def validate_id(value: str, what: str = "id") -> str:
@@ -32,17 +43,17 @@ def validate_id(value: str, what: str = "id") -> str:
     bad = sorted({character for character in value if character in _FORBIDDEN_CHARACTERS})
     if bad:
         raise TopicError(f"{what} {value!r} contains {' '.join(bad)} (not allowed in a topic level)")
-    raise TopicError(f"{what} {value[:40]!r} contains control characters")
+    raise TopicError(f"{what} {value[:40]!r} contains control characters or non-characters (MQTT forbids them)")
 
 
 def validate_publish_topic(value: str) -> str:
-    """Return `value` if a client may publish on it (no wildcards, not empty, no control characters)."""
+    """Return `value` if a client may publish on it (no wildcards, not empty, none of the code points MQTT forbids)."""
     if not value or len(value) > MAX_TOPIC_LENGTH:
         raise TopicError(f"topic must have 1..{MAX_TOPIC_LENGTH} characters")
     if "+" in value or "#" in value:
         raise TopicError(f"topic {value!r} contains a wildcard")
     if _CONTROL_CHARACTER.search(value):
-        raise TopicError("topic contains control characters")
+        raise TopicError("topic contains control characters or non-characters (MQTT forbids them)")
     return value
 
 

@@ -151,7 +151,7 @@ def write_fleet(fleet_dir: Path, boards: list[Board], backend: str) -> tuple[Pat
     fleet = {
         "fabric": "netns",
         "prefix": f"{fleet_dir}/{{host}}",
-        "broker": {"kind": "mosquitto", "hosts": ["brokers"]},
+        "broker": {"kind": "mosquitto", "hosts": ["brokers"], "tls": False},
         "agents": {"boards": [agent]},
         "routers": [boards[0].name],
         "clients": ["control"],

@@ -172,12 +172,16 @@ def _prepare_artifacts(
 
 
 def _render(inventory: Path, fleet: Path, output: Path) -> None:
+    from provisioning.fleet import load_fleet, plaintext_warning
     from provisioning.render import render as render_fleet
 
     try:
         report = render_fleet(inventory, fleet, output)
+        warning = plaintext_warning(load_fleet(fleet), fleet)
     except ConfigError as error:  # a bad inventory or fleet file: say which and where, exit code 2
         raise click.UsageError(str(error)) from None
+    if warning is not None:
+        click.echo(warning, err=True)
     click.echo(
         f"rendered {len(report.nodes)} node(s), {len(report.clients)} client(s), {len(report.operators)} operator(s) "
         f"into {report.output}: "

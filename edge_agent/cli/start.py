@@ -98,12 +98,16 @@ def _with_hosted_broker(config: NodeConfig, host_broker: bool, port: int | None)
 def _broker_host(config: NodeConfig) -> Any:
     def open_broker() -> Any:
         from broker.embedded import EmbeddedBroker, EmbeddedBrokerConfig, TopicACL  # lazy: only where one is hosted
+        from broker.limits import ConnectionLimits
 
         settings = config.broker
         assert settings is not None
         acl = TopicACL.load(settings.acl_file) if settings.acl_file else None
+        limits = ConnectionLimits(settings.message_size_limit, settings.connect_timeout_s, settings.max_unauthenticated)
         return EmbeddedBroker(
-            EmbeddedBrokerConfig(settings.host, settings.port, settings.password_file, acl, settings.allow_anonymous)
+            EmbeddedBrokerConfig(
+                settings.host, settings.port, settings.password_file, acl, settings.allow_anonymous, None, limits
+            )
         )
 
     return open_broker

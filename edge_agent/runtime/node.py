@@ -39,7 +39,7 @@ from shared.messages import (
     encode,
     peek_reply_route,
 )
-from shared.mqtt import FabricClient, WillMessage
+from shared.mqtt import FabricClient, WillMessage, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,9 @@ class EdgeNode:
             )
         self.epoch = next_epoch(self.settings.state_dir, self.settings.node_id)
         will = WillMessage(self.topics.beacon(self.settings.node_id), encode(self.beacon("offline")))
-        self.client = FabricClient(self.settings.connection, f"node-{self.settings.node_id}", will=will)
+        # One client id per process (a restarted node never takes over the old connection's id; nobody guesses it).
+        client_id = unique_client_id(f"node-{self.settings.node_id}")
+        self.client = FabricClient(self.settings.connection, client_id, will=will)
         self.client.on_connected(self._announce)
         for agent_id in self.workers:
             await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)

@@ -19,7 +19,7 @@ GGUF = b"GGUF" + bytes(60)
 
 
 def fleet(agents: dict[str, list[dict[str, str]]]) -> FleetSpec:
-    return FleetSpec.model_validate({"broker": {"hosts": ["b1"]}, "agents": agents})
+    return FleetSpec.model_validate({"broker": {"hosts": ["b1"], "tls": False}, "agents": agents})
 
 
 def test_each_model_is_fetched_once_and_every_board_that_needs_it_gets_it(tmp_path: Path) -> None:

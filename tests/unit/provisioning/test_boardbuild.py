@@ -61,7 +61,10 @@ def test_the_builder_is_the_first_host_of_its_kind_in_inventory_order() -> None:
         "[jetsons:vars]\nsymphony_target_platform=manylinux2014_aarch64\nedge_agent_hardware=cuda\n"
     )
     fleet = FleetSpec.model_validate(
-        {"broker": {"hosts": ["hub"]}, "agents": {"jetson-a": [{"preset": "math"}], "jetson-b": [{"preset": "math"}]}}
+        {
+            "broker": {"hosts": ["hub"], "tls": False},
+            "agents": {"jetson-a": [{"preset": "math"}], "jetson-b": [{"preset": "math"}]},
+        }
     )
     kinds = host_kinds(plan_fleet(fleet, inventory), inventory)
     assert list(kinds) == ["jetson-b", "jetson-a"]  # the fleet file's order does not matter

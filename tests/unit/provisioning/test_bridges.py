@@ -40,6 +40,7 @@ FLEET: dict[str, Any] = {
     "fabric": "lab",
     "broker": {
         "hosts": ["hubs"],
+        "tls": False,
         "sites": {
             "a": {"broker": "gw-a", "members": ["site_a"], "clients": ["alice"]},
             "b": {"broker": "gw-b", "members": ["site_b"]},
@@ -198,7 +199,11 @@ def test_nodes_and_clients_connect_to_their_site_broker_first_then_the_hub(rende
 
 def test_two_hub_hosts_are_one_fabric_the_second_bridged_to_the_first(tmp_path: Path) -> None:
     inventory = "[brokers]\nb1 ansible_host=10.0.0.1\nb2 ansible_host=10.0.0.2\n[boards]\nn1\n"
-    fleet = {"fabric": "lab", "broker": {"hosts": ["brokers"]}, "agents": {"boards": [{"backend": "echo"}]}}
+    fleet = {
+        "fabric": "lab",
+        "broker": {"hosts": ["brokers"], "tls": False},
+        "agents": {"boards": [{"backend": "echo"}]},
+    }
     (tmp_path / "inventory.ini").write_text(inventory)
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
     render(tmp_path / "inventory.ini", tmp_path / "fleet.yml", tmp_path / "out")

@@ -12,7 +12,12 @@ from edge_agent.cli.main import cli
 from provisioning.playbook import playbook_command
 
 INVENTORY = "[brokers]\nhub ansible_host=10.0.0.1\n"
-FLEET = {"fabric": "lab", "broker": {"hosts": ["hub"]}, "agents": {"hub": [{"backend": "echo"}]}, "routers": ["hub"]}
+FLEET = {
+    "fabric": "lab",
+    "broker": {"hosts": ["hub"], "tls": False},
+    "agents": {"hub": [{"backend": "echo"}]},
+    "routers": ["hub"],
+}
 
 
 def write(directory: Path, inventory: str = INVENTORY, fleet: object = FLEET) -> Path:
@@ -28,6 +33,19 @@ def test_render_writes_the_fleet_next_to_the_inventory_and_prints_no_secret(tmp_
     password = yaml.safe_load((tmp_path / "rendered/secrets.yaml").read_text())["passwords"]["hub"]
     assert password not in result.output
     assert (tmp_path / "rendered/nodes/hub/node.yaml").exists()
+
+
+def test_tls_is_the_default_and_turning_it_off_is_warned_about_on_stderr(tmp_path: Path) -> None:
+    plain = CliRunner().invoke(cli, ["provision", "render", "-i", str(write(tmp_path))])
+    assert plain.exit_code == 0, plain.output
+    assert "broker.tls: false" in plain.stderr and "clear text" in plain.stderr
+    default = {**FLEET, "broker": {"hosts": ["hub"]}}
+    (tmp_path / "tls").mkdir()
+    secured = CliRunner().invoke(cli, ["provision", "render", "-i", str(write(tmp_path / "tls", fleet=default))])
+    assert secured.exit_code == 0, secured.output
+    assert "clear text" not in secured.stderr
+    node = yaml.safe_load((tmp_path / "tls/rendered/nodes/hub/node.yaml").read_text())
+    assert node["connection"]["brokers"] == ["mqtts://10.0.0.1:8883"] and "tls" in node["connection"]
 
 
 @pytest.mark.parametrize(

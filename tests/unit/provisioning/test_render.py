@@ -29,7 +29,7 @@ mac-1
 
 FLEET: dict[str, Any] = {
     "fabric": "lab",
-    "broker": {"kind": "mosquitto", "hosts": ["brokers"]},
+    "broker": {"kind": "mosquitto", "hosts": ["brokers"], "tls": False},
     "agents": {"boards": [{"preset": "writer", "backend": "echo"}, {"preset": "math"}], "mac-1": [{"backend": "mlx"}]},
     "routers": ["hub"],
     "clients": ["alice", "carol"],

@@ -105,7 +105,7 @@ def test_node_yaml_names_the_shipped_model_under_each_boards_prefix() -> None:
     fleet = FleetSpec.model_validate(
         {
             "prefix": "/srv/fleet/{host}",
-            "broker": {"hosts": ["b1"]},
+            "broker": {"hosts": ["b1"], "tls": False},
             "agents": {
                 "b1": [{"preset": "math", "backend": "llamacpp"}],
                 "b2": [{"preset": "writer", "backend": "echo"}],

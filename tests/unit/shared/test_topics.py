@@ -78,6 +78,16 @@ def test_builders_refuse_ids_that_would_break_the_topic(build: Callable[[str], s
         pytest.param("nul\x00", id="nul"),
         pytest.param("esc\x1b", id="escape"),
         pytest.param("del\x7f", id="del"),
+        # the rest of MQTT's forbidden code points (3.1.1 §1.5.3): C1 controls, non-characters, surrogates
+        pytest.param("a\u0085b", id="next-line-C1"),
+        pytest.param("a\x9fb", id="last-C1"),
+        pytest.param("a\ufffeb", id="U+FFFE"),
+        pytest.param("a\uffff", id="U+FFFF"),
+        pytest.param("a\ufdd0", id="U+FDD0"),
+        pytest.param("a\ufdef", id="U+FDEF"),
+        pytest.param("a\U0001fffe", id="U+1FFFE"),
+        pytest.param("a\U0010ffff", id="U+10FFFF"),
+        pytest.param("a\ud800b", id="lone-surrogate"),
         pytest.param("x" * 129, id="129-chars"),
         pytest.param(None, id="none"),
         pytest.param(42, id="int"),
@@ -88,7 +98,9 @@ def test_validate_id_refuses(bad: object) -> None:
         validate_id(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("good", ["n", "node-1", "jetson_orin.lab", "x" * 128, "Ünïcode-节点", "a b"])
+@pytest.mark.parametrize(
+    "good", ["n", "node-1", "jetson_orin.lab", "x" * 128, "Ünïcode-节点", "a b", "nbsp\u00a0", "\ufdcf\ufdf0", "😀"]
+)
 def test_validate_id_accepts_normal_ids(good: str) -> None:
     assert validate_id(good) == good
 
@@ -98,7 +110,9 @@ def test_the_error_names_what_was_checked() -> None:
         T.beacon("a/b")
 
 
-@pytest.mark.parametrize("bad", ["", "a/+/b", "a/#", "x" * 1025, "bad\x00topic"])
+@pytest.mark.parametrize(
+    "bad", ["", "a/+/b", "a/#", "x" * 1025, "bad\x00topic", "symphony/f/reply/a\u0085b", "symphony/f/reply/a\ufffeb"]
+)
 def test_validate_publish_topic_refuses(bad: str) -> None:
     with pytest.raises(TopicError):
         validate_publish_topic(bad)
@@ -126,6 +140,9 @@ REPLY_TOPICS = [
     ("symphony/f1/reply/a/b", None, None),
     ("symphony/f1/reply/", None, None),
     ("symphony/f1/reply/a\x00b", None, None),
+    ("symphony/f1/reply/a\u0085b", None, None),
+    ("symphony/f1/reply/a\ufffeb", None, None),
+    ("symphony/f1/router/r\U0010ffff/inbox", None, None),
     ("symphony/f1/reply/" + "x" * 10_000, None, None),
     ("symphony/f1/task/submit", None, None),
     ("symphony/f1/agent/n1-math/run", None, None),
