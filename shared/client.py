@@ -58,6 +58,7 @@ class FabricTaskClient:
         self.topics = Topics(connection.fabric)
         self.reply_topic = self.topics.reply(self.client_id)
         self._mqtt = FabricClient(connection, self.client_id)
+        self._site = connection.site  # the tasks' site: its routers own them and prefer its agents
         self._waiting: dict[str, asyncio.Future[TaskAnswer | ErrorReply]] = {}
         self._streams: dict[str, asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply]] = {}
         self._event_callbacks: dict[str, EventCallback] = {}
@@ -114,6 +115,7 @@ class FabricTaskClient:
             options=TaskOptions(**options),
             context=context,
             sent_at=time.time(),
+            site=self._site,
         )
 
     async def stream(

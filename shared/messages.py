@@ -76,6 +76,7 @@ class NodeBeacon(WireModel):
     software_version: str = ""
     host: str = ""
     sent_at: float = 0.0
+    site: Id | None = None  # where the node lives (None: the default site); see docs/sites.md
 
 
 class AgentState(WireModel):
@@ -113,6 +114,7 @@ class RouterPresence(WireModel):
     epoch: int = Field(ge=0)
     status: Literal["online", "offline"]
     sent_at: float = 0.0
+    site: Id | None = None  # the site the router serves (None: the default site)
 
 
 # --- tasks -----------------------------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class TaskRequest(WireModel):
     options: TaskOptions = TaskOptions()
     context: tuple[Text, ...] = Field(default=(), max_length=64)  # earlier turns of a conversation, oldest first
     sent_at: float = 0.0
+    site: Id | None = None  # the submitter's site: its routers own the task and prefer its agents
 
 
 class SamplingOptions(WireModel):
@@ -266,6 +269,7 @@ TaskEventName = Literal[
     "answered",
     "failed",
     "resent",
+    "placed",
 ]
 
 
@@ -375,6 +379,34 @@ class RebirthRequest(WireModel):
     sent_at: float = 0.0
 
 
+class CapabilitySummary(WireModel):
+    """One (capability, model) line of a site summary: how much of it the site has, how well it serves."""
+
+    capability: Tag
+    model: str = Field(max_length=256)
+    agents_live: int = Field(ge=0)
+    slots: int = Field(ge=0)  # runs the live agents take at once (their max_in_flight), busy or not
+    free_slots: int = Field(ge=0)
+    latency_p50_ms: NonNegative = 0.0
+    latency_p95_ms: NonNegative = 0.0
+    reliability: Fraction = 0.5
+
+
+class SiteSummary(WireModel):
+    """A site router's retained summary of its site, on ``site/{site}/summary``: what crosses the WAN links in
+    place of every board's beacon and state. Routers elsewhere route to the site by it (the site's `site:{site}`
+    agent), and the site's router places the run on one of its boards."""
+
+    kind: Literal["site_summary"] = "site_summary"
+    v: Literal[1] = SCHEMA_VERSION
+    site: Id
+    router_id: Id
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    entries: tuple[CapabilitySummary, ...] = Field(default=(), max_length=4096)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -393,6 +425,7 @@ Message = (
     | ErrorReply
     | LedgerEntry
     | RebirthRequest
+    | SiteSummary
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}
