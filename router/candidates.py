@@ -107,6 +107,9 @@ class FleetIndex:
         self.available = np.ones(capacity, dtype=bool)
         self.profile = np.zeros(capacity, dtype=np.int64)
         self.site = np.zeros(capacity, dtype=np.int64)  # site code (0: the default site), see `site_code`
+        self.line = np.zeros(capacity, dtype=np.int64)  # (capabilities, model) line of the site summaries
+        self.capacity = np.zeros(capacity, dtype=np.int64)  # max_in_flight
+        self.line_ids: dict[tuple[tuple[str, ...], str], int] = {}
         self._site_codes: dict[str | None, int] = {None: 0}
         self._site_names: list[str | None] = [None]
         self._rank: np.ndarray | None = None
@@ -143,6 +146,8 @@ class FleetIndex:
         self.load[slot], self.latency[slot], self.available[slot] = 0.0, 0.0, True
         self.profile[slot] = self.profiles.profile_id(tuple(info.capabilities), persona)
         self.site[slot] = self.site_code(site)
+        self.line[slot] = self.line_ids.setdefault((tuple(info.capabilities), info.model), len(self.line_ids))
+        self.capacity[slot] = info.max_in_flight
         self._rank = None
         return slot
 
@@ -208,7 +213,7 @@ class FleetIndex:
 
     def _grow(self) -> None:
         size = 2 * len(self.used)
-        for name in ("used", "last_seen", "load", "latency", "available", "profile", "site"):
+        for name in ("used", "last_seen", "load", "latency", "available", "profile", "site", "line", "capacity"):
             old = getattr(self, name)
             new = np.zeros(size, dtype=old.dtype)
             new[: len(old)] = old

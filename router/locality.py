@@ -30,6 +30,8 @@ from router.screening import AgentView
 from shared.messages import RouterPresence
 
 Scope = Literal["local", "remote"]
+SiteAgents = Callable[[str, Sequence[str], int], Sequence[AgentView]]
+"""(requirement, tags, limit) -> the best sites' agents (router/summaries.py, `SiteDirectory.best`)."""
 Reason = Literal["local_qualifies", "no_local_agent", "local_loaded", "remote_reward", "no_remote_agent"]
 _IDLE, _RELIABILITY = 4, 6  # positions of idleness and learned reliability in the LinUCB context (linucb.py)
 
@@ -105,7 +107,7 @@ def _best(options: Sequence[Option]) -> Option | None:
 
 
 def option_of(choice: Choice) -> Option:
-    """The placement's view of a screened choice (its load and reward are in the LinUCB context)."""
+    """The placement's view of a screened choice (its load and its learned reward are in the LinUCB context)."""
     return Option(choice.agent_id, choice.screening.match, 1.0 - float(choice.x[_IDLE]), float(choice.x[_RELIABILITY]))
 
 
@@ -128,7 +130,7 @@ class SiteScopedBrain(RoutingBrain):
         site: str | None,
         policy: LocalityPolicy,
         emit: Callable[[dict[str, Any]], None],
-        site_agents: Callable[[], Sequence[AgentView]] = lambda: (),
+        site_agents: SiteAgents = lambda requirement, tags, limit: (),
     ) -> None:
         # No super().__init__: every attribute not set here is the shared brain's (see __getattr__).
         self.__dict__["_brain"] = brain
@@ -148,13 +150,18 @@ class SiteScopedBrain(RoutingBrain):
         here, elsewhere = split_by_site(agents, self._site)
         local = brain.choose(here, requirement, *args, **kwargs) if len(here) else []
         remote = brain.choose(elsewhere, requirement, *args, **kwargs) if len(elsewhere) else []
-        summarised = [view for view in self._site_agents() if view.site != self._site]
+        top_l = args[1] if len(args) > 1 else kwargs.get("top_l", 3)
+        summarised = self._site_agents(requirement, _tags(args, kwargs), 2 * top_l)
         if summarised:
             remote = sorted(remote + brain.choose(summarised, requirement, *args, **kwargs), key=lambda c: -c.ucb)
         placement = place([option_of(c) for c in local], [option_of(c) for c in remote], self._policy)
         if remote or self._site is not None:
             self._emit(placement.trace(self._site))
         return local + remote if placement.scope == "local" else remote + local
+
+
+def _tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Sequence[str]:
+    return args[0] if args else kwargs.get("tags", ())
 
 
 def site_owners(site: str | None, presences: Mapping[str, RouterPresence]) -> list[str]:

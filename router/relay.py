@@ -5,8 +5,10 @@
         ─► the board's RunResult (a failed run moves to the next candidate, once)
     router elsewhere ◄── RunResult (the original dispatch id and agent "site:B", the board's text and usage) ──┘
 
-The router elsewhere learns how well site B serves (one arm per site); site B's router learns which of its
-boards serve well (one arm per board). A RunCancel for the site agent's run cancels the board's run.
+The router elsewhere learns how well site B serves (one arm per site, from its own tasks' rewards); site B's
+router learns which of its boards serve well from its own tasks, and places relayed runs by what it learned
+(a relayed run's correctness is known only where its task is voted, so it teaches nothing here). A RunCancel
+for the site agent's run cancels the board's run.
 """
 
 from __future__ import annotations
@@ -54,10 +56,8 @@ class SiteAgent:
                     "reply_topic": self.inbox,
                 }
             )
-            self.brain.record_dispatch(inner.dispatch_id, choice)
             self.relayed += 1
             result = await self.run(inner, request.deadline_s)
-            self.brain.learn(inner.dispatch_id, 1.0 if result.ok else 0.0)
             if result.ok:
                 break
         return result.model_copy(update={"dispatch_id": request.dispatch_id, "agent_id": request.agent_id})

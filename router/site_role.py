@@ -101,8 +101,12 @@ class SiteRole:
         if topic == self.service.topics.site_summary(summary.site) and summary.site != self.site:
             self.directory.apply(summary, time.monotonic())
 
-    def site_agents(self) -> list[AgentView]:
-        return self.directory.views(time.monotonic(), self.service.brain.reliability, exclude=self.site)
+    def site_agents(self, requirement: str = "", tags: Sequence[str] = (), limit: int = 6) -> list[AgentView]:
+        """The best other sites for a requirement, one agent each (with no requirement: every fresh site)."""
+        now, reliability = time.monotonic(), self.service.brain.reliability
+        if not requirement:
+            return self.directory.views(now, reliability, exclude=self.site)
+        return self.directory.best(now, reliability, requirement, tags, limit, exclude=self.site)
 
     # --- the site agent -------------------------------------------------------------------------------------
 
@@ -137,7 +141,8 @@ def task_brain(service: RouterService, request: TaskRequest) -> RoutingBrain:
     def emit(data: dict[str, Any]) -> None:
         service.emit(request.task_id, "placed", data)
 
-    agents = role.site_agents if role is not None else list
-    return SiteScopedBrain(service.brain, site, service.config.locality, emit, agents)
+    if role is None:
+        return SiteScopedBrain(service.brain, site, service.config.locality, emit)
+    return SiteScopedBrain(service.brain, site, service.config.locality, emit, role.site_agents)
 
 

@@ -380,9 +380,10 @@ class RebirthRequest(WireModel):
 
 
 class CapabilitySummary(WireModel):
-    """One (capability, model) line of a site summary: how much of it the site has, how well it serves."""
+    """One line of a site summary, for the agents with one set of capabilities and one model: how much of it
+    the site has, how fast and how well it serves."""
 
-    capability: Tag
+    capabilities: tuple[Tag, ...] = Field(default=(), max_length=32)  # (): agents that announce none
     model: str = Field(max_length=256)
     agents_live: int = Field(ge=0)
     slots: int = Field(ge=0)  # runs the live agents take at once (their max_in_flight), busy or not

@@ -158,7 +158,7 @@ SAMPLES: list[WireModel] = [
         seq=7,
         entries=(
             CapabilitySummary(
-                capability="writing", model="smollm2", agents_live=4, slots=8, free_slots=5, latency_p95_ms=90.0
+                capabilities=("writing",), model="smollm2", agents_live=4, slots=8, free_slots=5, latency_p95_ms=90.0
             ),
         ),
     ),

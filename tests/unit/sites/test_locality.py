@@ -98,7 +98,7 @@ def test_a_site_cut_off_from_the_hub_answers_with_its_own_agents() -> None:
 def test_a_site_agent_from_a_summary_is_a_remote_candidate() -> None:
     registry = registry_of({"a": [("a1", 1.0)]})
     site_b = AgentView("site:b", "router-b", ("mathematical-reasoning",), load=0.1, site="b")
-    order, traces = choose(registry, "a", site_agents=lambda: [site_b])
+    order, traces = choose(registry, "a", site_agents=lambda requirement, tags, limit: [site_b])
     assert order[0] == "site:b" and traces[0]["reason"] == "local_loaded"
 
 

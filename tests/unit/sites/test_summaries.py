@@ -7,7 +7,7 @@ import asyncio
 from router.brain import RoutingBrain
 from router.registry import AgentRegistry
 from router.relay import SiteAgent
-from router.summaries import GENERAL, SiteDirectory, SummarySchedule, site_view, summary_entries
+from router.summaries import SiteDirectory, SummarySchedule, site_views, summary_entries
 from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RunRequest, RunResult, SiteSummary
 from shared.topics import site_agent_id, site_of_agent
 
@@ -31,15 +31,24 @@ def entries_of(registry: AgentRegistry, reliability: dict[str, float] | None = N
 
 
 def test_a_summary_line_counts_agents_slots_free_slots_latency_and_reliability() -> None:
-    (line,) = entries_of(site_registry([0.0, 0.5, 1.0]), {"a0": 0.9})
-    assert (line.capability, line.model, line.agents_live, line.slots, line.free_slots) == ("writing", "smol", 3, 6, 3)
+    (line,) = entries_of(site_registry([0.0, 0.5, 1.0]), {"a0": 0.9, "elsewhere": 0.1})
+    assert (line.capabilities, line.model, line.agents_live, line.slots, line.free_slots) == (
+        ("writing",),
+        "smol",
+        3,
+        6,
+        3,
+    )
     assert line.latency_p50_ms == 100.0 and line.latency_p95_ms == 190.0
     assert abs(line.reliability - (0.9 + 0.5 + 0.5) / 3) < 1e-3
 
 
-def test_agents_without_capabilities_are_summarised_as_general() -> None:
-    (line,) = entries_of(site_registry([0.0], capabilities=()))
-    assert line.capability == GENERAL
+def test_agents_with_other_capabilities_or_none_get_their_own_lines() -> None:
+    registry = site_registry([0.0, 0.0])
+    info = AgentInfo(agent_id="plain", backend="echo", model="smol", max_in_flight=1)
+    registry.apply_beacon(NodeBeacon(node_id="np", epoch=1, instance_id="i", status="online", agents=(info,)), 0)
+    lines = entries_of(registry)
+    assert [(line.capabilities, line.agents_live) for line in lines] == [((), 1), (("writing",), 2)]
 
 
 def test_the_schedule_publishes_on_time_and_on_material_change_only() -> None:
@@ -70,15 +79,31 @@ def test_the_directory_keeps_the_newest_summary_and_forgets_stale_ones() -> None
     assert [view.agent_id for view in directory.views(6.0, {})] == ["site:b", "site:c"]
     assert [view.agent_id for view in directory.views(12.0, {})] == ["site:c"]  # b's went stale
     assert [view.agent_id for view in directory.views(6.0, {}, exclude="b")] == ["site:c"]
+    assert [view.agent_id for view in directory.best(12.0, {}, "write a poem", ("writing",), 5)] == ["site:c"]
     directory.forget_router("router-c")
     assert directory.views(6.0, {}) and "c" not in directory.summaries
+    assert directory.best(6.0, {}, "write a poem", ("writing",), 5)[0].agent_id == "site:b"
 
 
 def test_a_site_is_one_agent_with_its_capabilities_load_and_learned_reward() -> None:
-    view = site_view(summary("b", 1, free=4), {"site:b": 0.8})
-    assert view is not None
+    (view,) = site_views(summary("b", 1, free=4), {"site:b": 0.8})
     assert (view.agent_id, view.site, view.capabilities, view.available) == ("site:b", "b", ("writing",), True)
     assert view.load == 0.0 and view.reliability == 0.8
+
+
+def test_the_directory_offers_each_site_once_by_its_best_line_for_the_requirement() -> None:
+    math = AgentInfo(agent_id="m", capabilities=("mathematical-reasoning",), backend="echo", model="q", max_in_flight=1)
+    registry = site_registry([0.0])
+    registry.apply_beacon(NodeBeacon(node_id="nm", epoch=1, instance_id="i", status="online", agents=(math,)), 0)
+    entries = entries_of(registry)
+    directory = SiteDirectory(stale_after_s=10.0)
+    directory.apply(SiteSummary(site="b", router_id="rb", epoch=1, seq=1, entries=entries), 0.0)
+    directory.apply(summary("c", 1), 0.0)  # writers only
+    best = directory.best(1.0, {}, "compute 17 * 23", ("mathematical-reasoning",), 2)
+    assert [(view.agent_id, view.capabilities) for view in best] == [
+        ("site:b", ("mathematical-reasoning",)),
+        ("site:c", ("writing",)),
+    ]
     assert site_of_agent(site_agent_id("b")) == "b" and site_of_agent("a0") is None
 
 
