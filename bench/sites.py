@@ -11,7 +11,9 @@ Run with `edge-agent bench sites` (or `python -m bench.sites`).
                 learned reliability), `SiteScopedBrain` (locality), `summary_entries` / `SummarySchedule` /
                 `SiteDirectory` / `site_view` (summaries). A run that fails (a dead board, a cut link: after
                 `run_timeout_s`) moves to the next candidate, as the pipeline's re-dispatch does
-    modes       full: every router sees every board (every state crosses every link; today's bridges)
+    modes       full: every router sees every board (every state crosses every link; today's bridges) and
+                places by locality
+                global: the same detail, no locality (today's routing: the best agent anywhere)
                 summaries: a site router sees its own boards and the other sites' summaries; a run for another
                 site goes to that site's router (the `site:{site}` agent), which places it on a board
                 oracle: knows every agent's true accuracy and load, picks the best free agent anywhere
@@ -50,13 +52,15 @@ TEMPLATES = (
     (("mathematical-reasoning", "verification"), "careful arithmetic solver", "Compute 17 * 23 and verify it."),
     (("code-implementation", "debugging"), "python programmer", "Write a Python function that parses a CSV line."),
     (("writing", "summarization"), "concise writer", "Summarize this paragraph in one sentence."),
-    (("retrieval", "fact-checking", "analysis"), "research assistant", "Fact-check this claim against sources."),
+    (("retrieval", "fact-checking", "analysis"), "research assistant", "Retrieve the sources on this claim and analyze them."),
 )
 GOOD, POOR = 0.85, 0.30  # true accuracy of an agent on its own kind of task, and on the others
 MESSAGES_GOAL = 100.0  # fewer WAN messages per site with summaries, at 1,000 boards per site
 OWN_SITE_GOAL = 0.95
 ACCURACY_LOSS_GOAL = 0.01
 SCALE_GOAL_RATIO = 1.5  # CPU per task at 100,000 boards against 5,000
+DETAILED = ("full", "global")  # modes whose routers see every board
+MODES = ("full", "summaries", "global", "oracle")
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ class Simulation:
         self.own_site = 0
         self.could_stay = 0
         self.reasons: dict[str, int] = {}
+        self.outcomes: list[tuple[int, float, int | None]] = []  # (task's site, submitted at, answering site)
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         self.sequence += 1
@@ -261,7 +266,7 @@ class Routers:
         def registry(router: int, own_beacons: bool = False) -> AgentRegistry:
             """A router's registry; `own_beacons`: decoded for it alone (as a real router holds them)."""
             built = AgentRegistry(stale_after_s=30.0)
-            for site in range(config.sites) if sim.mode == "full" else (router,):  # full: every board
+            for site in range(config.sites) if sim.mode in DETAILED else (router,):  # every board, or its own
                 for board, message in enumerate(beacons[site]):
                     built.apply_beacon(beacon(site, board) if own_beacons else message, 0.0)
             return built
@@ -270,7 +275,7 @@ class Routers:
         self.registries = [first] + [registry(router) for router in range(1, config.sites)]
         self.slots = [
             {site: np.array([r.index.slot(agent_id(site, b)) for b in range(config.boards)]) for site in sites}
-            for r, sites in ((r, range(config.sites) if sim.mode == "full" else (i,)) for i, r in enumerate(self.registries))
+            for r, sites in ((r, range(config.sites) if sim.mode in DETAILED else (i,)) for i, r in enumerate(self.registries))
         ]
 
     # the state plane
@@ -280,7 +285,7 @@ class Routers:
         if not sim.site_up(site):
             return
         routers = [site]
-        if sim.mode == "full":  # every router reads every board's state, where the links let it through
+        if sim.mode in DETAILED:  # every router reads every board's state, where the links let it through
             others = [r for r in range(sim.config.sites) if r != site and sim.link_up(site) and sim.link_up(r)]
             sim.state_messages += sim.config.boards * (1 + len(others)) if others else 0  # out once, in at each
             routers += others
@@ -317,7 +322,7 @@ class Routers:
                 return []
             return directory.best(sim.now, reliability, requirement, tags, limit, site_name(site))
 
-        scoped = SiteScopedBrain(brain, site_name(site), self.policy, trace, site_agents)
+        scoped = brain if sim.mode == "global" else SiteScopedBrain(brain, site_name(site), self.policy, trace, site_agents)
         choices = scoped.choose(registry.live_agents(sim.now, reliability), text, tags, 3)
         sim.cpu_s += time.process_time() - started
         sim.decisions += 1
@@ -471,6 +476,7 @@ class Driver:
         sim = self.sim
         accuracy = float(sim.accuracy[site, board, task.kind])
         sim.latencies.append(sim.now - task.submitted)
+        sim.outcomes.append((task.site, task.submitted, site))
         sim.accuracies.append(accuracy)
         if task.could_stay:
             sim.could_stay += 1
@@ -480,6 +486,8 @@ class Driver:
     def failed(self, task: Task, agent: str | None) -> None:
         if agent is not None:
             self.learn(task, agent, 0.0, final=False)
+        if task.tried >= len(task.candidates):
+            self.sim.outcomes.append((task.site, task.submitted, None))
         self.dispatch(task)
 
     def learn(self, task: Task, agent: str, reward: float, final: bool = True) -> None:
@@ -496,13 +504,20 @@ class Driver:
 
 def simulate(config: WorldConfig, mode: str) -> Figures:
     """One configuration in one mode."""
+    return run_simulation(config, mode)[0]
+
+
+def run_simulation(config: WorldConfig, mode: str) -> tuple[Figures, Simulation]:
+    """One configuration in one mode: the figures, and the simulation (its outcomes, for tests)."""
     sim = Simulation(config, mode)
     driver = Driver(sim)
     driver.schedule()
     sim.run_until_empty()
+    if mode == "summaries":  # what router 0 holds of the other sites: their summaries, indexed line by line
+        driver.routers.memory_mb += measured(lambda: copied(driver.routers.directories[0]))[1]
     seconds = config.duration_s
     latencies = np.array(sim.latencies) * 1000 if sim.latencies else np.zeros(1)
-    return Figures(
+    figures = Figures(
         mode=mode,
         sites=config.sites,
         boards_per_site=config.boards,
@@ -518,6 +533,15 @@ def simulate(config: WorldConfig, mode: str) -> Figures:
         router_memory_mb=round(driver.routers.memory_mb, 2),
         reasons=dict(sorted(sim.reasons.items())),
     )
+    return figures, sim
+
+
+def copied(directory: SiteDirectory) -> SiteDirectory:
+    """A directory holding copies of the summaries another holds (decoded anew, as a router would)."""
+    fresh = SiteDirectory(directory.stale_after_s)
+    for summary, heard_at in directory.summaries.values():
+        fresh.apply(SiteSummary.model_validate_json(summary.model_dump_json()), heard_at)
+    return fresh
 
 
 def full_state_messages_per_s_per_site(config: WorldConfig) -> float:
@@ -532,7 +556,7 @@ def measure(configurations: list[WorldConfig], modes: tuple[str, ...]) -> dict[s
     rows = []
     for config in configurations:
         for mode in modes:
-            if mode == "full" and config.sites * config.boards > 20_000:
+            if mode in DETAILED and config.sites * config.boards > 20_000:
                 continue  # every router holding every board: measured up to 20,000 boards (see the docs)
             started = time.perf_counter()
             figures = simulate(config, mode)
@@ -565,6 +589,7 @@ def goals(rows: list[dict[str, Any]], configurations: list[WorldConfig]) -> list
     for config in configurations:
         text = _config_text(config)
         full, summaries, oracle = row(text, "full"), row(text, "summaries"), row(text, "oracle")
+        unplaced = row(text, "global")
         if summaries is None:
             continue
         full_rate = full["state_messages_per_s_per_site"] if full else full_state_messages_per_s_per_site(config)
@@ -578,6 +603,11 @@ def goals(rows: list[dict[str, Any]], configurations: list[WorldConfig]) -> list
                           "met": share >= OWN_SITE_GOAL})
             found.append({"goal": f"accuracy loss against the oracle ({text})", "figure": round(loss, 4),
                           "target": f"<= {ACCURACY_LOSS_GOAL:g}", "met": loss <= ACCURACY_LOSS_GOAL})
+            if unplaced is not None:  # what locality itself costs: the same routers, placing anywhere
+                cost = unplaced["accuracy"] - summaries["accuracy"]
+                found.append({"goal": f"accuracy loss against routing without locality ({text})",
+                              "figure": round(cost, 4), "target": f"<= {ACCURACY_LOSS_GOAL:g}",
+                              "met": cost <= ACCURACY_LOSS_GOAL})
     by_size = {r["sites"] * r["boards_per_site"]: r for r in rows if r["mode"] == "summaries" and "cut" not in r["config"]
                and "down" not in r["config"] and "hot" not in r["config"] and "degraded" not in r["config"]}
     if by_size and max(by_size) >= 100_000 and min(by_size) <= 5_000:
@@ -637,8 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args(argv)
-    result = measure(standard_configurations(arguments.tasks, arguments.seed, arguments.quick),
-                     ("full", "summaries", "oracle"))
+    result = measure(standard_configurations(arguments.tasks, arguments.seed, arguments.quick), MODES)
     print(json.dumps(result, indent=2)) if arguments.json else print_summary(result)
 
 

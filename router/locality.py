@@ -45,6 +45,7 @@ class LocalityPolicy:
     load_threshold: float = 0.8
     link_cost: float = 0.15
     match_slack: float = 0.1
+    min_observations: int = 10  # rewards learned from fewer runs than this do not move a task across a link
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.load_threshold <= 1.0 or self.link_cost < 0.0 or self.match_slack < 0.0:
@@ -59,6 +60,7 @@ class Option:
     match: float
     load: float
     reward: float  # the learned reliability (an average of the agent's rewards)
+    observations: int = 0  # how many rewards it was learned from
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Placement:
     reason: Reason
     local_best: Option | None = None
     remote_best: Option | None = None
+    fitting: frozenset[str] = frozenset()  # the local candidates that fit as well as any elsewhere
 
     def trace(self, site: str | None) -> dict[str, Any]:
         data: dict[str, Any] = {"site": site, "scope": self.scope, "reason": self.reason}
@@ -96,19 +99,22 @@ def place(local: Sequence[Option], remote: Sequence[Option], policy: LocalityPol
     if not unloaded:
         return Placement("remote", "local_loaded", _best(fitting), remote_best)
     local_best = _best(unloaded)
+    known = [option for option in remote if option.observations >= policy.min_observations]
     assert local_best is not None and remote_best is not None
-    if remote_best.reward - policy.link_cost > local_best.reward:
-        return Placement("remote", "remote_reward", local_best, remote_best)
-    return Placement("local", "local_qualifies", local_best, remote_best)
+    if known and _best(known).reward - policy.link_cost > local_best.reward:  # type: ignore[union-attr]
+        return Placement("remote", "remote_reward", local_best, _best(known))
+    ids = frozenset(option.agent_id for option in unloaded)
+    return Placement("local", "local_qualifies", local_best, remote_best, ids)
 
 
 def _best(options: Sequence[Option]) -> Option | None:
     return max(options, key=lambda option: option.reward, default=None)
 
 
-def option_of(choice: Choice) -> Option:
+def option_of(choice: Choice, brain: RoutingBrain) -> Option:
     """The placement's view of a screened choice (its load and its learned reward are in the LinUCB context)."""
-    return Option(choice.agent_id, choice.screening.match, 1.0 - float(choice.x[_IDLE]), float(choice.x[_RELIABILITY]))
+    idle, reward = float(choice.x[_IDLE]), float(choice.x[_RELIABILITY])
+    return Option(choice.agent_id, choice.screening.match, 1.0 - idle, reward, brain.policy.count(choice.agent_id))
 
 
 def split_by_site(agents: Sequence[AgentView], site: str | None) -> tuple[Sequence[AgentView], Sequence[AgentView]]:
@@ -154,10 +160,20 @@ class SiteScopedBrain(RoutingBrain):
         summarised = self._site_agents(requirement, _tags(args, kwargs), 2 * top_l)
         if summarised:
             remote = sorted(remote + brain.choose(summarised, requirement, *args, **kwargs), key=lambda c: -c.ucb)
-        placement = place([option_of(c) for c in local], [option_of(c) for c in remote], self._policy)
+        options = [option_of(c, brain) for c in local], [option_of(c, brain) for c in remote]
+        placement = place(*options, self._policy)
         if remote or self._site is not None:
             self._emit(placement.trace(self._site))
-        return local + remote if placement.scope == "local" else remote + local
+        if placement.scope == "remote":
+            return remote + local
+        if not placement.fitting:
+            return local  # nothing elsewhere: the local order as LinUCB gave it
+        # The local agents that fit (LinUCB's order), then the other sites', then the local ones that fit less.
+        return (
+            [c for c in local if c.agent_id in placement.fitting]
+            + remote
+            + [c for c in local if c.agent_id not in placement.fitting]
+        )
 
 
 def _tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Sequence[str]:

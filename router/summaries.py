@@ -197,7 +197,9 @@ class SiteDirectory:
             pool = pool.split_by_site(exclude)[1]
         if not len(pool) or limit < 1:
             return []
-        found = pool.screen(requirement, tuple(tags), None, "", "", len(pool), ScreeningWeights())
+        # The best `limit` x (most lines of a site) lines hold the best line of at least `limit` sites.
+        widest = max(len(ids) for ids in self._line_ids.values())
+        found = pool.screen(requirement, tuple(tags), None, "", "", limit * widest, ScreeningWeights())
         best: dict[str, AgentView] = {}
         for line_id, *_ in found:
             site, position = self._line_of[line_id]

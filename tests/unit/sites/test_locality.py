@@ -15,8 +15,8 @@ from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, Router
 POLICY = LocalityPolicy(load_threshold=0.8, link_cost=0.15, match_slack=0.1)
 
 
-def option(agent_id: str, match: float = 0.9, load: float = 0.0, reward: float = 0.5) -> Option:
-    return Option(agent_id, match, load, reward)
+def option(agent_id: str, match: float = 0.9, load: float = 0.0, reward: float = 0.5, seen: int = 20) -> Option:
+    return Option(agent_id, match, load, reward, seen)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,7 @@ def option(agent_id: str, match: float = 0.9, load: float = 0.0, reward: float =
         ([option("a1", load=0.9), option("a2", load=0.5)], [option("b1")], "local", "local_qualifies"),
         ([option("a1", reward=0.3)], [option("b1", reward=0.9)], "remote", "remote_reward"),
         ([option("a1", reward=0.5)], [option("b1", reward=0.6)], "local", "local_qualifies"),  # under the link cost
+        ([option("a1", reward=0.3)], [option("b1", reward=0.9, seen=3)], "local", "local_qualifies"),  # too few runs
     ],
 )
 def test_placement(local: list[Option], remote: list[Option], scope: str, reason: str) -> None:
