@@ -92,7 +92,9 @@ class Figures:
     sites: int
     boards_per_site: int
     tasks: int
+    submitted: int  # tasks whose site was up to submit them
     answered: int
+    failed: int  # no candidate answered (every one was dead or cut off)
     state_messages_per_s_per_site: float
     task_messages_per_s_per_site: float
     own_site_share: float  # of tasks whose site had a fitting free agent at submission
@@ -301,7 +303,9 @@ class Routers:
             return
         registry = self.registries[site]
         pool = registry.live_agents(sim.now, self.brains[site].reliability)
-        entries = summary_entries(registry.index, pool.live, self.brains[site].reliability)
+        brain = self.brains[site]
+        runs = {agent: brain.policy.count(agent) for agent in brain.reliability}
+        entries = summary_entries(registry.index, pool.live, brain.reliability, runs)
         if not self.schedules[site].due(entries, sim.now):
             return
         seq = self.schedules[site].published(entries, sim.now)
@@ -522,7 +526,9 @@ def run_simulation(config: WorldConfig, mode: str) -> tuple[Figures, Simulation]
         sites=config.sites,
         boards_per_site=config.boards,
         tasks=config.tasks,
+        submitted=len(sim.outcomes),
         answered=len(sim.latencies),
+        failed=sum(1 for *_, answered in sim.outcomes if answered is None),
         state_messages_per_s_per_site=round(sim.state_messages / seconds / config.sites, 3),
         task_messages_per_s_per_site=round(sim.task_messages / seconds / config.sites, 3),
         own_site_share=round(sim.own_site / sim.could_stay, 4) if sim.could_stay else 1.0,
@@ -627,7 +633,7 @@ def _row_text(row: dict[str, Any]) -> str:
         f"task {row['task_messages_per_s_per_site']:>6.2f}  own site {row['own_site_share']:6.1%}  "
         f"accuracy {row['accuracy']:.3f}  p50 {row['p50_ms']:>7.1f} ms  p95 {row['p95_ms']:>7.1f} ms  "
         f"cpu/task {row['cpu_us_per_task']:>7.1f} us  router {row['router_memory_mb']:>7.2f} MB  "
-        f"answered {row['answered']}/{row['tasks']}"
+        f"answered {row['answered']}/{row['submitted']}"
     )
 
 
@@ -654,7 +660,7 @@ def standard_configurations(tasks: int, seed: int, quick: bool) -> list[WorldCon
         WorldConfig(sites=10, boards=1000, tasks=tasks, seed=seed),
         WorldConfig(sites=5, boards=1000, tasks=tasks, seed=seed),
         WorldConfig(sites=100, boards=1000, tasks=tasks, seed=seed),
-        WorldConfig(sites=10, boards=8, tasks=tasks, seed=seed, hot_site_share=0.6),
+        WorldConfig(sites=10, boards=8, tasks=3 * tasks, seed=seed, hot_site_share=0.6),
         WorldConfig(sites=10, boards=1000, tasks=tasks, seed=seed, cut=(0, 30.0, 70.0), failure=(1, 50.0, 90.0)),
         WorldConfig(sites=10, boards=100, tasks=tasks, seed=seed, degraded_sites=1),
     ]

@@ -47,6 +47,7 @@ class AgentView:
     reliability: float = 0.5
     cost_per_1k_tokens: float = 0.0
     site: str | None = None  # where the agent's node lives (None: the default site)
+    observations: int = 0  # a site agent's: the rewards its site learned its reliability from
 
 
 class ProfileTable:

@@ -10,6 +10,10 @@
         otherwise                                                       ─► here       "local_qualifies"
         (nothing elsewhere)                                             ─► here       "no_remote_agent"
 
+A site agent that this router has not yet learned enough about is judged by the reward its own site's router
+learned of the agents behind it (the summary's reliability, and how many rewards it rests on), so a site whose
+own agents serve poorly sends its tasks where they are served well, without exploring across the link first.
+
 The decision goes into the task's trace (a `placed` event: which side, why, and the figures it compared). A
 site cut off from its hub sees no agent elsewhere, so it keeps answering its own tasks with its own agents.
 Task ownership follows the same rule: the routers at the task's site own it when one of them is live.
@@ -160,7 +164,10 @@ class SiteScopedBrain(RoutingBrain):
         summarised = self._site_agents(requirement, _tags(args, kwargs), 2 * top_l)
         if summarised:
             remote = sorted(remote + brain.choose(summarised, requirement, *args, **kwargs), key=lambda c: -c.ucb)
-        options = [option_of(c, brain) for c in local], [option_of(c, brain) for c in remote]
+        announced = {view.agent_id: view for view in summarised}
+        options = [option_of(c, brain) for c in local], [
+            _remote(c, brain, announced, self._policy.min_observations) for c in remote
+        ]
         placement = place(*options, self._policy)
         if remote or self._site is not None:
             self._emit(placement.trace(self._site))
@@ -174,6 +181,15 @@ class SiteScopedBrain(RoutingBrain):
             + remote
             + [c for c in local if c.agent_id not in placement.fitting]
         )
+
+
+def _remote(choice: Choice, brain: RoutingBrain, announced: Mapping[str, AgentView], minimum: int) -> Option:
+    """A remote choice's option; for a site this router knows too little of, the reward its site learned."""
+    option = option_of(choice, brain)
+    view = announced.get(choice.agent_id)
+    if view is None or option.observations >= minimum:
+        return option
+    return Option(option.agent_id, option.match, option.load, view.reliability, view.observations)
 
 
 def _tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Sequence[str]:

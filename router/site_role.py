@@ -67,7 +67,9 @@ class SiteRole:
         assert self.site is not None
         pool = self.local_agents()
         slots = pool.live if isinstance(pool, LivePool) else []
-        entries = summary_entries(self.service.registry.index, slots, self.service.brain.reliability)
+        brain = self.service.brain
+        runs = {agent_id: brain.policy.count(agent_id) for agent_id in brain.reliability}
+        entries = summary_entries(self.service.registry.index, slots, brain.reliability, runs)
         if not self.schedule.due(entries, now):
             return None
         seq = self.schedule.published(entries, now)

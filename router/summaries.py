@@ -31,7 +31,10 @@ LineKey = tuple[tuple[str, ...], str, int, int, int]
 
 
 def summary_entries(
-    fleet: FleetIndex, slots: Iterable[int] | np.ndarray, reliability: Mapping[str, float]
+    fleet: FleetIndex,
+    slots: Iterable[int] | np.ndarray,
+    reliability: Mapping[str, float],
+    runs: Mapping[str, int] | None = None,
 ) -> tuple[CapabilitySummary, ...]:
     """The (capabilities, model) lines of the agents in `slots` of the index (the live agents of one site).
 
@@ -44,16 +47,19 @@ def summary_entries(
     capacity = fleet.capacity[slots]
     free = np.where(fleet.available[slots], np.rint(capacity * (1.0 - np.clip(fleet.load[slots], 0.0, 1.0))), 0)
     rewards = np.full(len(slots), DEFAULT_RELIABILITY)
+    learned = np.zeros(len(slots))
     if reliability:
         position = {int(slot): index for index, slot in enumerate(slots.tolist())}
         for agent_id, value in reliability.items():
             index = position.get(fleet.slot(agent_id) if agent_id in fleet else -1)
             if index is not None:
                 rewards[index] = value
+                learned[index] = (runs or {}).get(agent_id, 0)
     agents = np.bincount(inverse, minlength=len(lines))
     slot_totals = np.bincount(inverse, weights=capacity, minlength=len(lines))
     free_totals = np.bincount(inverse, weights=free, minlength=len(lines))
     reward_totals = np.bincount(inverse, weights=rewards, minlength=len(lines))
+    run_totals = np.bincount(inverse, weights=learned, minlength=len(lines))
     names = {line_id: key for key, line_id in fleet.line_ids.items()}
     entries = []
     for number, line_id in enumerate(lines.tolist()):
@@ -69,6 +75,7 @@ def summary_entries(
                 latency_p50_ms=round(float(p50), 1),
                 latency_p95_ms=round(float(p95), 1),
                 reliability=round(min(max(float(reward_totals[number] / agents[number]), 0.0), 1.0), 4),
+                runs=int(run_totals[number]),
             )
         )
     return tuple(sorted(entries, key=lambda entry: (entry.capabilities, entry.model)))
@@ -226,6 +233,7 @@ def _line_view(summary: SiteSummary, entry: CapabilitySummary, reliability: Mapp
         load=1.0 - entry.free_slots / entry.slots if entry.slots else 1.0,
         latency_ms=entry.latency_p50_ms,
         available=entry.free_slots > 0 and entry.agents_live > 0,
-        reliability=reliability.get(agent_id, entry.reliability),
+        reliability=entry.reliability,  # what the site learned (this router's own learning is in its brain)
         site=summary.site,
+        observations=entry.runs,
     )

@@ -390,7 +390,8 @@ class CapabilitySummary(WireModel):
     free_slots: int = Field(ge=0)
     latency_p50_ms: NonNegative = 0.0
     latency_p95_ms: NonNegative = 0.0
-    reliability: Fraction = 0.5
+    reliability: Fraction = 0.5  # the site router's learned reliability of these agents (their mean)
+    runs: int = Field(default=0, ge=0)  # how many rewards that was learned from
 
 
 class SiteSummary(WireModel):

@@ -121,3 +121,21 @@ def test_the_routers_of_a_tasks_site_own_it_and_any_router_when_none_is_live() -
     assert all(task_owner(f"t{i}", "a", presences) == "ra" for i in range(20))
     presences["ra"] = presence("ra", "a", "offline")
     assert site_owners("a", presences) == ["hub", "rb"]
+
+
+def test_a_site_whose_agents_serve_poorly_sends_work_where_its_summary_says_they_serve_well() -> None:
+    registry = registry_of({"a": [("a1", 0.0)]})
+    brain = RoutingBrain(seed=1)
+    for number in range(20):  # a1 answers badly, and this router has learned it
+        choice = brain.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 1)[0]
+        brain.record_dispatch(f"d{number}", choice)
+        brain.learn(f"d{number}", 0.0)
+    good = AgentView("site:b", "rb", ("mathematical-reasoning",), reliability=0.9, site="b", observations=50)
+    traces: list[dict[str, Any]] = []
+    scoped = SiteScopedBrain(brain, "a", POLICY, traces.append, lambda requirement, tags, limit: [good])
+    order = [c.agent_id for c in scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)]
+    assert order[0] == "site:b" and traces[0]["reason"] == "remote_reward"
+    unproven = AgentView("site:b", "rb", ("mathematical-reasoning",), reliability=0.9, site="b", observations=2)
+    traces.clear()
+    scoped = SiteScopedBrain(brain, "a", POLICY, traces.append, lambda requirement, tags, limit: [unproven])
+    assert scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)[0].agent_id == "a1"
