@@ -42,7 +42,7 @@ import numpy as np
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
 from router.candidates import LivePool
-from router.locality import LocalityPolicy, SiteScopedBrain
+from router.locality import LocalityPolicy, SiteScopedBrain, fitting_first
 from router.registry import AgentRegistry
 from router.summaries import SiteDirectory, SummarySchedule, summary_entries
 from shared.messages import AgentInfo, NodeBeacon, SiteSummary
@@ -338,7 +338,7 @@ class Routers:
         started = time.process_time()
         pool = self.registries[site].live_agents(sim.now, self.brains[site].reliability)
         local = pool.split_by_site(site_name(site))[0] if isinstance(pool, LivePool) else pool
-        choices = self.brains[site].choose(local, text, tags, 3)
+        choices = fitting_first(self.brains[site].choose(local, text, tags, 3))
         sim.cpu_s += time.process_time() - started
         return choices
 
@@ -662,7 +662,7 @@ def standard_configurations(tasks: int, seed: int, quick: bool) -> list[WorldCon
         WorldConfig(sites=100, boards=1000, tasks=tasks, seed=seed),
         WorldConfig(sites=10, boards=8, tasks=3 * tasks, seed=seed, hot_site_share=0.6),
         WorldConfig(sites=10, boards=1000, tasks=tasks, seed=seed, cut=(0, 30.0, 70.0), failure=(1, 50.0, 90.0)),
-        WorldConfig(sites=10, boards=100, tasks=tasks, seed=seed, degraded_sites=1),
+        WorldConfig(sites=10, boards=8, tasks=3 * tasks, seed=seed, degraded_sites=1),
     ]
 
 

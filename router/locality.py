@@ -47,7 +47,7 @@ class LocalityPolicy:
     `match_slack` of the best match elsewhere."""
 
     load_threshold: float = 0.8
-    link_cost: float = 0.15
+    link_cost: float = 0.25
     match_slack: float = 0.1
     min_observations: int = 10  # rewards learned from fewer runs than this do not move a task across a link
 
@@ -181,6 +181,14 @@ class SiteScopedBrain(RoutingBrain):
             + remote
             + [c for c in local if c.agent_id not in placement.fitting]
         )
+
+
+def fitting_first(choices: Sequence[Choice], slack: float = LocalityPolicy.match_slack) -> list[Choice]:
+    """The choices whose match is within `slack` of the best first (LinUCB's order kept within each group): a
+    site router placing a relayed run puts it on a board that fits, as the router that sent it expected."""
+    best = max((choice.screening.match for choice in choices), default=0.0)
+    fit = [choice for choice in choices if choice.screening.match >= best - slack]
+    return fit + [choice for choice in choices if choice.screening.match < best - slack]
 
 
 def _remote(choice: Choice, brain: RoutingBrain, announced: Mapping[str, AgentView], minimum: int) -> Option:

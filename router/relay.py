@@ -19,6 +19,7 @@ from typing import Any
 
 from router.brain import RoutingBrain
 from router.capabilities import infer_requirements
+from router.locality import fitting_first
 from router.screening import AgentView
 from shared.messages import RunRequest, RunResult
 
@@ -46,7 +47,7 @@ class SiteAgent:
     async def serve(self, request: RunRequest) -> RunResult:
         """Run `request` on a board of this site; the result names the request's dispatch id and agent."""
         tags = infer_requirements(request.subtask)
-        choices = self.brain.choose(self.local_agents(), request.subtask, tags, TOP_L)
+        choices = fitting_first(self.brain.choose(self.local_agents(), request.subtask, tags, TOP_L))
         result = _failed(request, "backend_error", "no live agent at this site")
         for attempt, choice in enumerate(choices[:RELAY_ATTEMPTS]):
             inner = request.model_copy(

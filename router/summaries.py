@@ -60,6 +60,9 @@ def summary_entries(
     free_totals = np.bincount(inverse, weights=free, minlength=len(lines))
     reward_totals = np.bincount(inverse, weights=rewards, minlength=len(lines))
     run_totals = np.bincount(inverse, weights=learned, minlength=len(lines))
+    # A line's reliability: its agents' learned reliability weighted by the rewards each rests on (the plain
+    # mean while nothing is learned), so agents never tried do not dilute what the site knows.
+    weighted_totals = np.bincount(inverse, weights=rewards * learned, minlength=len(lines))
     names = {line_id: key for key, line_id in fleet.line_ids.items()}
     entries = []
     for number, line_id in enumerate(lines.tolist()):
@@ -74,11 +77,19 @@ def summary_entries(
                 free_slots=int(free_totals[number]),
                 latency_p50_ms=round(float(p50), 1),
                 latency_p95_ms=round(float(p95), 1),
-                reliability=round(min(max(float(reward_totals[number] / agents[number]), 0.0), 1.0), 4),
+                reliability=round(
+                    min(max(_line_reward(number, reward_totals, weighted_totals, run_totals, agents), 0.0), 1.0), 4
+                ),
                 runs=int(run_totals[number]),
             )
         )
     return tuple(sorted(entries, key=lambda entry: (entry.capabilities, entry.model)))
+
+
+def _line_reward(number: int, rewards: np.ndarray, weighted: np.ndarray, runs: np.ndarray, agents: np.ndarray) -> float:
+    if runs[number] > 0:
+        return float(weighted[number] / runs[number])
+    return float(rewards[number] / agents[number])
 
 
 def material_key(entries: Iterable[CapabilitySummary]) -> tuple[LineKey, ...]:

@@ -143,7 +143,7 @@ class RouterSettings(StrictModel):
     site_summaries: bool = False
     summary_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     local_load_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
-    link_cost: float = Field(default=0.15, ge=0.0, le=10.0)
+    link_cost: float = Field(default=0.25, ge=0.0, le=10.0)
 
 
 class EmbeddedBrokerSettings(StrictModel):

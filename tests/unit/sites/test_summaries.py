@@ -90,7 +90,7 @@ def test_a_site_is_one_agent_with_its_capabilities_load_and_learned_reward() -> 
     entries = summary_entries(registry.index, registry.live_agents(1.0).live, {"a0": 0.9, "a1": 0.7}, {"a0": 12})
     (view,) = site_views(SiteSummary(site="b", router_id="rb", epoch=1, seq=1, entries=entries))
     assert (view.agent_id, view.site, view.capabilities, view.available) == ("site:b", "b", ("writing",), True)
-    assert view.load == 0.5 and view.reliability == 0.8 and view.observations == 12  # what site b learned
+    assert view.load == 0.5 and view.reliability == 0.9 and view.observations == 12  # learned, by the runs
 
 
 def test_the_directory_offers_each_site_once_by_its_best_line_for_the_requirement() -> None:
