@@ -165,9 +165,10 @@ class SiteScopedBrain(RoutingBrain):
         if summarised:
             remote = sorted(remote + brain.choose(summarised, requirement, *args, **kwargs), key=lambda c: -c.ucb)
         announced = {view.agent_id: view for view in summarised}
-        options = [option_of(c, brain) for c in local], [
-            _remote(c, brain, announced, self._policy.min_observations) for c in remote
-        ]
+        options = (
+            [option_of(c, brain) for c in local],
+            [_remote(c, brain, announced, self._policy.min_observations) for c in remote],
+        )
         placement = place(*options, self._policy)
         if remote or self._site is not None:
             self._emit(placement.trace(self._site))

@@ -98,7 +98,7 @@ class RouterConfig:
     share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
     site_summaries: bool = False  # multi-site fleets (router/site_role.py, docs/sites.md)
     summary_interval_s: float = 5.0
-    locality: LocalityPolicy = LocalityPolicy()
+    locality: LocalityPolicy = LocalityPolicy()  # noqa: RUF009 - immutable (a frozen dataclass)
 
 
 class RouterService:

@@ -17,7 +17,7 @@ from typing import Any
 
 from router.brain import RoutingBrain
 from router.candidates import LivePool
-from router.locality import LocalityPolicy, SiteScopedBrain
+from router.locality import SiteScopedBrain
 from router.relay import SiteAgent
 from router.screening import AgentView
 from router.summaries import SiteDirectory, SummarySchedule, summary_entries
@@ -66,7 +66,7 @@ class SiteRole:
         """This site's summary now, or None when it is not due (router/summaries.py's schedule)."""
         assert self.site is not None
         pool = self.local_agents()
-        slots = pool.live if isinstance(pool, LivePool) else []
+        slots: Any = pool.live if isinstance(pool, LivePool) else []
         brain = self.service.brain
         runs = {agent_id: brain.policy.count(agent_id) for agent_id in brain.reliability}
         entries = summary_entries(self.service.registry.index, slots, brain.reliability, runs)
@@ -146,5 +146,3 @@ def task_brain(service: RouterService, request: TaskRequest) -> RoutingBrain:
     if role is None:
         return SiteScopedBrain(service.brain, site, service.config.locality, emit)
     return SiteScopedBrain(service.brain, site, service.config.locality, emit, role.site_agents)
-
-

@@ -10,8 +10,8 @@ site instead of one per board.
 Routers elsewhere keep the newest summary per site (`SiteDirectory`) and see each line as a view of one agent,
 `site:{site}`: the line's capabilities, the share of its busy slots, its median latency. For a requirement the
 directory gives the best line of each of the best sites (`SiteDirectory.best`), so a site is one candidate (one
-LinUCB arm) that fits as well as its best agents do. A run sent to that agent reaches the site's router, which places it on
-a board (router/relay.py).
+LinUCB arm) that fits as well as its best agents do. A run sent to that agent reaches the site's router, which
+places it on a board (router/relay.py).
 
 Pure: the caller passes the time.
 """
@@ -51,7 +51,8 @@ def summary_entries(
     if reliability:
         position = {int(slot): index for index, slot in enumerate(slots.tolist())}
         for agent_id, value in reliability.items():
-            index = position.get(fleet.slot(agent_id) if agent_id in fleet else -1)
+            slot = fleet.slot(agent_id)
+            index = position.get(slot) if slot is not None else None
             if index is not None:
                 rewards[index] = value
                 learned[index] = (runs or {}).get(agent_id, 0)
@@ -168,6 +169,7 @@ class SiteDirectory:
                     max_in_flight=min(1024, max(1, entry.slots)),
                 )
                 slot = self.lines.add(info, summary.router_id, now, summary.site)
+            assert slot is not None
             load = 1.0 - entry.free_slots / entry.slots if entry.slots else 1.0
             self.lines.update(line_id, load, entry.latency_p50_ms, entry.free_slots > 0 and entry.agents_live > 0)
             self.lines.touch([slot], now)

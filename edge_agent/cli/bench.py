@@ -271,9 +271,7 @@ def scale(
 @click.option("--quick", is_flag=True, help="The small configurations only (a smoke run).")
 @click.option("--modes", default="full,summaries,global,oracle", show_default=True, help="Comma-separated modes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def sites(
-    sites: int | None, boards: int | None, tasks: int, seed: int, quick: bool, modes: str, as_json: bool
-) -> None:
+def sites(sites: int | None, boards: int | None, tasks: int, seed: int, quick: bool, modes: str, as_json: bool) -> None:
     """Many sites in one process: the real routing code over S sites x B boards with WAN links (simulated)."""
     from bench import sites as experiment
 

@@ -312,7 +312,7 @@ async def answered_by(alice: FabricTaskClient, count: int, prefix: str) -> list[
     for index in range(count):
         placements: list[str] = []
 
-        def on_event(event: TaskEvent) -> None:
+        def on_event(event: TaskEvent, placements: list[str] = placements) -> None:
             if event.event == "placed":
                 placements.append(str(event.data.get("reason")))
 

@@ -133,9 +133,13 @@ def test_a_site_whose_agents_serve_poorly_sends_work_where_its_summary_says_they
     good = AgentView("site:b", "rb", ("mathematical-reasoning",), reliability=0.9, site="b", observations=50)
     traces: list[dict[str, Any]] = []
     scoped = SiteScopedBrain(brain, "a", POLICY, traces.append, lambda requirement, tags, limit: [good])
-    order = [c.agent_id for c in scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)]
+    order = [
+        c.agent_id for c in scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)
+    ]
     assert order[0] == "site:b" and traces[0]["reason"] == "remote_reward"
     unproven = AgentView("site:b", "rb", ("mathematical-reasoning",), reliability=0.9, site="b", observations=2)
     traces.clear()
     scoped = SiteScopedBrain(brain, "a", POLICY, traces.append, lambda requirement, tags, limit: [unproven])
-    assert scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)[0].agent_id == "a1"
+    assert (
+        scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)[0].agent_id == "a1"
+    )

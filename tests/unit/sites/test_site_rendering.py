@@ -39,7 +39,10 @@ def fleet(wan: str) -> dict[str, Any]:
                 "b": {"broker": "gw-b", "members": ["site_b"]},
             },
         },
-        "agents": {"site_a": [{"preset": "writer", "backend": "echo"}], "site_b": [{"preset": "math", "backend": "echo"}]},
+        "agents": {
+            "site_a": [{"preset": "writer", "backend": "echo"}],
+            "site_b": [{"preset": "math", "backend": "echo"}],
+        },
         "routers": ["board-a1", "board-b1"],
         "clients": ["alice", "bob"],
         "operators": ["ops"],
@@ -55,7 +58,9 @@ def rendered(tmp_path: Path, wan: str) -> Path:
 
 def bridge_lines(output: Path, host: str) -> set[str]:
     text = (output / "broker/hosts" / host / "mosquitto.conf").read_text()
-    return {line.removeprefix(f"topic {P}/").removesuffix(" 1") for line in text.splitlines() if line.startswith("topic")}
+    return {
+        line.removeprefix(f"topic {P}/").removesuffix(" 1") for line in text.splitlines() if line.startswith("topic")
+    }
 
 
 @pytest.mark.parametrize("wan", ["full", "summaries"])

@@ -15,9 +15,7 @@ from shared.topics import site_agent_id, site_of_agent
 def site_registry(loads: list[float], capabilities: tuple[str, ...] = ("writing",)) -> AgentRegistry:
     registry = AgentRegistry(stale_after_s=60.0)
     for index, load in enumerate(loads):
-        info = AgentInfo(
-            agent_id=f"a{index}", capabilities=capabilities, backend="echo", model="smol", max_in_flight=2
-        )
+        info = AgentInfo(agent_id=f"a{index}", capabilities=capabilities, backend="echo", model="smol", max_in_flight=2)
         node = f"n{index}"
         registry.apply_beacon(NodeBeacon(node_id=node, epoch=1, instance_id="i", status="online", agents=(info,)), 0)
         state = AgentState(agent_id=info.agent_id, load=load, in_flight=0, queue_length=0, latency_ema_ms=100.0 * index)
