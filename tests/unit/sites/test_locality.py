@@ -143,3 +143,12 @@ def test_a_site_whose_agents_serve_poorly_sends_work_where_its_summary_says_they
     assert (
         scoped.choose(registry.live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)[0].agent_id == "a1"
     )
+
+
+def test_the_trace_shows_a_placement_in_words() -> None:
+    from fleet_observe.render import event_line
+    from shared.messages import TaskEvent
+
+    data = place([option("a1", load=0.9)], [option("site:b")], POLICY).trace("a")
+    line = event_line(TaskEvent(task_id="t", router_id="r", event="placed", at=1.0, data=data), 0.0)
+    assert "remote for site a: local_loaded" in line and "site:b" in line
