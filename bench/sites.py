@@ -685,7 +685,7 @@ def goals(rows: list[dict[str, Any]], configurations: list[WorldConfig]) -> list
                     "met": ratio >= MESSAGES_GOAL,
                 }
             )
-        if oracle is not None and not config.degraded_sites:
+        if oracle is not None and not (config.degraded_sites or config.hot_site_share):  # stress worlds: shown only
             share, loss = summaries["own_site_share"], oracle["accuracy"] - summaries["accuracy"]
             found.append(
                 {
