@@ -182,7 +182,7 @@ class RouterService:
         self.save()
         if self.client is not None:
             offline = (self.topics.router_presence(self.router_id), encode(self._presence("offline")), True)
-            await self.client.close(final_messages=[offline])
+            await self.client.close(final_messages=[offline, *(self.sites.final_messages() if self.sites else [])])
 
     def save(self) -> None:
         if self.config.state_file is not None and not self.config.frozen:
@@ -305,6 +305,8 @@ class RouterService:
             return
         known = self.roster.presences.get(presence.router_id)
         self.roster.apply(presence)
+        if self.sites is not None and presence.status == "offline":  # its site is unreachable through it
+            self.sites.directory.forget_router(presence.router_id)
         new_instance = known is None or known.instance_id != presence.instance_id
         if self._joined and presence.status == "online" and new_instance:
             self._hand_over_answers(presence.router_id)

@@ -92,8 +92,16 @@ class SiteRole:
                 self.published += 1
             await asyncio.sleep(min(1.0, self.schedule.min_gap_s))
 
+    def final_messages(self) -> list[tuple[str, bytes, bool]]:
+        """What a router that stops publishes last: its site's summary cleared (nothing to route to there)."""
+        if self.site is None or not self.published:
+            return []
+        return [(self.service.topics.site_summary(self.site), b"", True)]
+
     def _on_summary(self, topic: str, payload: bytes) -> None:
-        if not payload:
+        if not payload:  # cleared: the site's router stopped
+            site = self.service.topics.last_level(topic.removesuffix("/summary"))
+            self.directory.forget(site)
             return
         try:
             summary = decode(payload, SiteSummary)
