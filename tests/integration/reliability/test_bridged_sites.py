@@ -29,7 +29,7 @@ from provisioning.render import render
 from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
-from shared.messages import SiteSummary, TaskEvent, decode
+from shared.messages import CapabilitySummary, SiteSummary, TaskEvent, decode
 from shared.mqtt import FabricClient
 from shared.topics import Topics
 
@@ -401,3 +401,47 @@ def test_a_site_answers_its_own_tasks_crosses_by_summary_when_it_must_and_when_c
     assert all(agent == LOCAL_AGENT for agent, _ in result["cut"]), result["cut"]
     assert result["back"], "site B's summary did not reach site A again after the hub came back"
     assert all(agent == SITE_B_AGENT for agent, _ in result["rejoined"]), result["rejoined"]
+
+
+@pytest.mark.mosquitto
+def test_a_site_router_may_publish_its_own_sites_summary_only(tmp_path: Path, fabric: str):
+    """On the rendered ACL (the hub's mosquitto): a router at site B that forges site A's summary, and a plain
+    board that publishes a summary at all, are dropped by the broker; B's own summary gets through."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    output, ports = render_fleet(tmp_path, fabric, inventory=SITES_INVENTORY, fleet_text=SITES_FLEET)
+    hub = broker_process(output, "hub", ports["hub"], tmp_path)
+    topics = Topics(fabric)
+
+    def connection(node: str) -> ConnectionSettings:
+        return settings(output / "nodes" / node / "node.yaml", brokers=(hub.url,))
+
+    async def scenario() -> list[str]:
+        received: list[str] = []
+        reader = FabricClient(connection("board-a1"), "summary-reader")
+        await reader.subscribe(topics.site_summaries(), lambda topic, payload: received.append(topic))
+        await reader.connect()
+        router_b = FabricClient(connection("board-b1"), "board-b1-attacker")
+        board = FabricClient(connection("board-a2"), "board-a2-attacker")
+        await router_b.connect()
+        await board.connect()
+        try:
+            line = CapabilitySummary(capabilities=("writing",), model="m", agents_live=9, slots=9, free_slots=9)
+            forged = SiteSummary(site="a", router_id="board-b1", epoch=1, seq=1, entries=(line,))
+            await router_b.publish_confirmed(topics.site_summary("a"), forged)
+            await board.publish_confirmed(topics.site_summary("a"), forged)
+            own = forged.model_copy(update={"site": "b"})
+            await router_b.publish_confirmed(topics.site_summary("b"), own)
+            await wait_for(lambda: topics.site_summary("b") in received, 10)
+            await asyncio.sleep(0.5)  # anything the broker let through before B's own summary has arrived by now
+            return received
+        finally:
+            for client in (reader, router_b, board):
+                await client.close()
+
+    hub.start()
+    try:
+        received = bounded(scenario(), 60)
+    finally:
+        hub.stop()
+    assert received == [topics.site_summary("b")], received
