@@ -152,3 +152,24 @@ def test_the_trace_shows_a_placement_in_words() -> None:
     data = place([option("a1", load=0.9)], [option("site:b")], POLICY).trace("a")
     line = event_line(TaskEvent(task_id="t", router_id="r", event="placed", at=1.0, data=data), 0.0)
     assert "remote for site a: local_loaded" in line and "site:b" in line
+
+
+def test_a_hub_router_without_boards_routes_to_the_site_that_fits_by_its_summary() -> None:
+    from router.summaries import SiteDirectory
+    from shared.messages import CapabilitySummary, SiteSummary
+
+    def summary(site: str, capabilities: tuple[str, ...]) -> SiteSummary:
+        line = CapabilitySummary(capabilities=capabilities, model="m", agents_live=3, slots=6, free_slots=6)
+        return SiteSummary(site=site, router_id=f"router-{site}", epoch=1, seq=1, entries=(line,))
+
+    directory = SiteDirectory()
+    directory.apply(summary("writers", ("writing", "summarization")), 0.0)
+    directory.apply(summary("maths", ("mathematical-reasoning", "verification")), 0.0)
+    traces: list[dict[str, Any]] = []
+
+    def site_agents(requirement: str, tags: Any, limit: int) -> list[AgentView]:
+        return directory.best(1.0, {}, requirement, tags, limit)
+
+    hub = SiteScopedBrain(RoutingBrain(seed=1), None, POLICY, traces.append, site_agents)
+    choices = hub.choose(AgentRegistry().live_agents(1.0), "compute 17 * 23", ("mathematical-reasoning",), 3)
+    assert choices[0].agent_id == "site:maths" and traces[0]["reason"] == "no_local_agent"
