@@ -53,3 +53,23 @@ def test_a_loaded_site_sends_work_across_the_link_and_says_why() -> None:
 def test_the_same_seed_gives_the_same_world_and_the_same_choices() -> None:
     first, second = run_simulation(SMALL, "summaries")[1], run_simulation(SMALL, "summaries")[1]
     assert first.outcomes == second.outcomes and first.reasons == second.reasons
+
+
+def test_the_command_prints_figures_beside_their_goals_and_refuses_bad_options() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_agent.cli.main import cli
+
+    arguments = ["bench", "sites", "--sites", "2", "--boards", "4", "--tasks", "30", "--modes", "summaries,oracle"]
+    result = CliRunner().invoke(cli, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout[result.stdout.index("{") :])
+    assert [row["mode"] for row in figures["rows"]] == ["summaries", "oracle"]
+    assert any(goal["goal"].startswith("own-site share") for goal in figures["goals"])
+    printed = CliRunner().invoke(cli, arguments)
+    assert printed.exit_code == 0 and "(goal >= 95%)" in printed.stdout
+    assert CliRunner().invoke(cli, ["bench", "sites", "--sites", "2"]).exit_code == 2
+    refused = CliRunner().invoke(cli, ["bench", "sites", "--modes", "summaries,everything"])
+    assert refused.exit_code == 2 and "everything" in refused.output
