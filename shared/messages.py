@@ -11,7 +11,16 @@ import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from shared.errors import MessageError
 from shared.topics import validate_id, validate_publish_topic
@@ -45,6 +54,18 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SiteAware(WireModel):
+    """A message with an optional `site`: left out of the JSON while unset, so a one-site fleet sends the bytes it
+    always sent (and a component of an earlier release, which refuses unknown fields, still reads them)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_site(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("site", "") is None:
+            del data["site"]
+        return data
+
+
 # --- nodes ------------------------------------------------------------------------------------------------
 
 
@@ -63,7 +84,7 @@ class AgentInfo(WireModel):
     cost_per_1k_tokens: NonNegative | None = None  # the agent's price (config, else its backend's default)
 
 
-class NodeBeacon(WireModel):
+class NodeBeacon(SiteAware):
     """Retained birth (online) or death (offline, also the MQTT Will) certificate of a node."""
 
     kind: Literal["node_beacon"] = "node_beacon"
@@ -104,7 +125,7 @@ class NodeState(WireModel):
     sent_at: float = 0.0
 
 
-class RouterPresence(WireModel):
+class RouterPresence(SiteAware):
     """Retained presence of a router (online, or offline as its Will)."""
 
     kind: Literal["router_presence"] = "router_presence"
@@ -141,7 +162,7 @@ class TaskOptions(WireModel):
     trace: Literal["full", "summary"] = "full"  # summary: only the answered / failed event (nobody follows)
 
 
-class TaskRequest(WireModel):
+class TaskRequest(SiteAware):
     """A question for the fabric, published on ``task/submit``."""
 
     kind: Literal["task_request"] = "task_request"
