@@ -352,7 +352,7 @@ def test_a_site_answers_its_own_tasks_crosses_by_summary_when_it_must_and_when_c
         await at_a.start()
         await summaries_at_a.start()
         try:
-            fleet._spawn("board-a1", ["router", "-c", str(router_a)])
+            fleet.start_router_node("board-a1", router_a)
             fleet.start_node("board-a2", output / "nodes/board-a2/node.yaml")
             fleet.start_node("board-b1", output / "nodes/board-b1/node.yaml", "--router")
             ready = await at_a.wait_until(
