@@ -12,6 +12,9 @@ Observers (operators, dashboards, `edge-agent status`) may watch from any broker
 presences and task events reach every broker. Traffic that stays inside a site (a router at site B running
 agents at site B) never crosses the bridge.
 
+With `wan: summaries` (docs/sites.md), a site whose router summarises it bridges its summary instead of its
+boards' beacons and states, and runs and results only by exact topic (`summarised_bridge_topics`).
+
 Retained beacons and presences propagate: mosquitto sends a site's retained messages on the bridged `out` topics
 to the hub whenever the bridge (re)connects, so a restarted hub learns the whole fleet again.
 """
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.topics import Topics
+from shared.topics import Topics, site_agent_id
 
 Role = Literal["node", "agent", "router", "client", "observer"]
 Direction = Literal["out", "in", "both"]
@@ -146,3 +149,43 @@ def bridge_lines(bridge: Bridge) -> list[str]:
         ]
     lines += [f"topic {topic.pattern} {topic.direction} {BRIDGE_QOS}" for topic in bridge.topics]
     return lines
+
+
+@dataclass(frozen=True)
+class SummarisedSite:
+    """What the bridge of a site whose router summarises it (`wan: summaries`) needs to know by name."""
+
+    site: str
+    other_sites: tuple[str, ...] = ()  # the other summarised sites (reached through their site agents)
+    routers_here: tuple[str, ...] = ()
+    routers_elsewhere: tuple[str, ...] = ()
+    agents_elsewhere: tuple[str, ...] = ()  # agents in places without a site router (run directly)
+    nodes_elsewhere: bool = False  # nodes in places without a site router (their beacons and states come in)
+
+
+def summarised_bridge_topics(
+    topics: Topics, here: Iterable[Role], elsewhere: Iterable[Role], layout: SummarisedSite
+) -> tuple[BridgeTopic, ...]:
+    """The topics of a summarised site's bridge: its summary instead of its boards' beacons and states.
+
+    Beacons and states never leave the site (they may come in from places without a site router). Runs and
+    results cross only by exact topic: runs to the other sites' site agents and to agents without a site router
+    go out, runs to this site's agent come in; results go out to routers elsewhere and come in to this site's
+    routers. So a run this site's router sends to its own board, and the board's result, stay inside the site.
+    """
+    p = topics.prefix
+    general = bridge_topics(topics, here, elsewhere)
+    detailed = {topics.beacons(), topics.states(), f"{p}/agent/+/run", f"{p}/router/+/inbox"}
+    bridged = [topic for topic in general if topic.pattern not in detailed]
+    for topic in general:
+        if topic.pattern in (topics.beacons(), topics.states()) and topic.direction in ("in", "both"):
+            if not layout.nodes_elsewhere:
+                continue
+            bridged.append(BridgeTopic(topic.pattern, "in"))
+    bridged.append(BridgeTopic(topics.site_summaries(), "both"))
+    bridged.append(BridgeTopic(topics.agent_run(site_agent_id(layout.site)), "in"))
+    bridged += [BridgeTopic(topics.agent_run(site_agent_id(site)), "out") for site in layout.other_sites]
+    bridged += [BridgeTopic(topics.agent_run(agent_id), "out") for agent_id in layout.agents_elsewhere]
+    bridged += [BridgeTopic(topics.router_inbox(router_id), "out") for router_id in layout.routers_elsewhere]
+    bridged += [BridgeTopic(topics.router_inbox(router_id), "in") for router_id in layout.routers_here]
+    return tuple(dict.fromkeys(bridged))

@@ -187,6 +187,18 @@ def _describe_failed(data: dict[str, Any]) -> str:
     return f"{data.get('code', 'unknown')}{message}"
 
 
+def _describe_placed(data: dict[str, Any]) -> str:
+    """Where a subtask of a multi-site fleet runs and why (router/locality.py)."""
+    sides = [
+        f"{side} {data[side].get('agent')} (reward {data[side].get('reward')}, load {data[side].get('load')})"
+        for side in ("local", "remote")
+        if isinstance(data.get(side), dict)
+    ]
+    return f"{data.get('scope')} for site {data.get('site')}: {data.get('reason')}" + (
+        f"; {'; '.join(sides)}" if sides else ""
+    )
+
+
 def _describe_generic(data: dict[str, Any]) -> str:
     return _compact(data)
 
@@ -207,4 +219,5 @@ _DESCRIBERS = {
     "rewarded": _describe_rewarded,
     "answered": _describe_answered,
     "failed": _describe_failed,
+    "placed": _describe_placed,
 }

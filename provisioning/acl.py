@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.bridges import BridgeTopic
-from shared.topics import Topics, home_assistant_config_filter, home_assistant_status_topic
+from shared.topics import Topics, home_assistant_config_filter, home_assistant_status_topic, site_agent_id
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,15 @@ def node_account(
     agent_ids: Iterable[str],
     router_id: str | None = None,
     home_assistant_prefix: str | None = None,
+    site: str | None = None,
+    summaries: bool = False,
 ) -> Account:
     """A node writes its own beacon/state, results and bids; reads its agents' run topics and bid requests.
 
     It also reads its own beacon and state: at start it checks that no other live instance uses its node id.
     With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
+    With site summaries (`wan: summaries`), its router reads every site's summary and, at a site, writes that
+    site's summary alone and takes the runs of that site's agent.
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
@@ -47,6 +51,11 @@ def node_account(
     if router_id is not None:
         publish += _router_publish(topics, router_id)
         subscribe += _router_subscribe(topics, router_id)
+        if summaries:
+            subscribe.append(topics.site_summaries())
+        if summaries and site is not None:
+            publish.append(topics.site_summary(site))
+            subscribe.append(topics.agent_run(site_agent_id(site)))
     if home_assistant_prefix is not None:
         publish.append(home_assistant_config_filter(topics.fabric, node_id, home_assistant_prefix))
         subscribe.append(home_assistant_status_topic(home_assistant_prefix))
@@ -84,7 +93,11 @@ def client_account(topics: Topics, client_id: str) -> Account:
 
 
 def operator_account(
-    topics: Topics, operator_id: str, also_client: bool = False, home_assistant_prefix: str | None = None
+    topics: Topics,
+    operator_id: str,
+    also_client: bool = False,
+    home_assistant_prefix: str | None = None,
+    summaries: bool = False,
 ) -> Account:
     """An operator reads beacons, states, router presences and every task's events; it publishes nothing,
     unless it is also a client (then it submits tasks and reads its replies, like any client).
@@ -93,6 +106,7 @@ def operator_account(
     discovery configs and publishes Home Assistant's birth and Will on `<prefix>/status`.
     """
     subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
+    subscribe += [topics.site_summaries()] if summaries else []
     publish: list[str] = []
     if home_assistant_prefix is not None:
         subscribe.append(f"{home_assistant_prefix}/#")

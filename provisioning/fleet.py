@@ -55,6 +55,9 @@ class BrokerSpec(_Strict):
     bind: str = "0.0.0.0"
     tls: bool = True  # false is an explicit choice: see plaintext_warning
     sites: dict[str, SiteSpec] = Field(default_factory=dict)
+    # What crosses the WAN links (docs/sites.md). full: every beacon and state. summaries: a site that hosts a
+    # router sends its summary instead (router/summaries.py); runs reach it through its site agent.
+    wan: Literal["full", "summaries"] = "full"
 
     @field_validator("sites")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker.bridges import ALL_ROLES, BridgeTopic, Role, bridge_topics
+from broker.bridges import ALL_ROLES, BridgeTopic, Role, SummarisedSite, bridge_topics, summarised_bridge_topics
 from provisioning.acl import Account, bridge_account, client_account, node_account, operator_account
 from provisioning.errors import ProvisioningError
 from provisioning.fleet import FleetSpec, agents_for, check_against_inventory, expand
@@ -140,6 +140,8 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
     topics = Topics(fleet.fabric)
     routers = set(expand(inventory, fleet.routers))
     discovery = fleet.home_assistant.discovery_prefix if fleet.home_assistant else None
+    site_of = _sites_of_members(fleet, inventory)
+    summaries = fleet.broker.wan == "summaries"
     nodes = []
     for host in inventory.hosts:
         agents = _with_agent_ids(host, agents_for(fleet, inventory, host))
@@ -147,7 +149,7 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             _check_id(host, "inventory host name")
             router_id = host if host in routers else None
             agent_ids = [agent.agent_id or "" for agent in agents]
-            account = node_account(topics, host, agent_ids, router_id, discovery)
+            account = node_account(topics, host, agent_ids, router_id, discovery, site_of.get(host), summaries)
             nodes.append(NodePlan(host, agents, router_id, account))
     clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
@@ -156,10 +158,15 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
         )
     clients = tuple(client_account(topics, client) for client in fleet.clients if client not in fleet.operators)
     operators = tuple(
-        operator_account(topics, operator, also_client=operator in fleet.clients, home_assistant_prefix=discovery)
+        operator_account(
+            topics,
+            operator,
+            also_client=operator in fleet.clients,
+            home_assistant_prefix=discovery,
+            summaries=summaries,
+        )
         for operator in dict.fromkeys(fleet.operators)
     )
-    site_of = _sites_of_members(fleet, inventory)
     brokers = _plan_brokers(fleet, inventory, topics, nodes, site_of)
     bridges = [broker.bridge_account.username for broker in brokers if broker.bridge_account]
     others = [*(node.account for node in nodes), *clients, *operators]
@@ -231,14 +238,42 @@ def _plan_brokers(
         bridged = bridge_topics(topics, ALL_ROLES, ALL_ROLES)
         account = bridge_account(topics, f"hub-{index}", bridged)
         brokers.append(BrokerPlan(host, inventory.address(host), port(host), None, bridged, account))
+    summarised = _summarised_sites(fleet, nodes, site_of)
     for name, site in fleet.broker.sites.items():
         elsewhere = where(None).union(*(where(other) for other in fleet.broker.sites if other != name))
-        bridged = bridge_topics(topics, where(name), elsewhere)
+        if name in summarised:  # its router is an agent too: the site agent, for routers elsewhere
+            layout = _summarised_layout(name, summarised, nodes, site_of)
+            bridged = summarised_bridge_topics(topics, where(name) | {"agent"}, elsewhere, layout)
+        else:
+            bridged = bridge_topics(topics, where(name), elsewhere)
         account = bridge_account(topics, name, bridged)
         brokers.append(
             BrokerPlan(site.broker, inventory.address(site.broker), port(site.broker), name, bridged, account)
         )
     return brokers
+
+
+def _summarised_sites(fleet: FleetSpec, nodes: list[NodePlan], site_of: dict[str, str]) -> set[str]:
+    """With `wan: summaries`, the sites that host a router (it summarises the site)."""
+    if fleet.broker.wan != "summaries":
+        return set()
+    return {site_of[node.node_id] for node in nodes if node.router_id is not None and node.node_id in site_of}
+
+
+def _summarised_layout(
+    site: str, summarised: set[str], nodes: list[NodePlan], site_of: dict[str, str]
+) -> SummarisedSite:
+    here = [node for node in nodes if site_of.get(node.node_id) == site]
+    elsewhere = [node for node in nodes if site_of.get(node.node_id) != site]
+    unsummarised = [node for node in elsewhere if site_of.get(node.node_id) not in summarised]
+    return SummarisedSite(
+        site=site,
+        other_sites=tuple(sorted(summarised - {site})),
+        routers_here=tuple(node.router_id for node in here if node.router_id is not None),
+        routers_elsewhere=tuple(node.router_id for node in elsewhere if node.router_id is not None),
+        agents_elsewhere=tuple(agent.agent_id or "" for node in unsummarised for agent in node.agents),
+        nodes_elsewhere=bool(unsummarised),
+    )
 
 
 def _with_agent_ids(node_id: str, agents: tuple[AgentConfig, ...]) -> tuple[AgentConfig, ...]:
@@ -275,6 +310,9 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         "username": node.node_id,
         "password": password,
     }
+    site = (plan.site_of or {}).get(node.node_id)
+    if site is not None:
+        connection["site"] = site
     if plan.fleet.broker.tls:
         connection["tls"] = tls_settings(paths.tls_dir)
     config: dict[str, Any] = {
@@ -285,6 +323,8 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     }
     if node.router_id is not None:
         config["router"] = {"router_id": node.router_id, "state_file": f"{paths.state_dir}/router-state.json"}
+        if plan.fleet.broker.wan == "summaries":
+            config["router"]["site_summaries"] = True
     if plan.fleet.home_assistant is not None:
         config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
     return config
@@ -309,6 +349,9 @@ def client_config(
         "username": client.username,
         "password": password,
     }
+    site = (plan.site_of or {}).get(client.username)
+    if site is not None:
+        connection["site"] = site
     if tls_dir is not None:
         connection["tls"] = tls_settings(tls_dir)
     return {"node_id": client.username, "role": role, "connection": connection}

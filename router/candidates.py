@@ -46,6 +46,8 @@ class AgentView:
     available: bool = True
     reliability: float = 0.5
     cost_per_1k_tokens: float = 0.0
+    site: str | None = None  # where the agent's node lives (None: the default site)
+    observations: int = 0  # a site agent's: the rewards its site learned its reliability from
 
 
 class ProfileTable:
@@ -105,6 +107,12 @@ class FleetIndex:
         self.latency = np.zeros(capacity)
         self.available = np.ones(capacity, dtype=bool)
         self.profile = np.zeros(capacity, dtype=np.int64)
+        self.site = np.zeros(capacity, dtype=np.int64)  # site code (0: the default site), see `site_code`
+        self.line = np.zeros(capacity, dtype=np.int64)  # (capabilities, model) line of the site summaries
+        self.capacity = np.zeros(capacity, dtype=np.int64)  # max_in_flight
+        self.line_ids: dict[tuple[tuple[str, ...], str], int] = {}
+        self._site_codes: dict[str | None, int] = {None: 0}
+        self._site_names: list[str | None] = [None]
         self._rank: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -116,7 +124,18 @@ class FleetIndex:
     def slot(self, agent_id: str) -> int | None:
         return self._slots.get(agent_id)
 
-    def add(self, info: AgentInfo, node_id: str, now: float) -> int:
+    def site_code(self, site: str | None) -> int:
+        """The small integer that stands for a site in the `site` array (new sites get the next one)."""
+        code = self._site_codes.get(site)
+        if code is None:
+            code = self._site_codes[site] = len(self._site_names)
+            self._site_names.append(site)
+        return code
+
+    def site_name(self, slot: int) -> str | None:
+        return self._site_names[int(self.site[slot])]
+
+    def add(self, info: AgentInfo, node_id: str, now: float, site: str | None = None) -> int:
         """Index an agent of an online node with the default state (idle, available); replaces an earlier entry."""
         self.remove(info.agent_id)
         slot = self._free.pop() if self._free else self._new_slot()
@@ -127,6 +146,9 @@ class FleetIndex:
         self.last_seen[slot] = now
         self.load[slot], self.latency[slot], self.available[slot] = 0.0, 0.0, True
         self.profile[slot] = self.profiles.profile_id(tuple(info.capabilities), persona)
+        self.site[slot] = self.site_code(site)
+        self.line[slot] = self.line_ids.setdefault((tuple(info.capabilities), info.model), len(self.line_ids))
+        self.capacity[slot] = info.max_in_flight
         self._rank = None
         return slot
 
@@ -178,6 +200,7 @@ class FleetIndex:
             available=bool(self.available[slot]),
             reliability=reliability.get(info.agent_id, DEFAULT_RELIABILITY),
             cost_per_1k_tokens=info.cost_per_1k_tokens or 0.0,
+            site=self.site_name(slot),
         )
 
     def _new_slot(self) -> int:
@@ -191,7 +214,7 @@ class FleetIndex:
 
     def _grow(self) -> None:
         size = 2 * len(self.used)
-        for name in ("used", "last_seen", "load", "latency", "available", "profile"):
+        for name in ("used", "last_seen", "load", "latency", "available", "profile", "site", "line", "capacity"):
             old = getattr(self, name)
             new = np.zeros(size, dtype=old.dtype)
             new[: len(old)] = old
@@ -210,6 +233,16 @@ class LivePool(Sequence[Any]):
 
     def __len__(self) -> int:
         return len(self.live)
+
+    def split_by_site(self, site: str | None) -> tuple[LivePool, LivePool]:
+        """(the live agents at `site`, those elsewhere): two views over the same index, for locality."""
+        inside = self.fleet.site[self.live] == self.fleet.site_code(site)
+        return self._restricted(self.live[inside]), self._restricted(self.live[~inside])
+
+    def _restricted(self, slots: np.ndarray) -> LivePool:
+        pool = LivePool.__new__(LivePool)
+        pool.fleet, pool.reliability, pool.live, pool._views = self.fleet, self.reliability, slots, None
+        return pool
 
     @overload
     def __getitem__(self, position: int) -> Any: ...

@@ -73,7 +73,9 @@ class AgentRegistry:
         if record is not None:
             self._unindex(record)
         slots = (
-            [self.index.add(info, beacon.node_id, now) for info in beacon.agents] if beacon.status == "online" else []
+            [self.index.add(info, beacon.node_id, now, beacon.site) for info in beacon.agents]
+            if beacon.status == "online"
+            else []
         )
         self.nodes[beacon.node_id] = NodeRecord(beacon, now, slots, agent_ids)
         return True

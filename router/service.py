@@ -42,10 +42,12 @@ from router.brain import RoutingBrain
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.identity import resolve_identity
 from router.ledger import DEFAULT_RETENTION_S, TaskLedger, answered_entry, claim_entry
+from router.locality import LocalityPolicy, task_owner
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.screening import AgentView
+from router.site_role import SiteRole, task_brain
 from shared.config import ConnectionSettings, RouterSettings
 from shared.errors import MessageError
 from shared.messages import (
@@ -94,6 +96,9 @@ class RouterConfig:
     cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
     rebirth_on_connect: bool = True  # ask live nodes to republish their beacons on every (re)connect
     share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
+    site_summaries: bool = False  # multi-site fleets (router/site_role.py, docs/sites.md)
+    summary_interval_s: float = 5.0
+    locality: LocalityPolicy = LocalityPolicy()  # noqa: RUF009 - immutable (a frozen dataclass)
 
 
 class RouterService:
@@ -124,6 +129,7 @@ class RouterService:
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
         self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
+        self.sites = SiteRole(self, config.summary_interval_s) if config.site_summaries else None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -143,6 +149,8 @@ class RouterService:
         }
         for topic_filter, handler in handlers.items():
             await self.client.subscribe(topic_filter, handler)
+        if self.sites is not None:
+            await self.sites.subscribe()
         await self.client.connect()
         await self._sync_ledger()
         self._joined = True
@@ -150,6 +158,8 @@ class RouterService:
         self._announce()
         self._background.append(asyncio.create_task(self._save_forever(), name=f"router[{self.router_id}].save"))
         self._background.append(asyncio.create_task(self._expire_forever(), name=f"router[{self.router_id}].ledger"))
+        summaries = self.sites.start() if self.sites is not None else None
+        self._background += [summaries] if summaries is not None else []
 
     async def _sync_ledger(self) -> None:
         """Wait until the retained ledger stopped arriving (bounded), so we know every claim and answer first."""
@@ -172,7 +182,7 @@ class RouterService:
         self.save()
         if self.client is not None:
             offline = (self.topics.router_presence(self.router_id), encode(self._presence("offline")), True)
-            await self.client.close(final_messages=[offline])
+            await self.client.close(final_messages=[offline, *(self.sites.final_messages() if self.sites else [])])
 
     def save(self) -> None:
         if self.config.state_file is not None and not self.config.frozen:
@@ -206,6 +216,7 @@ class RouterService:
             epoch=self.epoch,
             status=status,  # type: ignore[arg-type]
             sent_at=time.time(),
+            site=self.config.connection.site,
         )
 
     def _announce(self) -> None:
@@ -294,6 +305,8 @@ class RouterService:
             return
         known = self.roster.presences.get(presence.router_id)
         self.roster.apply(presence)
+        if self.sites is not None and presence.status == "offline":  # its site is unreachable through it
+            self.sites.directory.forget_router(presence.router_id)
         new_instance = known is None or known.instance_id != presence.instance_id
         if self._joined and presence.status == "online" and new_instance:
             self._hand_over_answers(presence.router_id)
@@ -369,7 +382,8 @@ class RouterService:
         if request.task_id in self._in_flight:
             self._acknowledge_resend(request)  # ours even if its ownership moved since: we finish it
             return
-        if self.config.share_group is None and rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
+        owner = task_owner(request.task_id, request.site, self.roster.presences)
+        if self.config.share_group is None and owner != self.router_id:
             return  # another live router owns this task (with a shared subscription the broker chose us)
         client = self.topics.reply_owner(request.reply_topic)
         if client is None:
@@ -447,7 +461,7 @@ class RouterService:
             await self._wait_for_agents(min(self.config.agent_wait_s, request.options.deadline_s / 2))
             pipeline = TaskPipeline(
                 request,
-                self.brain,
+                task_brain(self, request),
                 await self._agents_for(request),
                 self,
                 self.router_id,
@@ -469,6 +483,8 @@ class RouterService:
 
     async def _wait_for_agents(self, wait_s: float) -> bool:
         """Give agents a moment to (re)announce themselves, e.g. right after a broker restart (bounded)."""
+        if self.sites is not None and self.sites.site_agents():
+            return True  # other sites answer by their summaries
         deadline = time.monotonic() + wait_s
         while not self.live_agents() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -684,6 +700,9 @@ def router_config(
         rebirth_on_connect=settings.rebirth_on_connect,
         answer_retention_s=settings.answer_retention_s,
         answer_cache_size=settings.ledger_size,
+        site_summaries=settings.site_summaries,
+        summary_interval_s=settings.summary_interval_s,
+        locality=LocalityPolicy(load_threshold=settings.local_load_threshold, link_cost=settings.link_cost),
     )
 
 

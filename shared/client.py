@@ -60,6 +60,7 @@ class FabricTaskClient:
         # The MQTT client id is this process's own: processes sharing an account (the gateway and `submit`) each
         # keep their session, where one id would have the broker drop one of them.
         self._mqtt = FabricClient(connection, unique_client_id(self.client_id))
+        self._site = connection.site  # the tasks' site: its routers own them and prefer its agents
         self._waiting: dict[str, asyncio.Future[TaskAnswer | ErrorReply]] = {}
         self._streams: dict[str, asyncio.Queue[TaskChunk | TaskAnswer | ErrorReply]] = {}
         self._event_callbacks: dict[str, EventCallback] = {}
@@ -116,6 +117,7 @@ class FabricTaskClient:
             options=TaskOptions(**options),
             context=context,
             sent_at=time.time(),
+            site=self._site,
         )
 
     async def stream(

@@ -5,7 +5,7 @@ and an embedded broker. `load_node_config` raises `ConfigError` naming the file 
 
 Environment overrides (applied after the file, before validation):
     SYMPHONY_EDGE_NODE_ID, SYMPHONY_EDGE_FABRIC, SYMPHONY_EDGE_BROKERS (comma-separated URLs),
-    SYMPHONY_EDGE_USERNAME, SYMPHONY_EDGE_PASSWORD, SYMPHONY_EDGE_STATE_DIR
+    SYMPHONY_EDGE_USERNAME, SYMPHONY_EDGE_PASSWORD, SYMPHONY_EDGE_STATE_DIR, SYMPHONY_EDGE_SITE
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ class ConnectionSettings(StrictModel):
     # The largest payload this component sends or accepts (larger incoming ones are dropped before decoding);
     # brokers the kit renders refuse larger messages too (`message_size_limit`).
     max_payload_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # The site this component lives at (the fleet file's `broker.sites`; None: the one default site). Nodes
+    # announce it in their beacon, clients in their tasks, routers in their presence: routers prefer agents at
+    # the submitter's site and cross a WAN link only when they must (router/locality.py, docs/sites.md).
+    site: Id | None = None
 
     @field_validator("brokers")
     @classmethod
@@ -135,6 +139,14 @@ class RouterSettings(StrictModel):
     share_group: Id | None = None  # routers of a group share task/submit ($share/...; mosquitto, EMQX, HiveMQ)
     answer_retention_s: float = Field(default=600.0, gt=0)  # how long an answered task id is replayed (ledger)
     ledger_size: int = Field(default=20_000, ge=16)  # ledger entries kept at most (claims and answers)
+    # Sites (docs/sites.md). `site_summaries`: read the sites' summaries (and route to a site by its summary); a
+    # router with a site also publishes its site's summary every `summary_interval_s` (and on change) and serves
+    # the site's agent (`site:{site}`) for routers elsewhere. Cross a WAN link when the local agents are loaded
+    # past `local_load_threshold`, or when the reward elsewhere beats the best local one by more than `link_cost`.
+    site_summaries: bool = False
+    summary_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    local_load_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    link_cost: float = Field(default=0.25, ge=0.0, le=10.0)
 
 
 class EmbeddedBrokerSettings(StrictModel):
@@ -211,7 +223,7 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None
     for name, key in simple.items():
         if f"{ENVIRONMENT_PREFIX}{name}" in environ:
             data[key] = environ[f"{ENVIRONMENT_PREFIX}{name}"]
-    connection = {"FABRIC": "fabric", "USERNAME": "username", "PASSWORD": "password"}
+    connection = {"FABRIC": "fabric", "USERNAME": "username", "PASSWORD": "password", "SITE": "site"}
     for name, key in connection.items():
         if f"{ENVIRONMENT_PREFIX}{name}" in environ:
             _set_dotted(data, f"connection.{key}", environ[f"{ENVIRONMENT_PREFIX}{name}"])

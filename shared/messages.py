@@ -11,7 +11,16 @@ import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from shared.errors import MessageError
 from shared.topics import validate_id, validate_publish_topic
@@ -45,6 +54,18 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SiteAware(WireModel):
+    """A message with an optional `site`: left out of the JSON while unset, so a one-site fleet sends the bytes it
+    always sent (and a component of an earlier release, which refuses unknown fields, still reads them)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_site(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("site", "") is None:
+            del data["site"]
+        return data
+
+
 # --- nodes ------------------------------------------------------------------------------------------------
 
 
@@ -63,7 +84,7 @@ class AgentInfo(WireModel):
     cost_per_1k_tokens: NonNegative | None = None  # the agent's price (config, else its backend's default)
 
 
-class NodeBeacon(WireModel):
+class NodeBeacon(SiteAware):
     """Retained birth (online) or death (offline, also the MQTT Will) certificate of a node."""
 
     kind: Literal["node_beacon"] = "node_beacon"
@@ -76,6 +97,7 @@ class NodeBeacon(WireModel):
     software_version: str = ""
     host: str = ""
     sent_at: float = 0.0
+    site: Id | None = None  # where the node lives (None: the default site); see docs/sites.md
 
 
 class AgentState(WireModel):
@@ -103,7 +125,7 @@ class NodeState(WireModel):
     sent_at: float = 0.0
 
 
-class RouterPresence(WireModel):
+class RouterPresence(SiteAware):
     """Retained presence of a router (online, or offline as its Will)."""
 
     kind: Literal["router_presence"] = "router_presence"
@@ -113,6 +135,7 @@ class RouterPresence(WireModel):
     epoch: int = Field(ge=0)
     status: Literal["online", "offline"]
     sent_at: float = 0.0
+    site: Id | None = None  # the site the router serves (None: the default site)
 
 
 # --- tasks -----------------------------------------------------------------------------------------------
@@ -139,7 +162,7 @@ class TaskOptions(WireModel):
     trace: Literal["full", "summary"] = "full"  # summary: only the answered / failed event (nobody follows)
 
 
-class TaskRequest(WireModel):
+class TaskRequest(SiteAware):
     """A question for the fabric, published on ``task/submit``."""
 
     kind: Literal["task_request"] = "task_request"
@@ -152,6 +175,7 @@ class TaskRequest(WireModel):
     options: TaskOptions = TaskOptions()
     context: tuple[Text, ...] = Field(default=(), max_length=64)  # earlier turns of a conversation, oldest first
     sent_at: float = 0.0
+    site: Id | None = None  # the submitter's site: its routers own the task and prefer its agents
 
 
 class SamplingOptions(WireModel):
@@ -266,6 +290,7 @@ TaskEventName = Literal[
     "answered",
     "failed",
     "resent",
+    "placed",
 ]
 
 
@@ -375,6 +400,36 @@ class RebirthRequest(WireModel):
     sent_at: float = 0.0
 
 
+class CapabilitySummary(WireModel):
+    """One line of a site summary, for the agents with one set of capabilities and one model: how much of it
+    the site has, how fast and how well it serves."""
+
+    capabilities: tuple[Tag, ...] = Field(default=(), max_length=32)  # (): agents that announce none
+    model: str = Field(max_length=256)
+    agents_live: int = Field(ge=0)
+    slots: int = Field(ge=0)  # runs the live agents take at once (their max_in_flight), busy or not
+    free_slots: int = Field(ge=0)
+    latency_p50_ms: NonNegative = 0.0
+    latency_p95_ms: NonNegative = 0.0
+    reliability: Fraction = 0.5  # the site router's learned reliability of these agents (their mean)
+    runs: int = Field(default=0, ge=0)  # how many rewards that was learned from
+
+
+class SiteSummary(WireModel):
+    """A site router's retained summary of its site, on ``site/{site}/summary``: what crosses the WAN links in
+    place of every board's beacon and state. Routers elsewhere route to the site by it (the site's `site:{site}`
+    agent), and the site's router places the run on one of its boards."""
+
+    kind: Literal["site_summary"] = "site_summary"
+    v: Literal[1] = SCHEMA_VERSION
+    site: Id
+    router_id: Id
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    entries: tuple[CapabilitySummary, ...] = Field(default=(), max_length=4096)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -393,6 +448,7 @@ Message = (
     | ErrorReply
     | LedgerEntry
     | RebirthRequest
+    | SiteSummary
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

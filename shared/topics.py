@@ -57,6 +57,19 @@ def validate_publish_topic(value: str) -> str:
     return value
 
 
+SITE_AGENT_PREFIX = "site:"
+
+
+def site_agent_id(site: str) -> str:
+    """The agent id under which a site's router takes runs from routers elsewhere (docs/sites.md)."""
+    return validate_id(f"{SITE_AGENT_PREFIX}{validate_id(site, 'site name')}", "site agent id")
+
+
+def site_of_agent(agent_id: str) -> str | None:
+    """The site of a site agent id (`site:{site}`), else None."""
+    return agent_id[len(SITE_AGENT_PREFIX) :] or None if agent_id.startswith(SITE_AGENT_PREFIX) else None
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic builder for one fabric; every method returns a full topic or a subscription filter."""
@@ -116,6 +129,14 @@ class Topics:
 
     def bid_request(self) -> str:
         return f"{self.prefix}/bid/request"
+
+    # sites (docs/sites.md)
+    def site_summary(self, site: str) -> str:
+        """A site router's retained `SiteSummary`: what crosses the WAN links instead of every board's state."""
+        return f"{self.prefix}/site/{validate_id(site, 'site name')}/summary"
+
+    def site_summaries(self) -> str:
+        return f"{self.prefix}/site/+/summary"
 
     # tasks and clients
     def task_submit(self) -> str:

@@ -264,6 +264,32 @@ def scale(
 
 
 @bench.command()
+@click.option("--sites", type=click.IntRange(min=1), help="One configuration of this many sites (with --boards).")
+@click.option("--boards", type=click.IntRange(min=1), help="Boards per site of that configuration.")
+@click.option("--tasks", default=2000, show_default=True, type=click.IntRange(min=1), help="Tasks per configuration.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the world and of the routers.")
+@click.option("--quick", is_flag=True, help="The small configurations only (a smoke run).")
+@click.option("--modes", default="full,summaries,global,oracle", show_default=True, help="Comma-separated modes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def sites(sites: int | None, boards: int | None, tasks: int, seed: int, quick: bool, modes: str, as_json: bool) -> None:
+    """Many sites in one process: the real routing code over S sites x B boards with WAN links (simulated)."""
+    from bench import sites as experiment
+
+    chosen = tuple(mode.strip() for mode in modes.split(",") if mode.strip())
+    unknown = sorted(set(chosen) - set(experiment.MODES))
+    if unknown or not chosen:
+        message = f"modes are {', '.join(experiment.MODES)}, not {unknown or modes!r}"
+        raise click.BadParameter(message, param_hint="--modes")
+    if (sites is None) != (boards is None):
+        raise click.BadParameter("give --sites and --boards together", param_hint="--sites/--boards")
+    if sites is not None and boards is not None:
+        configurations = [experiment.WorldConfig(sites=sites, boards=boards, tasks=tasks, seed=seed)]
+    else:
+        configurations = experiment.standard_configurations(tasks, seed, quick)
+    _report(experiment.measure(configurations, chosen), experiment.print_summary, as_json)
+
+
+@bench.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def router(as_json: bool) -> None:
     """One routing decision (Top-L screening + LinUCB select + update) for 16 and 64 agents."""

@@ -133,6 +133,7 @@ class EdgeNode:
             software_version=self.settings.software_version,
             host=socket.gethostname(),
             sent_at=time.time(),
+            site=self.settings.connection.site,
         )
 
     def state(self) -> NodeState:

@@ -92,6 +92,10 @@ class Fleet:
         """`edge-agent start -c CONFIG` on a provisioned node.yaml (brokers and credentials come from it)."""
         return self._spawn(name, ["start", "-c", str(config_file), *extra])
 
+    def start_router_node(self, name: str, config_file: Path) -> subprocess.Popen[bytes]:
+        """`edge-agent router -c CONFIG` on a provisioned node.yaml of a node that hosts a router only."""
+        return self._spawn(name, ["router", "-c", str(config_file)])
+
     def kill(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is None:

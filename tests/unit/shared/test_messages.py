@@ -21,6 +21,8 @@ from shared.messages import (
     NodeBeacon,
     NodeState,
     RebirthRequest,
+    SiteSummary,
+    CapabilitySummary,
     RouterPresence,
     RunCancel,
     RunChunk,
@@ -149,6 +151,17 @@ SAMPLES: list[WireModel] = [
         at=1.0,
     ),
     RebirthRequest(router_id="router-1", spread_s=0.5, sent_at=3.0),
+    SiteSummary(
+        site="east",
+        router_id="router-1",
+        epoch=3,
+        seq=7,
+        entries=(
+            CapabilitySummary(
+                capabilities=("writing",), model="smollm2", agents_live=4, slots=8, free_slots=5, latency_p95_ms=90.0
+            ),
+        ),
+    ),
 ]
 
 
