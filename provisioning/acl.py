@@ -3,8 +3,12 @@
 One `Account` per broker username: a node (its agents, and its router when it hosts one), a client, or an
 operator. The same rules are rendered as a mosquitto `acl_file` and as the YAML that
 `broker.embedded.TopicACL.load` reads for amqtt's topic ACL plugin, so both brokers enforce the same policy.
-Every filter names the username itself where it matters (`reply/alice`, `task/alice/+/events`) rather than using
-mosquitto's `%u` patterns, which amqtt's ACL plugin does not have: one rendering, the same meaning on both.
+Every filter names the username itself where it matters (`task/submit/alice`, `reply/alice`,
+`task/alice/+/events`): mosquitto's `pattern ... %u` lines expanded per account at render time, so both brokers
+read the same rules, and only client accounts get them (a node or an operator does not submit tasks).
+
+Tasks are bound to accounts by their submit topic: client `alice` may write only `task/submit/alice`, so the
+router knows who asked from the topic (MQTT 3.1.1 carries no identity) and answers on `reply/alice`.
 
 Task events live under the submitting client's id (`task/{client}/{task}/events`): a client reads its own tasks'
 events and nobody else's; operators read all of them.
@@ -71,7 +75,7 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
         topics.beacons(),
         topics.states(),
         topics.router_presences(),
-        topics.task_submit(),
+        topics.task_submissions(),  # task/submit/{client}: the account is in the topic
         topics.router_inbox(router_id),
         topics.router_bids(router_id),
         topics.ledgers(),
@@ -79,8 +83,8 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
 
 
 def client_account(topics: Topics, client_id: str) -> Account:
-    """A client submits tasks and reads only its own replies and its own tasks' events."""
-    return Account(client_id, (topics.task_submit(),), _client_reads(topics, client_id))
+    """A client submits tasks on its own submit topic and reads only its own replies and its own tasks' events."""
+    return Account(client_id, (topics.client_task_submit(client_id),), _client_reads(topics, client_id))
 
 
 def operator_account(
@@ -98,7 +102,7 @@ def operator_account(
         subscribe.append(f"{home_assistant_prefix}/#")
         publish.append(home_assistant_status_topic(home_assistant_prefix))
     if also_client:
-        publish.append(topics.task_submit())
+        publish.append(topics.client_task_submit(operator_id))
         subscribe += _client_reads(topics, operator_id)
     return Account(operator_id, tuple(publish), _unique(subscribe))
 

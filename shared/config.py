@@ -121,6 +121,15 @@ class AgentConfig(StrictModel):
     cost_per_1k_tokens: float | None = Field(default=None, ge=0.0)  # None: the backend's default price
 
 
+class AccountLimits(StrictModel):
+    """Caps on what one client account may ask of the router (None: no cap beyond the wire schema's own)."""
+
+    tasks: int | None = Field(default=None, ge=1)  # tasks of the account in flight at once (else `rate_limited`)
+    cot_count: int | None = Field(default=None, ge=1, le=9)  # a larger cot_count is refused (`too_large`)
+    plan_k: int | None = Field(default=None, ge=1, le=8)  # a larger plan_k is refused (`too_large`)
+    steps: int | None = Field(default=None, ge=1, le=8)  # plans are cut to this many steps
+
+
 class RouterSettings(StrictModel):
     router_id: Id | None = None
     state_file: Path | None = None
@@ -132,6 +141,11 @@ class RouterSettings(StrictModel):
     share_group: Id | None = None  # routers of a group share task/submit ($share/...; mosquitto, EMQX, HiveMQ)
     answer_retention_s: float = Field(default=600.0, gt=0)  # how long an answered task id is replayed (ledger)
     ledger_size: int = Field(default=20_000, ge=16)  # ledger entries kept at most (claims and answers)
+    # Tenancy (docs/tenancy.md): who may teach the router, the longest deadline a task gets, per-account caps.
+    teachers: tuple[Id, ...] = ()  # accounts whose gold answers, benchmark labels and requirements teach
+    max_deadline_s: float = Field(default=600.0, gt=0, le=3600.0)  # a task's deadline_s is capped to this
+    limits: AccountLimits = AccountLimits()  # every account's caps
+    account_limits: dict[Id, AccountLimits] = Field(default_factory=dict)  # one account's caps instead
 
 
 class EmbeddedBrokerSettings(StrictModel):

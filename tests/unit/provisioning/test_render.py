@@ -111,8 +111,8 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/agent/node-a-math-1/run",
     }
     assert {f"{p}/agent/+/run", f"{p}/reply/+", f"{p}/task/+/+/events", f"{p}/router/hub"} <= set(acl.publish["hub"])
-    assert {f"{p}/beacon/+", f"{p}/state/+", f"{p}/task/submit", f"{p}/router/hub/inbox"} <= set(acl.subscribe["hub"])
-    assert acl.publish["alice"] == [f"{p}/task/submit"]
+    assert {f"{p}/beacon/+", f"{p}/state/+", f"{p}/task/submit/+", f"{p}/router/hub/inbox"} <= set(acl.subscribe["hub"])
+    assert acl.publish["alice"] == [f"{p}/task/submit/alice"]  # the account is in the topic
     assert acl.subscribe["alice"] == [f"{p}/reply/alice", f"{p}/task/alice/+/events"]  # its own tasks' events only
 
 
@@ -121,7 +121,7 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     p = "symphony/lab"
     fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
     assert acl.publish["ops"] == [] and acl.subscribe["ops"] == fabric
-    assert acl.publish["carol"] == [f"{p}/task/submit"]
+    assert acl.publish["carol"] == [f"{p}/task/submit/carol"]
     assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
     ops = load_node_config(rendered / "operators/ops.yaml", environ={})
     assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
