@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize, extract_answer
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
-from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
+from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.screening import AgentView

@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class RouterConfig:
     cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
     rebirth_on_connect: bool = True  # ask live nodes to republish their beacons on every (re)connect
     share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
-    tenancy: Tenancy = Tenancy()  # teachers, the deadline cap and per-account caps (router.tenancy)
+    tenancy: Tenancy = field(default_factory=Tenancy)  # teachers, deadline cap, per-account caps (router.tenancy)
 
 
 class RouterService:
@@ -455,9 +455,11 @@ class RouterService:
         running = self._requests.get(request.task_id)
         if running is None or running.client_id != client:
             message = "this task id is in use by another client; use a fresh task id"
-            self._publish(self.topics.reply(client), ErrorReply(code="bad_request", message=message, task_id=request.task_id))
+            refusal = ErrorReply(code="bad_request", message=message, task_id=request.task_id)
+            self._publish(self.topics.reply(client), refusal)
             return
-        outstanding = sum(1 for run, future in self._pending.values() if run.task_id == request.task_id and not future.done())
+        pending = self._pending.values()
+        outstanding = sum(1 for run, future in pending if run.task_id == request.task_id and not future.done())
         self.emit(request.task_id, "resent", {"outstanding_runs": outstanding})
 
     def _reask(self, wanted: Any) -> int:

@@ -34,7 +34,7 @@ class Tenancy:
 
     teachers: frozenset[str] = frozenset()
     max_deadline_s: float = 3600.0
-    limits: AccountLimits = AccountLimits()
+    limits: AccountLimits = field(default_factory=AccountLimits)
     account_limits: Mapping[str, AccountLimits] = field(default_factory=dict)
 
     @classmethod
@@ -56,7 +56,8 @@ class Tenancy:
         """Why the account's task is refused under its caps (`running`: its tasks in flight now), or None."""
         limits = self.limits_of(account)
         options = request.options
-        for name, asked, cap in (("cot_count", options.cot_count, limits.cot_count), ("plan_k", options.plan_k, limits.plan_k)):
+        asked_and_caps = (("cot_count", options.cot_count, limits.cot_count), ("plan_k", options.plan_k, limits.plan_k))
+        for name, asked, cap in asked_and_caps:
             if cap is not None and asked > cap:
                 message = f"{name} {asked} is above this account's limit of {cap}"
                 return ErrorReply(code="too_large", message=message, task_id=request.task_id)

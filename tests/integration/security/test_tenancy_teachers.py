@@ -42,9 +42,13 @@ async def _teachers(fleet: Fleet) -> None:
             )
         assert not {"junk-bob", "poetry"} & labels(router), "bob's labels keyed the priors"
         # The run agreed with its own vote: bob's (wrong) gold answer did not turn that into a penalty.
-        assert router.brain.weight(AGENT) > 0.5, f"bob's gold answer moved the vote weight to {router.brain.weight(AGENT)}"
+        assert router.brain.weight(AGENT) > 0.5, (
+            f"bob's gold answer moved the vote weight to {router.brain.weight(AGENT)}"
+        )
         async with FabricTaskClient(fleet.connection("alice")) as alice:
-            await alice.submit("What is 3 + 4?", gold_answer="7", benchmark="gsm8k", requirements=("math",), cot_count=1)
+            await alice.submit(
+                "What is 3 + 4?", gold_answer="7", benchmark="gsm8k", requirements=("math",), cot_count=1
+            )
         assert {"gsm8k", "math"} <= labels(router)
 
 
@@ -65,7 +69,9 @@ async def _ids(fleet: Fleet) -> None:
         # node-a, on the topics its own account may write: a state naming node-b, a beacon claiming node-b's agent
         assert agent.client is not None
         busy = AgentState(agent_id="node-b-writer", load=1.0, in_flight=9, queue_length=9, available=False)
-        await agent.client.publish_confirmed(topics.state("node-a"), NodeState(node_id="node-b", epoch=epoch, agents=(busy,)))
+        await agent.client.publish_confirmed(
+            topics.state("node-a"), NodeState(node_id="node-b", epoch=epoch, agents=(busy,))
+        )
         stolen = writer.model_copy(update={"capabilities": ("math", "planning"), "cost_per_1k_tokens": 0.0})
         mine = AgentInfo(agent_id=AGENT, backend="echo", model="echo", max_in_flight=64)
         claim = NodeBeacon(node_id="node-a", epoch=epoch + 1, instance_id="a2", status="online", agents=(mine, stolen))

@@ -128,7 +128,9 @@ def test_router_settings_carry_the_tenancy() -> None:
     settings = RouterSettings(teachers=("bench",), max_deadline_s=30, limits={"tasks": 4}, account_limits={"x": {}})
     tenancy = Tenancy.from_settings(settings)
     assert tenancy.teaches("bench") and not tenancy.teaches("alice")
-    assert tenancy.max_deadline_s == 30 and tenancy.limits_of("alice").tasks == 4 and tenancy.limits_of("x").tasks is None
+    assert (
+        tenancy.max_deadline_s == 30 and tenancy.limits_of("alice").tasks == 4 and tenancy.limits_of("x").tasks is None
+    )
 
 
 def test_account_tasks_count_up_and_down() -> None:
@@ -155,7 +157,7 @@ def test_a_task_naming_another_clients_reply_topic_is_refused_on_its_own() -> No
 
 def test_replies_and_events_go_to_the_account_of_the_submit_topic() -> None:
     async def scenario() -> None:
-        service, recorder = router()
+        service, _recorder = router()
         submit(service, "alice", task())  # no reply_topic: the account says where
         assert service._requests["t1"].reply_topic == TOPICS.reply("alice")
         assert service._event_topics["t1"] == TOPICS.task_events("alice", "t1")
@@ -226,7 +228,7 @@ def test_too_large_tasks_are_refused_and_deadlines_capped() -> None:
 
 def test_the_legacy_submit_topic_still_works_on_an_anonymous_fabric() -> None:
     async def scenario() -> None:
-        service, recorder = router(username=None)
+        service, _recorder = router(username=None)
         service._on_submit(TOPICS.task_submit(), encode(task(reply_topic=TOPICS.reply("me"))))
         assert service._requests["t1"].client_id == "me"
         service._in_flight["t1"].cancel()
