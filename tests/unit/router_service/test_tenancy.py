@@ -317,3 +317,31 @@ def test_only_a_teachers_labels_teach_the_router() -> None:
     untaught_keys = {tuple(row[1:4]) for row in untaught.priors.to_dict()["counts"]}
     assert ("junk-label", "hard", "poetry") in taught_keys
     assert not any("junk-label" in key or "poetry" in key or "hard" in key for key in untaught_keys)
+
+
+class Planner(Port):
+    """Plans five steps for anyone asking for a plan; answers 7 to every step."""
+
+    def __init__(self) -> None:
+        self.requests: list[RunRequest] = []
+
+    async def run(self, request: RunRequest, timeout_s: float) -> Any:
+        from shared.messages import RunResult
+
+        self.requests.append(request)
+        base = {"dispatch_id": request.dispatch_id, "task_id": request.task_id, "agent_id": request.agent_id}
+        if request.purpose == "plan":
+            steps = ", ".join(f'"step {number}"' for number in range(1, 6))
+            return RunResult(node_id="n", text=f'{{"subtasks": [{steps}]}}', **base)
+        return RunResult(node_id="n", text="Final answer: 7", **base)
+
+
+def test_an_accounts_step_cap_cuts_its_plans() -> None:
+    port = Planner()
+    views = [AgentView(name, f"n-{name}", ("planning", "math"), "math") for name in ("a", "b")]
+    request = TaskRequest(task_id="t1", query="Plan this hard task.", options=TaskOptions(plan_k=2, difficulty="hard"))
+    clock = itertools.count(0.0, 0.001)
+    pipeline = TaskPipeline(request, RoutingBrain(seed=0), lambda: views, port, "r1", lambda: next(clock), max_steps=2)
+    answer = asyncio.run(asyncio.wait_for(pipeline.execute(), 10))
+    assert answer.plan == ("step 1", "step 2")
+    assert all("at most 2 " in (r.instructions or "") for r in port.requests if r.purpose == "plan")
