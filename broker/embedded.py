@@ -61,8 +61,9 @@ class TopicACL:
         return cls(dict(data.get("publish") or {}), dict(data.get("subscribe") or {}), patterns)
 
     def for_usernames(self, usernames: list[str]) -> TopicACL:
-        """The ACL with its patterns written out for each username (amqtt's plugin knows no pattern). As mosquitto
-        does, a username holding `+`, `#` or `/` gets no pattern: it could widen the filter it is put into."""
+        """The ACL with its patterns written out for each username (amqtt's plugin knows no pattern). A username
+        holding `+`, `#` or `/` gets no pattern: it would widen the filter it stands in (mosquitto refuses every
+        access to a username with `+` or `#`)."""
         publish = {user: list(filters) for user, filters in self.publish.items()}
         subscribe = {user: list(filters) for user, filters in self.subscribe.items()}
         for user in usernames:
