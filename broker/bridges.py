@@ -59,7 +59,7 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (topics.bid_request(), flow("bid requests", {"router"}, {"agent"})),
         (topics.rebirth(), flow("rebirth requests", {"router"}, {"node"})),
         (f"{p}/agent/+/run", flow("runs", {"router"}, {"agent"})),
-        (topics.task_submit(), flow("submissions", {"client"}, {"router"})),
+        (topics.task_submissions(), flow("submissions", {"client"}, {"router"})),
         (topics.all_task_events(), flow("events", {"router"}, {"client", "observer"})),
         (f"{p}/reply/+", flow("replies", {"router"}, {"client"})),
         (topics.ledgers(), flow("ledger", {"router"}, {"router"})),

@@ -42,10 +42,12 @@ WILL_ACL_PLUGIN = "broker.will_acl.WillTopicACLPlugin"
 
 @dataclass(frozen=True)
 class TopicACL:
-    """Per-username topic filters a client may publish to and subscribe to."""
+    """Per-username topic filters a client may publish to and subscribe to, and `patterns` (`publish` and
+    `subscribe` lists) that hold for every username with `%u` standing for it, as mosquitto's `pattern` lines."""
 
     publish: dict[str, list[str]] = field(default_factory=dict)
     subscribe: dict[str, list[str]] = field(default_factory=dict)
+    patterns: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> TopicACL:
@@ -55,7 +57,24 @@ class TopicACL:
             raise ConfigError(f"{path}: cannot read the topic ACL: {error}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the topic ACL must be a mapping with 'publish' and 'subscribe'")
-        return cls(publish=dict(data.get("publish") or {}), subscribe=dict(data.get("subscribe") or {}))
+        patterns = dict(data.get("patterns") or {})
+        if set(patterns) - {"publish", "subscribe"}:
+            raise ConfigError(f"{path}: 'patterns' holds only 'publish' and 'subscribe' lists")
+        return cls(dict(data.get("publish") or {}), dict(data.get("subscribe") or {}), patterns)
+
+    def for_usernames(self, usernames: list[str]) -> TopicACL:
+        """The ACL with its patterns written out for each username (amqtt's plugin knows no pattern). A username
+        holding `+`, `#` or `/` gets no pattern: it would widen the filter it stands in (mosquitto refuses every
+        access to a username with `+` or `#`)."""
+        publish = {user: list(filters) for user, filters in self.publish.items()}
+        subscribe = {user: list(filters) for user, filters in self.subscribe.items()}
+        for user in usernames:
+            if not user or any(character in user for character in "+#/"):
+                continue
+            for rules, kind in ((publish, "publish"), (subscribe, "subscribe")):
+                expanded = [pattern.replace("%u", user) for pattern in self.patterns.get(kind, ())]
+                rules[user] = list(dict.fromkeys([*rules.get(user, []), *expanded]))
+        return TopicACL(publish, subscribe)
 
 
 @dataclass(frozen=True)
@@ -94,8 +113,9 @@ def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
     else:
         plugins[PASSWORD_FILE_PLUGIN] = {"password_file": str(config.password_file)}
     if config.acl is not None:
-        plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": config.acl.publish, "acl": config.acl.subscribe}
-        plugins[WILL_ACL_PLUGIN] = {"publish_acl": config.acl.publish}  # amqtt does not check Wills itself
+        acl = config.acl.for_usernames(_usernames(config.password_file))
+        plugins[TOPIC_ACL_PLUGIN] = {"publish_acl": acl.publish, "acl": acl.subscribe}
+        plugins[WILL_ACL_PLUGIN] = {"publish_acl": acl.publish}  # amqtt does not check Wills itself
     host = f"[{config.host}]" if ":" in config.host else config.host
     listener: dict[str, Any] = {
         "type": "tcp",
@@ -108,6 +128,14 @@ def amqtt_config(config: EmbeddedBrokerConfig) -> dict[str, Any]:
         if config.tls.ca_file is not None:
             listener["cafile"] = str(config.tls.ca_file)
     return {"listeners": {"default": listener}, "plugins": plugins}
+
+
+def _usernames(password_file: Path | None) -> list[str]:
+    """The usernames of an amqtt password file (`name:hash` lines)."""
+    if password_file is None:
+        return []
+    lines = password_file.read_text().splitlines()
+    return [line.split(":", 1)[0].strip() for line in lines if ":" in line and not line.lstrip().startswith("#")]
 
 
 class EmbeddedBroker:

@@ -277,6 +277,7 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
 
 
 FABRIC_ERROR_STATUS = {"timeout": 504, "no_agents": 503, "busy": 429, "bad_request": 400}
+FABRIC_ERROR_STATUS |= {"rate_limited": 429, "too_large": 400, "forbidden": 403}  # the router's tenancy caps
 
 
 def fabric_error_status(code: str) -> int:

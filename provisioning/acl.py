@@ -3,8 +3,13 @@
 One `Account` per broker username: a node (its agents, and its router when it hosts one), a client, or an
 operator. The same rules are rendered as a mosquitto `acl_file` and as the YAML that
 `broker.embedded.TopicACL.load` reads for amqtt's topic ACL plugin, so both brokers enforce the same policy.
-Every filter names the username itself where it matters (`reply/alice`, `task/alice/+/events`) rather than using
-mosquitto's `%u` patterns, which amqtt's ACL plugin does not have: one rendering, the same meaning on both.
+Every filter names the username itself where it matters (`task/submit/alice`, `reply/alice`,
+`task/alice/+/events`): mosquitto's `pattern ... %u` lines expanded per account at render time, so both brokers
+read the same rules, and only client accounts get them (a node or an operator does not submit tasks). `Patterns`
+renders real `%u` patterns for an ACL that wants them (both brokers read them alike).
+
+Tasks are bound to accounts by their submit topic: client `alice` may write only `task/submit/alice`, so the
+router knows who asked from the topic (MQTT 3.1.1 carries no identity) and answers on `reply/alice`.
 
 Task events live under the submitting client's id (`task/{client}/{task}/events`): a client reads its own tasks'
 events and nobody else's; operators read all of them.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from broker.bridges import BridgeTopic
 from shared.topics import Topics, home_assistant_config_filter, home_assistant_status_topic, site_agent_id
@@ -80,7 +86,7 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
         topics.beacons(),
         topics.states(),
         topics.router_presences(),
-        topics.task_submit(),
+        topics.task_submissions(),  # task/submit/{client}: the account is in the topic
         topics.router_inbox(router_id),
         topics.router_bids(router_id),
         topics.ledgers(),
@@ -88,8 +94,8 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
 
 
 def client_account(topics: Topics, client_id: str) -> Account:
-    """A client submits tasks and reads only its own replies and its own tasks' events."""
-    return Account(client_id, (topics.task_submit(),), _client_reads(topics, client_id))
+    """A client submits tasks on its own submit topic and reads only its own replies and its own tasks' events."""
+    return Account(client_id, (topics.client_task_submit(client_id),), _client_reads(topics, client_id))
 
 
 def operator_account(
@@ -112,7 +118,7 @@ def operator_account(
         subscribe.append(f"{home_assistant_prefix}/#")
         publish.append(home_assistant_status_topic(home_assistant_prefix))
     if also_client:
-        publish.append(topics.task_submit())
+        publish.append(topics.client_task_submit(operator_id))
         subscribe += _client_reads(topics, operator_id)
     return Account(operator_id, tuple(publish), _unique(subscribe))
 
@@ -137,9 +143,28 @@ def _unique(filters: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(filters))
 
 
-def mosquitto_acl(accounts: Iterable[Account]) -> str:
+@dataclass(frozen=True)
+class Patterns:
+    """Rules for every account, `%u` standing for its username (mosquitto's `pattern` lines; the embedded
+    broker's `patterns`). Provisioning renders none: it writes each account's rules out, so a node or an operator
+    gets no client rights; an ACL written by hand may use them, with the same meaning on both brokers."""
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+
+
+def client_patterns(topics: Topics) -> Patterns:
+    """A client's rights as patterns: submit on task/submit/%u, read reply/%u and task/%u/+/events."""
+    return Patterns(
+        (f"{topics.prefix}/task/submit/%u",), (f"{topics.prefix}/reply/%u", f"{topics.prefix}/task/%u/+/events")
+    )
+
+
+def mosquitto_acl(accounts: Iterable[Account], patterns: Patterns = Patterns()) -> str:
     """The mosquitto `acl_file` text: `topic write` for publish, `topic read` for subscribe and delivery."""
     lines = ["# rendered by symphony-edge provisioning; edits are overwritten"]
+    lines += [f"pattern write {topic}" for topic in patterns.publish]
+    lines += [f"pattern read {topic}" for topic in patterns.subscribe]
     for account in accounts:
         lines += ["", f"user {account.username}"]
         lines += [f"topic write {topic}" for topic in account.publish]
@@ -147,10 +172,14 @@ def mosquitto_acl(accounts: Iterable[Account]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def amqtt_acl(accounts: Iterable[Account]) -> dict[str, dict[str, list[str]]]:
-    """The mapping `broker.embedded.TopicACL.load` reads: {publish: {user: [...]}, subscribe: {user: [...]}}."""
+def amqtt_acl(accounts: Iterable[Account], patterns: Patterns = Patterns()) -> dict[str, Any]:
+    """The mapping `broker.embedded.TopicACL.load` reads: {publish: {user: [...]}, subscribe: {user: [...]}},
+    and `patterns` when there are any."""
     accounts = list(accounts)
-    return {
+    acl: dict[str, Any] = {
         "publish": {account.username: list(account.publish) for account in accounts},
         "subscribe": {account.username: list(account.subscribe) for account in accounts},
     }
+    if patterns.publish or patterns.subscribe:
+        acl["patterns"] = {"publish": list(patterns.publish), "subscribe": list(patterns.subscribe)}
+    return acl

@@ -16,7 +16,10 @@ agents:                      # inventory host or group -> agents; the most speci
   all:    [{preset: writer}]
   jetson: [{preset: coder, backend: llamacpp}, {preset: math}]
 routers: [brokers]           # hosts or groups that also host the routing and voting handlers
-clients: [laptop]            # one account per client id (write task/submit, read reply/<id>, its tasks' events)
+clients: [laptop]            # one account per client id (write task/submit/<id>, read reply/<id>, its tasks' events)
+teachers: [bench]            # client accounts whose gold answers and labels teach the routers (docs/tenancy.md)
+limits: {tasks: 16}          # per-account caps on the routers (tasks in flight, cot_count, plan_k, steps)
+max_deadline_s: 600          # the longest deadline a task gets (a client's deadline_s is capped to it)
 operators: [ops]             # read beacons, states, routers and all task events; submit only if also a client
 home_assistant: {}           # optional: nodes publish Home Assistant discovery configs ({discovery_prefix: ...})
 ```
@@ -28,11 +31,11 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from provisioning.errors import ProvisioningError
 from provisioning.inventory import Inventory
-from shared.config import AgentConfig, HomeAssistantSettings
+from shared.config import AccountLimits, AgentConfig, HomeAssistantSettings
 from shared.topics import validate_id
 
 
@@ -82,18 +85,29 @@ class FleetSpec(_Strict):
     clients: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
     home_assistant: HomeAssistantSettings | None = None
+    teachers: tuple[str, ...] = ()  # clients whose labels teach the routers (router settings `teachers`)
+    limits: AccountLimits = AccountLimits(tasks=16)  # every client's caps on the routers
+    account_limits: dict[str, AccountLimits] = Field(default_factory=dict)  # one client's caps instead
+    max_deadline_s: float = Field(default=600.0, gt=0, le=3600.0)
 
     @field_validator("fabric")
     @classmethod
     def _check_fabric(cls, value: str) -> str:
         return validate_id(value, "fabric name")
 
-    @field_validator("clients", "operators")
+    @field_validator("clients", "operators", "teachers")
     @classmethod
     def _check_clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for account in value:
             validate_id(account, "account id")
         return value
+
+    @model_validator(mode="after")
+    def _check_teachers(self) -> FleetSpec:
+        strangers = sorted(set(self.teachers) - set(self.clients))
+        if strangers:
+            raise ValueError(f"teachers must be clients (they submit the labelled tasks): {strangers}")
+        return self
 
     @field_validator("prefix")
     @classmethod

@@ -325,9 +325,24 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         config["router"] = {"router_id": node.router_id, "state_file": f"{paths.state_dir}/router-state.json"}
         if plan.fleet.broker.wan == "summaries":
             config["router"]["site_summaries"] = True
+        config["router"].update(tenancy_settings(plan.fleet))
     if plan.fleet.home_assistant is not None:
         config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
     return config
+
+
+def tenancy_settings(fleet: FleetSpec) -> dict[str, Any]:
+    """The router settings of the fleet's tenancy: teachers, the deadline cap, per-account caps."""
+    settings: dict[str, Any] = {
+        "teachers": list(fleet.teachers),
+        "max_deadline_s": fleet.max_deadline_s,
+        "limits": fleet.limits.model_dump(exclude_none=True),
+    }
+    if fleet.account_limits:
+        settings["account_limits"] = {
+            account: limits.model_dump(exclude_none=True) for account, limits in fleet.account_limits.items()
+        }
+    return settings
 
 
 def _agent_settings(agent: AgentConfig, paths: TargetPaths) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize, extract_answer
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
+from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
-from router.planning import PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.screening import AgentView
@@ -171,8 +171,15 @@ class TaskPipeline:
         router_id: str,
         clock: Callable[[], float],
         wait_for_agents: Callable[[], Awaitable[bool]] | None = None,
+        *,
+        teaches: bool = True,
+        max_steps: int = MAX_STEPS,
     ) -> None:
         self.request = request
+        # Only a teacher's labels (gold answer, benchmark, difficulty, requirements) key what the router learns;
+        # anyone else's task teaches from the vote alone, under labels the router derives (router.tenancy).
+        self.teaches = teaches
+        self.max_steps = max_steps
         self.options = request.options
         self.brain = brain
         self.live_agents = live_agents
@@ -269,7 +276,7 @@ class TaskPipeline:
         if record.result.error is not None:
             return PlannerRun(record, None)
         try:
-            steps = parse_plan(record.result.text)
+            steps = parse_plan(record.result.text, self.max_steps)
         except PlanParseError:
             return PlannerRun(record, None)
         scores = tuple(self._step_score(step) for step in steps)
@@ -350,7 +357,8 @@ class TaskPipeline:
         With a gold answer, the chain's correctness replaces agreement (as for a plain subtask). A planner whose
         plan could not be read has no chain and earns no bonus.
         """
-        gold = None if self.options.gold_answer is None else canonicalize(self.options.gold_answer)
+        gold_answer = self._gold()
+        gold = None if gold_answer is None else canonicalize(gold_answer)
         won: dict[int, bool] = {}
         correct: dict[int, bool | None] = {}
         for chain in chains:
@@ -523,7 +531,7 @@ class TaskPipeline:
 
     def _learn(self, outcome: SubtaskOutcome, is_final: bool) -> None:
         """Reward the runs of a voted step: correctness on the last step when a gold answer is known, else agreement."""
-        gold = self.options.gold_answer
+        gold = self._gold()
         capability = self._capability(outcome.text)
         rewards = {}
         for record in outcome.records:
@@ -562,7 +570,12 @@ class TaskPipeline:
 
     def _observe(self, record: RunRecord, capability: str | None, success: bool) -> None:
         options = self.options
-        self.brain.observe(record.choice.agent_id, options.benchmark, options.difficulty, capability, success)
+        benchmark, difficulty = (options.benchmark, options.difficulty) if self.teaches else (None, None)
+        self.brain.observe(record.choice.agent_id, benchmark, difficulty, capability, success)
+
+    def _gold(self) -> str | None:
+        """The gold answer rewards are checked against: a teacher's only."""
+        return self.options.gold_answer if self.teaches else None
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -570,8 +583,9 @@ class TaskPipeline:
         return tuple(self.request.requirements) or tuple(infer_requirements(step))
 
     def _capability(self, step: str) -> str | None:
-        """The capability a step's outcomes count towards in the priors: its first required tag."""
-        tags = self._tags(step)
+        """The capability a step's outcomes count towards in the priors: its first required tag (the task's own
+        requirements only from a teacher; else the tags the router infers from the step)."""
+        tags = self._tags(step) if self.teaches else tuple(infer_requirements(step))
         return tags[0] if tags else None
 
     def _run_text(self, step: str, is_final: bool) -> str:
@@ -614,7 +628,7 @@ class TaskPipeline:
             purpose=purpose,  # type: ignore[arg-type]
             subtask=text,
             context=context,
-            instructions=PLANNER_PROMPT.format(max_steps=8) if purpose == "plan" else None,
+            instructions=PLANNER_PROMPT.format(max_steps=self.max_steps) if purpose == "plan" else None,
             sampling=self._sampling(purpose),
             deadline_s=self._run_timeout(),
             reply_topic=self.port.reply_topic,

@@ -11,6 +11,9 @@ what is known about the agent in general:
 
 with m = `strength` pseudo-outcomes. With no outcome at all the prior is 0.5, the seed's default. Pure: no I/O,
 no clock; `to_dict` / `from_dict` persist it with the router state.
+
+The table holds at most `max_keys` keys; a new key evicts the least recently updated one, so keys that stop
+coming (a benchmark no longer run, junk labels) make room for live ones instead of holding the table forever.
 """
 
 from __future__ import annotations
@@ -55,14 +58,15 @@ class PriorTable:
     def observe(
         self, agent_id: str, benchmark: str | None, difficulty: str | None, capability: str | None, success: bool
     ) -> None:
-        """Count one outcome at every level of its key (a new key past `max_keys` is not added)."""
+        """Count one outcome at every level of its key; past `max_keys`, the least recently updated keys go."""
         for key in _levels(agent_id, benchmark, difficulty, capability):
-            counts = self._counts.get(key)
+            counts = self._counts.pop(key, None)  # re-inserted last: the dict's order is the order of use
             if counts is None:
-                if len(self._counts) >= self.max_keys:
-                    continue
-                counts = self._counts[key] = [0.0, 0.0]
+                while len(self._counts) >= self.max_keys:
+                    del self._counts[next(iter(self._counts))]
+                counts = [0.0, 0.0]
                 self._agents.add(agent_id)
+            self._counts[key] = counts
             counts[0] += float(success)
             counts[1] += 1.0
 

@@ -60,12 +60,18 @@ class AgentRegistry:
         self.index = FleetIndex()
 
     def apply_beacon(self, beacon: NodeBeacon, now: float) -> bool:
-        """Take a beacon into account; returns False when it is older than what we hold (ignored)."""
+        """Take a beacon into account; returns False when it is older than what we hold (ignored).
+
+        An agent id that another live node holds stays that node's: a beacon cannot take it over (it could
+        otherwise reroute, reprice or, going offline, remove another node's agent); once that node is offline
+        or stale, the agent may move.
+        """
         record = self.nodes.get(beacon.node_id)
         if not supersedes(beacon, record.beacon if record is not None else None):
             return False
         same_run = record is not None and record.online and record.beacon.epoch == beacon.epoch
-        agent_ids = frozenset(info.agent_id for info in beacon.agents)
+        agents = [info for info in beacon.agents if not self._held_elsewhere(info.agent_id, beacon.node_id, now)]
+        agent_ids = frozenset(info.agent_id for info in agents)
         if same_run and beacon.status == "online" and record is not None and record.agent_ids == agent_ids:
             record.beacon, record.last_seen = beacon, now  # a repeated birth (rebirth): keep the states
             self.index.touch(record.slots, now)
@@ -73,7 +79,7 @@ class AgentRegistry:
         if record is not None:
             self._unindex(record)
         slots = (
-            [self.index.add(info, beacon.node_id, now, beacon.site) for info in beacon.agents]
+            [self.index.add(info, beacon.node_id, now, beacon.site) for info in agents]
             if beacon.status == "online"
             else []
         )
@@ -105,8 +111,16 @@ class AgentRegistry:
         return LivePool(self.index, now, self.stale_after_s, reliability or {})
 
     def agent_ids_of(self, node_id: str) -> set[str]:
+        """The agents the node holds (those of its beacon that no other live node held when it came)."""
         record = self.nodes.get(node_id)
-        return {info.agent_id for info in record.beacon.agents} if record else set()
+        return set(record.agent_ids) if record else set()
+
+    def _held_elsewhere(self, agent_id: str, node_id: str, now: float) -> bool:
+        slot = self.index.slot(agent_id)
+        if slot is None or self.index.node_ids[slot] == node_id:
+            return False
+        holder = self.nodes.get(self.index.node_ids[slot])
+        return holder is not None and self.is_live(holder, now)
 
     def agent_info(self, agent_id: str) -> AgentInfo | None:
         slot = self.index.slot(agent_id)

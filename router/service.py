@@ -2,7 +2,8 @@
 
     beacon/+, state/+          ─► AgentRegistry (who is live, how loaded)
     router/+                   ─► RouterRoster (rendezvous hashing picks each task's owner)
-    task/submit                ─► TaskPipeline (if we own the task) ─► reply topic: TaskAnswer | ErrorReply
+    task/submit/{client}       ─► TaskPipeline (if we own the task) ─► reply/{client}: TaskAnswer | ErrorReply
+                                  (the account in the topic is who asked: router.tenancy binds and caps it)
                                   TaskCancel ─► the task stops (its runs are cancelled)
     ledger/+  (router-only)    ◄─► TaskLedger: retained claims and answers of every router (router.ledger), so
                                    an answered id is replayed by whichever router owns it and no task is started
@@ -13,14 +14,15 @@
     task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace,
                                   and progress TaskChunks of a streamed vote on its reply topic
 
-Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply when
-its reply topic can be read, logged otherwise, and never affects other tasks. A reply topic is hostile input:
-the router publishes only on `{p}/reply/{id}` (a valid id of this fabric); a task whose reply topic is
-anything else (a wildcard, `$SYS`, another fabric, a node's topic) is logged and dropped unanswered.
+Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply on its
+account's reply topic, and never affects other tasks. Replies and events follow from the submitting account,
+never from the payload: a task naming another client's reply topic is refused (`forbidden`). On an anonymous
+fabric the legacy `task/submit` is read too, its account the owner of its reply topic; a reply topic outside
+`{p}/reply/{id}` (a wildcard, `$SYS`, another fabric, a node's topic) is logged and dropped unanswered.
 
 Nothing lost: a router joins only after the retained ledger arrived (`join_sync_s`); a client's resend of a task
-in flight is acknowledged (a `resent` event) and re-asks the task's outstanding runs; after a reconnect, and when a
-node (re)announces itself, the outstanding runs are re-asked too. A re-asked run keeps its dispatch id: the agent
+in flight is acknowledged (a `resent` event) without sending its runs again; after a reconnect, and when a
+node (re)announces itself, the outstanding runs are re-asked. A re-asked run keeps its dispatch id: the agent
 runs it only if it never got it, else it sends the result again (see edge_agent.runtime.recent).
 """
 
@@ -33,7 +35,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from router.pipeline import NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.screening import AgentView
 from router.site_role import SiteRole, task_brain
+from router.tenancy import AccountTasks, Tenancy, bind, submitter
 from shared.config import ConnectionSettings, RouterSettings
 from shared.errors import MessageError
 from shared.messages import (
@@ -99,6 +102,7 @@ class RouterConfig:
     site_summaries: bool = False  # multi-site fleets (router/site_role.py, docs/sites.md)
     summary_interval_s: float = 5.0
     locality: LocalityPolicy = LocalityPolicy()  # noqa: RUF009 - immutable (a frozen dataclass)
+    tenancy: Tenancy = field(default_factory=Tenancy)  # teachers, deadline cap, per-account caps (router.tenancy)
 
 
 class RouterService:
@@ -126,6 +130,7 @@ class RouterService:
         self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
         self._chunk_seq: dict[str, int] = {}
         self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
+        self._account_tasks = AccountTasks()  # tasks in flight per client account (its `tasks` cap)
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
         self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
@@ -143,6 +148,7 @@ class RouterService:
             self.topics.states(): self._on_state,
             self.topics.router_presences(): self._on_presence,
             self._submit_filter(): self._on_submit,
+            **({self._submit_filter(legacy=True): self._on_submit} if self._reads_legacy_submit() else {}),
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
             self.topics.ledgers(): self._on_ledger,
@@ -169,11 +175,16 @@ class RouterService:
             heard = self._ledger_heard
             await asyncio.sleep(self.config.join_sync_s)
 
-    def _submit_filter(self) -> str:
-        """task/submit, shared by the routers of a group when one is configured (each task reaches one of them)."""
+    def _submit_filter(self, legacy: bool = False) -> str:
+        """task/submit/+, shared by the routers of a group when one is configured (each task reaches one of them)."""
+        topic_filter = self.topics.task_submit() if legacy else self.topics.task_submissions()
         if self.config.share_group is None:
-            return self.topics.task_submit()
-        return self.topics.shared(self.config.share_group, self.topics.task_submit())
+            return topic_filter
+        return self.topics.shared(self.config.share_group, topic_filter)
+
+    def _reads_legacy_submit(self) -> bool:
+        """The account-less `task/submit` is read only on an anonymous fabric (no account to bind a task to)."""
+        return self.config.connection.username is None
 
     async def stop(self) -> None:
         self._stopping = True
@@ -250,7 +261,7 @@ class RouterService:
         previous = self.registry.nodes.get(node_id)
         if not self.registry.apply_beacon(beacon, time.monotonic()):
             return
-        agent_ids = {agent.agent_id for agent in beacon.agents}
+        agent_ids = self.registry.agent_ids_of(node_id)  # not an agent id another live node holds
         if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
             loop = asyncio.get_running_loop()
             loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
@@ -291,6 +302,8 @@ class RouterService:
         except MessageError as error:
             log.info("ignoring a malformed NodeState: %s", error)
             return
+        if state.node_id != self.topics.last_level(topic):
+            return  # a node speaks only for itself (it may write only its own state topic)
         self.registry.apply_state(state, time.monotonic())
 
     def _on_presence(self, topic: str, payload: bytes) -> None:
@@ -298,8 +311,8 @@ class RouterService:
             self.roster.forget(self.topics.last_level(topic))
             return
         presence = self._decode_or_log(payload, RouterPresence)
-        if presence is None:
-            return
+        if presence is None or presence.router_id != self.topics.last_level(topic):
+            return  # a router speaks only for itself (it may write only its own presence topic)
         if presence.router_id == self.router_id:
             self._deny_own_will(presence)
             return
@@ -371,46 +384,52 @@ class RouterService:
         self.submissions_received += 1
         try:
             request = decode(payload)
-            if isinstance(request, TaskCancel):
-                self._on_task_cancel(request)
-                return
-            if not isinstance(request, TaskRequest):
+            if not isinstance(request, (TaskRequest, TaskCancel)):
                 raise MessageError(f"expected a TaskRequest or TaskCancel, got kind {request.kind!r}")
         except MessageError as error:
-            self._refuse(payload, "bad_request", str(error))
+            self._refuse(topic, payload, "bad_request", str(error))
+            return
+        client = submitter(self.topics, topic, request, self._reads_legacy_submit())  # who asked (router.tenancy)
+        if client is None:
+            log.warning("dropped task %s: no client account in %r nor its reply topic", request.task_id, topic[:200])
+            return
+        if isinstance(request, TaskCancel):
+            self._on_task_cancel(request.model_copy(update={"client_id": client}))
             return
         if request.task_id in self._in_flight:
-            self._acknowledge_resend(request)  # ours even if its ownership moved since: we finish it
+            self._acknowledge_resend(request, client)  # ours even if its ownership moved since: we finish it
             return
         owner = task_owner(request.task_id, request.site, self.roster.presences)
         if self.config.share_group is None and owner != self.router_id:
             return  # another live router owns this task (with a shared subscription the broker chose us)
-        client = self.topics.reply_owner(request.reply_topic)
-        if client is None:
-            log.warning(
-                "dropped task %s: reply topic %r is outside %s/reply/",
-                request.task_id,
-                request.reply_topic[:200],
-                self.topics.prefix,
-            )
+        bound = bind(self.topics, request, client)
+        if isinstance(bound, ErrorReply):  # it named another client's reply topic: told on its own
+            self._publish(self.topics.reply(client), bound)
             return
+        request = bound
+        reply_topic = self.topics.reply(client)
         done = self.ledger.answered(request.task_id)
         if done is not None and done.answer is not None:
             if done.client_id == client:  # an answer is replayed only to the client that asked
-                self._publish(request.reply_topic, done.answer.model_copy(update={"replayed": True}))
+                self._publish(reply_topic, done.answer.model_copy(update={"replayed": True}))
             else:
                 message = "this task id was already answered for another client; use a fresh task id"
-                self._publish(
-                    request.reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id)
-                )
+                self._publish(reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id))
             return
         if self.ledger.claimed_elsewhere(request.task_id, self._live_instances(), self.instance_id) is not None:
             return  # another live router runs it (it was the owner when the task came): it answers
+        refusal = self.config.tenancy.refusal(request, client, self._account_tasks.running(client))
+        if refusal is not None:  # over the account's caps
+            self._publish(reply_topic, refusal)
+            return
+        request = self.config.tenancy.capped(request)
         claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
         self.ledger.apply(claim, time.time())
         self._publish(self.topics.ledger(request.task_id), claim, retain=True)
         self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
         task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
+        self._account_tasks.started(client)  # until the task is done, even cancelled before it ran
+        task.add_done_callback(lambda _: self._account_tasks.finished(client))
         self._in_flight[request.task_id] = task
         self._requests[request.task_id] = request
         if request.options.trace == "summary":
@@ -437,15 +456,24 @@ class RouterService:
         if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
             reply = earlier.answer.model_copy(update={"replayed": True})
         elif isinstance(reply, TaskAnswer):
-            self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
+            self._remember(request.client_id, reply)
         else:  # not answered: the claim goes, so a resend may try again
             self.ledger.forget(request.task_id)
             self._clear_ledger(request.task_id)
-        self._publish(request.reply_topic, reply)
+        self._publish(self.topics.reply(request.client_id), reply)
 
-    def _acknowledge_resend(self, request: TaskRequest) -> None:
-        """A client resent a task we run: tell it (a `resent` event), and re-ask the task's outstanding runs."""
-        outstanding = self._reask(lambda run: run.task_id == request.task_id)
+    def _acknowledge_resend(self, request: TaskRequest, client: str) -> None:
+        """A client resent a task we run: tell it (a `resent` event). Its runs are not sent again: that would let
+        one small message re-publish every outstanding run (the router re-asks them itself after a reconnect, and
+        when their node re-announces). The same task id from another account gets nothing of the task."""
+        running = self._requests.get(request.task_id)
+        if running is None or running.client_id != client:
+            message = "this task id is in use by another client; use a fresh task id"
+            refusal = ErrorReply(code="bad_request", message=message, task_id=request.task_id)
+            self._publish(self.topics.reply(client), refusal)
+            return
+        pending = self._pending.values()
+        outstanding = sum(1 for run, future in pending if run.task_id == request.task_id and not future.done())
         self.emit(request.task_id, "resent", {"outstanding_runs": outstanding})
 
     def _reask(self, wanted: Any) -> int:
@@ -467,6 +495,8 @@ class RouterService:
                 self.router_id,
                 time.monotonic,
                 lambda: self._wait_for_agents(self.config.agent_wait_s),
+                teaches=self.config.tenancy.teaches(request.client_id),
+                max_steps=self.config.tenancy.max_steps(request.client_id),
             )
             return await asyncio.wait_for(pipeline.execute(), request.options.deadline_s)
         except asyncio.TimeoutError:
@@ -506,8 +536,14 @@ class RouterService:
         if client:
             self._publish(self.topics.ledger(answer.task_id), entry, retain=True)
 
-    def _refuse(self, payload: bytes, code: str, message: str) -> None:
+    def _refuse(self, topic: str, payload: bytes, code: str, message: str) -> None:
+        """Answer a submission that could not be read: on its account's reply topic (legacy: the one it names)."""
         reply_topic, task_id, _ = peek_reply_route(payload)
+        client = self.topics.submit_owner(topic)
+        if client is not None:
+            reply_topic = self.topics.reply(client)
+        elif not self._reads_legacy_submit():
+            reply_topic = None
         log.info("refused a task (%s): %s", code, message[:300])
         if reply_topic is not None and self.topics.reply_owner(reply_topic) is not None:
             self._publish(reply_topic, ErrorReply(code=code, message=message[:4000], task_id=task_id))
@@ -585,7 +621,7 @@ class RouterService:
         seq = self._chunk_seq.get(task_id, 0)
         self._chunk_seq[task_id] = seq + 1
         chunk = TaskChunk(task_id=task_id, seq=seq, phase=phase, text=text, dispatch_id=dispatch_id)  # type: ignore[arg-type]
-        self._publish(request.reply_topic, chunk)
+        self._publish(self.topics.reply(request.client_id), chunk)
 
     def _on_inbox(self, topic: str, payload: bytes) -> None:
         try:
@@ -703,6 +739,7 @@ def router_config(
         site_summaries=settings.site_summaries,
         summary_interval_s=settings.summary_interval_s,
         locality=LocalityPolicy(load_threshold=settings.local_load_threshold, link_cost=settings.link_cost),
+        tenancy=Tenancy.from_settings(settings),
     )
 
 

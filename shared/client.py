@@ -9,6 +9,9 @@ mid-task is replaced by the next owner without the application doing anything.
 
 `stream` yields the task's TaskChunks as they come (the tokens of a single run, or the progress of a vote), then
 the TaskAnswer; leaving the loop early tells the router (TaskCancel), which stops the task's runs on their agents.
+
+Tasks go out on `task/submit/{client}`; the client id is the account's username when it has one (the broker lets
+an account write only its own submit topic), else a fresh `client-...` name on an anonymous fabric.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class FabricTaskClient:
         self.client_id = client_id or connection.username or unique_client_id("client")
         self.topics = Topics(connection.fabric)
         self.reply_topic = self.topics.reply(self.client_id)
+        # The account is in the topic (the broker binds it to the login): the router answers on reply/<account>.
+        # Processes sharing an account share that reply topic; each picks its own replies by task id.
+        self.submit_topic = self.topics.client_task_submit(self.client_id)
         # The MQTT client id is this process's own: processes sharing an account (the gateway and `submit`) each
         # keep their session, where one id would have the broker drop one of them.
         self._mqtt = FabricClient(connection, unique_client_id(self.client_id))
@@ -138,7 +144,7 @@ class FabricTaskClient:
                 if now >= deadline:
                     raise TaskTimeout(f"no answer to task {request.task_id} in time")
                 if next_seq == 0 and now >= resend_at:  # resent until something arrives (a router may have died)
-                    await self._mqtt.publish_confirmed(self.topics.task_submit(), request, timeout=5.0)
+                    await self._mqtt.publish_confirmed(self.submit_topic, request, timeout=5.0)
                     resend_at = now + resend_every_s
                 try:
                     wait = min(deadline, resend_at) - now if next_seq == 0 else deadline - now
@@ -160,7 +166,7 @@ class FabricTaskClient:
             self._streams.pop(request.task_id, None)
             if not answered and self._mqtt.is_connected:
                 cancel = TaskCancel(task_id=request.task_id, client_id=self.client_id, reason="the client went away")
-                self._mqtt.publish(self.topics.task_submit(), cancel)
+                self._mqtt.publish(self.submit_topic, cancel)
 
     async def submit_request(
         self,
@@ -187,7 +193,7 @@ class FabricTaskClient:
     ) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
-            await self._mqtt.publish_confirmed(self.topics.task_submit(), request, timeout=5.0)
+            await self._mqtt.publish_confirmed(self.submit_topic, request, timeout=5.0)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TaskTimeout(f"no answer to task {request.task_id} within {timeout_s:g} s")

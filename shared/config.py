@@ -128,6 +128,15 @@ class AgentConfig(StrictModel):
     cost_per_1k_tokens: float | None = Field(default=None, ge=0.0)  # None: the backend's default price
 
 
+class AccountLimits(StrictModel):
+    """Caps on what one client account may ask of the router (None: no cap beyond the wire schema's own)."""
+
+    tasks: int | None = Field(default=None, ge=1)  # tasks of the account in flight at once (else `rate_limited`)
+    cot_count: int | None = Field(default=None, ge=1, le=9)  # a larger cot_count is refused (`too_large`)
+    plan_k: int | None = Field(default=None, ge=1, le=8)  # a larger plan_k is refused (`too_large`)
+    steps: int | None = Field(default=None, ge=1, le=8)  # plans are cut to this many steps
+
+
 class RouterSettings(StrictModel):
     router_id: Id | None = None
     state_file: Path | None = None
@@ -147,6 +156,11 @@ class RouterSettings(StrictModel):
     summary_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     local_load_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     link_cost: float = Field(default=0.25, ge=0.0, le=10.0)
+    # Tenancy (docs/tenancy.md): who may teach the router, the longest deadline a task gets, per-account caps.
+    teachers: tuple[Id, ...] = ()  # accounts whose gold answers, benchmark labels and requirements teach
+    max_deadline_s: float = Field(default=600.0, gt=0, le=3600.0)  # a task's deadline_s is capped to this
+    limits: AccountLimits = AccountLimits()  # every account's caps
+    account_limits: dict[Id, AccountLimits] = Field(default_factory=dict)  # one account's caps instead
 
 
 class EmbeddedBrokerSettings(StrictModel):

@@ -163,14 +163,18 @@ class TaskOptions(WireModel):
 
 
 class TaskRequest(SiteAware):
-    """A question for the fabric, published on ``task/submit``."""
+    """A question for the fabric, published on ``task/submit/{client}``.
+
+    The router answers on ``reply/{client}``, the account of the submit topic; `reply_topic` and `client_id`
+    are optional, and a task that sets them to anything else is refused (`forbidden`), see docs/tenancy.md.
+    """
 
     kind: Literal["task_request"] = "task_request"
     v: Literal[1] = SCHEMA_VERSION
     task_id: Id
     query: str = Field(min_length=1, max_length=100_000)
     requirements: tuple[Tag, ...] = ()
-    reply_topic: PublishTopic
+    reply_topic: PublishTopic | None = None
     client_id: str = Field(default="", max_length=128)
     options: TaskOptions = TaskOptions()
     context: tuple[Text, ...] = Field(default=(), max_length=64)  # earlier turns of a conversation, oldest first
@@ -351,7 +355,7 @@ class TaskChunk(WireModel):
 
 
 class TaskCancel(WireModel):
-    """A client gave up on a task (published on ``task/submit``, after the request it cancels)."""
+    """A client gave up on a task (published on ``task/submit/{client}``, after the request it cancels)."""
 
     kind: Literal["task_cancel"] = "task_cancel"
     v: Literal[1] = SCHEMA_VERSION

@@ -140,7 +140,21 @@ class Topics:
 
     # tasks and clients
     def task_submit(self) -> str:
+        """The legacy submission topic (no account in it): read only by routers of an anonymous fabric."""
         return f"{self.prefix}/task/submit"
+
+    def client_task_submit(self, client_id: str) -> str:
+        """Where client account `client_id` submits (and cancels) its tasks: the topic names the account, so a
+        broker ACL binds it to the login and the router knows who asked (docs/tenancy.md)."""
+        return f"{self.prefix}/task/submit/{validate_id(client_id, 'client id')}"
+
+    def task_submissions(self) -> str:
+        """Every client's submissions (routers)."""
+        return f"{self.prefix}/task/submit/+"
+
+    def submit_owner(self, topic: str) -> str | None:
+        """The client account of `{p}/task/submit/{id}`, else None (the legacy topic, or not a submission)."""
+        return self._owner(topic, "task/submit", "")
 
     def task_events(self, client_id: str, task_id: str) -> str:
         """A task's trace events, under the submitting client's id: only that client and operators read them."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.data.items import BenchItem
+from bench.runner.fabric import TEACHER
 from bench.runner.prompts import REQUIREMENTS, gold_for_router, prompt_for
 from bench.runner.scoring import score
 from router.answers import extract_answer
@@ -141,7 +142,7 @@ async def run_routed(
 ) -> list[Record]:
     """Each item as a task through the router, one at a time; the ballots tell which agents answered."""
     records: list[Record] = []
-    async with FabricTaskClient(connection) as client:
+    async with FabricTaskClient(connection, client_id=TEACHER) as client:
         for index, item in enumerate(stream):
             if before_task is not None:
                 before_task(index)

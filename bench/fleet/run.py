@@ -30,6 +30,7 @@ from bench.fleet.driver import Record, run_alone, run_routed, wait_for_fabric
 from bench.fleet.processes import FleetProcesses
 from bench.fleet.profiles import DEFAULT_FLEET, ScriptedProfile, node_config, write_node_config
 from bench.fleet.stream import build_stream, load_items
+from bench.runner.fabric import TEACHER
 from shared.config import ConnectionSettings
 
 ROUTER_ID = "fleet-router"
@@ -102,10 +103,15 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
                 profile.agent_id, write_node_config(out / "nodes" / f"{profile.agent_id}.yaml", settings)
             )
         router_file = out / "nodes" / "router.yaml"
-        router_file.write_text(yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}}))
+        teachers = [TEACHER]  # the driver's tasks carry gold answers: the routers learn from them
+        router_file.write_text(
+            yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}, "router": {"teachers": teachers}})
+        )
         cost_router_file = out / "nodes" / "router-cost.yaml"
         cost_router_file.write_text(
-            yaml.safe_dump({"connection": {"keepalive_s": KEEPALIVE_S}, "router": {"policy": "cost_aware"}})
+            yaml.safe_dump(
+                {"connection": {"keepalive_s": KEEPALIVE_S}, "router": {"policy": "cost_aware", "teachers": teachers}}
+            )
         )
         state_file, cost_state_file = out / "router_state.json", out / "router_cost_state.json"
         state_file.unlink(missing_ok=True)

@@ -21,6 +21,12 @@ from bench.runner.config import RunConfig
 from shared.config import ConnectionSettings
 
 AGENT_WAIT_S = 30.0
+TEACHER = "bench"  # the client account of a run's tasks on an anonymous fabric: its router learns from its labels
+
+
+def teacher(connection: ConnectionSettings) -> str:
+    """The account a run submits as (its login, else `bench`): the one its router lets teach (docs/tenancy.md)."""
+    return connection.username or TEACHER
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ async def run_router(
 ) -> AsyncIterator[Any]:
     """A RouterService on the fabric with `state_file`, learning or frozen, once it sees the agents."""
     from router.service import RouterConfig, RouterService
+    from router.tenancy import Tenancy
 
     config = RouterConfig(
         router_id=router_id,
@@ -95,6 +102,7 @@ async def run_router(
         save_interval_s=5.0,
         seed=seed,
         frozen=frozen,
+        tenancy=Tenancy(teachers=frozenset({teacher(fabric.connection)})),  # gold answers teach it
     )
     service = RouterService(config)
     await service.start()

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.data.items import BenchItem
 from bench.runner.config import PHASES, Phase, RunConfig, variant_name
-from bench.runner.fabric import Fabric, open_fabric, run_router
+from bench.runner.fabric import Fabric, open_fabric, run_router, teacher
 from bench.runner.outputs import write_outputs
 from bench.runner.progress import ProgressLog, append_jsonl
 from bench.runner.prompts import REQUIREMENTS, gold_for_router, prompt_for
@@ -101,7 +101,7 @@ async def _run_phase(
     router_id = f"bench-router-{phase}-{uuid.uuid4().hex[:6]}"
     async with (
         run_router(fabric, state_file, frozen, router_id, config.seed),
-        FabricTaskClient(fabric.connection) as client,
+        FabricTaskClient(fabric.connection, client_id=teacher(fabric.connection)) as client,
     ):
         for item in items:
             if deadline is not None and time.monotonic() >= deadline:

@@ -30,8 +30,15 @@ from shared.config import NodeConfig, RouterSettings
 @click.option("--seed", type=int, default=None, help="Seed of the tie-breaking random generator.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT (extra `metrics`).")
 @click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    help="A client account whose gold answers and labels teach this router (repeat; docs/tenancy.md).",
+)
+@click.option("--max-deadline", "max_deadline_s", type=float, help="Cap every task's deadline_s at SECONDS.")
+@click.option(
     "--share-group",
-    help="Share task/submit with the routers of this group ($share/GROUP/...; brokers with shared subscriptions).",
+    help="Share task/submit/+ with the routers of this group ($share/GROUP/...; brokers with shared subscriptions).",
 )
 def router(
     config_path: Path | None,
@@ -43,10 +50,13 @@ def router(
     seed: int | None,
     metrics_port: int | None,
     share_group: str | None,
+    teachers: tuple[str, ...],
+    max_deadline_s: float | None,
 ) -> None:
     """Host the Symphony pipeline (planning, Top-L + LinUCB routing, CoT voting) until Ctrl+C."""
     config = fabric_config(config_path, brokers, fabric, metrics_port=metrics_port)
-    run_async(_serve(config, router_id, state_file, frozen, seed, share_group))
+    tenancy = {"teachers": teachers or None, "max_deadline_s": max_deadline_s}
+    run_async(_serve(config, router_id, state_file, frozen, seed, share_group, tenancy))
 
 
 async def _serve(
@@ -56,12 +66,19 @@ async def _serve(
     frozen: bool,
     seed: int | None,
     share_group: str | None = None,
+    tenancy: dict[str, Any] | None = None,
 ) -> None:
     from router.service import RouterService, router_config
 
     base = config.router or RouterSettings()
     updates = {"router_id": router_id, "state_file": state_file, "seed": seed, "share_group": share_group}
-    settings = base.model_copy(update={key: value for key, value in updates.items() if value is not None})
+    updates |= tenancy or {}
+    try:
+        settings = RouterSettings.model_validate(
+            {**base.model_dump(), **{key: value for key, value in updates.items() if value is not None}}
+        )
+    except ValueError as error:  # a teacher name that cannot be an account, a deadline out of range
+        raise click.ClickException(str(error)) from None
     try:
         service = RouterService(router_config(config.connection, settings, config.resolved_state_dir(), frozen))
     except ValueError as error:  # an unreadable router-id or state file

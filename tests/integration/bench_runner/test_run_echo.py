@@ -65,6 +65,8 @@ def test_frozen_test_phase_leaves_the_learned_state_alone(tmp_path: Path) -> Non
     state = out / "linucb_state.json"
     learned = state.read_text()
     assert json.loads(learned)["policy"]
+    # The run's client account is its router's teacher: its benchmark labels key the priors (docs/tenancy.md).
+    assert "gsm8k" in {row[1] for row in json.loads(learned)["priors"]["counts"]}
     CliRunner().invoke(run_command, ["--backend", "echo", "--data-file", f"gsm8k={FIXTURE}", "--cold-start", "1",
                                      "--pretrain", "1", "--test", "2", "--out", str(out)])  # fmt: skip
     assert state.read_text() == learned

@@ -1,6 +1,6 @@
 """The gateway over a real broker with a scripted router: API keys become client accounts, errors keep their shape.
 
-The test plays the router: it reads task/submit as the fabric's router does and answers on the task's reply topic,
+The test plays the router: it reads task/submit/+ as the fabric's router does and answers on the account's reply topic,
 so it sees exactly which client account and options the gateway sent.
 """
 
@@ -75,9 +75,9 @@ async def scenario(broker: RunningBroker, fabric: str, keys_file: Path) -> dict[
         request = decode(payload, TaskRequest)
         seen.append(request)
         answer = TaskAnswer(task_id=request.task_id, router_id="r1", answer="42", final_text="Final answer: 42")
-        router.publish(request.reply_topic, answer)
+        router.publish(topics.reply(topics.submit_owner(topic) or "nobody"), answer)  # as the router: by account
 
-    await router.subscribe(topics.task_submit(), on_submit)
+    await router.subscribe(topics.task_submissions(), on_submit)
     await router.connect()
     found: dict[str, Any] = {}
     try:

@@ -132,12 +132,14 @@ def test_a_node_cannot_read_another_agents_run_topic_nor_submit_tasks(secured: F
 async def _a_node_cannot_read_another_agents_run_topic_nor_submit_tasks(secured: Fleet) -> None:
     topics = Topics(secured.connection("hub").fabric)
     node_a, node_a_received = await receiver(secured.connection("node-a"), topics.agent_run("node-b-writer"))
-    router, router_received = await receiver(secured.connection("hub"), topics.task_submit())
+    router, router_received = await receiver(secured.connection("hub"), topics.task_submissions())
     await router.publish_confirmed(topics.agent_run("node-b-writer"), b"run")
-    await node_a.publish_confirmed(topics.task_submit(), b"task", timeout=2.0)
+    await node_a.publish_confirmed(topics.client_task_submit("node-a"), b"task", timeout=2.0)
+    node_a_again = await connected(secured.connection("node-a"))  # a denied publish may drop the first
+    await node_a_again.publish_confirmed(topics.client_task_submit("alice"), b"task", timeout=2.0)
     await asyncio.sleep(SETTLE_S * 2)
     assert node_a_received == [] and router_received == []
-    for client in (node_a, router):
+    for client in (node_a, node_a_again, router):
         await client.close()
 
 
@@ -258,14 +260,14 @@ async def _an_operator_reads_the_fabric_but_submits_nothing(secured: Fleet) -> N
     for topic_filter in (topics.states(), topics.router_presences()):
         await ops.subscribe(topic_filter, lambda topic, payload: ops_received.append(topic))
     snoop, snooped = await receiver(secured.connection("ops"), topics.reply("alice"), "ops-snoop")
-    router, router_received = await receiver(secured.connection("hub"), topics.task_submit())
+    router, router_received = await receiver(secured.connection("hub"), topics.task_submissions())
     node_a = await connected(secured.connection("node-a"))
     await node_a.publish_confirmed(topics.beacon("node-a"), b"beacon")
     await node_a.publish_confirmed(topics.state("node-a"), b"state")
     await router.publish_confirmed(topics.router_presence("hub"), b"presence")
     await router.publish_confirmed(topics.reply("alice"), b"alice's answer")
     submitter = await connected(secured.connection("ops"))  # a separate client: a denied publish may drop it
-    await submitter.publish_confirmed(topics.task_submit(), b"task", timeout=2.0)
+    await submitter.publish_confirmed(topics.client_task_submit("ops"), b"task", timeout=2.0)
     await eventually(lambda: len(ops_received) >= 3)
     await asyncio.sleep(SETTLE_S)
     assert sorted(ops_received) == sorted(

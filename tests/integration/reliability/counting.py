@@ -144,11 +144,11 @@ async def resubmit(settings: ConnectionSettings, request: TaskRequest, attempts:
                 reply.set_result(message)
 
     client = FabricClient(settings, unique_client_id("resubmit"))
-    await client.subscribe(request.reply_topic, on_reply)
+    await client.subscribe(topics.reply(request.client_id), on_reply)
     await client.connect()
     try:
         for _ in range(attempts):
-            await client.publish_confirmed(topics.task_submit(), request)
+            await client.publish_confirmed(topics.client_task_submit(request.client_id), request)
             with contextlib.suppress(asyncio.TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(reply), 2.0)
         raise TaskTimeout(f"no reply to the resubmitted task {request.task_id}")

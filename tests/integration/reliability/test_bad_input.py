@@ -103,7 +103,8 @@ def test_fuzzed_topics_kill_nothing_and_real_tasks_are_answered(
         error_replies[message.code if isinstance(message, ErrorReply) else message.kind] += 1
 
     fuzz_topics = [
-        topics.task_submit(),
+        topics.task_submit(),  # the legacy topic (an anonymous fabric's router still reads it)
+        topics.client_task_submit("fuzzer"),
         topics.agent_run("edge-a-math"),
         topics.agent_run("edge-b-math"),
         topics.router_inbox("router-1"),
@@ -138,7 +139,7 @@ def test_fuzzed_topics_kill_nothing_and_real_tasks_are_answered(
                     fuzzer.publish(topic, junk(rng, fuzz_reply), qos=rng.choice([0, 1]))
                     sent[topic.rsplit("/", 2)[-2] if topic.endswith(("run", "inbox", "bids")) else topic] += 1
                     if index % 100 == 0:
-                        fuzzer.publish(topics.task_submit(), bad_task(index, fuzz_reply))
+                        fuzzer.publish(topics.client_task_submit("fuzzer"), bad_task(index, fuzz_reply))
                         fuzzer.publish(topics.agent_run("edge-a-math"), bad_run(index, fuzz_inbox))
                         sent["expect-error"] += 2
                         await asyncio.sleep(0.05)  # let the fabric breathe; the fuzz rate stays in the thousands/s

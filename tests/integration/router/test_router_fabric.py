@@ -319,13 +319,14 @@ def test_malformed_task_gets_an_error_reply_and_the_router_keeps_serving(stack: 
         watcher = await Watcher(stack.connection).start()
         publisher = FabricClient(stack.connection, unique_client_id("raw"))
         await publisher.connect(timeout=WAIT_S)
-        await publisher.publish_confirmed(topics.task_submit(), b"{not json at all")
-        await publisher.publish_confirmed(topics.task_submit(), b'{"kind": "task_request", "reply_topic": "a/#"}')
-        await publisher.publish_confirmed(topics.task_submit(), json.dumps(wrong_types).encode())
+        submit = topics.client_task_submit("probe-client")  # the account in the topic: answered there, always
+        await publisher.publish_confirmed(submit, b"{not json at all")
+        await publisher.publish_confirmed(submit, b'{"kind": "task_request", "reply_topic": "a/#"}')
+        await publisher.publish_confirmed(submit, json.dumps(wrong_types).encode())
         await watcher.wait_for("the error reply", lambda: bool(watcher.replies("bad-1")))
-        ((topic, error),) = [(t, m) for t, m in watcher.seen if isinstance(m, ErrorReply)]
-        assert topic == reply_topic
-        assert error.code == "bad_request"
+        errors = [(t, m) for t, m in watcher.seen if isinstance(m, ErrorReply)]
+        assert {t for t, _ in errors} == {reply_topic} and {m.code for _, m in errors} == {"bad_request"}
+        (error,) = [m for _, m in errors if m.task_id == "bad-1"]
         assert "query" in error.message or "cot_count" in error.message
         async with FabricTaskClient(stack.connection) as client:
             answer = await client.submit("What is 6 * 7?", task_id="good-after-bad", cot_count=3, deadline_s=20)

@@ -70,7 +70,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "bid/request": "in",
         "rebirth": "in",  # B's router asks A's nodes for their beacons
         "agent/+/run": "in",  # B's router runs A's agents
-        "task/submit": "out",  # A's client asks B's router
+        "task/submit/+": "out",  # A's client asks B's router
         "task/+/+/events": "in",
         "reply/+": "in",
     }
@@ -83,7 +83,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "bid/request": "out",
         "rebirth": "out",
         "agent/+/run": "out",
-        "task/submit": "in",
+        "task/submit/+": "in",
         "task/+/+/events": "out",
         "reply/+": "out",
     }
@@ -111,7 +111,7 @@ def test_the_rendered_bridge_section() -> None:
     bridge = Bridge(
         "symphony-lab-bridge-a",
         (("10.0.0.1", 8883), ("10.0.0.9", 8883)),
-        (BridgeTopic(f"{P}/beacon/+", "both"), BridgeTopic(f"{P}/task/submit", "out")),
+        (BridgeTopic(f"{P}/beacon/+", "both"), BridgeTopic(f"{P}/task/submit/+", "out")),
         username="bridge-a",
         password="secret",
         tls=BridgeTLS(Path("/etc/ca.crt"), Path("/etc/bridge.crt"), Path("/etc/bridge.key")),
@@ -130,7 +130,7 @@ def test_the_rendered_bridge_section() -> None:
         "bridge_certfile /etc/bridge.crt",
         "bridge_keyfile /etc/bridge.key",
         f"topic {P}/beacon/+ both 1",
-        f"topic {P}/task/submit out 1",
+        f"topic {P}/task/submit/+ out 1",
     ]:
         assert line in section
     assert "max_queued_messages 0" in text  # the broker-wide limits still apply (bridges queue like clients)
@@ -154,7 +154,7 @@ def test_site_brokers_get_a_bridge_to_the_hub_with_their_own_account(rendered: P
     assert "listener 1884 0.0.0.0" in site_a  # the inventory's broker_port
     assert "address 10.0.0.1:1883" in site_a
     assert f"remote_password {passwords['bridge-a']}" in site_a
-    assert f"topic {P}/task/submit out 1" in site_a
+    assert f"topic {P}/task/submit/+ out 1" in site_a
     assert "remote_username bridge-b" in (rendered / "broker/hosts/gw-b/mosquitto.conf").read_text()
     for name, verify in [("passwd", mosquitto_verify), ("amqtt-passwd", argon2_verify)]:
         entries = parse_password_file((rendered / "broker" / name).read_text())
@@ -170,7 +170,7 @@ def test_the_hub_acl_lets_a_bridge_carry_exactly_its_bridged_topics(rendered: Pa
         assert acl.subscribe[f"bridge-{site}"] == [t.pattern for t in bridged if t.direction in ("in", "both")]
     assert f"{P}/agent/+/run" in acl.subscribe["bridge-a"]  # B's router runs A's agents
     assert f"{P}/agent/+/run" not in acl.publish["bridge-a"]
-    assert f"{P}/task/submit" in acl.publish["bridge-a"]  # alice at A asks B's router
+    assert f"{P}/task/submit/+" in acl.publish["bridge-a"]  # alice at A asks B's router
     mosquitto = (rendered / "broker/acl").read_text()
     block = mosquitto[mosquitto.index("user bridge-a") :].split("\n\n")[0].splitlines()
     assert block[1:] == [f"topic write {p}" for p in acl.publish["bridge-a"]] + [

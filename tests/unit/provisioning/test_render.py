@@ -111,8 +111,8 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/agent/node-a-math-1/run",
     }
     assert {f"{p}/agent/+/run", f"{p}/reply/+", f"{p}/task/+/+/events", f"{p}/router/hub"} <= set(acl.publish["hub"])
-    assert {f"{p}/beacon/+", f"{p}/state/+", f"{p}/task/submit", f"{p}/router/hub/inbox"} <= set(acl.subscribe["hub"])
-    assert acl.publish["alice"] == [f"{p}/task/submit"]
+    assert {f"{p}/beacon/+", f"{p}/state/+", f"{p}/task/submit/+", f"{p}/router/hub/inbox"} <= set(acl.subscribe["hub"])
+    assert acl.publish["alice"] == [f"{p}/task/submit/alice"]  # the account is in the topic
     assert acl.subscribe["alice"] == [f"{p}/reply/alice", f"{p}/task/alice/+/events"]  # its own tasks' events only
 
 
@@ -121,7 +121,7 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     p = "symphony/lab"
     fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
     assert acl.publish["ops"] == [] and acl.subscribe["ops"] == fabric
-    assert acl.publish["carol"] == [f"{p}/task/submit"]
+    assert acl.publish["carol"] == [f"{p}/task/submit/carol"]
     assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
     ops = load_node_config(rendered / "operators/ops.yaml", environ={})
     assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
@@ -250,3 +250,22 @@ def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: P
 def test_without_home_assistant_nodes_get_no_discovery_topics(rendered: Path) -> None:
     assert load_node_config(rendered / "nodes/node-a/node.yaml", environ={}).home_assistant is None
     assert "homeassistant" not in (rendered / "broker/acl").read_text()
+
+
+def test_the_fleets_teachers_and_caps_reach_every_router(tmp_path: Path) -> None:
+    fleet = {**FLEET, "teachers": ["alice"], "limits": {"tasks": 4, "cot_count": 5}, "max_deadline_s": 90}
+    fleet["account_limits"] = {"alice": {"tasks": 64}}
+    render(*write_fleet(tmp_path, fleet), tmp_path / "out")
+    router = load_node_config(tmp_path / "out/nodes/hub/node.yaml", environ={}).router
+    assert router is not None and router.teachers == ("alice",) and router.max_deadline_s == 90
+    assert (router.limits.tasks, router.limits.cot_count, router.account_limits["alice"].tasks) == (4, 5, 64)
+    default = tmp_path / "default"
+    default.mkdir()
+    render(*write_fleet(default), default / "out")
+    router = load_node_config(default / "out/nodes/hub/node.yaml", environ={}).router
+    assert router is not None and router.teachers == () and router.limits.tasks == 16  # a shared LAN's default
+
+
+def test_a_teacher_must_be_a_client(tmp_path: Path) -> None:
+    with pytest.raises(ProvisioningError, match="teachers must be clients"):
+        render(*write_fleet(tmp_path, {**FLEET, "teachers": ["mallory"]}), tmp_path / "out")

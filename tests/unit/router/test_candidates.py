@@ -113,6 +113,8 @@ def test_an_agent_that_moves_to_another_node_stays_indexed_under_it() -> None:
     registry = AgentRegistry()
     info = AgentInfo(agent_id="roamer", backend="e", model="e", max_in_flight=1)
     registry.apply_beacon(NodeBeacon(node_id="old", epoch=1, instance_id="i", status="online", agents=(info,)), 0.0)
+    # (While "old" is live the id stays its own: see test_tenancy_ids; it moves once "old" has gone offline.)
+    registry.apply_beacon(NodeBeacon(node_id="old", epoch=1, instance_id="i", status="offline", agents=(info,)), 0.5)
     registry.apply_beacon(NodeBeacon(node_id="new", epoch=1, instance_id="i", status="online", agents=(info,)), 1.0)
     registry.forget_node("old")
     (view,) = registry.live_agents(2.0)
