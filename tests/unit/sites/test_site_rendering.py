@@ -88,7 +88,7 @@ def test_summarised_sites_bridge_summaries_and_site_agent_runs_only(tmp_path: Pa
     assert {"agent/site:a/run in", "agent/site:b/run out"} <= lines
     assert {"router/board-a1/inbox in", "router/board-b1/inbox out"} <= lines
     assert "agent/+/run both" not in lines and "router/+/inbox out" not in lines  # local runs stay local
-    assert {"task/submit both", "reply/+ both"} <= lines  # tasks and answers still cross, as before
+    assert {"task/submit/+ both", "reply/+ both"} <= lines  # tasks and answers still cross, as before
     acl = TopicACL.load(output / "broker/amqtt-acl.yaml")
     assert f"{P}/site/a/summary" in acl.publish["board-a1"]
     assert f"{P}/site/b/summary" not in acl.publish["board-a1"]  # a router writes its own site's summary only
