@@ -198,11 +198,28 @@ def relay_client(port: int, tasks: int, concurrency: int, timeout_s: float = 120
     return latencies, tasks / elapsed
 
 
+def wait_for_relay(port: int, timeout_s: float = 60.0) -> None:
+    """Probe the relay until a probe comes back, then let the stragglers of earlier probes drain."""
+    topics = relay_topics()
+    answered = threading.Event()
+    client = paho_client(port, "relay-probe", [topics["reply"]], lambda *args: answered.set())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not answered.wait(0.5):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the relay did not answer within {timeout_s:g} s")
+            client.publish(topics["submit"], b"probe", qos=1)
+        time.sleep(0.5)  # a probe sent before both relays subscribed is lost; one sent after arrives by now
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def measure_relay(url: str, tasks: int, clients: int) -> Figures:
     port = int(url.rsplit(":", 1)[1])
     role = [sys.executable, "-m", "bench.fabric_overhead", "--port", str(port), "--role"]
     with processes([*role, "relay-router"], [*role, "relay-agent"]):
-        time.sleep(1.0)  # both relays subscribed (QoS 1 subscriptions are not retained: nothing is lost after)
+        wait_for_relay(port)  # both relays subscribed (a slow start on a busy machine takes seconds)
         relay_client(port, 50, 1)  # warm-up
         latencies, _ = relay_client(port, tasks, 1)
         _, throughput = relay_client(port, tasks * 2, clients)
