@@ -1,0 +1,111 @@
+"""What the router's two handler groups share: its state, publishing, decoding, and the runs in flight.
+
+    RouterService (router.service: lifecycle, subscriptions)
+      ├─ FleetStateHandlers (router.fleet_state): beacons, states, router presences, the ledger of every router
+      └─ TaskHandlers (router.tasks): submissions, cancels, the pipeline of each task, the inbox, events, streams
+           both on RouterPlumbing (here): the state they share, and the few operations both need
+
+The state itself is created by `RouterService.__init__`; the annotations below say what each group may use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from router.bidding import BidCollector
+from router.brain import RoutingBrain
+from router.ledger import TaskLedger
+from router.registry import AgentRegistry, RouterRoster
+from router.screening import AgentView
+from shared.errors import MessageError
+from shared.messages import RouterPresence, RunRequest, RunResult, TaskRequest, decode
+from shared.mqtt import FabricClient
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class RouterPlumbing:
+    """The router's shared state and plumbing (see the module docstring)."""
+
+    config: Any  # router.service.RouterConfig
+    router_id: str
+    instance_id: str
+    epoch: int
+    topics: Topics
+    reply_topic: str
+    registry: AgentRegistry
+    roster: RouterRoster
+    brain: RoutingBrain
+    bids: BidCollector
+    ledger: TaskLedger
+    client: FabricClient | None
+    _pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]]
+    _ledger_heard: int
+    _joined: bool
+    _stopping: bool
+    _event_topics: dict[str, str]
+    _in_flight: dict[str, asyncio.Task[None]]
+    _requests: dict[str, TaskRequest]
+    _chunk_seq: dict[str, int]
+    _summary_only: set[str]
+    runs_dispatched: int
+    submissions_received: int
+
+    def _publish(self, topic: str, message: Any, qos: int = 1, retain: bool = False) -> None:
+        assert self.client is not None
+        self.client.publish(topic, message, qos=qos, retain=retain)
+
+    def _decode_or_log(self, payload: bytes, expected: type[Any]) -> Any:
+        try:
+            return decode(payload, expected)
+        except MessageError as error:
+            log.info("ignoring a malformed %s: %s", expected.__name__, error)
+            return None
+
+    def _presence(self, status: str) -> RouterPresence:
+        return RouterPresence(
+            router_id=self.router_id,
+            instance_id=self.instance_id,
+            epoch=self.epoch,
+            status=status,  # type: ignore[arg-type]
+            sent_at=time.time(),
+        )
+
+    def live_agents(self) -> Sequence[AgentView]:
+        return self.registry.live_agents(time.monotonic(), self.brain.reliability)
+
+    def _live_instances(self) -> dict[str, str]:
+        return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}
+
+    def _clear_ledger(self, task_id: str) -> None:
+        assert self.client is not None
+        self.client.publish(self.topics.ledger(task_id), b"", retain=True)
+
+    def _reask(self, wanted: Any) -> int:
+        """Send the outstanding runs that `wanted(request)` picks again (same dispatch id); returns how many."""
+        again = [request for request, future in self._pending.values() if not future.done() and wanted(request)]
+        for request in again:
+            self._publish(self.topics.agent_run(request.agent_id), request)
+        return len(again)
+
+    def _fail_pending(self, agent_ids: set[str], reason: str) -> None:
+        for request, future in list(self._pending.values()):
+            if request.agent_id in agent_ids and not future.done():
+                future.set_result(failed_result(request, "backend_error", reason))
+
+
+def failed_result(request: RunRequest, kind: str, message: str) -> RunResult:
+    """The result of a run that produced nothing (timeout, agent death, refusal)."""
+    return RunResult(
+        dispatch_id=request.dispatch_id,
+        task_id=request.task_id,
+        agent_id=request.agent_id,
+        node_id="unknown",
+        error=kind,  # type: ignore[arg-type]
+        error_message=message,
+    )
