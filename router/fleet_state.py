@@ -135,7 +135,7 @@ class FleetStateHandlers(RouterPlumbing):
 
     def keep_ledger(self, now: float) -> None:
         """Renew our claims on tasks that run longer than half the retention window; clear expired entries."""
-        for task_id in list(self._in_flight):
+        for task_id in list(self.running):
             claim = self.ledger.get(task_id)
             if claim is not None and claim.status == "running" and now - claim.at > self.ledger.retention_s / 2:
                 renewed = claim.model_copy(update={"at": now})

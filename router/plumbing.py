@@ -10,7 +10,6 @@ The state itself is created by `RouterService.__init__`; the annotations below s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -20,9 +19,10 @@ from router.bidding import BidCollector
 from router.brain import RoutingBrain
 from router.ledger import TaskLedger
 from router.registry import AgentRegistry, RouterRoster
+from router.routed_task import RoutedTask
 from router.screening import AgentView
 from shared.errors import MessageError
-from shared.messages import RouterPresence, RunRequest, RunResult, TaskRequest, decode
+from shared.messages import RouterPresence, RunRequest, RunResult, decode
 from shared.mqtt import FabricClient
 from shared.topics import Topics
 
@@ -44,15 +44,10 @@ class RouterPlumbing:
     bids: BidCollector
     ledger: TaskLedger
     client: FabricClient | None
-    _pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]]
     _ledger_heard: int
     _joined: bool
     _stopping: bool
-    _event_topics: dict[str, str]
-    _in_flight: dict[str, asyncio.Task[None]]
-    _requests: dict[str, TaskRequest]
-    _chunk_seq: dict[str, int]
-    _summary_only: set[str]
+    running: dict[str, RoutedTask]  # the tasks this router runs, by task id (router.routed_task)
     runs_dispatched: int
     submissions_received: int
 
@@ -88,15 +83,16 @@ class RouterPlumbing:
 
     def _reask(self, wanted: Any) -> int:
         """Send the outstanding runs that `wanted(request)` picks again (same dispatch id); returns how many."""
-        again = [request for request, future in self._pending.values() if not future.done() and wanted(request)]
+        again = [run.request for task in self.running.values() for run in task.outstanding() if wanted(run.request)]
         for request in again:
             self._publish(self.topics.agent_run(request.agent_id), request)
         return len(again)
 
     def _fail_pending(self, agent_ids: set[str], reason: str) -> None:
-        for request, future in list(self._pending.values()):
-            if request.agent_id in agent_ids and not future.done():
-                future.set_result(failed_result(request, "backend_error", reason))
+        for task in list(self.running.values()):
+            for run in list(task.outstanding()):
+                if run.request.agent_id in agent_ids:
+                    run.result.set_result(failed_result(run.request, "backend_error", reason))
 
 
 def failed_result(request: RunRequest, kind: str, message: str) -> RunResult:

@@ -47,13 +47,11 @@ from router.fleet_state import FleetStateHandlers
 from router.identity import resolve_identity
 from router.ledger import DEFAULT_RETENTION_S, TaskLedger
 from router.registry import AgentRegistry, RouterRoster
-from router.tasks import TaskHandlers, without_gold
+from router.routed_task import RoutedTask, without_gold
+from router.tasks import TaskHandlers
 from shared.config import ConnectionSettings, RouterSettings
 from shared.messages import (
     RebirthRequest,
-    RunRequest,
-    RunResult,
-    TaskRequest,
     encode,
 )
 from shared.mqtt import FabricClient, WillMessage
@@ -99,16 +97,11 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         self.brain = self._load_brain()
         self.bids = BidCollector()
         self.client: FabricClient | None = None
-        self._pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]] = {}
         self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
         self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
         self._joined = False
         self._stopping = False
-        self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
-        self._chunk_seq: dict[str, int] = {}
-        self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
+        self.running: dict[str, RoutedTask] = {}  # the tasks we run: one record each, dropped when answered
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
         self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
@@ -155,8 +148,8 @@ class RouterService(FleetStateHandlers, TaskHandlers):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in [*self._background, *self._in_flight.values()]:
-            task.cancel()
+        for runner in [*self._background, *(task.runner for task in self.running.values() if task.runner)]:
+            runner.cancel()
         self.save()
         if self.client is not None:
             offline = (self.topics.router_presence(self.router_id), encode(self._presence("offline")), True)

@@ -21,6 +21,7 @@ from router.ledger import answered_entry, claim_entry
 from router.ownership import rendezvous_owner
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.plumbing import RouterPlumbing, failed_result
+from router.routed_task import PendingRun, RoutedTask, without_gold
 from shared.errors import MessageError
 from shared.messages import (
     Bid,
@@ -31,7 +32,6 @@ from shared.messages import (
     RunResult,
     TaskAnswer,
     TaskCancel,
-    TaskChunk,
     TaskEvent,
     TaskRequest,
     decode,
@@ -39,7 +39,6 @@ from shared.messages import (
 )
 
 log = logging.getLogger(__name__)
-SUMMARY_EVENTS = frozenset({"answered", "failed"})
 
 
 class TaskHandlers(RouterPlumbing):
@@ -57,7 +56,7 @@ class TaskHandlers(RouterPlumbing):
         except MessageError as error:
             self._refuse(payload, "bad_request", str(error))
             return
-        if request.task_id in self._in_flight:
+        if request.task_id in self.running:
             self._acknowledge_resend(request)  # ours even if its ownership moved since: we finish it
             return
         if self.config.share_group is None and rendezvous_owner(request.task_id, self.roster.live()) != self.router_id:
@@ -86,30 +85,25 @@ class TaskHandlers(RouterPlumbing):
         claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
         self.ledger.apply(claim, time.time())
         self._publish(self.topics.ledger(request.task_id), claim, retain=True)
-        self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
-        task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
-        self._in_flight[request.task_id] = task
-        self._requests[request.task_id] = request
-        if request.options.trace == "summary":
-            self._summary_only.add(request.task_id)
+        task = RoutedTask(request, client, self.topics.task_events(client, request.task_id))
+        task.runner = asyncio.create_task(self._handle_task(task), name=f"router[{self.router_id}].task")
+        self.running[request.task_id] = task
 
     def _on_task_cancel(self, cancel: TaskCancel) -> None:
         """The client went away: stop the task (its runs are cancelled on their agents); no reply follows."""
-        request = self._requests.get(cancel.task_id)
-        if request is None or request.client_id != cancel.client_id:
+        task = self.running.get(cancel.task_id)
+        if task is None or task.request.client_id != cancel.client_id:
             return  # not ours, already answered, or not the client that asked
         self.emit(cancel.task_id, "failed", {"code": "cancelled", "message": cancel.reason[:200]})
-        self._in_flight[cancel.task_id].cancel()
+        if task.runner is not None:
+            task.runner.cancel()
 
-    async def _handle_task(self, request: TaskRequest) -> None:
+    async def _handle_task(self, task: RoutedTask) -> None:
+        request = task.request
         try:
             reply = await self._answer(request)
         finally:
-            self._in_flight.pop(request.task_id, None)
-            self._event_topics.pop(request.task_id, None)
-            self._requests.pop(request.task_id, None)
-            self._chunk_seq.pop(request.task_id, None)
-            self._summary_only.discard(request.task_id)
+            self.running.pop(request.task_id, None)  # the one place a routed task is dropped
         earlier = self.ledger.answered(request.task_id)
         if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
             reply = earlier.answer.model_copy(update={"replayed": True})
@@ -186,7 +180,9 @@ class TaskHandlers(RouterPlumbing):
         """Dispatch a run to its agent and wait for the result; failures come back as error results."""
         assert self.client is not None
         future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._pending[request.dispatch_id] = (request, future)
+        task = self.running.get(request.task_id)
+        runs = task.runs if task is not None else {}  # (a task already dropped: nobody else awaits its runs)
+        runs[request.dispatch_id] = PendingRun(request, future)
         self.runs_dispatched += 1
         self._publish(self.topics.agent_run(request.agent_id), request)
         dispatched_at = time.monotonic()
@@ -203,7 +199,7 @@ class TaskHandlers(RouterPlumbing):
                 self._cancel_run(request, "cancelled")
             raise
         finally:
-            self._pending.pop(request.dispatch_id, None)
+            runs.pop(request.dispatch_id, None)
         if not future.done():
             self._cancel_run(request, "timeout")
             return failed_result(request, "timeout", f"no result within {timeout_s:g} s")
@@ -230,30 +226,27 @@ class TaskHandlers(RouterPlumbing):
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         """Publish a trace event of a running task to its client's namespace, without the gold answer."""
-        topic = self._event_topics.get(task_id)
-        if topic is None:
+        task = self.running.get(task_id)
+        if task is None:
             return  # not a task of ours (or already answered): nobody to tell
-        if task_id in self._summary_only and event not in SUMMARY_EVENTS:
+        if not task.traces(event):
             return  # nobody follows this task step by step: a packet (and its encoding) saved
         public = without_gold(data)
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
-        self._publish(topic, message, qos=0)
+        self._publish(task.events_topic, message, qos=0)
         if event in _PROGRESS_EVENTS and self._voted(task_id):  # a single run streams its tokens instead
             self._forward(task_id, "progress", _progress_text(event, public))
 
     def _voted(self, task_id: str) -> bool:
-        request = self._requests.get(task_id)
-        return request is not None and request.options.cot_count > 1 and request.options.agent_id is None
+        task = self.running.get(task_id)
+        return task is not None and task.request.options.cot_count > 1 and task.request.options.agent_id is None
 
     def _forward(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
         """Send a TaskChunk to the client of a task that asked for a stream."""
-        request = self._requests.get(task_id)
-        if request is None or not request.options.stream or not text:
-            return
-        seq = self._chunk_seq.get(task_id, 0)
-        self._chunk_seq[task_id] = seq + 1
-        chunk = TaskChunk(task_id=task_id, seq=seq, phase=phase, text=text, dispatch_id=dispatch_id)  # type: ignore[arg-type]
-        self._publish(request.reply_topic, chunk)
+        task = self.running.get(task_id)
+        chunk = task.chunk(phase, text, dispatch_id) if task is not None else None
+        if task is not None and chunk is not None:
+            self._publish(task.reply_topic, chunk)
 
     def _on_inbox(self, topic: str, payload: bytes) -> None:
         try:
@@ -262,38 +255,32 @@ class TaskHandlers(RouterPlumbing):
             log.info("ignoring a malformed inbox message: %s", error)
             return
         if isinstance(message, RunChunk):
-            entry = self._pending.get(message.dispatch_id)
-            if entry is not None and entry[0].stream and entry[0].agent_id == message.agent_id:
-                self._forward(entry[0].task_id, "token", message.text, message.dispatch_id)
+            run = self._run_of(message.task_id, message.dispatch_id)
+            if run is not None and run.request.stream and run.request.agent_id == message.agent_id:
+                self._forward(run.request.task_id, "token", message.text, message.dispatch_id)
         elif isinstance(message, RunResult):
-            self._resolve(message.dispatch_id, message)
+            self._resolve(self._run_of(message.task_id, message.dispatch_id), message)
         elif isinstance(message, ErrorReply) and message.dispatch_id:
-            entry = self._pending.get(message.dispatch_id)
-            if entry is not None:
+            run = self._run_of(message.task_id, message.dispatch_id)
+            if run is not None:
                 kind = message.code if message.code in ("busy", "bad_request") else "backend_error"
-                self._resolve(message.dispatch_id, failed_result(entry[0], kind, message.message))
+                self._resolve(run, failed_result(run.request, kind, message.message))
 
     def _on_bid(self, topic: str, payload: bytes) -> None:
         bid = self._decode_or_log(payload, Bid)
         if bid is not None:
             self.bids.offer(bid)
 
-    def _resolve(self, dispatch_id: str, result: RunResult) -> None:
-        entry = self._pending.get(dispatch_id)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(result)
+    def _run_of(self, task_id: str | None, dispatch_id: str) -> PendingRun | None:
+        """The awaited run of a dispatch id: in the task the message names, else in any (a result names its task)."""
+        task = self.running.get(task_id) if task_id else None
+        if task is not None and dispatch_id in task.runs:
+            return task.runs[dispatch_id]
+        return next((t.runs[dispatch_id] for t in self.running.values() if dispatch_id in t.runs), None)
 
-
-def without_gold(data: dict[str, Any]) -> dict[str, Any]:
-    """Event data with every `gold_answer` removed (at any depth): events never carry the expected answer."""
-    return {key: _strip(value) for key, value in data.items() if key != "gold_answer"}
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return without_gold(value)
-    if isinstance(value, (list, tuple)):
-        return [_strip(item) for item in value]
-    return value
+    def _resolve(self, run: PendingRun | None, result: RunResult) -> None:
+        if run is not None and not run.result.done():
+            run.result.set_result(result)
 
 
 _PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})

@@ -173,7 +173,8 @@ class CoalescingPahoClient(paho.Client):
             on_publish = self.on_publish
         if on_publish is not None:
             with self._in_callback_mutex:
-                on_publish(self, self._userdata, packet["mid"], ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK))
+                reason, properties = ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)
+                on_publish(self, self._userdata, packet["mid"], reason, properties)
         if packet["info"] is not None:  # paho queues some QoS 0 packets without one (after a CONNACK)
             packet["info"]._set_as_published()
 
