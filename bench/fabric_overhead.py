@@ -230,7 +230,7 @@ def measure_relay(url: str, tasks: int, clients: int) -> Figures:
 
 
 async def router_client_loop(
-    connection: object, tasks: int, clients: int, trace: str = "full"
+    connection: object, tasks: int, clients: int, trace: str = "summary"
 ) -> tuple[list[float], list[float], float]:
     """`clients` FabricTaskClients, each submitting its share one after the other; latencies and overheads in ms."""
     from shared.client import FabricTaskClient
@@ -272,7 +272,7 @@ async def wait_until_routed(connection: object, timeout_s: float = 30.0) -> None
 
 
 def measure_router(
-    url: str, tasks: int, clients: int, directory: Path, trace: str = "full", buffered: bool = True
+    url: str, tasks: int, clients: int, directory: Path, trace: str = "summary", buffered: bool = True
 ) -> Figures:
     from shared.config import ConnectionSettings
 
@@ -354,7 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clients", type=int, default=4, help="Concurrent clients of the throughput phase.")
     parser.add_argument("--brokers", default="mosquitto,amqtt", help="Comma-separated: mosquitto, amqtt.")
-    parser.add_argument("--trace", choices=["full", "summary"], default="full", help="The tasks' trace option.")
+    parser.add_argument(
+        "--trace",
+        choices=["full", "summary"],
+        default="summary",
+        help="The tasks' trace option (summary: the default).",
+    )
     parser.add_argument(
         "--buffered-reads",
         action=argparse.BooleanOptionalAction,
@@ -375,7 +380,7 @@ def measure(
     tasks: int = 300,
     clients: int = 4,
     brokers: tuple[str, ...] = ("mosquitto", "amqtt"),
-    trace: str = "full",
+    trace: str = "summary",
     buffered: bool = True,
 ) -> dict[str, Any]:
     """Relay and router figures per broker, with the router/relay ratios (`trace`: the tasks' trace option)."""

@@ -114,7 +114,7 @@ class FleetStateHandlers(RouterPlumbing):
         live = self.roster.live()
         for entry in self.ledger.answered_entries(time.time()):
             if rendezvous_owner(entry.task_id, live) == router_id:
-                self._publish(self.topics.ledger(entry.task_id), entry, retain=True)
+                self._publish_ledger(entry)
 
     def _on_ledger(self, topic: str, payload: bytes) -> None:
         self._ledger_heard += 1
@@ -122,6 +122,8 @@ class FleetStateHandlers(RouterPlumbing):
         if not payload:
             self.ledger.forget(task_id)
             return
+        if self.ledger_echoes.is_echo(payload):
+            return  # our own entry, applied when we sent it
         entry = self._decode_or_log(payload, LedgerEntry)
         if entry is None or entry.task_id != task_id:
             return
@@ -140,6 +142,6 @@ class FleetStateHandlers(RouterPlumbing):
             if claim is not None and claim.status == "running" and now - claim.at > self.ledger.retention_s / 2:
                 renewed = claim.model_copy(update={"at": now})
                 self.ledger.apply(renewed, now)
-                self._publish(self.topics.ledger(task_id), renewed, retain=True)
+                self._publish_ledger(renewed)
         for task_id in self.ledger.expire(now):
             self._clear_ledger(task_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from router.registry import AgentRegistry, RouterRoster
 from router.routed_task import RoutedTask
 from router.screening import AgentView
 from shared.errors import MessageError
-from shared.messages import RouterPresence, RunRequest, RunResult, decode
+from shared.messages import LedgerEntry, RouterPresence, RunRequest, RunResult, decode, encode
 from shared.mqtt import FabricClient
 from shared.topics import Topics
 
@@ -43,6 +44,7 @@ class RouterPlumbing:
     brain: RoutingBrain
     bids: BidCollector
     ledger: TaskLedger
+    ledger_echoes: LedgerEchoes
     client: FabricClient | None
     _ledger_heard: int
     _joined: bool
@@ -77,6 +79,11 @@ class RouterPlumbing:
     def _live_instances(self) -> dict[str, str]:
         return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}
 
+    def _publish_ledger(self, entry: LedgerEntry) -> None:
+        """Share a ledger entry (already applied here) with the other routers, retained; its echo is skipped."""
+        self.ledger_echoes.sent(encode(entry))
+        self._publish(self.topics.ledger(entry.task_id), entry, retain=True)
+
     def _clear_ledger(self, task_id: str) -> None:
         assert self.client is not None
         self.client.publish(self.topics.ledger(task_id), b"", retain=True)
@@ -93,6 +100,32 @@ class RouterPlumbing:
             for run in list(task.outstanding()):
                 if run.request.agent_id in agent_ids:
                     run.result.set_result(failed_result(run.request, "backend_error", reason))
+
+
+class LedgerEchoes:
+    """The ledger entries this router published, until the broker sends them back to it (ledger/+ is ours too).
+
+    Our own entry was applied before it was sent, so its echo needs no decoding or applying; with a claim and an
+    answer per task, that is two of the router's inbound messages per task. Bounded: an echo never heard (a
+    reconnect lost it) is forgotten after MAX_ECHOES newer entries.
+    """
+
+    MAX_ECHOES = 4096
+
+    def __init__(self) -> None:
+        self._payloads: OrderedDict[bytes, None] = OrderedDict()
+
+    def sent(self, payload: bytes) -> None:
+        self._payloads[payload] = None
+        while len(self._payloads) > self.MAX_ECHOES:
+            self._payloads.popitem(last=False)
+
+    def is_echo(self, payload: bytes) -> bool:
+        """True (once) for the bytes of an entry we sent."""
+        if payload in self._payloads:
+            del self._payloads[payload]
+            return True
+        return False
 
 
 def failed_result(request: RunRequest, kind: str, message: str) -> RunResult:

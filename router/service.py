@@ -46,6 +46,7 @@ from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.fleet_state import FleetStateHandlers
 from router.identity import resolve_identity
 from router.ledger import DEFAULT_RETENTION_S, TaskLedger
+from router.plumbing import LedgerEchoes
 from router.registry import AgentRegistry, RouterRoster
 from router.routed_task import RoutedTask, without_gold
 from router.tasks import TaskHandlers
@@ -98,6 +99,7 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         self.bids = BidCollector()
         self.client: FabricClient | None = None
         self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
+        self.ledger_echoes = LedgerEchoes()  # our entries, skipped when the broker sends them back
         self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
         self._joined = False
         self._stopping = False

@@ -84,7 +84,7 @@ class TaskHandlers(RouterPlumbing):
             return  # another live router runs it (it was the owner when the task came): it answers
         claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
         self.ledger.apply(claim, time.time())
-        self._publish(self.topics.ledger(request.task_id), claim, retain=True)
+        self._publish_ledger(claim)
         task = RoutedTask(request, client, self.topics.task_events(client, request.task_id))
         task.runner = asyncio.create_task(self._handle_task(task), name=f"router[{self.router_id}].task")
         self.running[request.task_id] = task
@@ -166,7 +166,7 @@ class TaskHandlers(RouterPlumbing):
         entry = answered_entry(answer, client, self.router_id, self.instance_id, time.time())
         self.ledger.apply(entry, time.time())
         if client:
-            self._publish(self.topics.ledger(answer.task_id), entry, retain=True)
+            self._publish_ledger(entry)
 
     def _refuse(self, payload: bytes, code: str, message: str) -> None:
         reply_topic, task_id, _ = peek_reply_route(payload)
@@ -234,15 +234,10 @@ class TaskHandlers(RouterPlumbing):
         public = without_gold(data)
         message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
         self._publish(task.events_topic, message, qos=0)
-        if event in _PROGRESS_EVENTS and self._voted(task_id):  # a single run streams its tokens instead
-            self._forward(task_id, "progress", _progress_text(event, public))
 
-    def _voted(self, task_id: str) -> bool:
-        task = self.running.get(task_id)
-        return task is not None and task.request.options.cot_count > 1 and task.request.options.agent_id is None
-
-    def _forward(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
-        """Send a TaskChunk to the client of a task that asked for a stream."""
+    def stream(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
+        """Send a TaskChunk to the client of a task that asked for a stream (progress from the pipeline, or the
+        tokens of the run the pipeline marked to stream, relayed from the inbox)."""
         task = self.running.get(task_id)
         chunk = task.chunk(phase, text, dispatch_id) if task is not None else None
         if task is not None and chunk is not None:
@@ -257,7 +252,7 @@ class TaskHandlers(RouterPlumbing):
         if isinstance(message, RunChunk):
             run = self._run_of(message.task_id, message.dispatch_id)
             if run is not None and run.request.stream and run.request.agent_id == message.agent_id:
-                self._forward(run.request.task_id, "token", message.text, message.dispatch_id)
+                self.stream(run.request.task_id, "token", message.text, message.dispatch_id)
         elif isinstance(message, RunResult):
             self._resolve(self._run_of(message.task_id, message.dispatch_id), message)
         elif isinstance(message, ErrorReply) and message.dispatch_id:
@@ -281,19 +276,3 @@ class TaskHandlers(RouterPlumbing):
     def _resolve(self, run: PendingRun | None, result: RunResult) -> None:
         if run is not None and not run.result.done():
             run.result.set_result(result)
-
-
-_PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})
-
-
-def _progress_text(event: str, data: dict[str, Any]) -> str:
-    """One line of progress for a streamed task that is voted (its runs' tokens are not streamed)."""
-    if event == "dispatched":
-        return f"dispatched to {data.get('agent')}"
-    if event == "result":
-        if data.get("error"):
-            return f"{data.get('agent')} failed ({data.get('error')})"
-        return f"{data.get('agent')} answered {str(data.get('answer', ''))[:80]!r}"
-    if event == "voted":
-        return f"voted: {str(data.get('winner', ''))[:80]!r}" if "winner" in data else "vote decided early"
-    return f"plan of {len(data.get('plan') or [])} step(s)"

@@ -174,7 +174,7 @@ class CoalescingPahoClient(paho.Client):
         if on_publish is not None:
             with self._in_callback_mutex:
                 reason, properties = ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)
-                on_publish(self, self._userdata, packet["mid"], reason, properties)
+                on_publish(self, self._userdata, packet["mid"], reason, properties)  # type: ignore[call-arg]
         if packet["info"] is not None:  # paho queues some QoS 0 packets without one (after a CONNACK)
             packet["info"]._set_as_published()
 

@@ -10,6 +10,7 @@ import pytest
 
 from router.ledger import TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
+from router.plumbing import LedgerEchoes
 from router.routed_task import PendingRun, RoutedTask
 from router.service import RouterConfig, RouterService
 from shared.config import ConnectionSettings
@@ -373,3 +374,27 @@ def test_the_answers_a_router_owns_are_shared_again_when_it_joins_or_comes_back(
     assert len(recorder.on(f"{P}/ledger/")) == len(owned)
     presence_message(service, r2.model_copy(update={"instance_id": "i3", "epoch": 2}))  # back as a new process
     assert len(recorder.on(f"{P}/ledger/")) == 2 * len(owned)
+
+
+def test_the_echo_of_our_own_entry_is_recognised_once_and_the_memory_is_bounded() -> None:
+    echoes = LedgerEchoes()
+    claim = encode(claim_entry("t1", "alice", "r1", "i1", now=1.0))
+    echoes.sent(claim)
+    assert echoes.is_echo(claim) and not echoes.is_echo(claim)  # a second copy is someone's replay: decoded
+    for n in range(LedgerEchoes.MAX_ECHOES + 1):
+        echoes.sent(encode(claim_entry(f"t{n}", "alice", "r1", "i1", now=1.0)))
+    assert not echoes.is_echo(encode(claim_entry("t0", "alice", "r1", "i1", now=1.0)))  # the oldest forgotten
+
+
+def test_a_submitted_task_claims_it_and_the_claims_echo_counts_for_the_join_but_changes_nothing() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        service._on_submit(f"{P}/task/submit", submit("t1"))
+        [(_, claim, _)] = recorder.published
+        heard = service._ledger_heard
+        service.ledger.forget("t1")  # were the echo applied, the claim would be back
+        ledger_message(service, claim)
+        assert service._ledger_heard == heard + 1 and service.ledger.get("t1") is None
+        service.running["t1"].runner.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
