@@ -108,6 +108,10 @@ class FailBackPolicy:
         return min(2.0, max(0.2, self.interval_s / 2))
 
 
+_PUBACK_REASON = ReasonCode(PacketTypes.PUBACK)  # "success", as paho reads every MQTT 3.1.1 PUBACK
+_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # none (MQTT 3.1.1 has no properties)
+
+
 class CoalescingPahoClient(paho.Client):
     """paho, writing every packet queued in one loop pass with one send.
 
@@ -117,6 +121,7 @@ class CoalescingPahoClient(paho.Client):
     stays queued, in order, exactly as paho leaves a partly sent packet. QoS semantics are paho's: a QoS 1 packet
     stays in paho's in-flight table until its PUBACK, whatever the write; a QoS 0 publish is reported sent (its
     message info and `on_publish`) once its last byte is written. A DISCONNECT is written by paho's own writer.
+    It also reads an MQTT 3.1.1 PUBACK without paho's per-acknowledgement objects (`_handle_pubackcomp`).
     """
 
     def _packet_write(self) -> MQTTErrorCode:
@@ -172,11 +177,23 @@ class CoalescingPahoClient(paho.Client):
         with self._callback_mutex:
             on_publish = self.on_publish
         if on_publish is not None:
-            with self._in_callback_mutex:
-                reason, properties = ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)
-                on_publish(self, self._userdata, packet["mid"], reason, properties)  # type: ignore[call-arg]
+            with self._in_callback_mutex:  # (callback API version 2: paho types the union of both versions)
+                on_publish(self, self._userdata, packet["mid"], _PUBACK_REASON, _PUBACK_PROPERTIES)  # type: ignore[call-arg]
         if packet["info"] is not None:  # paho queues some QoS 0 packets without one (after a CONNACK)
             packet["info"]._set_as_published()
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        """A PUBACK of MQTT 3.1.1 is its message id alone: read it without building the reason code and properties
+        objects paho makes for every acknowledgement (MQTT 5 ones; a fifth of a router's inbound work). Anything
+        else (PUBCOMP, MQTT 5, a malformed packet) is paho's."""
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol != paho.MQTTv311 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = int.from_bytes(packet, "big")
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_REASON, _PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class BufferedPahoClient(CoalescingPahoClient):

@@ -111,3 +111,24 @@ def test_what_a_full_socket_did_not_take_goes_next_in_order(pairs) -> None:
     assert received(our_broker) == received(plain_broker)
     assert infos[1].is_published()
     assert our_socket.sends < 50
+
+
+def puback(mid: int) -> bytes:
+    return bytes([0x40, 0x02]) + mid.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("listening", [False, True])
+def test_a_puback_completes_its_publish_as_paho_does(pairs, listening: bool) -> None:
+    pairs.append(wired(CoalescingPahoClient))
+    client, _, broker = pairs[0]
+    acknowledged: list[int] = []
+    if listening:
+        client.on_publish = lambda c, userdata, mid, reason, properties: acknowledged.append(mid)
+    first, second = client.publish("a", b"1", qos=1), client.publish("b", b"2", qos=1)
+    client.loop_write()
+    broker.sendall(puback(second.mid) + puback(4242))  # the second one, then an unknown id (ignored)
+    for _ in range(5):
+        client.loop_read()
+    assert second.is_published() and not first.is_published()
+    assert list(client._out_messages) == [first.mid]
+    assert acknowledged == ([second.mid] if listening else [])
