@@ -108,7 +108,7 @@ class TaskHandlers(RouterPlumbing):
         if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
             reply = earlier.answer.model_copy(update={"replayed": True})
         elif isinstance(reply, TaskAnswer):
-            self._remember(self.topics.reply_owner(request.reply_topic) or "", reply)
+            self._remember(task.client, reply)
         else:  # not answered: the claim goes, so a resend may try again
             self.ledger.forget(request.task_id)
             self._clear_ledger(request.task_id)
