@@ -97,12 +97,18 @@ class DashboardServer:
     """Serves the page, the snapshot and the event stream for one fabric (FastAPI on uvicorn)."""
 
     def __init__(
-        self, connection: ConnectionSettings, host: str, port: int, api_keys: dict[str, Any] | None = None
+        self,
+        connection: ConnectionSettings,
+        host: str,
+        port: int,
+        api_keys: dict[str, Any] | None = None,
+        full_traces: bool = True,
     ) -> None:
         self.api_keys = api_keys or {}
         self.credentials = _login(connection) if self.api_keys else required_credentials(host, connection)
         self.host, self.port = host, port
-        self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
+        all_events = Topics(connection.fabric).all_task_events()
+        self.watcher = FabricWatcher(connection, task_events=all_events, full_traces=full_traces)
         self.hub = SnapshotHub(self.watcher)
         self.page = resources.files("fleet_observe").joinpath("dashboard.html").read_bytes()
         self._pump: asyncio.Task[None] | None = None

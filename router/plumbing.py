@@ -50,6 +50,7 @@ class RouterPlumbing:
     _joined: bool
     _stopping: bool
     running: dict[str, RoutedTask]  # the tasks this router runs, by task id (router.routed_task)
+    full_traces_until: float  # time.monotonic() until which every task traces in full (an observer asked)
     runs_dispatched: int
     submissions_received: int
 

@@ -104,6 +104,7 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         self._joined = False
         self._stopping = False
         self.running: dict[str, RoutedTask] = {}  # the tasks we run: one record each, dropped when answered
+        self.full_traces_until = 0.0  # an observer's TraceRequest: tasks started before this trace in full
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
         self.submissions_received = 0  # every task/submit message this router decoded (its share, in a group)
@@ -123,6 +124,7 @@ class RouterService(FleetStateHandlers, TaskHandlers):
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
             self.topics.ledgers(): self._on_ledger,
+            self.topics.trace_requests(): self._on_trace_request,
         }
         for topic_filter, handler in handlers.items():
             await self.client.subscribe(topic_filter, handler)

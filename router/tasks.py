@@ -34,6 +34,7 @@ from shared.messages import (
     TaskCancel,
     TaskEvent,
     TaskRequest,
+    TraceRequest,
     decode,
     peek_reply_route,
 )
@@ -85,6 +86,8 @@ class TaskHandlers(RouterPlumbing):
         claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
         self.ledger.apply(claim, time.time())
         self._publish_ledger(claim)
+        if request.options.trace != "full" and time.monotonic() < self.full_traces_until:  # a dashboard watches
+            request = request.model_copy(update={"options": request.options.model_copy(update={"trace": "full"})})
         task = RoutedTask(request, client, self.topics.task_events(client, request.task_id))
         task.runner = asyncio.create_task(self._handle_task(task), name=f"router[{self.router_id}].task")
         self.running[request.task_id] = task
@@ -260,6 +263,12 @@ class TaskHandlers(RouterPlumbing):
             if run is not None:
                 kind = message.code if message.code in ("busy", "bad_request") else "backend_error"
                 self._resolve(run, failed_result(run.request, kind, message.message))
+
+    def _on_trace_request(self, topic: str, payload: bytes) -> None:
+        """An observer watches every task (the dashboard): the tasks that start within its request trace in full."""
+        request = self._decode_or_log(payload, TraceRequest)
+        if request is not None:
+            self.full_traces_until = max(self.full_traces_until, time.monotonic() + request.duration_s)
 
     def _on_bid(self, topic: str, payload: bytes) -> None:
         bid = self._decode_or_log(payload, Bid)

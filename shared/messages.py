@@ -376,6 +376,17 @@ class RebirthRequest(WireModel):
     sent_at: float = 0.0
 
 
+class TraceRequest(WireModel):
+    """An observer (the dashboard) asks the routers to trace every task they start in full for `duration_s`, and
+    asks again while it watches; otherwise a task traces a summary unless its own client asks for more."""
+
+    kind: Literal["trace_request"] = "trace_request"
+    v: Literal[1] = SCHEMA_VERSION
+    observer_id: Id
+    duration_s: float = Field(default=30.0, gt=0.0, le=300.0)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -394,6 +405,7 @@ Message = (
     | ErrorReply
     | LedgerEntry
     | RebirthRequest
+    | TraceRequest
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

@@ -26,6 +26,13 @@ from shared.config import NodeConfig
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The gateway's API keys file: its keys are accepted as bearer tokens (instead of the MQTT login).",
 )
+@click.option(
+    "--full-traces/--no-full-traces",
+    default=True,
+    show_default=True,
+    help="Ask the routers for every task's full trace while the dashboard runs (tasks trace a summary otherwise; "
+    "an operator account provisioned before this option may not publish the request: use --no-full-traces).",
+)
 def dashboard(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -33,6 +40,7 @@ def dashboard(
     host: str,
     port: int,
     keys_file: Path | None,
+    full_traces: bool,
 ) -> None:
     """Serve a live dashboard: nodes, agents, routers, recent tasks, each task's trace and the router's scores.
 
@@ -41,17 +49,17 @@ def dashboard(
     the gateway's API keys (--keys-file) as a bearer token: the same authentication as `edge-agent gateway`.
     """
     config = fabric_config(config_path, brokers, fabric)
-    run_async(_serve(config, host, port, keys_file))
+    run_async(_serve(config, host, port, keys_file, full_traces))
 
 
-async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None) -> None:
+async def _serve(config: NodeConfig, host: str, port: int, keys_file: Path | None, full_traces: bool) -> None:
     try:
         from fleet_observe.web import DashboardServer
         from shared.http_auth import load_keys
     except ImportError as error:
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 
-    server = DashboardServer(config.connection, host, port, load_keys(keys_file) if keys_file else None)
+    server = DashboardServer(config.connection, host, port, load_keys(keys_file) if keys_file else None, full_traces)
     stop = stop_on_signals()
     try:
         await server.start()

@@ -25,6 +25,7 @@ from shared.messages import (
     TaskEvent,
     TaskOptions,
     TaskRequest,
+    TraceRequest,
     encode,
 )
 
@@ -396,5 +397,25 @@ def test_a_submitted_task_claims_it_and_the_claims_echo_counts_for_the_join_but_
         ledger_message(service, claim)
         assert service._ledger_heard == heard + 1 and service.ledger.get("t1") is None
         service.running["t1"].runner.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_a_dashboards_trace_request_makes_the_tasks_that_start_meanwhile_trace_in_full() -> None:
+    async def scenario() -> None:
+        service, _ = router()
+        service._on_submit(f"{P}/task/submit", submit("before"))
+        watching = TraceRequest(observer_id="observer-1", duration_s=30.0)
+        service._on_trace_request(service.topics.trace_requests(), encode(watching))
+        too_long = b'{"kind": "trace_request", "observer_id": "o", "duration_s": 1e9}'
+        service._on_trace_request(service.topics.trace_requests(), too_long)  # refused: 300 s at most
+        assert service.full_traces_until <= time.monotonic() + 30.0
+        service._on_submit(f"{P}/task/submit", submit("during"))
+        service.full_traces_until = time.monotonic() - 1  # the request lapsed: nobody asked again
+        service._on_submit(f"{P}/task/submit", submit("after"))
+        traces = {task_id: task.request.options.trace for task_id, task in service.running.items()}
+        assert traces == {"before": "summary", "during": "full", "after": "summary"}
+        for task in service.running.values():
+            task.runner.cancel()  # type: ignore[union-attr]
 
     asyncio.run(scenario())

@@ -34,6 +34,7 @@ from shared.messages import (
     TaskEvent,
     TaskOptions,
     TaskRequest,
+    TraceRequest,
     WireModel,
     decode,
     encode,
@@ -149,6 +150,7 @@ SAMPLES: list[WireModel] = [
         at=1.0,
     ),
     RebirthRequest(router_id="router-1", spread_s=0.5, sent_at=3.0),
+    TraceRequest(observer_id="observer-1", duration_s=30.0, sent_at=4.0),
 ]
 
 
