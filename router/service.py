@@ -14,8 +14,10 @@ submissions, the pipeline, inbox, events, streams), over the state they share (r
     router/{id}/inbox          ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
                                   RunChunk of a streamed run ─► TaskChunk on the task's reply topic
     agent/{id}/run             ◄─ RunRequest, and RunCancel for a run no longer awaited (early stop, deadline)
-    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace,
-                                  and progress TaskChunks of a streamed vote on its reply topic
+    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace:
+                                  the answer alone unless the task asked for its full trace (or an observer did:
+                                  trace/request); progress TaskChunks of a streamed vote go on its reply topic
+    trace/request              ─► a dashboard watches: tasks started within its request trace in full
 
 Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply when
 its reply topic can be read, logged otherwise, and never affects other tasks. A reply topic is hostile input:

@@ -5,7 +5,9 @@
     router/{id}/inbox ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
                          RunChunk of a streamed run ─► TaskChunk on the task's reply topic
     agent/{id}/run    ◄─ RunRequest, and RunCancel for a run no longer awaited (early stop, deadline)
-    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace
+    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace:
+                         every step for a task that asked for a full trace, else its answered/failed event
+    trace/request     ─► an observer (the dashboard) watches: the tasks that start meanwhile trace in full
 
 Part of RouterService (router.service); the state it reads is described in router.plumbing.
 """
