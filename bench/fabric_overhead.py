@@ -198,11 +198,28 @@ def relay_client(port: int, tasks: int, concurrency: int, timeout_s: float = 120
     return latencies, tasks / elapsed
 
 
+def wait_for_relay(port: int, timeout_s: float = 60.0) -> None:
+    """Probe the relay until a probe comes back, then let the stragglers of earlier probes drain."""
+    topics = relay_topics()
+    answered = threading.Event()
+    client = paho_client(port, "relay-probe", [topics["reply"]], lambda *args: answered.set())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not answered.wait(0.5):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the relay did not answer within {timeout_s:g} s")
+            client.publish(topics["submit"], b"probe", qos=1)
+        time.sleep(0.5)  # a probe sent before both relays subscribed is lost; one sent after arrives by now
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def measure_relay(url: str, tasks: int, clients: int) -> Figures:
     port = int(url.rsplit(":", 1)[1])
     role = [sys.executable, "-m", "bench.fabric_overhead", "--port", str(port), "--role"]
     with processes([*role, "relay-router"], [*role, "relay-agent"]):
-        time.sleep(1.0)  # both relays subscribed (QoS 1 subscriptions are not retained: nothing is lost after)
+        wait_for_relay(port)  # both relays subscribed (a slow start on a busy machine takes seconds)
         relay_client(port, 50, 1)  # warm-up
         latencies, _ = relay_client(port, tasks, 1)
         _, throughput = relay_client(port, tasks * 2, clients)
@@ -213,7 +230,7 @@ def measure_relay(url: str, tasks: int, clients: int) -> Figures:
 
 
 async def router_client_loop(
-    connection: object, tasks: int, clients: int, trace: str = "full"
+    connection: object, tasks: int, clients: int, trace: str = "summary"
 ) -> tuple[list[float], list[float], float]:
     """`clients` FabricTaskClients, each submitting its share one after the other; latencies and overheads in ms."""
     from shared.client import FabricTaskClient
@@ -255,7 +272,7 @@ async def wait_until_routed(connection: object, timeout_s: float = 30.0) -> None
 
 
 def measure_router(
-    url: str, tasks: int, clients: int, directory: Path, trace: str = "full", buffered: bool = True
+    url: str, tasks: int, clients: int, directory: Path, trace: str = "summary", buffered: bool = True
 ) -> Figures:
     from shared.config import ConnectionSettings
 
@@ -337,7 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clients", type=int, default=4, help="Concurrent clients of the throughput phase.")
     parser.add_argument("--brokers", default="mosquitto,amqtt", help="Comma-separated: mosquitto, amqtt.")
-    parser.add_argument("--trace", choices=["full", "summary"], default="full", help="The tasks' trace option.")
+    parser.add_argument(
+        "--trace",
+        choices=["full", "summary"],
+        default="summary",
+        help="The tasks' trace option (summary: the default).",
+    )
     parser.add_argument(
         "--buffered-reads",
         action=argparse.BooleanOptionalAction,
@@ -358,7 +380,7 @@ def measure(
     tasks: int = 300,
     clients: int = 4,
     brokers: tuple[str, ...] = ("mosquitto", "amqtt"),
-    trace: str = "full",
+    trace: str = "summary",
     buffered: bool = True,
 ) -> dict[str, Any]:
     """Relay and router figures per broker, with the router/relay ratios (`trace`: the tasks' trace option)."""

@@ -63,6 +63,7 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (topics.all_task_events(), flow("events", {"router"}, {"client", "observer"})),
         (f"{p}/reply/+", flow("replies", {"router"}, {"client"})),
         (topics.ledgers(), flow("ledger", {"router"}, {"router"})),
+        (topics.trace_requests(), flow("trace requests", {"observer"}, {"router"})),
     )
 
 

@@ -1,6 +1,7 @@
 """The I/O seam of `status`, `top`, `trace` and the dashboard: MQTT subscriptions feeding a FabricSnapshot.
 
     beacon/+  state/+  router/+  [task/+/+/events]  ──►  FabricSnapshot (pure)  ──►  `changed` event
+    trace/request  ◄──  a TraceRequest every TRACE_REQUEST_S / 3 while it watches every task (`full_traces`)
 
 Malformed payloads are skipped (an observer must never fail because someone else sent garbage).
 """
@@ -16,12 +17,13 @@ from typing import Any
 from fleet_observe.snapshot import FabricSnapshot
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
-from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, decode
+from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, TraceRequest, decode
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 RETAINED_GRACE_S = 0.3  # retained beacons follow the SUBACK within a few ms; this is the bounded allowance
+TRACE_REQUEST_S = 30.0  # how long one request for full traces lasts at the routers (asked again well before)
 
 
 class FabricWatcher:
@@ -34,6 +36,7 @@ class FabricWatcher:
         task_events: str | None = None,
         clock: Callable[[], float] = time.time,
         snapshot: FabricSnapshot | None = None,
+        full_traces: bool = False,
     ) -> None:
         self.topics = Topics(connection.fabric)
         self.snapshot = snapshot or FabricSnapshot()
@@ -43,6 +46,8 @@ class FabricWatcher:
         self.task_events = task_events
         self.client = FabricClient(connection, unique_client_id("observer"))
         self.connected_at = 0.0
+        self.full_traces = full_traces  # ask the routers for every task's full trace while watching
+        self._asking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect (raises TransportError when the broker is unreachable or refuses us), then subscribe."""
@@ -53,9 +58,20 @@ class FabricWatcher:
         await self.client.subscribe(self.topics.router_presences(), self._on_presence)
         if self.task_events is not None:
             await self.client.subscribe(self.task_events, self._on_event, qos=0)
+        if self.full_traces:
+            self._asking = asyncio.create_task(self._ask_for_full_traces(), name="observer.trace-request")
 
     async def close(self) -> None:
+        if self._asking is not None:
+            self._asking.cancel()
         await self.client.close()
+
+    async def _ask_for_full_traces(self) -> None:
+        """Tasks trace a summary unless someone follows them: tell the routers we do, again before it lapses."""
+        while True:
+            request = TraceRequest(observer_id=self.client.client_id, duration_s=TRACE_REQUEST_S, sent_at=self.clock())
+            self.client.publish(self.topics.trace_requests(), request, qos=0)
+            await asyncio.sleep(TRACE_REQUEST_S / 3)
 
     async def settle(self, wait_s: float) -> None:
         """Wait until every online node has sent a state since we connected, or `wait_s` has passed."""

@@ -116,12 +116,14 @@ class DashboardServer:
         port: int,
         api_keys: dict[str, Any] | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
+        full_traces: bool = True,
     ) -> None:
         self.api_keys = api_keys or {}
         self.allowed_hosts = allowed_hosts
         self.credentials = _login(connection) if self.api_keys else required_credentials(host, connection)
         self.host, self.port = host, port
-        self.watcher = FabricWatcher(connection, task_events=Topics(connection.fabric).all_task_events())
+        all_events = Topics(connection.fabric).all_task_events()
+        self.watcher = FabricWatcher(connection, task_events=all_events, full_traces=full_traces)
         self.hub = SnapshotHub(self.watcher)
         self.page = resources.files("fleet_observe").joinpath("dashboard.html").read_bytes()
         self._pump: asyncio.Task[None] | None = None

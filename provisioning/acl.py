@@ -90,6 +90,7 @@ def _router_subscribe(topics: Topics, router_id: str) -> list[str]:
         topics.router_inbox(router_id),
         topics.router_bids(router_id),
         topics.ledgers(),
+        topics.trace_requests(),  # an operator's dashboard asks for full traces
     ]
 
 
@@ -105,15 +106,16 @@ def operator_account(
     home_assistant_prefix: str | None = None,
     summaries: bool = False,
 ) -> Account:
-    """An operator reads beacons, states, router presences and every task's events; it publishes nothing,
-    unless it is also a client (then it submits tasks and reads its replies, like any client).
+    """An operator reads beacons, states, router presences and every task's events; it publishes only trace
+    requests (the dashboard asks for full traces), unless it is also a client (then it submits tasks and reads its
+    replies, like any client).
 
     With Home Assistant discovery on, an operator account is also what Home Assistant logs in with: it reads the
     discovery configs and publishes Home Assistant's birth and Will on `<prefix>/status`.
     """
     subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
     subscribe += [topics.site_summaries()] if summaries else []
-    publish: list[str] = []
+    publish: list[str] = [topics.trace_requests()]  # the dashboard asks the routers for every task's full trace
     if home_assistant_prefix is not None:
         subscribe.append(f"{home_assistant_prefix}/#")
         publish.append(home_assistant_status_topic(home_assistant_prefix))

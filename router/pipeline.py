@@ -12,10 +12,12 @@
       └─ rewards joined by dispatch id ─► LinUCB + reliability + prior updates (planners are rewarded too: a
              plan that won the plan vote, or a chain whose answer won, earns the agreement bonus, and so do
              the steps of the winning chain)
-      └─ TaskAnswer (and trace events all along)
+      └─ TaskAnswer (and trace events all along: every step when the task asked for a full trace, else the last)
 
 The pipeline talks to the fabric only through `RunPort` (send a RunRequest, await its result; emit a trace
-event), so it runs unchanged over MQTT or over an in-memory fake.
+event; send a line of the client's stream), so it runs unchanged over MQTT or over an in-memory fake. It decides
+what its client sees: which trace events (the task's trace level), and the stream of a task that asked for one
+(the tokens of a single run that answers the task, marked on its RunRequest; else one progress line per step).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
+from router.routed_task import traced
 from router.screening import AgentView
 from router.voting import (
     Ballot,
@@ -74,6 +77,10 @@ class RunPort(Protocol):
 
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         """Publish one trace event of a task."""
+        ...
+
+    def stream(self, task_id: str, phase: str, text: str) -> None:
+        """Send one chunk of the task's stream to its client (a task that asked for a stream)."""
         ...
 
 
@@ -190,12 +197,15 @@ class TaskPipeline:
         # (a broker restart: every node's Will read before the nodes re-announce): waiting beats `no_agents`.
         self.wait_for_agents = wait_for_agents
         self.started = clock()
+        # A voted task's stream is its progress; a single run's tokens are streamed by its agent instead.
+        self._streams_progress = self.options.stream and self.options.cot_count > 1 and self.options.agent_id is None
         self._order = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
     async def execute(self) -> TaskAnswer:
-        self._emit("received", query=self.request.query[:500], options=self.options.model_dump())
+        if traced(self.options, "received"):  # (the options' dump is built only for a full trace)
+            self._emit("received", query=self.request.query[:500], options=self.options.model_dump())
         skipped = self._planning_skipped()
         if skipped is not None:
             plan = fallback_plan(self.request.query)
@@ -402,21 +412,22 @@ class TaskPipeline:
             tried=set(first_ids),
             rescreen=lambda size: self._screen(tags, step, size),
         )
-        self._emit(
-            "screened",
-            subtask=index,
-            text=step[:300],
-            tags=list(tags),
-            candidates=[
-                {
-                    "agent": c.agent_id,
-                    "score": round(c.screening.score, 3),
-                    "prior": round(c.screening.prior, 3),
-                    "ucb": round(c.ucb, 3),
-                }
-                for c in choices
-            ],
-        )
+        if traced(self.options, "screened"):  # (the candidates' list is built only for a full trace)
+            self._emit(
+                "screened",
+                subtask=index,
+                text=step[:300],
+                tags=list(tags),
+                candidates=[
+                    {
+                        "agent": c.agent_id,
+                        "score": round(c.screening.score, 3),
+                        "prior": round(c.screening.prior, 3),
+                        "ucb": round(c.ucb, 3),
+                    }
+                    for c in choices
+                ],
+            )
         # A single run that gives the task's answer streams its tokens to a client that asked for a stream.
         stream = self.options.stream and count == 1 and is_final and _CHAIN.get() is None
         records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares, stream)
@@ -669,6 +680,11 @@ class TaskPipeline:
         return SubtaskSummary(index=outcome.index, text=outcome.text, answer=outcome.winner_raw, ballots=ballots)
 
     def _emit(self, event: str, **data: Any) -> None:
+        """A step of the task: a trace event if its trace level wants it, a progress line if it streams progress."""
+        if self._streams_progress and event in PROGRESS_EVENTS:
+            self.port.stream(self.request.task_id, "progress", progress_text(event, data))
+        if not traced(self.options, event):
+            return  # nobody follows this task step by step: no event built, encoded or sent
         chain = _CHAIN.get()
         if chain is not None and "chain" not in data:
             data["chain"] = chain
@@ -689,3 +705,19 @@ def _winning_record(outcome: SubtaskOutcome) -> RunRecord:
 
 def _rounded(weights: dict[str, float]) -> dict[str, float]:
     return {answer[:100]: round(weight, 4) for answer, weight in weights.items()}
+
+
+PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})
+
+
+def progress_text(event: str, data: dict[str, Any]) -> str:
+    """One line of progress for a streamed task that is voted (its runs' tokens are not streamed)."""
+    if event == "dispatched":
+        return f"dispatched to {data.get('agent')}"
+    if event == "result":
+        if data.get("error"):
+            return f"{data.get('agent')} failed ({data.get('error')})"
+        return f"{data.get('agent')} answered {str(data.get('answer', ''))[:80]!r}"
+    if event == "voted":
+        return f"voted: {str(data.get('winner', ''))[:80]!r}" if "winner" in data else "vote decided early"
+    return f"plan of {len(data.get('plan') or [])} step(s)"

@@ -1,5 +1,9 @@
 """The router as MQTT topic handlers: registry, task ownership, the pipeline per task, replies and trace.
 
+RouterService (here) owns the lifecycle (connect, join, announce, save, stop) and the subscriptions; its handlers
+live in two groups: fleet state (router.fleet_state: beacons, states, presences, ledger) and tasks (router.tasks:
+submissions, the pipeline, inbox, events, streams), over the state they share (router.plumbing).
+
     beacon/+, state/+          ─► AgentRegistry (who is live, how loaded)
     router/+                   ─► RouterRoster (rendezvous hashing picks each task's owner)
     task/submit/{client}       ─► TaskPipeline (if we own the task) ─► reply/{client}: TaskAnswer | ErrorReply
@@ -11,8 +15,10 @@
     router/{id}/inbox          ─► the pending dispatch's future (RunResult, or ErrorReply such as busy)
                                   RunChunk of a streamed run ─► TaskChunk on the task's reply topic
     agent/{id}/run             ◄─ RunRequest, and RunCancel for a run no longer awaited (early stop, deadline)
-    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace,
-                                  and progress TaskChunks of a streamed vote on its reply topic
+    task/{client}/{task}/events ◄─ trace events (gold answers stripped), in the submitting client's namespace:
+                                  the answer alone unless the task asked for its full trace (or an observer did:
+                                  trace/request); progress TaskChunks of a streamed vote go on its reply topic
+    trace/request              ─► a dashboard watches: tasks started within its request trace in full
 
 Handlers only decode, call the core, and encode; a malformed message is answered with an ErrorReply on its
 account's reply topic, and never affects other tasks. Replies and events follow from the submitting account,
@@ -34,50 +40,33 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from router.bidding import BidCollector
 from router.brain import RoutingBrain
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig
+from router.fleet_state import FleetStateHandlers
 from router.identity import resolve_identity
-from router.ledger import DEFAULT_RETENTION_S, TaskLedger, answered_entry, claim_entry
-from router.locality import LocalityPolicy, task_owner
-from router.ownership import rendezvous_owner
-from router.pipeline import NoAgentsError, TaskPipeline
-from router.registry import AgentRegistry, RouterRoster, parse_state
-from router.screening import AgentView
-from router.site_role import SiteRole, task_brain
-from router.tenancy import AccountTasks, Tenancy, bind, submitter
+from router.ledger import DEFAULT_RETENTION_S, TaskLedger
+from router.locality import LocalityPolicy
+from router.plumbing import LedgerEchoes
+from router.registry import AgentRegistry, RouterRoster
+from router.routed_task import RoutedTask, without_gold
+from router.site_role import SiteRole
+from router.tasks import TaskHandlers
+from router.tenancy import AccountTasks, Tenancy
 from shared.config import ConnectionSettings, RouterSettings
-from shared.errors import MessageError
 from shared.messages import (
-    Bid,
-    ErrorReply,
-    LedgerEntry,
-    NodeBeacon,
     RebirthRequest,
-    RouterPresence,
-    RunCancel,
-    RunChunk,
-    RunRequest,
-    RunResult,
-    TaskAnswer,
-    TaskCancel,
-    TaskChunk,
-    TaskEvent,
-    TaskRequest,
-    decode,
     encode,
-    peek_reply_route,
 )
-from shared.mqtt import FabricClient, PayloadTooLarge, WillMessage, unique_client_id
+from shared.mqtt import FabricClient, WillMessage, unique_client_id
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
-SUMMARY_EVENTS = frozenset({"answered", "failed"})
+__all__ = ["RouterConfig", "RouterService", "hosted_router", "router_config", "without_gold"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +94,7 @@ class RouterConfig:
     tenancy: Tenancy = field(default_factory=Tenancy)  # teachers, deadline cap, per-account caps (router.tenancy)
 
 
-class RouterService:
+class RouterService(FleetStateHandlers, TaskHandlers):
     """Hosts the routing and voting handlers for one fabric."""
 
     def __init__(self, config: RouterConfig) -> None:
@@ -120,16 +109,13 @@ class RouterService:
         self.brain = self._load_brain()
         self.bids = BidCollector()
         self.client: FabricClient | None = None
-        self._pending: dict[str, tuple[RunRequest, asyncio.Future[RunResult]]] = {}
         self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
+        self.ledger_echoes = LedgerEchoes()  # our entries, skipped when the broker sends them back
         self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
         self._joined = False
         self._stopping = False
-        self._event_topics: dict[str, str] = {}  # task id -> its events topic, while the task runs
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._requests: dict[str, TaskRequest] = {}  # the tasks in flight, for their streams and cancels
-        self._chunk_seq: dict[str, int] = {}
-        self._summary_only: set[str] = set()  # tasks whose trace is the final event alone
+        self.running: dict[str, RoutedTask] = {}  # the tasks we run: one record each, dropped when answered
+        self.full_traces_until = 0.0  # an observer's TraceRequest: tasks started before this trace in full
         self._account_tasks = AccountTasks()  # tasks in flight per client account (its `tasks` cap)
         self._background: list[asyncio.Task[None]] = []
         self.runs_dispatched = 0
@@ -152,6 +138,7 @@ class RouterService:
             self.reply_topic: self._on_inbox,
             self.topics.router_bids(self.router_id): self._on_bid,
             self.topics.ledgers(): self._on_ledger,
+            self.topics.trace_requests(): self._on_trace_request,
         }
         for topic_filter, handler in handlers.items():
             await self.client.subscribe(topic_filter, handler)
@@ -182,14 +169,10 @@ class RouterService:
             return topic_filter
         return self.topics.shared(self.config.share_group, topic_filter)
 
-    def _reads_legacy_submit(self) -> bool:
-        """The account-less `task/submit` is read only on an anonymous fabric (no account to bind a task to)."""
-        return self.config.connection.username is None
-
     async def stop(self) -> None:
         self._stopping = True
-        for task in [*self._background, *self._in_flight.values()]:
-            task.cancel()
+        for runner in [*self._background, *(task.runner for task in self.running.values() if task.runner)]:
+            runner.cancel()
         self.save()
         if self.client is not None:
             offline = (self.topics.router_presence(self.router_id), encode(self._presence("offline")), True)
@@ -220,16 +203,6 @@ class RouterService:
             await asyncio.sleep(self.config.save_interval_s)
             await asyncio.to_thread(self.save)
 
-    def _presence(self, status: str) -> RouterPresence:
-        return RouterPresence(
-            router_id=self.router_id,
-            instance_id=self.instance_id,
-            epoch=self.epoch,
-            status=status,  # type: ignore[arg-type]
-            sent_at=time.time(),
-            site=self.config.connection.site,
-        )
-
     def _announce(self) -> None:
         """On every (re)connect once joined: announce ourselves, and re-ask the runs whose results may be lost."""
         assert self.client is not None
@@ -246,475 +219,6 @@ class RouterService:
         assert self.client is not None
         request = RebirthRequest(router_id=self.router_id, spread_s=spread_s, sent_at=time.time())
         self.client.publish(self.topics.rebirth(), request)
-
-    # --- fabric state ---------------------------------------------------------------------------------------
-
-    def _on_beacon(self, topic: str, payload: bytes) -> None:
-        node_id = self.topics.last_level(topic)
-        if not payload:
-            self._fail_pending(self.registry.agent_ids_of(node_id), "node decommissioned")
-            self.registry.forget_node(node_id)
-            return
-        beacon = self._decode_or_log(payload, NodeBeacon)
-        if beacon is None or beacon.node_id != node_id:
-            return
-        previous = self.registry.nodes.get(node_id)
-        if not self.registry.apply_beacon(beacon, time.monotonic()):
-            return
-        agent_ids = self.registry.agent_ids_of(node_id)  # not an agent id another live node holds
-        if beacon.status == "offline":  # a broker that restarts may publish every Will: the node may come back
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.config.offline_grace_s, self._fail_if_offline, node_id, agent_ids, beacon.epoch)
-        elif previous is not None and previous.beacon.epoch != beacon.epoch:  # a new process: our runs died
-            self._fail_pending(agent_ids, f"node {node_id} restarted")
-        else:  # (re)announced, e.g. after a broker restart: it may have missed our runs, or we its results
-            self._reask(lambda request: request.agent_id in agent_ids)
-
-    def _fleet_settling_s(self) -> float:
-        """Seconds until the nodes have had their chance to re-announce to us (0: they have had it).
-
-        A broker that stops may publish every node's Will just before it goes. While we are cut off, nothing can
-        be known; right after our own reconnect, every node comes back at its own reconnect pace (a growing
-        delay, seconds) and gets `agent_wait_s`, the time a task waits for agents. (Not after our first connect:
-        nothing of ours is in flight then.)
-        """
-        assert self.client is not None
-        if not self.client.is_connected:
-            return self.config.offline_grace_s
-        since = self.client.connected_since
-        if self.client.connect_count > 1 and since is not None:
-            return max(0.0, since + self.config.agent_wait_s - time.monotonic())
-        return 0.0
-
-    def _fail_if_offline(self, node_id: str, agent_ids: set[str], epoch: int) -> None:
-        """A node's offline Will's grace is over: fail our runs on its agents unless it came back (or may yet)."""
-        settling_s = self._fleet_settling_s()
-        if settling_s > 0:
-            asyncio.get_running_loop().call_later(settling_s, self._fail_if_offline, node_id, agent_ids, epoch)
-            return
-        record = self.registry.nodes.get(node_id)
-        if record is None or not record.online or record.beacon.epoch != epoch:
-            self._fail_pending(agent_ids, f"node {node_id} went offline")
-
-    def _on_state(self, topic: str, payload: bytes) -> None:
-        try:
-            state = parse_state(payload)
-        except MessageError as error:
-            log.info("ignoring a malformed NodeState: %s", error)
-            return
-        if state.node_id != self.topics.last_level(topic):
-            return  # a node speaks only for itself (it may write only its own state topic)
-        self.registry.apply_state(state, time.monotonic())
-
-    def _on_presence(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            self.roster.forget(self.topics.last_level(topic))
-            return
-        presence = self._decode_or_log(payload, RouterPresence)
-        if presence is None or presence.router_id != self.topics.last_level(topic):
-            return  # a router speaks only for itself (it may write only its own presence topic)
-        if presence.router_id == self.router_id:
-            self._deny_own_will(presence)
-            return
-        known = self.roster.presences.get(presence.router_id)
-        self.roster.apply(presence)
-        if self.sites is not None and presence.status == "offline":  # its site is unreachable through it
-            self.sites.directory.forget_router(presence.router_id)
-        new_instance = known is None or known.instance_id != presence.instance_id
-        if self._joined and presence.status == "online" and new_instance:
-            self._hand_over_answers(presence.router_id)
-
-    def _deny_own_will(self, presence: RouterPresence) -> None:
-        """Our own Will, published while we live (a NATS cluster publishes it late, when it takes over the session
-        of a connection that died with a server): announce ourselves again, or the other routers take our tasks."""
-        ours = presence.status == "offline" and presence.instance_id == self.instance_id
-        if ours and self._joined and not self._stopping and self.client is not None:
-            self.client.publish(self.topics.router_presence(self.router_id), self._presence("online"), retain=True)
-
-    def _hand_over_answers(self, router_id: str) -> None:
-        """A router joined or came back as a new instance: share again, retained, the answers it owns now. It read
-        the retained ledger when it started, but a broker may have lost entries (NATS drops a retained message
-        published while its stream re-elects a leader, and tells no one)."""
-        live = self.roster.live()
-        for entry in self.ledger.answered_entries(time.time()):
-            if rendezvous_owner(entry.task_id, live) == router_id:
-                self._publish(self.topics.ledger(entry.task_id), entry, retain=True)
-
-    def _on_ledger(self, topic: str, payload: bytes) -> None:
-        self._ledger_heard += 1
-        task_id = self.topics.last_level(topic)
-        if not payload:
-            self.ledger.forget(task_id)
-            return
-        entry = self._decode_or_log(payload, LedgerEntry)
-        if entry is None or entry.task_id != task_id:
-            return
-        if not self.ledger.apply(entry, time.time()) and self.ledger.is_expired(entry, time.time()):
-            self._clear_ledger(task_id)
-
-    def _clear_ledger(self, task_id: str) -> None:
-        assert self.client is not None
-        self.client.publish(self.topics.ledger(task_id), b"", retain=True)
-
-    async def _expire_forever(self) -> None:
-        while True:
-            await asyncio.sleep(min(60.0, self.config.answer_retention_s / 4))
-            self.keep_ledger(time.time())
-
-    def keep_ledger(self, now: float) -> None:
-        """Renew our claims on tasks that run longer than half the retention window; clear expired entries."""
-        for task_id in list(self._in_flight):
-            claim = self.ledger.get(task_id)
-            if claim is not None and claim.status == "running" and now - claim.at > self.ledger.retention_s / 2:
-                renewed = claim.model_copy(update={"at": now})
-                self.ledger.apply(renewed, now)
-                self._publish(self.topics.ledger(task_id), renewed, retain=True)
-        for task_id in self.ledger.expire(now):
-            self._clear_ledger(task_id)
-
-    def _live_instances(self) -> dict[str, str]:
-        return {r: p.instance_id for r, p in self.roster.presences.items() if p.status == "online"}
-
-    def live_agents(self) -> Sequence[AgentView]:
-        return self.registry.live_agents(time.monotonic(), self.brain.reliability)
-
-    # --- tasks ----------------------------------------------------------------------------------------------
-
-    def _on_submit(self, topic: str, payload: bytes) -> None:
-        self.submissions_received += 1
-        try:
-            request = decode(payload)
-            if not isinstance(request, (TaskRequest, TaskCancel)):
-                raise MessageError(f"expected a TaskRequest or TaskCancel, got kind {request.kind!r}")
-        except MessageError as error:
-            self._refuse(topic, payload, "bad_request", str(error))
-            return
-        client = submitter(self.topics, topic, request, self._reads_legacy_submit())  # who asked (router.tenancy)
-        if client is None:
-            log.warning("dropped task %s: no client account in %r nor its reply topic", request.task_id, topic[:200])
-            return
-        if isinstance(request, TaskCancel):
-            self._on_task_cancel(request.model_copy(update={"client_id": client}))
-            return
-        if request.task_id in self._in_flight:
-            self._acknowledge_resend(request, client)  # ours even if its ownership moved since: we finish it
-            return
-        owner = task_owner(request.task_id, request.site, self.roster.presences)
-        if self.config.share_group is None and owner != self.router_id:
-            return  # another live router owns this task (with a shared subscription the broker chose us)
-        bound = bind(self.topics, request, client)
-        if isinstance(bound, ErrorReply):  # it named another client's reply topic: told on its own
-            self._publish(self.topics.reply(client), bound)
-            return
-        request = bound
-        reply_topic = self.topics.reply(client)
-        done = self.ledger.answered(request.task_id)
-        if done is not None and done.answer is not None:
-            if done.client_id == client:  # an answer is replayed only to the client that asked
-                self._publish(reply_topic, done.answer.model_copy(update={"replayed": True}))
-            else:
-                message = "this task id was already answered for another client; use a fresh task id"
-                self._publish(reply_topic, ErrorReply(code="bad_request", message=message, task_id=request.task_id))
-            return
-        if self.ledger.claimed_elsewhere(request.task_id, self._live_instances(), self.instance_id) is not None:
-            return  # another live router runs it (it was the owner when the task came): it answers
-        refusal = self.config.tenancy.refusal(request, client, self._account_tasks.running(client))
-        if refusal is not None:  # over the account's caps
-            self._publish(reply_topic, refusal)
-            return
-        request = self.config.tenancy.capped(request)
-        claim = claim_entry(request.task_id, client, self.router_id, self.instance_id, time.time())
-        self.ledger.apply(claim, time.time())
-        self._publish(self.topics.ledger(request.task_id), claim, retain=True)
-        self._event_topics[request.task_id] = self.topics.task_events(client, request.task_id)
-        task = asyncio.create_task(self._handle_task(request), name=f"router[{self.router_id}].task")
-        self._account_tasks.started(client)  # until the task is done, even cancelled before it ran
-        task.add_done_callback(lambda _: self._account_tasks.finished(client))
-        self._in_flight[request.task_id] = task
-        self._requests[request.task_id] = request
-        if request.options.trace == "summary":
-            self._summary_only.add(request.task_id)
-
-    def _on_task_cancel(self, cancel: TaskCancel) -> None:
-        """The client went away: stop the task (its runs are cancelled on their agents); no reply follows."""
-        request = self._requests.get(cancel.task_id)
-        if request is None or request.client_id != cancel.client_id:
-            return  # not ours, already answered, or not the client that asked
-        self.emit(cancel.task_id, "failed", {"code": "cancelled", "message": cancel.reason[:200]})
-        self._in_flight[cancel.task_id].cancel()
-
-    async def _handle_task(self, request: TaskRequest) -> None:
-        try:
-            reply = await self._answer(request)
-        finally:
-            self._in_flight.pop(request.task_id, None)
-            self._event_topics.pop(request.task_id, None)
-            self._requests.pop(request.task_id, None)
-            self._chunk_seq.pop(request.task_id, None)
-            self._summary_only.discard(request.task_id)
-        earlier = self.ledger.answered(request.task_id)
-        if earlier is not None and earlier.answer is not None:  # another router answered it meanwhile: one answer
-            reply = earlier.answer.model_copy(update={"replayed": True})
-        elif isinstance(reply, TaskAnswer):
-            self._remember(request.client_id, reply)
-        else:  # not answered: the claim goes, so a resend may try again
-            self.ledger.forget(request.task_id)
-            self._clear_ledger(request.task_id)
-        self._publish(self.topics.reply(request.client_id), reply)
-
-    def _acknowledge_resend(self, request: TaskRequest, client: str) -> None:
-        """A client resent a task we run: tell it (a `resent` event). Its runs are not sent again: that would let
-        one small message re-publish every outstanding run (the router re-asks them itself after a reconnect, and
-        when their node re-announces). The same task id from another account gets nothing of the task."""
-        running = self._requests.get(request.task_id)
-        if running is None or running.client_id != client:
-            message = "this task id is in use by another client; use a fresh task id"
-            refusal = ErrorReply(code="bad_request", message=message, task_id=request.task_id)
-            self._publish(self.topics.reply(client), refusal)
-            return
-        pending = self._pending.values()
-        outstanding = sum(1 for run, future in pending if run.task_id == request.task_id and not future.done())
-        self.emit(request.task_id, "resent", {"outstanding_runs": outstanding})
-
-    def _reask(self, wanted: Any) -> int:
-        """Send the outstanding runs that `wanted(request)` picks again (same dispatch id); returns how many."""
-        again = [request for request, future in self._pending.values() if not future.done() and wanted(request)]
-        for request in again:
-            self._publish(self.topics.agent_run(request.agent_id), request)
-        return len(again)
-
-    async def _answer(self, request: TaskRequest) -> TaskAnswer | ErrorReply:
-        task_id = request.task_id
-        try:
-            await self._wait_for_agents(min(self.config.agent_wait_s, request.options.deadline_s / 2))
-            pipeline = TaskPipeline(
-                request,
-                task_brain(self, request),
-                await self._agents_for(request),
-                self,
-                self.router_id,
-                time.monotonic,
-                lambda: self._wait_for_agents(self.config.agent_wait_s),
-                teaches=self.config.tenancy.teaches(request.client_id),
-                max_steps=self.config.tenancy.max_steps(request.client_id),
-            )
-            return await asyncio.wait_for(pipeline.execute(), request.options.deadline_s)
-        except asyncio.TimeoutError:
-            message = f"no answer within the deadline of {request.options.deadline_s:g} s"
-            self.emit(task_id, "failed", {"code": "timeout"})
-            return ErrorReply(code="timeout", message=message, task_id=task_id)
-        except NoAgentsError as error:
-            self.emit(task_id, "failed", {"code": "no_agents", "message": str(error)})
-            return ErrorReply(code="no_agents", message=str(error), task_id=task_id)
-        except Exception as error:  # a bug in one task must not take the router down; the client is told
-            log.exception("task %s failed", task_id)
-            self.emit(task_id, "failed", {"code": "internal_error"})
-            return ErrorReply(code="internal_error", message=f"{type(error).__name__}: {error}"[:4000], task_id=task_id)
-
-    async def _wait_for_agents(self, wait_s: float) -> bool:
-        """Give agents a moment to (re)announce themselves, e.g. right after a broker restart (bounded)."""
-        if self.sites is not None and self.sites.site_agents():
-            return True  # other sites answer by their summaries
-        deadline = time.monotonic() + wait_s
-        while not self.live_agents() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        return bool(self.live_agents())
-
-    async def _agents_for(self, request: TaskRequest) -> Any:
-        """The agent source of the pipeline: the registry, or the agents that answered a bid round."""
-        if request.options.selection == "registry":
-            return self.live_agents
-        assert self.client is not None
-        views = await self.bids.collect(self.client, self.topics, self.router_id, request, list(self.live_agents()))
-        self.emit(request.task_id, "screened", {"bids": [view.agent_id for view in views]})
-        return lambda: views
-
-    def _remember(self, client: str, answer: TaskAnswer) -> None:
-        """Record the answer in the ledger and share it with the other routers (retained)."""
-        entry = answered_entry(answer, client, self.router_id, self.instance_id, time.time())
-        self.ledger.apply(entry, time.time())
-        if client:
-            self._publish(self.topics.ledger(answer.task_id), entry, retain=True)
-
-    def _refuse(self, topic: str, payload: bytes, code: str, message: str) -> None:
-        """Answer a submission that could not be read: on its account's reply topic (legacy: the one it names)."""
-        reply_topic, task_id, _ = peek_reply_route(payload)
-        client = self.topics.submit_owner(topic)
-        if client is not None:
-            reply_topic = self.topics.reply(client)
-        elif not self._reads_legacy_submit():
-            reply_topic = None
-        log.info("refused a task (%s): %s", code, message[:300])
-        if reply_topic is not None and self.topics.reply_owner(reply_topic) is not None:
-            self._publish(reply_topic, ErrorReply(code=code, message=message[:4000], task_id=task_id))
-
-    # --- RunPort (used by the pipeline) ---------------------------------------------------------------------
-
-    async def run(self, request: RunRequest, timeout_s: float) -> RunResult:
-        """Dispatch a run to its agent and wait for the result; failures come back as error results."""
-        assert self.client is not None
-        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._pending[request.dispatch_id] = (request, future)
-        self.runs_dispatched += 1
-        self._publish(self.topics.agent_run(request.agent_id), request)
-        dispatched_at = time.monotonic()
-        try:
-            # asyncio.wait, not wait_for: wait_for may swallow a cancellation (an early-stopped vote) when the
-            # result lands in the same loop iteration, and the cancelled run would then report after the answer.
-            while not future.done():
-                remaining = self._run_due(dispatched_at, timeout_s) - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.wait([future], timeout=remaining)
-        except asyncio.CancelledError:  # an early-stopped vote, the task's deadline, a client gone: free the agent
-            if not future.done():
-                self._cancel_run(request, "cancelled")
-            raise
-        finally:
-            self._pending.pop(request.dispatch_id, None)
-        if not future.done():
-            self._cancel_run(request, "timeout")
-            return _failed(request, "timeout", f"no result within {timeout_s:g} s")
-        return future.result()
-
-    def _run_due(self, dispatched_at: float, timeout_s: float) -> float:
-        """When a run's result is due: `timeout_s` after it was sent, or after our last reconnect.
-
-        Time this router spends cut off from the broker is not the agent's: a reconnect asks the outstanding runs
-        again (same dispatch id), so their time starts again then; while disconnected, nothing is due yet.
-        """
-        assert self.client is not None
-        if not self.client.is_connected:
-            return time.monotonic() + timeout_s
-        return max(dispatched_at, self.client.connected_since or dispatched_at) + timeout_s
-
-    def _cancel_run(self, request: RunRequest, reason: str) -> None:
-        if not self.config.cancel_runs or self.client is None:
-            return
-        cancel = RunCancel(
-            dispatch_id=request.dispatch_id, task_id=request.task_id, agent_id=request.agent_id, reason=reason
-        )
-        self._publish(self.topics.agent_run(request.agent_id), cancel)
-
-    def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
-        """Publish a trace event of a running task to its client's namespace, without the gold answer."""
-        topic = self._event_topics.get(task_id)
-        if topic is None:
-            return  # not a task of ours (or already answered): nobody to tell
-        if task_id in self._summary_only and event not in SUMMARY_EVENTS:
-            return  # nobody follows this task step by step: a packet (and its encoding) saved
-        public = without_gold(data)
-        message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
-        self._publish(topic, message, qos=0)
-        if event in _PROGRESS_EVENTS and self._voted(task_id):  # a single run streams its tokens instead
-            self._forward(task_id, "progress", _progress_text(event, public))
-
-    def _voted(self, task_id: str) -> bool:
-        request = self._requests.get(task_id)
-        return request is not None and request.options.cot_count > 1 and request.options.agent_id is None
-
-    def _forward(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
-        """Send a TaskChunk to the client of a task that asked for a stream."""
-        request = self._requests.get(task_id)
-        if request is None or not request.options.stream or not text:
-            return
-        seq = self._chunk_seq.get(task_id, 0)
-        self._chunk_seq[task_id] = seq + 1
-        chunk = TaskChunk(task_id=task_id, seq=seq, phase=phase, text=text, dispatch_id=dispatch_id)  # type: ignore[arg-type]
-        self._publish(self.topics.reply(request.client_id), chunk)
-
-    def _on_inbox(self, topic: str, payload: bytes) -> None:
-        try:
-            message = decode(payload)
-        except MessageError as error:
-            log.info("ignoring a malformed inbox message: %s", error)
-            return
-        if isinstance(message, RunChunk):
-            entry = self._pending.get(message.dispatch_id)
-            if entry is not None and entry[0].stream and entry[0].agent_id == message.agent_id:
-                self._forward(entry[0].task_id, "token", message.text, message.dispatch_id)
-        elif isinstance(message, RunResult):
-            self._resolve(message.dispatch_id, message)
-        elif isinstance(message, ErrorReply) and message.dispatch_id:
-            entry = self._pending.get(message.dispatch_id)
-            if entry is not None:
-                kind = message.code if message.code in ("busy", "bad_request") else "backend_error"
-                self._resolve(message.dispatch_id, _failed(entry[0], kind, message.message))
-
-    def _on_bid(self, topic: str, payload: bytes) -> None:
-        bid = self._decode_or_log(payload, Bid)
-        if bid is not None:
-            self.bids.offer(bid)
-
-    def _resolve(self, dispatch_id: str, result: RunResult) -> None:
-        entry = self._pending.get(dispatch_id)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(result)
-
-    def _fail_pending(self, agent_ids: set[str], reason: str) -> None:
-        for request, future in list(self._pending.values()):
-            if request.agent_id in agent_ids and not future.done():
-                future.set_result(_failed(request, "backend_error", reason))
-
-    # --- plumbing -------------------------------------------------------------------------------------------
-
-    def _publish(self, topic: str, message: Any, qos: int = 1, retain: bool = False) -> None:
-        assert self.client is not None
-        try:
-            self.client.publish(topic, message, qos=qos, retain=retain)
-        except PayloadTooLarge as error:  # above the fabric's message size limit: the client hears why
-            log.warning("not published on %s: %s", topic, error)
-            if isinstance(message, (TaskAnswer, TaskChunk)):
-                reply = ErrorReply(code="too_large", message=str(error)[:4000], task_id=message.task_id)
-                self.client.publish(topic, reply, qos=qos)
-
-    def _decode_or_log(self, payload: bytes, expected: type[Any]) -> Any:
-        try:
-            return decode(payload, expected)
-        except MessageError as error:
-            log.info("ignoring a malformed %s: %s", expected.__name__, error)
-            return None
-
-
-def without_gold(data: dict[str, Any]) -> dict[str, Any]:
-    """Event data with every `gold_answer` removed (at any depth): events never carry the expected answer."""
-    return {key: _strip(value) for key, value in data.items() if key != "gold_answer"}
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return without_gold(value)
-    if isinstance(value, (list, tuple)):
-        return [_strip(item) for item in value]
-    return value
-
-
-_PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})
-
-
-def _progress_text(event: str, data: dict[str, Any]) -> str:
-    """One line of progress for a streamed task that is voted (its runs' tokens are not streamed)."""
-    if event == "dispatched":
-        return f"dispatched to {data.get('agent')}"
-    if event == "result":
-        if data.get("error"):
-            return f"{data.get('agent')} failed ({data.get('error')})"
-        return f"{data.get('agent')} answered {str(data.get('answer', ''))[:80]!r}"
-    if event == "voted":
-        return f"voted: {str(data.get('winner', ''))[:80]!r}" if "winner" in data else "vote decided early"
-    return f"plan of {len(data.get('plan') or [])} step(s)"
-
-
-def _failed(request: RunRequest, kind: str, message: str) -> RunResult:
-    """The result of a run that produced nothing (timeout, agent death, refusal)."""
-    return RunResult(
-        dispatch_id=request.dispatch_id,
-        task_id=request.task_id,
-        agent_id=request.agent_id,
-        node_id="unknown",
-        error=kind,  # type: ignore[arg-type]
-        error_message=message,
-    )
 
 
 def router_config(

@@ -97,7 +97,12 @@ class FabricTaskClient:
         on_event: EventCallback | None = None,
         **options: Any,
     ) -> TaskAnswer:
-        """Submit `query` and return the TaskAnswer; raises TaskFailed on an ErrorReply, TaskTimeout."""
+        """Submit `query` and return the TaskAnswer; raises TaskFailed on an ErrorReply, TaskTimeout.
+
+        A caller that follows the task's events (`on_event`) gets its full trace unless it asks otherwise (`trace`).
+        """
+        if on_event is not None:
+            options.setdefault("trace", "full")
         request = self.request(query, task_id, requirements, context, **options)
         timeout = timeout_s or request.options.deadline_s + 5
         reply = await self.submit_request(request, timeout, resend_every_s, on_event)

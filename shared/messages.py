@@ -159,7 +159,8 @@ class TaskOptions(WireModel):
     budget: NonNegative | None = None  # most a run may cost, in cost units (cost_per_1k_tokens x tokens / 1000)
     stream: bool = False  # stream the tokens of a single-run task (TaskChunk), progress of a vote
     agent_id: Id | None = None  # run on this agent only (a direct run, e.g. the gateway's `agent:<id>` models)
-    trace: Literal["full", "summary"] = "full"  # summary: only the answered / failed event (nobody follows)
+    # summary (the default): only the answered / failed event; full: every step (`submit` and followers ask)
+    trace: Literal["full", "summary"] = "summary"
 
 
 class TaskRequest(SiteAware):
@@ -434,6 +435,17 @@ class SiteSummary(WireModel):
     sent_at: float = 0.0
 
 
+class TraceRequest(WireModel):
+    """An observer (the dashboard) asks the routers to trace every task they start in full for `duration_s`, and
+    asks again while it watches; otherwise a task traces a summary unless its own client asks for more."""
+
+    kind: Literal["trace_request"] = "trace_request"
+    v: Literal[1] = SCHEMA_VERSION
+    observer_id: Id
+    duration_s: float = Field(default=30.0, gt=0.0, le=300.0)
+    sent_at: float = 0.0
+
+
 Message = (
     NodeBeacon
     | NodeState
@@ -453,6 +465,7 @@ Message = (
     | LedgerEntry
     | RebirthRequest
     | SiteSummary
+    | TraceRequest
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}
@@ -476,7 +489,7 @@ def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise MessageError(f"payload is not valid UTF-8 JSON: {str(error)[:200]}") from None
-    if _depth(data) > MAX_NESTING_DEPTH:
+    if _brackets(raw) > MAX_NESTING_DEPTH and _depth(data) > MAX_NESTING_DEPTH:
         raise MessageError(f"payload is nested deeper than {MAX_NESTING_DEPTH} levels")
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
         raise MessageError("payload is not a JSON object with a string 'kind'")
@@ -533,6 +546,11 @@ def _summarise(error: ValidationError) -> str:
         location = ".".join(str(part) for part in item["loc"]) or "payload"
         parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
+
+
+def _brackets(raw: bytes) -> int:
+    """Opening brackets in the payload: a bound on its nesting depth, counted in C (most payloads need no walk)."""
+    return raw.count(b"{") + raw.count(b"[")
 
 
 def _depth(value: Any, level: int = 0) -> int:

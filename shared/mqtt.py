@@ -34,6 +34,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.config import BrokerURL, ConnectionSettings
 from shared.errors import MessageError, TransportError
@@ -50,6 +53,7 @@ RECV_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 10_000
 RESUBSCRIBE_DELAY_S = 1.0
 ROUTE_CACHE_SIZE = 65_536  # topics whose handlers are remembered: a state and a beacon topic per node
+MAX_COALESCED_BYTES = 256 * 1024  # written with one send at most (a bigger backlog goes in several)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,95 @@ class FailBackPolicy:
         return min(2.0, max(0.2, self.interval_s / 2))
 
 
-class BufferedPahoClient(paho.Client):
+_PUBACK_REASON = ReasonCode(PacketTypes.PUBACK)  # "success", as paho reads every MQTT 3.1.1 PUBACK
+_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # none (MQTT 3.1.1 has no properties)
+
+
+class CoalescingPahoClient(paho.Client):
+    """paho, writing every packet queued in one loop pass with one send.
+
+    paho sends each queued packet with its own send(): a routed task's publishes and acknowledgements were a dozen
+    system calls in the router alone, each one waking the broker (on loopback the receiver's TCP work runs inside
+    the sender's send). Here the packets queued so far are joined and sent at once; what the socket does not take
+    stays queued, in order, exactly as paho leaves a partly sent packet. QoS semantics are paho's: a QoS 1 packet
+    stays in paho's in-flight table until its PUBACK, whatever the write; a QoS 0 publish is reported sent (its
+    message info and `on_publish`) once its last byte is written. A DISCONNECT is written by paho's own writer.
+    It also reads an MQTT 3.1.1 PUBACK without paho's per-acknowledgement objects (`_handle_pubackcomp`).
+    """
+
+    def _packet_write(self) -> MQTTErrorCode:
+        while self._out_packet:
+            packets = self._take_coalescible()
+            if not packets:  # a DISCONNECT first: paho closes the socket after it
+                return super()._packet_write()
+            try:
+                written = self._sock_send(b"".join(memoryview(p["packet"])[p["pos"] :] for p in packets))
+            except (AttributeError, ValueError):
+                self._out_packet.extendleft(reversed(packets))
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                self._out_packet.extendleft(reversed(packets))
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as error:
+                self._out_packet.extendleft(reversed(packets))
+                log.debug("failed to send on socket: %s", error)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            self._last_msg_out = paho.time_func()
+            if not self._account_written(packets, written):
+                break  # the socket's buffer is full: the rest waits for it to drain
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _take_coalescible(self) -> list[Any]:
+        """The queued packets from the front, up to a DISCONNECT or MAX_COALESCED_BYTES."""
+        packets: list[Any] = []
+        size = 0
+        while self._out_packet and size < MAX_COALESCED_BYTES:
+            if self._out_packet[0]["command"] & 0xF0 == paho.DISCONNECT:
+                break
+            packet = self._out_packet.popleft()
+            packets.append(packet)
+            size += packet["to_process"]
+        return packets
+
+    def _account_written(self, packets: list[Any], written: int) -> bool:
+        """Mark what `written` bytes covered; requeue the rest. True when every packet went out whole."""
+        for index, packet in enumerate(packets):
+            taken = min(written, packet["to_process"])
+            written -= taken
+            packet["pos"] += taken
+            packet["to_process"] -= taken
+            if packet["to_process"]:
+                self._out_packet.extendleft(reversed(packets[index:]))
+                return False
+            if packet["command"] & 0xF0 == paho.PUBLISH and packet["qos"] == 0:
+                self._qos0_sent(packet)
+        return True
+
+    def _qos0_sent(self, packet: Any) -> None:
+        """What paho does once a QoS 0 publish is written: `on_publish`, and its message info marked published."""
+        with self._callback_mutex:
+            on_publish = self.on_publish
+        if on_publish is not None:
+            with self._in_callback_mutex:  # (callback API version 2: paho types the union of both versions)
+                on_publish(self, self._userdata, packet["mid"], _PUBACK_REASON, _PUBACK_PROPERTIES)  # type: ignore[call-arg]
+        if packet["info"] is not None:  # paho queues some QoS 0 packets without one (after a CONNACK)
+            packet["info"]._set_as_published()
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        """A PUBACK of MQTT 3.1.1 is its message id alone: read it without building the reason code and properties
+        objects paho makes for every acknowledgement (MQTT 5 ones; a fifth of a router's inbound work). Anything
+        else (PUBCOMP, MQTT 5, a malformed packet) is paho's."""
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol != paho.MQTTv311 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = int.from_bytes(packet, "big")
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_REASON, _PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class BufferedPahoClient(CoalescingPahoClient):
     """paho, reading what the socket holds in one recv instead of one recv per header byte.
 
     paho reads a packet as recv(1) for the command, recv(1) per remaining-length byte, then the body: three or
@@ -302,7 +394,7 @@ class FabricClient:
     # --- paho plumbing ------------------------------------------------------------------------------------
 
     def _build_paho(self, will: WillMessage | None) -> paho.Client:
-        client = (BufferedPahoClient if self.settings.buffered_reads else paho.Client)(
+        client = (BufferedPahoClient if self.settings.buffered_reads else CoalescingPahoClient)(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv311,

@@ -107,6 +107,10 @@ class Topics:
         """Routers ask live nodes to republish their beacons here (a `RebirthRequest`)."""
         return f"{self.prefix}/rebirth"
 
+    def trace_requests(self) -> str:
+        """Observers ask routers for every task's full trace here (a `TraceRequest`, from the dashboard)."""
+        return f"{self.prefix}/trace/request"
+
     # routers
     def router_presence(self, router_id: str) -> str:
         return f"{self.prefix}/router/{validate_id(router_id, 'router id')}"

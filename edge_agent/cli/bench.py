@@ -157,7 +157,7 @@ def _report(result: dict[str, Any], print_summary: Callable[[dict[str, Any]], No
 @click.option(
     "--trace",
     type=click.Choice(["full", "summary"]),
-    default="full",
+    default="summary",
     show_default=True,
     help="Trace events per task: every step, or the final one only (nobody follows).",
 )

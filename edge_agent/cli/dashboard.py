@@ -32,6 +32,13 @@ from shared.config import NodeConfig
     multiple=True,
     help="A host name besides localhost that anonymous loopback requests may address (repeatable).",
 )
+@click.option(
+    "--full-traces/--no-full-traces",
+    default=True,
+    show_default=True,
+    help="Ask the routers for every task's full trace while the dashboard runs (tasks trace a summary otherwise; "
+    "an operator account provisioned before this option may not publish the request: use --no-full-traces).",
+)
 def dashboard(
     config_path: Path | None,
     brokers: tuple[str, ...],
@@ -40,6 +47,7 @@ def dashboard(
     port: int,
     keys_file: Path | None,
     allowed_hosts: tuple[str, ...],
+    full_traces: bool,
 ) -> None:
     """Serve a live dashboard: nodes, agents, routers, recent tasks, each task's trace and the router's scores.
 
@@ -50,11 +58,11 @@ def dashboard(
     """
     config = fabric_config(config_path, brokers, fabric)
     allowed = frozenset(name.strip().lower() for name in allowed_hosts)
-    run_async(_serve(config, host, port, keys_file, allowed))
+    run_async(_serve(config, host, port, keys_file, allowed, full_traces))
 
 
 async def _serve(
-    config: NodeConfig, host: str, port: int, keys_file: Path | None, allowed_hosts: frozenset[str]
+    config: NodeConfig, host: str, port: int, keys_file: Path | None, allowed_hosts: frozenset[str], full_traces: bool
 ) -> None:
     try:
         from fleet_observe.web import DashboardServer
@@ -63,7 +71,7 @@ async def _serve(
         raise click.ClickException(f'{error}; install it with `pip install "symphony-edge[gateway]"`') from None
 
     keys = load_keys(keys_file) if keys_file else None
-    server = DashboardServer(config.connection, host, port, keys, allowed_hosts)
+    server = DashboardServer(config.connection, host, port, keys, allowed_hosts, full_traces)
     stop = stop_on_signals()
     try:
         await server.start()

@@ -155,7 +155,11 @@ def trace(
     config = fabric_config(config_path, brokers, fabric)
     click.echo(f"following task {task_id} on fabric {config.connection.fabric!r} (up to {timeout_s:g} s)")
     topic = _trace_topic(config, Topics(config.connection.fabric), task_id)
-    outcome = run_async(_follow(_quick_connect(config.connection, min(timeout_s, 10.0)), topic, timeout_s))
+    # An operator (or anyone on an open broker) asks the routers for full traces, as the dashboard does: a task
+    # traces a summary unless someone follows it. A client account may not ask (its tasks trace as they asked).
+    full_traces = config.role != "client"
+    connection = _quick_connect(config.connection, min(timeout_s, 10.0))
+    outcome = run_async(_follow(connection, topic, timeout_s, full_traces))
     if outcome != "answered":
         raise click.ClickException(
             f"task {task_id} failed"
@@ -171,12 +175,12 @@ def _trace_topic(config: NodeConfig, topics: Any, task_id: str) -> str:
     return str(topics.any_client_task_events(task_id))
 
 
-async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float) -> str:
+async def _follow(connection: ConnectionSettings, topic: str, timeout_s: float, full_traces: bool = False) -> str:
     from fleet_observe.render import event_line
     from fleet_observe.snapshot import FINAL_EVENTS
     from fleet_observe.watch import FabricWatcher
 
-    watcher = FabricWatcher(connection, task_events=topic)
+    watcher = FabricWatcher(connection, task_events=topic, full_traces=full_traces)
     await watcher.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

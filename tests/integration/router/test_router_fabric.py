@@ -257,7 +257,9 @@ def test_plan_and_parallel_votes_give_one_answer_with_a_full_trace(stack: Stack)
     async def scenario() -> None:
         watcher = await Watcher(stack.connection).start()
         async with FabricTaskClient(stack.connection) as client:
-            answer = await client.submit(PLAN_QUERY, task_id="plan-1", plan_k=2, cot_count=3, deadline_s=20)
+            answer = await client.submit(
+                PLAN_QUERY, task_id="plan-1", plan_k=2, cot_count=3, deadline_s=20, trace="full"
+            )
         await watcher.wait_for("the answered event", lambda: bool(watcher.events("plan-1", "answered")))
         await asyncio.sleep(0.3)  # a duplicate reply, if any, would arrive by now
         assert answer.answer == "42"
@@ -287,7 +289,9 @@ def test_chains_mode_runs_each_planners_chain_and_votes_on_their_answers(stack: 
     async def scenario() -> None:
         watcher = await Watcher(stack.connection).start()
         async with FabricTaskClient(stack.connection) as client:
-            answer = await client.submit(PLAN_QUERY, task_id="chains-1", plan_k=2, plan_mode="chains", deadline_s=20)
+            answer = await client.submit(
+                PLAN_QUERY, task_id="chains-1", plan_k=2, plan_mode="chains", deadline_s=20, trace="full"
+            )
         await watcher.wait_for("the answered event", lambda: bool(watcher.events("chains-1", "answered")))
         assert answer.answer == "42"
         assert answer.plan == ("add 2 and 2", "double the result")
@@ -341,10 +345,10 @@ def test_a_resent_task_id_is_replayed_without_new_runs(stack: Stack) -> None:
     async def scenario() -> None:
         watcher = await Watcher(stack.connection).start()
         async with FabricTaskClient(stack.connection) as client:
-            first = await client.submit("What is 6 * 7?", task_id="replay-1", cot_count=3, deadline_s=20)
+            first = await client.submit("What is 6 * 7?", task_id="replay-1", cot_count=3, deadline_s=20, trace="full")
             await watcher.wait_for("the first answer", lambda: len(watcher.replies("replay-1")) == 1)
             runs_before = len(watcher.runs("replay-1"))
-            second = await client.submit("What is 6 * 7?", task_id="replay-1", cot_count=3, deadline_s=20)
+            second = await client.submit("What is 6 * 7?", task_id="replay-1", cot_count=3, deadline_s=20, trace="full")
         await watcher.wait_for("the replayed answer", lambda: len(watcher.replies("replay-1")) == 2)
         await asyncio.sleep(0.3)  # runs of a wrongly re-driven task would show up by now
         assert runs_before == 3
@@ -362,7 +366,9 @@ def test_bid_selection_answers(stack: Stack) -> None:
     async def scenario() -> None:
         watcher = await Watcher(stack.connection).start()
         async with FabricTaskClient(stack.connection) as client:
-            answer = await client.submit("What is 6 * 7?", task_id="bid-1", selection="bid", cot_count=3, deadline_s=20)
+            answer = await client.submit(
+                "What is 6 * 7?", task_id="bid-1", selection="bid", cot_count=3, deadline_s=20, trace="full"
+            )
         await watcher.wait_for("the answered event", lambda: bool(watcher.events("bid-1", "answered")))
         assert answer.answer == "42"
         bid_rounds = [e for e in watcher.events("bid-1", "screened") if "bids" in e.data]
@@ -427,7 +433,7 @@ def test_a_killed_agent_run_is_redispatched_and_the_task_answered(
         await watcher.wait_ready(4, {"r1"})
         async with FabricTaskClient(connection) as client:
             submitted = asyncio.ensure_future(
-                client.submit("What is 6 * 7?", task_id="kill-1", cot_count=3, top_l=4, deadline_s=40)
+                client.submit("What is 6 * 7?", task_id="kill-1", cot_count=3, top_l=4, deadline_s=40, trace="full")
             )
             await watcher.wait_for("a dispatch", lambda: bool(watcher.events("kill-1", "dispatched")))
             victim = watcher.events("kill-1", "dispatched")[0].data["agent"]

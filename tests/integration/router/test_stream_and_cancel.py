@@ -18,10 +18,13 @@ from support import RunningBroker, connection_for
 from edge_agent.backends.echo import EchoBackend
 from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
+from fleet_observe.watch import FabricWatcher
 from router.service import RouterConfig, RouterService
 from shared.client import FabricTaskClient
 from shared.config import ConnectionSettings
-from shared.messages import TaskAnswer, TaskChunk
+from shared.messages import TaskAnswer, TaskChunk, TaskEvent, decode
+from shared.mqtt import FabricClient
+from shared.topics import Topics
 
 T = TypeVar("T")
 LONG_QUESTION = " ".join(f"word{index}" for index in range(60)) + " what is six times seven?"
@@ -146,3 +149,67 @@ def test_a_client_that_goes_away_stops_the_run_on_its_agent(
             return workers["slow"]
 
     assert run(scenario()).tokens_generated < 30
+
+
+def test_a_task_traces_its_answer_alone_unless_its_client_follows_it(
+    any_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    """Trace events cost the router a packet each: a task gets its full trace only when its client asks."""
+
+    async def scenario() -> tuple[dict[str, list[str]], list[str]]:
+        connection = connection_for(any_broker, fabric)
+        seen: dict[str, list[str]] = {}
+        followed: list[str] = []
+        operator = FabricClient(connection, "operator")  # reads every task's events, as the dashboard does
+
+        def on_event(topic: str, payload: bytes) -> None:
+            event = decode(payload, TaskEvent)
+            seen.setdefault(event.task_id, []).append(event.event)
+
+        await operator.subscribe(Topics(fabric).all_task_events(), on_event)
+        await operator.connect()
+        try:
+            async with echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0}), FabricTaskClient(connection) as c:
+                await c.submit("what is six times seven?", task_id="quiet", cot_count=2)
+                await c.submit(
+                    "what is six times seven?",
+                    task_id="followed",
+                    cot_count=2,
+                    on_event=lambda e: followed.append(e.event),
+                )
+                await until(lambda: "answered" in seen.get("quiet", []) and "answered" in seen.get("followed", []))
+        finally:
+            await operator.close()
+        return seen, followed
+
+    seen, followed = run(scenario())
+    assert seen["quiet"] == ["answered"]
+    assert seen["followed"][0] == "received" and seen["followed"][-1] == "answered"
+    assert {"dispatched", "result", "voted"} <= set(seen["followed"]) and followed[:2] == seen["followed"][:2]
+
+
+def test_while_a_dashboard_watches_every_task_traces_in_full(
+    any_broker: RunningBroker, fabric: str, tmp_path: Path
+) -> None:
+    """The watcher asks (a TraceRequest, QoS 0) as it starts; a task submitted once the router heard it traces in
+    full. Tasks are submitted one after another until one does (bounded): the request may still be on its way."""
+
+    async def scenario() -> list[str]:
+        connection = connection_for(any_broker, fabric)
+        async with echo_fabric(connection, tmp_path, {"a1": 0.0, "a2": 0.0}), FabricTaskClient(connection) as c:
+            watcher = FabricWatcher(connection, task_events=Topics(fabric).all_task_events(), full_traces=True)
+            await watcher.start()
+            try:
+                for attempt in range(20):
+                    task_id = f"watched-{attempt}"
+                    await c.submit("what is six times seven?", task_id=task_id, cot_count=2)
+                    await until(lambda t=task_id: getattr(watcher.snapshot.tasks.get(t), "status", "") == "answered")
+                    names = [event.event for event in watcher.snapshot.tasks[task_id].events]
+                    if "received" in names:
+                        return names
+                raise AssertionError("no task traced in full while the dashboard watched")
+            finally:
+                await watcher.close()
+
+    names = run(scenario())
+    assert names[0] == "received" and names[-1] == "answered" and "dispatched" in names

@@ -73,6 +73,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/submit/+": "out",  # A's client asks B's router
         "task/+/+/events": "in",
         "reply/+": "in",
+        "trace/request": "out",  # A's dashboard asks B's router for full traces
     }
     assert directions(bridges["b"]) == {
         "beacon/+": "both",
@@ -86,6 +87,7 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/submit/+": "in",
         "task/+/+/events": "out",
         "reply/+": "out",
+        "trace/request": "in",
     }
 
 
@@ -97,13 +99,15 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
         "state/+": "out",
         "router/+": "out",
         "task/+/+/events": "out",
+        "trace/request": "in",  # an observer elsewhere may ask B's router for full traces
     }
-    assert set(directions(bridges["a"]).values()) == {"in"}
+    assert set(directions(bridges["a"]).values()) == {"in", "out"}
+    assert [topic for topic, direction in directions(bridges["a"]).items() if direction == "out"] == ["trace/request"]
 
 
 def test_a_failover_hub_bridges_every_topic_both_ways() -> None:
     bridged = bridge_topics(TOPICS, ALL_ROLES, ALL_ROLES)
-    assert len(bridged) == 12  # every fabric topic (broker.bridges.flows)
+    assert len(bridged) == 13  # every fabric topic (broker.bridges.flows)
     assert {topic.direction for topic in bridged} == {"both"}
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from router.ledger import TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
+from router.plumbing import LedgerEchoes
+from router.routed_task import PendingRun, RoutedTask
 from router.service import RouterConfig, RouterService
 from shared.config import ConnectionSettings
 from shared.messages import (
@@ -21,8 +23,9 @@ from shared.messages import (
     RunResult,
     TaskAnswer,
     TaskEvent,
+    TaskOptions,
     TaskRequest,
-    decode,
+    TraceRequest,
     encode,
 )
 
@@ -128,7 +131,7 @@ def test_an_answer_shared_by_another_router_is_replayed_without_a_new_run() -> N
     service._on_submit(f"{P}/task/submit", submit())
     [reply] = recorder.on(f"{P}/reply/")
     assert isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == "42"
-    assert service._in_flight == {} and recorder.on(f"{P}/agent/") == []
+    assert service.running == {} and recorder.on(f"{P}/agent/") == []
 
 
 def test_an_answer_is_shared_with_the_other_routers_retained() -> None:
@@ -144,7 +147,7 @@ def test_a_task_another_live_router_runs_is_left_to_it() -> None:
     task_id = owned_by_r1(["r1", "r2"])
     ledger_message(service, claim_entry(task_id, "alice", "r2", "i2", now=time.time()))
     service._on_submit(f"{P}/task/submit", submit(task_id))
-    assert service._in_flight == {} and recorder.published == []
+    assert service.running == {} and recorder.published == []
 
 
 def test_a_claim_of_a_router_instance_that_died_is_void() -> None:
@@ -154,34 +157,45 @@ def test_a_claim_of_a_router_instance_that_died_is_void() -> None:
         task_id = owned_by_r1(["r1", "r2"])
         ledger_message(service, claim_entry(task_id, "alice", "r2", "i-old", now=time.time()))
         service._on_submit(f"{P}/task/submit", submit(task_id))
-        assert task_id in service._in_flight
+        assert task_id in service.running
         [(topic, claim, retain)] = recorder.published[:1]
         assert topic == f"{P}/ledger/{task_id}" and retain and claim.status == "running" and claim.router_id == "r1"
-        service._in_flight[task_id].cancel()
+        service.running[task_id].runner.cancel()  # type: ignore[union-attr]
 
     asyncio.run(scenario())
+
+
+def routed(service: RouterService, task_id: str = "t1", runner: Any = None) -> RoutedTask:
+    """A task of alice's that the router runs (full trace), as `_on_submit` records it."""
+    request = TaskRequest(task_id=task_id, query="q", reply_topic=ALICE, options=TaskOptions(trace="full"))
+    task = RoutedTask(request, "alice", service.topics.task_events("alice", task_id), runner)
+    service.running[task_id] = task
+    return task
 
 
 def pending_run(service: RouterService, task_id: str = "t1", agent_id: str = "n1-math") -> RunRequest:
     request = RunRequest(
         dispatch_id=f"{task_id}.d1", task_id=task_id, agent_id=agent_id, subtask="q", reply_topic=service.reply_topic
     )
-    service._pending[request.dispatch_id] = (request, asyncio.get_running_loop().create_future())
+    task = service.running.get(task_id) or routed(service, task_id)
+    task.runs[request.dispatch_id] = PendingRun(request, asyncio.get_running_loop().create_future())
     return request
+
+
+def pending_result(service: RouterService, dispatch_id: str, task_id: str = "t1") -> asyncio.Future[RunResult]:
+    return service.running[task_id].runs[dispatch_id].result
 
 
 def test_a_resend_of_a_task_in_flight_is_acknowledged_without_sending_its_runs_again() -> None:
     async def scenario() -> None:
         service, recorder = router()
+        routed(service, "t1", asyncio.ensure_future(asyncio.sleep(10)))
         pending_run(service)
-        service._in_flight["t1"] = asyncio.ensure_future(asyncio.sleep(10))
-        service._requests["t1"] = decode(submit("t1")).model_copy(update={"client_id": "alice"})
-        service._event_topics["t1"] = service.topics.task_events("alice", "t1")
         service._on_submit(f"{P}/task/submit", submit("t1"))
         assert recorder.on(f"{P}/agent/n1-math/run") == []  # one small message must not re-publish every run
         [event] = recorder.on(f"{P}/task/alice/t1/events")
         assert isinstance(event, TaskEvent) and event.event == "resent" and event.data == {"outstanding_runs": 1}
-        service._in_flight["t1"].cancel()
+        service.running["t1"].runner.cancel()  # type: ignore[union-attr]
 
     asyncio.run(scenario())
 
@@ -217,7 +231,7 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
             if epoch == 2:
                 run = pending_run(service)
             service._on_beacon(service.topics.beacon("n1"), encode(beacon))
-        _, future = service._pending[run.dispatch_id]
+        future = pending_result(service, run.dispatch_id)
         assert future.done() and future.result().error == "backend_error"  # redispatched by the pipeline
         assert recorder.on(f"{P}/agent/") == []
 
@@ -249,7 +263,7 @@ def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to
             recorder.connect_count = 2
         service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))
         await asyncio.sleep(0.2)  # past offline_grace_s, within agent_wait_s
-        _, future = service._pending[run.dispatch_id]
+        future = pending_result(service, run.dispatch_id)
         assert future.done() is not just_reconnected
         if just_reconnected:  # the node re-announces: its run is asked again (same dispatch id), not failed
             back = online.model_copy(update={"sent_at": online.sent_at + 2})
@@ -268,7 +282,7 @@ def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_
         service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))  # the Will, then the broker goes
         recorder.is_connected = False
         await asyncio.sleep(0.2)  # the grace is over while we are cut off
-        _, future = service._pending[run.dispatch_id]
+        future = pending_result(service, run.dispatch_id)
         assert not future.done()
         recorder.is_connected, recorder.connect_count, recorder.connected_since = True, 2, time.monotonic()
         await asyncio.sleep(0.1)  # back, but the node has not had agent_wait_s to re-announce
@@ -282,13 +296,14 @@ def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_
 def test_a_run_is_not_timed_out_while_the_router_is_cut_off_from_the_broker() -> None:
     async def scenario() -> None:
         service, recorder = router()
+        routed(service)
         request = RunRequest(dispatch_id="t1.d1", task_id="t1", agent_id="n1-math", subtask="q", reply_topic=ALICE)
         running = asyncio.ensure_future(service.run(request, timeout_s=0.05))
         await asyncio.sleep(0)
         recorder.is_connected = False  # the broker went away: the agent cannot answer, nor we hear it
         await asyncio.sleep(0.2)
         assert not running.done()
-        _, future = service._pending["t1.d1"]
+        future = pending_result(service, "t1.d1")
         recorder.is_connected, recorder.connected_since = True, time.monotonic()  # back; the run is asked again
         future.set_result(RunResult(dispatch_id="t1.d1", task_id="t1", agent_id="n1-math", node_id="n1", text="42"))
         assert (await running).text == "42"
@@ -303,7 +318,7 @@ def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_seco
         service, recorder = router(agent_wait_s=0.2)  # no agent: our own run of the task ends in no_agents
         service._on_submit(f"{P}/task/submit", submit("t1"))
         ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
-        await asyncio.gather(*service._in_flight.values())
+        await asyncio.gather(*(task.runner for task in service.running.values() if task.runner))
         [reply] = recorder.on(f"{P}/reply/")
         assert isinstance(reply, TaskAnswer) and reply.answer == "theirs" and reply.replayed
         assert [entry.status for entry in recorder.on(f"{P}/ledger/")] == ["running"]  # theirs stays the answer
@@ -317,14 +332,14 @@ def test_a_long_task_keeps_its_claim_and_expired_entries_are_cleared() -> None:
         retention = service.ledger.retention_s
         service.ledger.apply(claim_entry("long", "alice", "r1", service.instance_id, now=1000.0), now=1000.0)
         service.ledger.apply(answered_entry(answer("old"), "alice", "r2", "i2", now=1000.0), now=1000.0)
-        service._in_flight["long"] = asyncio.ensure_future(asyncio.sleep(10))
+        long = routed(service, "long", asyncio.ensure_future(asyncio.sleep(10)))
         service.keep_ledger(now=1000.0 + retention * 0.75)
         renewed = service.ledger.get("long")
         assert renewed is not None and renewed.at == 1000.0 + retention * 0.75
         service.keep_ledger(now=1000.0 + retention + 1)
         assert service.ledger.get("long") is not None and service.ledger.get("old") is None
         assert (f"{P}/ledger/old", b"", True) in recorder.published
-        service._in_flight["long"].cancel()
+        long.runner.cancel()  # type: ignore[union-attr]
 
     asyncio.run(scenario())
 
@@ -360,3 +375,47 @@ def test_the_answers_a_router_owns_are_shared_again_when_it_joins_or_comes_back(
     assert len(recorder.on(f"{P}/ledger/")) == len(owned)
     presence_message(service, r2.model_copy(update={"instance_id": "i3", "epoch": 2}))  # back as a new process
     assert len(recorder.on(f"{P}/ledger/")) == 2 * len(owned)
+
+
+def test_the_echo_of_our_own_entry_is_recognised_once_and_the_memory_is_bounded() -> None:
+    echoes = LedgerEchoes()
+    claim = encode(claim_entry("t1", "alice", "r1", "i1", now=1.0))
+    echoes.sent(claim)
+    assert echoes.is_echo(claim) and not echoes.is_echo(claim)  # a second copy is someone's replay: decoded
+    for n in range(LedgerEchoes.MAX_ECHOES + 1):
+        echoes.sent(encode(claim_entry(f"t{n}", "alice", "r1", "i1", now=1.0)))
+    assert not echoes.is_echo(encode(claim_entry("t0", "alice", "r1", "i1", now=1.0)))  # the oldest forgotten
+
+
+def test_a_submitted_task_claims_it_and_the_claims_echo_counts_for_the_join_but_changes_nothing() -> None:
+    async def scenario() -> None:
+        service, recorder = router()
+        service._on_submit(f"{P}/task/submit", submit("t1"))
+        [(_, claim, _)] = recorder.published
+        heard = service._ledger_heard
+        service.ledger.forget("t1")  # were the echo applied, the claim would be back
+        ledger_message(service, claim)
+        assert service._ledger_heard == heard + 1 and service.ledger.get("t1") is None
+        service.running["t1"].runner.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_a_dashboards_trace_request_makes_the_tasks_that_start_meanwhile_trace_in_full() -> None:
+    async def scenario() -> None:
+        service, _ = router()
+        service._on_submit(f"{P}/task/submit", submit("before"))
+        watching = TraceRequest(observer_id="observer-1", duration_s=30.0)
+        service._on_trace_request(service.topics.trace_requests(), encode(watching))
+        too_long = b'{"kind": "trace_request", "observer_id": "o", "duration_s": 1e9}'
+        service._on_trace_request(service.topics.trace_requests(), too_long)  # refused: 300 s at most
+        assert service.full_traces_until <= time.monotonic() + 30.0
+        service._on_submit(f"{P}/task/submit", submit("during"))
+        service.full_traces_until = time.monotonic() - 1  # the request lapsed: nobody asked again
+        service._on_submit(f"{P}/task/submit", submit("after"))
+        traces = {task_id: task.request.options.trace for task_id, task in service.running.items()}
+        assert traces == {"before": "summary", "during": "full", "after": "summary"}
+        for task in service.running.values():
+            task.runner.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())

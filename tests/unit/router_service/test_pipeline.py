@@ -36,6 +36,7 @@ class FakePort:
     log: list[tuple[str, str]] = field(default_factory=list)
     requests: list[RunRequest] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    chunks: list[tuple[str, str]] = field(default_factory=list)
 
     async def run(self, request: RunRequest, timeout_s: float) -> RunResult:
         self.requests.append(request)
@@ -58,6 +59,9 @@ class FakePort:
     def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
         self.events.append((event, data))
 
+    def stream(self, task_id: str, phase: str, text: str) -> None:
+        self.chunks.append((phase, text))
+
     def named(self, event: str) -> list[dict[str, Any]]:
         return [data for name, data in self.events if name == event]
 
@@ -70,6 +74,8 @@ def agents(*ids: str) -> list[AgentView]:
 
 
 def task(query: str = "What is 6 * 7?", **options: Any) -> TaskRequest:
+    """A task of client c; these tests read its steps, so it asks for the full trace unless told otherwise."""
+    options.setdefault("trace", "full")
     return TaskRequest(task_id="t1", query=query, reply_topic="symphony/unit/reply/c", options=TaskOptions(**options))
 
 
@@ -519,6 +525,31 @@ def test_a_single_run_streams_when_asked_and_a_vote_never_does() -> None:
     execute(port, agents("a", "b", "c"), task(cot_count=3, stream=True))
     execute(port, agents("a", "b", "c"), task(cot_count=1))
     assert [request.stream for request in port.solve_requests()] == [True, False, False, False, False]
+
+
+def test_a_summary_trace_is_the_last_event_alone_and_a_full_trace_every_step() -> None:
+    summary, full = FakePort({"a": answers("42")}), FakePort({"a": answers("42")})
+    execute(summary, agents("a"), task(cot_count=1, trace="summary"))
+    execute(full, agents("a"), task(cot_count=1))
+    assert [name for name, _ in summary.events] == ["answered"]
+    assert [name for name, _ in full.events][:2] == ["received", "planned"] and len(full.events) >= 6
+
+
+@pytest.mark.parametrize("trace", ["summary", "full"])
+def test_a_streamed_vote_streams_its_progress_whatever_its_trace(trace: str) -> None:
+    port = FakePort({name: answers("42") for name in "abc"})
+    execute(port, agents("a", "b", "c"), task(cot_count=3, stream=True, trace=trace))
+    lines = [text for phase, text in port.chunks]
+    assert {phase for phase, _ in port.chunks} == {"progress"}
+    assert lines[0] == "plan of 1 step(s)" and lines[-1] == "voted: '42'"
+    assert sum(line.startswith("dispatched to") for line in lines) == 3
+
+
+def test_a_single_run_and_an_unstreamed_vote_stream_no_progress() -> None:
+    port = FakePort({name: answers("42") for name in "abc"})
+    execute(port, agents("a", "b", "c"), task(cot_count=1, stream=True))
+    execute(port, agents("a", "b", "c"), task(cot_count=3))
+    assert port.chunks == []
 
 
 def test_a_direct_run_goes_to_the_named_agent_only() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from router.routed_task import RoutedTask
 from router.service import RouterConfig, RouterService, without_gold
 from shared.config import ConnectionSettings
 from shared.messages import ErrorReply, TaskAnswer, TaskEvent, TaskOptions, TaskRequest, encode
@@ -50,7 +51,7 @@ HOSTILE = [
 def test_a_task_with_a_reply_topic_outside_the_reply_namespace_is_dropped(reply_topic: str) -> None:
     service, recorder = router()
     service._on_submit(f"{P}/task/submit", request(reply_topic))
-    assert recorder.published == [] and service._in_flight == {}
+    assert recorder.published == [] and service.running == {}
 
 
 @pytest.mark.parametrize("reply_topic", ["#", "a/+", "x\\u0000y", "y" * 2000])
@@ -81,7 +82,8 @@ def test_an_answer_is_replayed_only_to_the_client_that_asked() -> None:
 
 def test_events_go_to_the_submitting_clients_namespace_without_the_gold_answer() -> None:
     service, recorder = router()
-    service._event_topics["t1"] = service.topics.task_events("alice", "t1")
+    task = TaskRequest(task_id="t1", query="q", reply_topic=f"{P}/reply/alice", options=TaskOptions(trace="full"))
+    service.running["t1"] = RoutedTask(task, "alice", service.topics.task_events("alice", "t1"))
     options = TaskOptions(gold_answer="GOLD-ANSWER-7").model_dump()
     service.emit("t1", "received", {"query": "q", "options": options})
     service.emit("t-unknown", "received", {"query": "someone else's"})

@@ -15,6 +15,7 @@ from router.pipeline import TaskPipeline
 from router.planning import MAX_STEPS
 from router.priors import PriorTable
 from router.registry import AgentRegistry
+from router.routed_task import PendingRun
 from router.screening import AgentView
 from router.service import RouterConfig, RouterService
 from router.tenancy import AccountTasks, Tenancy, bind, submitter
@@ -152,18 +153,18 @@ def test_a_task_naming_another_clients_reply_topic_is_refused_on_its_own() -> No
     assert recorder.on(f"{P}/reply/alice") == [] and recorder.on(f"{P}/task/alice/") == []
     [refusal] = recorder.on(f"{P}/reply/bob")
     assert isinstance(refusal, ErrorReply) and refusal.code == "forbidden"
-    assert service._in_flight == {}
+    assert service.running == {}
 
 
 def test_replies_and_events_go_to_the_account_of_the_submit_topic() -> None:
     async def scenario() -> None:
         service, _recorder = router()
         submit(service, "alice", task())  # no reply_topic: the account says where
-        assert service._requests["t1"].reply_topic == TOPICS.reply("alice")
-        assert service._event_topics["t1"] == TOPICS.task_events("alice", "t1")
+        assert service.running["t1"].request.reply_topic == TOPICS.reply("alice")
+        assert service.running["t1"].events_topic == TOPICS.task_events("alice", "t1")
         service._on_submit(TOPICS.task_submit(), encode(task("t2", reply_topic=TOPICS.reply("alice"))))
-        assert "t2" not in service._in_flight  # an account-less topic is not read with credentials
-        service._in_flight["t1"].cancel()
+        assert "t2" not in service.running  # an account-less topic is not read with credentials
+        service.running["t1"].runner.cancel()
 
     asyncio.run(scenario())
 
@@ -171,12 +172,12 @@ def test_replies_and_events_go_to_the_account_of_the_submit_topic() -> None:
 def test_a_resend_re_publishes_no_run_and_another_account_gets_nothing_of_the_task() -> None:
     async def scenario() -> None:
         service, recorder = router()
-        submit(service, "alice", task(options={"cot_count": 9}))
+        submit(service, "alice", task(options={"cot_count": 9, "trace": "full"}))
         run = RunRequest(dispatch_id="t1.d1", task_id="t1", agent_id="a1", subtask="q", reply_topic=service.reply_topic)
-        service._pending[run.dispatch_id] = (run, asyncio.get_running_loop().create_future())
+        service.running["t1"].runs[run.dispatch_id] = PendingRun(run, asyncio.get_running_loop().create_future())
         before = len(recorder.published)
         for _ in range(5):
-            submit(service, "alice", task(options={"cot_count": 9}))
+            submit(service, "alice", task(options={"cot_count": 9, "trace": "full"}))
         submit(service, "bob", task())
         submit(service, "bob", TaskCancel(task_id="t1", client_id="alice"))
         after = recorder.published[before:]
@@ -186,10 +187,10 @@ def test_a_resend_re_publishes_no_run_and_another_account_gets_nothing_of_the_ta
         assert resent[0].data == {"outstanding_runs": 1}
         [refusal] = [m for t, m in after if t == TOPICS.reply("bob")]
         assert isinstance(refusal, ErrorReply) and refusal.code == "bad_request"
-        assert not service._in_flight["t1"].cancelled()  # bob cannot cancel alice's task
+        assert not service.running["t1"].runner.cancelled()  # bob cannot cancel alice's task
         submit(service, "alice", TaskCancel(task_id="t1"))
         await asyncio.sleep(0)
-        assert service._in_flight.get("t1") is None or service._in_flight["t1"].cancelled()
+        assert service.running.get("t1") is None or service.running["t1"].runner.cancelled()
 
     asyncio.run(scenario())
 
@@ -200,15 +201,15 @@ def test_an_accounts_tasks_in_flight_are_capped_and_freed_when_done() -> None:
         for number in range(3):
             submit(service, "alice", task(f"a{number}"))
         submit(service, "bob", task("b0"))  # another account has its own allowance
-        assert set(service._in_flight) == {"a0", "a1", "b0"}
+        assert set(service.running) == {"a0", "a1", "b0"}
         [refusal] = recorder.on(f"{P}/reply/alice")
         assert isinstance(refusal, ErrorReply) and refusal.code == "rate_limited" and refusal.task_id == "a2"
-        service._in_flight["a0"].cancel()
+        service.running["a0"].runner.cancel()
         await asyncio.sleep(0.01)
         submit(service, "alice", task("a3"))
-        assert "a3" in service._in_flight
-        for running in service._in_flight.values():
-            running.cancel()
+        assert "a3" in service.running
+        for running in service.running.values():
+            running.runner.cancel()
 
     asyncio.run(scenario())
 
@@ -220,8 +221,8 @@ def test_too_large_tasks_are_refused_and_deadlines_capped() -> None:
         submit(service, "alice", task("long", options={"deadline_s": 3600.0}))
         [refusal] = recorder.on(f"{P}/reply/alice")
         assert isinstance(refusal, ErrorReply) and (refusal.code, refusal.task_id) == ("too_large", "big")
-        assert service._requests["long"].options.deadline_s == 30.0
-        service._in_flight["long"].cancel()
+        assert service.running["long"].request.options.deadline_s == 30.0
+        service.running["long"].runner.cancel()
 
     asyncio.run(scenario())
 
@@ -230,8 +231,8 @@ def test_the_legacy_submit_topic_still_works_on_an_anonymous_fabric() -> None:
     async def scenario() -> None:
         service, _recorder = router(username=None)
         service._on_submit(TOPICS.task_submit(), encode(task(reply_topic=TOPICS.reply("me"))))
-        assert service._requests["t1"].client_id == "me"
-        service._in_flight["t1"].cancel()
+        assert service.running["t1"].request.client_id == "me"
+        service.running["t1"].runner.cancel()
 
     asyncio.run(scenario())
 
