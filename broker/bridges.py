@@ -60,6 +60,8 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (topics.all_task_events(), flow("events", {"router"}, {"client", "observer"})),
         (f"{p}/reply/+", flow("replies", {"router"}, {"client"})),
         (topics.ledgers(), flow("ledger", {"router"}, {"router"})),
+        (topics.desireds(), flow("desired states", {"observer"}, {"node", "observer"})),  # operators write them
+        (topics.controls(), flow("operator orders", {"observer"}, {"node", "observer"})),
     )
 
 

@@ -38,11 +38,13 @@ def node_account(
     """A node writes its own beacon/state, results and bids; reads its agents' run topics and bid requests.
 
     It also reads its own beacon and state: at start it checks that no other live instance uses its node id.
-    With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
+    It reads its own desired state and operator orders (written by operators only), and the beacons of the
+    fabric: they say which peer serves a model it has to fetch. With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
     subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request(), topics.rebirth()]
+    subscribe += [topics.desired(node_id), topics.control(node_id), topics.beacons()]
     subscribe += [topics.agent_run(agent_id) for agent_id in agent_ids]
     if router_id is not None:
         publish += _router_publish(topics, router_id)
@@ -86,14 +88,16 @@ def client_account(topics: Topics, client_id: str) -> Account:
 def operator_account(
     topics: Topics, operator_id: str, also_client: bool = False, home_assistant_prefix: str | None = None
 ) -> Account:
-    """An operator reads beacons, states, router presences and every task's events; it publishes nothing,
-    unless it is also a client (then it submits tasks and reads its replies, like any client).
+    """An operator reads beacons, states, router presences and every task's events, and it alone writes the
+    nodes' desired states and orders (drain); it reads those back to compare and roll back. It submits tasks
+    only if it is also a client (then it reads its replies, like any client).
 
     With Home Assistant discovery on, an operator account is also what Home Assistant logs in with: it reads the
     discovery configs and publishes Home Assistant's birth and Will on `<prefix>/status`.
     """
     subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
-    publish: list[str] = []
+    subscribe += [topics.desireds(), topics.controls()]
+    publish: list[str] = [topics.desireds(), topics.controls()]
     if home_assistant_prefix is not None:
         subscribe.append(f"{home_assistant_prefix}/#")
         publish.append(home_assistant_status_topic(home_assistant_prefix))

@@ -72,6 +72,8 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/submit": "out",  # A's client asks B's router
         "task/+/+/events": "in",
         "reply/+": "in",
+        "desired/+": "both",  # operators (observers) anywhere write desired states and orders; nodes read them
+        "control/+": "both",
     }
     assert directions(bridges["b"]) == {
         "beacon/+": "both",
@@ -85,6 +87,8 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/submit": "in",
         "task/+/+/events": "out",
         "reply/+": "out",
+        "desired/+": "both",
+        "control/+": "both",
     }
 
 
@@ -96,13 +100,16 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
         "state/+": "out",
         "router/+": "out",
         "task/+/+/events": "out",
+        "desired/+": "both",  # operators may write them from anywhere
+        "control/+": "both",
     }
-    assert set(directions(bridges["a"]).values()) == {"in"}
+    operator_topics = {"desired/+", "control/+"}
+    assert {d for t, d in directions(bridges["a"]).items() if t not in operator_topics} == {"in"}
 
 
 def test_a_failover_hub_bridges_every_topic_both_ways() -> None:
     bridged = bridge_topics(TOPICS, ALL_ROLES, ALL_ROLES)
-    assert len(bridged) == 12  # every fabric topic (broker.bridges.flows)
+    assert len(bridged) == 14  # every fabric topic (broker.bridges.flows)
     assert {topic.direction for topic in bridged} == {"both"}
 
 

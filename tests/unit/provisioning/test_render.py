@@ -107,6 +107,9 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/state/node-a",
         f"{p}/bid/request",
         f"{p}/rebirth",
+        f"{p}/desired/node-a",  # its desired state and operator orders (fleet operations)
+        f"{p}/control/node-a",
+        f"{p}/beacon/+",  # which peers serve the models it fetches
         f"{p}/agent/node-a-writer/run",
         f"{p}/agent/node-a-math-1/run",
     }
@@ -120,7 +123,8 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     acl = TopicACL.load(rendered / "broker/amqtt-acl.yaml")
     p = "symphony/lab"
     fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
-    assert acl.publish["ops"] == [] and acl.subscribe["ops"] == fabric
+    operations = [f"{p}/desired/+", f"{p}/control/+"]  # operators alone write desired states and orders
+    assert acl.publish["ops"] == operations and acl.subscribe["ops"] == fabric + operations
     assert acl.publish["carol"] == [f"{p}/task/submit"]
     assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
     ops = load_node_config(rendered / "operators/ops.yaml", environ={})
@@ -244,7 +248,7 @@ def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: P
     assert "topic write ha/+/symphony_lab_node-a/+/config" in mosquitto
     # Home Assistant logs in as an operator: it reads the configs and the fabric, and announces its birth.
     assert {"ha/#", "symphony/lab/beacon/+", "symphony/lab/state/+"} <= set(acl.subscribe["ops"])
-    assert acl.publish["ops"] == ["ha/status"]
+    assert acl.publish["ops"] == ["symphony/lab/desired/+", "symphony/lab/control/+", "ha/status"]
 
 
 def test_without_home_assistant_nodes_get_no_discovery_topics(rendered: Path) -> None:

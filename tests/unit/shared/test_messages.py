@@ -16,9 +16,13 @@ from shared.messages import (
     BallotSummary,
     Bid,
     BidRequest,
+    DesiredAgent,
+    DesiredState,
     ErrorReply,
     LedgerEntry,
+    ModelRef,
     NodeBeacon,
+    NodeControl,
     NodeState,
     RebirthRequest,
     RouterPresence,
@@ -149,6 +153,20 @@ SAMPLES: list[WireModel] = [
         at=1.0,
     ),
     RebirthRequest(router_id="router-1", spread_s=0.5, sent_at=3.0),
+    DesiredState(
+        node_id="node-1",
+        generation=3,
+        agents=(
+            DesiredAgent(
+                agent_id="node-1-writer",
+                preset="writer",
+                backend="llamacpp",
+                model=ModelRef(name="smollm2.gguf", sha256="a" * 64, size_bytes=94_000_000),
+                max_in_flight=2,
+            ),
+        ),
+    ),
+    NodeControl(node_id="node-1", drain=True, reason="maintenance"),
 ]
 
 
