@@ -125,15 +125,17 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
     operations = [f"{p}/desired/+", f"{p}/control/+"]  # operators alone write desired states and orders
     assert acl.publish["ops"] == operations and acl.subscribe["ops"] == fabric + operations
-    assert acl.publish["carol"] == [f"{p}/task/submit"]
-    assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
+    assert acl.publish["carol"] == [*operations, f"{p}/task/submit"]
+    assert acl.subscribe["carol"] == [*fabric, *operations, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
     ops = load_node_config(rendered / "operators/ops.yaml", environ={})
     assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
     assert load_node_config(rendered / "operators/carol.yaml", environ={}).role == "operator"
     assert not (rendered / "clients/carol.yaml").exists()  # one account, one file
     assert load_node_config(rendered / "clients/alice.yaml", environ={}).role == "client"
     block = (rendered / "broker/acl").read_text().split("user ops\n")[1].split("\n\n")[0].splitlines()
-    assert block == [f"topic read {topic}" for topic in fabric]
+    assert block == [f"topic write {topic}" for topic in operations] + [
+        f"topic read {topic}" for topic in fabric + operations
+    ]
 
 
 def test_mosquitto_acl_and_config_name_the_same_rules(rendered: Path) -> None:
