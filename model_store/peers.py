@@ -99,13 +99,13 @@ def _handler_class(server: ModelServer) -> type[http.server.BaseHTTPRequestHandl
         protocol_version = "HTTP/1.1"
         server_version = "symphony-edge-models"
 
-        def do_HEAD(self) -> None:  # noqa: N802 (the http.server naming)
+        def do_HEAD(self) -> None:
             self._answer(body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(body=True)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("model server: " + format, *args)
 
         def _answer(self, body: bool) -> None:
@@ -289,7 +289,7 @@ def _download(source: str, partial: Path, reference: ModelRef, timeout_s: float)
         return 0
     request = urllib.request.Request(source, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310 (http(s) only, checked above)
+        response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as error:
         if error.code == 503:
             raise _Busy() from None

@@ -39,7 +39,8 @@ def node_account(
 
     It also reads its own beacon and state: at start it checks that no other live instance uses its node id.
     It reads its own desired state and operator orders (written by operators only), and the beacons of the
-    fabric: they say which peer serves a model it has to fetch. With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
+    fabric: they say which peer serves a model it has to fetch. With Home Assistant discovery on, it writes its
+    own discovery configs and reads Home Assistant's birth.
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
