@@ -125,7 +125,7 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
     """The node with the agents of its last applied desired state (else its config), following desired states."""
     state_dir = config.resolved_state_dir()
     holdings = await asyncio.to_thread(open_holdings, state_dir)
-    applied = load_applied(state_dir)
+    applied = load_applied(state_dir, config.node_id)
     agents = applied_agents(applied, holdings)
     if agents is None:
         applied, agents = None, list(config.agents)

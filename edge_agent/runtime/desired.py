@@ -39,7 +39,6 @@ from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, de
 from shared.mqtt import FabricClient
 
 log = logging.getLogger(__name__)
-APPLIED_FILE = "desired-state.json"
 MODEL_FILE_BACKENDS = frozenset({"auto", "llamacpp", "mlx"})
 _ENGINE_MODULES = {"llamacpp": "llama_cpp", "mlx": "mlx_lm"}
 _DIRECT_FIELDS = frozenset({"agent_id", "preset", "backend", "model", "max_in_flight", "backend_settings"})
@@ -145,13 +144,18 @@ class PeerDirectory:
         return [server for server, held in self.servers.values() if sha256 in held]
 
 
-def load_applied(state_dir: Path) -> DesiredState | None:
+def applied_file(state_dir: Path, node_id: str) -> Path:
+    """Where a node keeps the desired state it applied (per node id, as its epoch: nodes may share a state dir)."""
+    return state_dir / f"desired-{node_id}.json"
+
+
+def load_applied(state_dir: Path, node_id: str) -> DesiredState | None:
     """The desired state this node applied last (kept across restarts), or None (its config file rules)."""
     try:
-        state: DesiredState = decode((state_dir / APPLIED_FILE).read_bytes(), DesiredState)
+        state: DesiredState = decode(applied_file(state_dir, node_id).read_bytes(), DesiredState)
     except (OSError, MessageError):
         return None  # never applied one, or a corrupt file: start from the config file
-    return state
+    return state if state.node_id == node_id else None
 
 
 # --- the applier ------------------------------------------------------------------------------------------
@@ -314,7 +318,7 @@ class DesiredStateApplier:
             self.node.set_draining("swap", False)
 
     def _keep(self, target: DesiredState | None) -> None:
-        path = self.state_dir / APPLIED_FILE
+        path = applied_file(self.state_dir, self.node.settings.node_id)
         try:
             if target is None:
                 path.unlink(missing_ok=True)

@@ -29,12 +29,14 @@ class Processes:
         self.directory, self.env = directory, env
         self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(self, name: str, *arguments: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *arguments: str, own_state: bool = False) -> subprocess.Popen[bytes]:
+        """Start a command; `own_state`: its config file's state_dir holds (no shared state-dir override)."""
         log = self.directory / f"{name}.log"
+        env = {k: v for k, v in self.env.items() if k != "SYMPHONY_EDGE_STATE_DIR"} if own_state else self.env
         process = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", *arguments],
             cwd=REPO,
-            env=self.env,
+            env=env,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )

@@ -142,3 +142,72 @@ def test_a_failing_canary_is_rolled_back_and_the_rollout_exits_non_zero(
     except BaseException:
         print(processes.logs())
         raise
+
+
+@pytest.mark.llamacpp
+def test_a_model_is_fetched_from_a_peer_and_the_llamacpp_agent_swapped_in(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path, processes: Processes
+) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from model_store import ModelNotFound, default_model_path
+    from model_store.holdings import sha256_file
+
+    try:
+        bundled = default_model_path()
+    except ModelNotFound:
+        pytest.skip("the bundled SmolLM2 is not installed")
+    connection = connection_for(amqtt_broker, fabric)
+    # A model only the seed holds: SmolLM2 with bytes appended (llama.cpp reads tensors by offset and ignores them).
+    seed_models = tmp_path / "seed" / "models"
+    seed_models.mkdir(parents=True)
+    variant = seed_models / "smollm2-variant.gguf"
+    variant.write_bytes(bundled.read_bytes() + b"\0" * 4096)
+    reference = ModelRef(name=variant.name, sha256=sha256_file(variant), size_bytes=variant.stat().st_size)
+    server = {"host": "127.0.0.1", "port": 0, "advertise": "127.0.0.1"}
+    for node in ("seed", "target"):
+        agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
+        config = write_node_config(
+            tmp_path / f"{node}.yaml",
+            node,
+            connection,
+            agents=agents,
+            state_dir=str(tmp_path / node),
+            model_server=server,
+        )
+        processes.start(node, "start", "-c", str(config), own_state=True)
+    processes.start("router", "router", "-b", amqtt_broker.url, "--fabric", fabric)
+
+    async def scenario() -> None:
+        watch = await FabricWatch(connection).open()
+        await watch.until(lambda: {"seed", "target"} <= set(watch.beacons), what="both nodes online")
+        assert reference.sha256 in {m.sha256 for m in watch.beacons["seed"].models}
+        assert reference.sha256 not in {m.sha256 for m in watch.beacons["target"].models}
+        link = await FleetLink(connection).open(settle_s=0.2)
+        agent = DesiredAgent(
+            agent_id="target-math", preset="math", backend="llamacpp", model=reference, settings={"threads": 1}
+        )
+        await link.publish_desired("target", DesiredState(node_id="target", generation=1, agents=(agent,)))
+        await watch.until(
+            lambda: watch.beacons["target"].generation == 1 or bool(watch.beacons["target"].desired_error),
+            timeout=180,
+            what="generation 1",
+        )
+        beacon = watch.beacons["target"]
+        assert beacon.desired_error == "" and beacon.status == "online"
+        assert beacon.agents[0].backend == "llamacpp" and beacon.agents[0].model.endswith(".gguf")
+        assert reference.sha256 in {m.sha256 for m in beacon.models}  # it serves the model on from now on
+        fetched = list((tmp_path / "target" / "models").glob("smollm2-variant-*.gguf"))
+        assert len(fetched) == 1 and sha256_file(fetched[0]) == reference.sha256
+        async with FabricTaskClient(connection.model_copy(update={"connect_timeout_s": 15})) as client:
+            answer = await client.submit(
+                "What is 2 + 3?", agent_id="target-math", cot_count=1, plan_k=1, max_tokens=16, timeout_s=120
+            )
+            assert answer.subtasks[0].ballots[0].agent_id == "target-math"
+        await link.close()
+        await watch.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 300))
+    except BaseException:
+        print(processes.logs())
+        raise
