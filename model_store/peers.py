@@ -66,9 +66,15 @@ class ModelServer:
     """A threaded HTTP server of the models in `holdings` (start, url, close)."""
 
     def __init__(
-        self, holdings: ModelHoldings, host: str = "127.0.0.1", port: int = 0, max_uploads: int = DEFAULT_MAX_UPLOADS
+        self,
+        holdings: ModelHoldings,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+        upload_bytes_per_s: float | None = None,
     ) -> None:
         self.holdings = holdings
+        self.upload_bytes_per_s = upload_bytes_per_s  # per upload: a board keeps link for its runs
         self.counters = ServerCounters()
         self._uploads = threading.BoundedSemaphore(max_uploads)
         handler = _handler_class(self)
@@ -141,10 +147,13 @@ def _handler_class(server: ModelServer) -> type[http.server.BaseHTTPRequestHandl
                 with path.open("rb") as handle:
                     handle.seek(start)
                     remaining = end - start + 1
+                    began = time.monotonic()
                     while remaining > 0 and (chunk := handle.read(min(TRANSFER_CHUNK_BYTES, remaining))):
                         self.wfile.write(chunk)
                         sent += len(chunk)
                         remaining -= len(chunk)
+                        if server.upload_bytes_per_s:
+                            time.sleep(max(0.0, sent / server.upload_bytes_per_s - (time.monotonic() - began)))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the peer went away; it resumes from what it has
             finally:
