@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -120,10 +121,8 @@ class FabricWatch:
             if remaining <= 0:
                 raise AssertionError(f"timed out waiting for {what or condition}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
-                pass
 
     def in_flight(self, node_id: str) -> int:
         state = self.states.get(node_id)

@@ -73,7 +73,7 @@ def test_a_peer_sending_other_bytes_is_not_believed(tmp_path: Path, seed: tuple[
     lie = reference.model_copy(update={"sha256": "d" * 64})
     (tmp_path / "mine").mkdir()
     holdings = ModelHoldings(tmp_path / "mine")
-    with pytest.raises(ModelFetchError, match="no peer holds|sha256 mismatch|404"):
+    with pytest.raises(ModelFetchError, match=r"no peer holds|sha256 mismatch|404"):
         fetch_model(lie, lambda: [server.url("127.0.0.1")], holdings, deadline_s=0.5)
     assert not any(path.suffix == ".gguf" for path in (tmp_path / "mine").iterdir())
 
