@@ -18,6 +18,7 @@ routers: [brokers]           # hosts or groups that also host the routing and vo
 clients: [laptop]            # one account per client id (write task/submit, read reply/<id>, its tasks' events)
 operators: [ops]             # read beacons, states, routers and all task events; submit only if also a client
 home_assistant: {}           # optional: nodes publish Home Assistant discovery configs ({discovery_prefix: ...})
+model_servers: {port: 8765}  # nodes serve the models they hold to peers (docs/fleet-operations.md); null: off
 ```
 """
 
@@ -67,6 +68,13 @@ class BrokerSpec(_Strict):
         return self.port or (8883 if self.tls else 1883)
 
 
+class ModelServersSpec(_Strict):
+    """Every node serves the models it holds to its peers, on its inventory address."""
+
+    port: int = Field(default=8765, ge=1, le=65535)
+    max_uploads: int = Field(default=4, ge=1, le=64)
+
+
 class FleetSpec(_Strict):
     """A validated fleet file."""
 
@@ -78,6 +86,7 @@ class FleetSpec(_Strict):
     clients: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
     home_assistant: HomeAssistantSettings | None = None
+    model_servers: ModelServersSpec | None = ModelServersSpec()
 
     @field_validator("fabric")
     @classmethod

@@ -88,6 +88,7 @@ class NodePlan:
     agents: tuple[AgentConfig, ...]
     router_id: str | None
     account: Account
+    address: str = ""  # where peers reach it (its inventory address): its model server listens there
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             router_id = host if host in routers else None
             agent_ids = [agent.agent_id or "" for agent in agents]
             account = node_account(topics, host, agent_ids, router_id, discovery)
-            nodes.append(NodePlan(host, agents, router_id, account))
+            nodes.append(NodePlan(host, agents, router_id, account, inventory.address(host)))
     clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
         raise ProvisioningError(
@@ -287,6 +288,15 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         config["router"] = {"router_id": node.router_id, "state_file": f"{paths.state_dir}/router-state.json"}
     if plan.fleet.home_assistant is not None:
         config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
+    servers = plan.fleet.model_servers
+    if servers is not None and node.agents:
+        address = node.address or node.node_id
+        config["model_server"] = {
+            "host": address,
+            "port": servers.port,
+            "advertise": address,
+            "max_uploads": servers.max_uploads,
+        }
     return config
 
 

@@ -1,0 +1,28 @@
+"""Provisioned nodes serve the models they hold on their inventory address (unless the fleet file says null)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provisioning.fleet import FleetSpec
+from provisioning.inventory import load_inventory
+from provisioning.plan import node_config, plan_fleet
+from shared.config import NodeConfig
+
+FLEET = {"fabric": "lab", "broker": {"hosts": ["hub"]}, "agents": {"boards": [{"preset": "math", "backend": "echo"}]}}
+
+
+def test_nodes_with_agents_serve_models_on_their_address(tmp_path: Path) -> None:
+    (tmp_path / "inventory.ini").write_text("[brokers]\nhub ansible_host=10.0.0.1\n[boards]\nb1 ansible_host=10.0.0.7\n")
+    inventory = load_inventory(tmp_path / "inventory.ini")
+    plan = plan_fleet(FleetSpec.model_validate(FLEET), inventory)
+    (node,) = plan.nodes
+    config = NodeConfig.model_validate(node_config(plan, node, "secret"))
+    assert config.model_server is not None
+    assert (config.model_server.host, config.model_server.advertise, config.model_server.port) == (
+        "10.0.0.7",
+        "10.0.0.7",
+        8765,
+    )
+    off = plan_fleet(FleetSpec.model_validate({**FLEET, "model_servers": None}), inventory)
+    assert "model_server" not in node_config(off, off.nodes[0], "secret")
