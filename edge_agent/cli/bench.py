@@ -394,3 +394,23 @@ def rollout(nodes: int, real_nodes: int, model_mb: int, max_uploads: int, as_jso
         return
     click.echo(measures.summary("real servers on loopback", real))
     click.echo(measures.summary("emulated (100 MB/s links, 2 s model load)", emulated))
+
+
+@bench.command(name="model-change")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(min=1), help="Nodes whose model changes.")
+@click.option("--broker", "brokers", multiple=True, type=click.Choice(["mosquitto", "amqtt"]), help="Default: both.")
+@click.option("--backend", type=click.Choice(["echo", "llamacpp"]), default="echo", show_default=True)
+@click.option("--clients", default=4, show_default=True, type=click.IntRange(min=1), help="Closed-loop clients.")
+@click.option("--before", "before_s", default=15.0, show_default=True, help="Seconds of load before the change.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def model_change(
+    nodes: int, brokers: tuple[str, ...], backend: str, clients: int, before_s: float, as_json: bool
+) -> None:
+    """Change the model of agents on several nodes under load: tasks lost/failed, p95, where models came from."""
+    import json
+
+    from bench import model_change as scenario
+
+    for kind in brokers or ("mosquitto", "amqtt"):
+        result = scenario.measure(nodes, kind, backend, clients, before_s)
+        click.echo(json.dumps(result) if as_json else scenario.summary(result))
