@@ -84,6 +84,10 @@ def _wanted(fleet_file: Path, inventory: Path | None) -> dict[str, Any]:
     plan = plan_fleet(load_fleet(fleet_file), load_inventory(inventory))
 
     def locate(spec: str) -> Path:
+        local = Path(spec).expanduser()
+        local = local if local.is_absolute() else fleet_file.parent / local
+        if local.is_file():  # hashed where it is: a cached copy of the same name may be another file
+            return local
         path = model_file(spec, default_cache(), fleet_file.parent, log=lambda line: click.echo(line, err=True)).path
         if path.is_dir():
             raise ProvisioningError(f"model {spec!r} is a directory (MLX): only model files travel over the fabric")
