@@ -172,7 +172,7 @@ async def _scenario(
         agent_backend = "llamacpp" if backend == "llamacpp" else "echo"
         changes = []
         for node in nodes:
-            settings = {"threads": 1, "max_tokens": 16} if backend == "llamacpp" else {"backend_settings": {}}
+            settings: dict[str, Any] = {"threads": 1, "max_tokens": 16} if backend == "llamacpp" else {}
             agent = DesiredAgent(
                 agent_id=f"{node}-math",
                 preset="math",
@@ -180,7 +180,7 @@ async def _scenario(
                 model=reference,
                 max_in_flight=2,
                 backend_settings={} if backend == "llamacpp" else {"delay_s": 0.2},
-                settings={k: v for k, v in settings.items() if k != "backend_settings"},
+                settings=settings,
             )
             changes.append(Change(node, None, DesiredState(node_id=node, generation=1, agents=(agent,))))
         rollout = await roll_out(link, changes, 1, 300, "bench", connection, log=lambda line: None)

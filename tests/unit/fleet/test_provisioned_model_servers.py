@@ -13,7 +13,8 @@ FLEET = {"fabric": "lab", "broker": {"hosts": ["hub"]}, "agents": {"boards": [{"
 
 
 def test_nodes_with_agents_serve_models_on_their_address(tmp_path: Path) -> None:
-    (tmp_path / "inventory.ini").write_text("[brokers]\nhub ansible_host=10.0.0.1\n[boards]\nb1 ansible_host=10.0.0.7\n")
+    inventory_text = "[brokers]\nhub ansible_host=10.0.0.1\n[boards]\nb1 ansible_host=10.0.0.7\n"
+    (tmp_path / "inventory.ini").write_text(inventory_text)
     inventory = load_inventory(tmp_path / "inventory.ini")
     plan = plan_fleet(FleetSpec.model_validate(FLEET), inventory)
     (node,) = plan.nodes
