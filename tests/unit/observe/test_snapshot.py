@@ -130,3 +130,15 @@ def test_to_dict_is_json_serialisable_and_names_agents_and_routers() -> None:
     assert data["agents"][0]["status"] == "online"
     assert data["routers"][0]["router_id"] == "r1"
     assert data["tasks"][0]["events"][0]["event"] == "received"
+
+
+def test_a_draining_node_is_alive_and_shown_as_draining() -> None:
+    from fleet_observe.render import status_text
+
+    snapshot = FabricSnapshot()
+    snapshot.apply_beacon(beacon(), now=150.0)
+    snapshot.apply_beacon(beacon(status="draining", sent_at=101.0), now=151.0)
+    (row,) = snapshot.agent_rows()
+    assert row.online and row.status == "draining"
+    assert "draining" in status_text(snapshot, 152.0)
+    assert snapshot.to_dict(152.0)["agents"][0]["status"] == "draining"
