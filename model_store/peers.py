@@ -229,11 +229,13 @@ def fetch_model(
     deadline_s: float = 1800.0,
     rng: random.Random | None = None,
     timeout_s: float = 30.0,
+    cancelled: threading.Event | None = None,
 ) -> FetchReport:
     """Fetch `reference` into the holdings' directory from peers (model server URLs), else its `url`.
 
     Blocking (call it in a thread). `peers` is asked again each round, so nodes that finished meanwhile count.
-    Returns at once when the model is already held. Raises `ModelFetchError` after `deadline_s`.
+    Returns at once when the model is already held. Raises `ModelFetchError` after `deadline_s`, or soon after
+    `cancelled` is set (the partial file stays, for a later fetch to resume).
     """
     held = holdings.find(reference.sha256)
     if held is not None:
@@ -247,14 +249,15 @@ def fetch_model(
     reasons: dict[str, str] = {}
     deadline = time.monotonic() + deadline_s
     pause_s = 0.05
-    while time.monotonic() < deadline:
+    cancelled = cancelled or threading.Event()
+    while time.monotonic() < deadline and not cancelled.is_set():
         sources = _sources(reference, peers, rng)
         if not sources:
             reasons.setdefault("peers", "no peer holds this model and the desired state names no url")
         for source in sources:
             report.attempts += 1
             try:
-                got = _download(source, partial, reference, timeout_s)
+                got = _download(source, partial, reference, timeout_s, cancelled)
             except _Busy:
                 reasons[source] = "busy"
                 continue
@@ -273,8 +276,10 @@ def fetch_model(
             partial.replace(target)
             holdings.add(target, reference)
             return report
-        time.sleep(min(pause_s, max(0.0, deadline - time.monotonic())) * rng.uniform(0.5, 1.5))
+        cancelled.wait(min(pause_s, max(0.0, deadline - time.monotonic())) * rng.uniform(0.5, 1.5))
         pause_s = min(pause_s * 2, 2.0)
+    if cancelled.is_set():
+        raise ModelFetchError(f"the fetch of model {reference.name} was cancelled (a newer desired state)")
     why = "; ".join(f"{source}: {reason}" for source, reason in list(reasons.items())[-5:])
     raise ModelFetchError(f"could not fetch model {reference.name} ({reference.sha256[:12]}): {why}")
 
@@ -288,7 +293,7 @@ def _sources(reference: ModelRef, peers: Callable[[], Iterable[str]], rng: rando
     return sources
 
 
-def _download(source: str, partial: Path, reference: ModelRef, timeout_s: float) -> int:
+def _download(source: str, partial: Path, reference: ModelRef, timeout_s: float, cancelled: threading.Event) -> int:
     """Append what `source` sends after the bytes already in `partial`; returns the bytes received."""
     offset = partial.stat().st_size if partial.exists() else 0
     if offset > reference.size_bytes:
@@ -310,7 +315,7 @@ def _download(source: str, partial: Path, reference: ModelRef, timeout_s: float)
         with partial.open("r+b" if offset else "wb") as sink:
             sink.seek(offset)
             sink.truncate()
-            while chunk := response.read(TRANSFER_CHUNK_BYTES):
+            while not cancelled.is_set() and (chunk := response.read(TRANSFER_CHUNK_BYTES)):
                 if offset + received + len(chunk) > reference.size_bytes:
                     raise ValueError(f"the source sent more than the {reference.size_bytes} bytes announced")
                 sink.write(chunk)

@@ -141,7 +141,14 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
         stack.callback(server.close)
         node.report.model_server = server.url(settings.advertise or socket.gethostname())
     applier = DesiredStateApplier(
-        node, config.agents, holdings, build, state_dir, applied, drain_timeout_s=config.drain_timeout_s
+        node,
+        config.agents,
+        holdings,
+        build,
+        state_dir,
+        applied,
+        drain_timeout_s=config.drain_timeout_s,
+        current_agents=agents,
     )
     node.before_connect.append(applier.attach)
     return node, applier

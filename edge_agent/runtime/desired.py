@@ -25,7 +25,8 @@ import importlib.util
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 from edge_agent.backends.registry import available_backends
@@ -162,7 +163,11 @@ def load_applied(state_dir: Path, node_id: str) -> DesiredState | None:
 
 
 class DesiredStateApplier:
-    """Follows `desired/{node_id}` and swaps the node's agents to match, one change at a time."""
+    """Follows `desired/{node_id}` and swaps the node's agents to match, one change at a time.
+
+    A newer desired state supersedes one still being checked or fetched (a rollback must not wait for the
+    download it undoes); once loading has begun, the change runs to its end and the newer one follows.
+    """
 
     def __init__(
         self,
@@ -175,6 +180,7 @@ class DesiredStateApplier:
         drain_timeout_s: float = 120.0,
         fetch_deadline_s: float = 1800.0,
         memory: int | None = None,
+        current_agents: Sequence[AgentConfig] | None = None,
     ) -> None:
         self.node = node
         self.own_agents = tuple(own_agents)
@@ -186,10 +192,14 @@ class DesiredStateApplier:
         self.fetch_deadline_s = fetch_deadline_s
         self.memory = memory if memory is not None else memory_bytes()
         self.peers = PeerDirectory(node.settings.node_id)
+        self.current_agents = list(current_agents if current_agents is not None else own_agents)
         self._target: DesiredState | None = applied
-        self._seen_target = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._applying: asyncio.Task[bool] | None = None
+        self._committed = False  # past the point of no return (loading or swapping)
+        self._cancel_fetch = threading.Event()
+        self._stopping = False
         node.report.generation = applied.generation if applied else 0
         node.report.desired_generation = node.report.generation
 
@@ -202,10 +212,13 @@ class DesiredStateApplier:
         self._task = asyncio.create_task(self._follow(), name=f"node[{self.node.settings.node_id}].desired")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        self._cancel_fetch.set()
+        for task in (self._applying, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _on_desired(self, topic: str, payload: bytes) -> None:
         if not payload:
@@ -222,7 +235,10 @@ class DesiredStateApplier:
         self._set_target(desired)
 
     def _set_target(self, desired: DesiredState | None) -> None:
-        self._target, self._seen_target = desired, True
+        self._target = desired
+        if self._applying is not None and not self._applying.done() and not self._committed:
+            self._cancel_fetch.set()  # the fetch thread stops at its next chunk
+            self._applying.cancel()
         self._wake.set()
 
     async def _follow(self) -> None:
@@ -234,10 +250,16 @@ class DesiredStateApplier:
             if generation == (self.applied.generation if self.applied else 0):
                 self._report(generation, "")
                 continue
+            self._cancel_fetch = threading.Event()
+            self._committed = False
+            self._applying = asyncio.create_task(self.apply(target), name=f"node[{self.node.settings.node_id}].apply")
             try:
-                await self.apply(target)
+                await asyncio.wait({self._applying})
+                self._applying.result()
             except asyncio.CancelledError:
-                raise
+                if self._stopping:
+                    raise
+                log.info("desired generation %s superseded before it was loaded", generation)
             except Exception as error:  # one bad desired state must not stop the node from following the next
                 log.exception("could not apply desired generation %s", generation)
                 self._report(generation, f"{type(error).__name__}: {error}")
@@ -259,16 +281,19 @@ class DesiredStateApplier:
                 return False
         try:
             agents = await self._agent_configs(target)
+        except asyncio.CancelledError:
+            raise
         except Exception as error:  # a fetch or a config that failed: say why, keep serving the old agents
             self._report(generation, str(error))
             return False
-        try:
-            workers = await self.build(agents)
-        except Exception as error:  # the new model does not load (corrupt file, wrong format, out of memory)
-            self._report(generation, f"the new agents did not start: {type(error).__name__}: {error}")
+        self._committed = True
+        if loaded_bytes(self.node.workers.values()) + model_bytes(agents) <= self.memory * MEMORY_SHARE:
+            swapped = await self._load_then_swap(agents, generation)
+        else:
+            swapped = await self._swap_then_load(agents, generation)
+        if not swapped:
             return False
-        await self._swap(workers)
-        self.applied = target
+        self.applied, self.current_agents = target, agents
         self._keep(target)
         self.node.report.generation = generation
         self.node.report.models = self.holdings.references()
@@ -276,6 +301,32 @@ class DesiredStateApplier:
         self.node.announce()
         log.info("node %s runs desired generation %s", self.node.settings.node_id, generation)
         return True
+
+    async def _load_then_swap(self, agents: list[AgentConfig], generation: int) -> bool:
+        """Room for both: load the new agents while the old ones serve, then drain and swap (the short way)."""
+        try:
+            workers = await self.build(agents)
+        except Exception as error:  # the new model does not load (corrupt file, wrong format, out of memory)
+            self._report(generation, f"the new agents did not start: {type(error).__name__}: {error}")
+            return False
+        await self._swap(workers)
+        return True
+
+    async def _swap_then_load(self, agents: list[AgentConfig], generation: int) -> bool:
+        """No room for both models: drain, unload the old agents, load the new; if they fail, load the old again."""
+        self.node.set_draining("swap", True)
+        try:
+            await self._drain()
+            await asyncio.to_thread(_close_all, await self.node.replace_workers([]))
+            try:
+                await self.node.replace_workers(await self.build(agents))
+                return True
+            except Exception as error:  # back to what ran before, so the node keeps serving
+                self._report(generation, f"the new agents did not start: {type(error).__name__}: {error}")
+                await self.node.replace_workers(await self.build(self.current_agents))
+                return False
+        finally:
+            self.node.set_draining("swap", False)
 
     async def _agent_configs(self, target: DesiredState | None) -> list[AgentConfig]:
         if target is None:
@@ -293,6 +344,7 @@ class DesiredStateApplier:
         if held is not None:
             return held.path
         rng = random.Random(f"{self.node.settings.node_id}/{reference.sha256}")
+        cancelled = self._cancel_fetch
         report = await asyncio.to_thread(
             fetch_model,
             reference,
@@ -300,18 +352,22 @@ class DesiredStateApplier:
             self.holdings,
             self.fetch_deadline_s,
             rng,
+            cancelled=cancelled,
         )
         log.info("fetched model %s from %s", reference.name, ", ".join(report.sources) or "(held)")
         self.node.report.models = self.holdings.references()
         self.node.announce()  # we serve it too from now on: the model spreads from peers
         return report.path
 
+    async def _drain(self) -> None:
+        if not await self.node.wait_idle(self.drain_timeout_s):
+            log.warning("runs in flight after %.0f s: cancelling them (routers re-dispatch)", self.drain_timeout_s)
+
     async def _swap(self, workers: list[AgentWorker]) -> None:
         """Drain, swap, close the old backends, serve again."""
         self.node.set_draining("swap", True)
         try:
-            if not await self.node.wait_idle(self.drain_timeout_s):
-                log.warning("runs in flight after %.0f s: cancelling them (routers re-dispatch)", self.drain_timeout_s)
+            await self._drain()
             old = await self.node.replace_workers(workers)
             await asyncio.to_thread(_close_all, old)
         finally:
@@ -326,6 +382,24 @@ class DesiredStateApplier:
                 write_atomic(path, encode(target))
         except OSError as error:  # the node runs it anyway; after a restart it follows the retained state again
             log.warning("could not keep the applied desired state in %s: %s", path, error)
+
+
+def model_bytes(agents: Sequence[AgentConfig]) -> int:
+    """What loading these agents' model files takes (about their size)."""
+    return sum(_file_size(agent.model) for agent in agents)
+
+
+def loaded_bytes(workers: Iterable[AgentWorker]) -> int:
+    """What the running agents' model files take."""
+    return sum(_file_size(str(worker.backend.model)) for worker in workers)
+
+
+def _file_size(path: str) -> int:
+    try:
+        candidate = Path(path)
+        return candidate.stat().st_size if candidate.is_file() else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def _close_all(workers: Sequence[AgentWorker]) -> None:
