@@ -26,13 +26,18 @@ ModelLocator = Callable[[str], Path]
 """Turns a model spec of the fleet file ("default", a path, a URL) into a file on the control node."""
 
 
-def model_reference(spec: str, locate: ModelLocator, cache: dict[str, ModelRef] | None = None) -> ModelRef:
+def model_reference(
+    spec: str, locate: ModelLocator, cache: dict[str, ModelRef] | None = None, source: str | None = None
+) -> ModelRef:
     """The content reference of a model spec; a URL spec stays in the reference (nodes may fall back to it)."""
     if cache is not None and spec in cache:
         return cache[spec]
     path = locate(spec)
     url = spec if urllib.parse.urlparse(spec).scheme in ("http", "https") else None
-    reference = ModelRef(name=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size, url=url)
+    digest = sha256_file(path)
+    if url is None and source is not None:
+        url = f"{source.rstrip('/')}/models/{digest}"
+    reference = ModelRef(name=path.name, sha256=digest, size_bytes=path.stat().st_size, url=url)
     if cache is not None:
         cache[spec] = reference
     return reference
@@ -53,15 +58,23 @@ def desired_agent(agent: AgentConfig, model: ModelRef | None) -> DesiredAgent:
     )
 
 
-def wanted_agents(plan: FleetPlan, locate: ModelLocator) -> dict[str, tuple[DesiredAgent, ...]]:
-    """Node id -> the agents the fleet file gives it (only nodes that host agents)."""
+def wanted_agents(
+    plan: FleetPlan, locate: ModelLocator, model_source: str | None = None
+) -> dict[str, tuple[DesiredAgent, ...]]:
+    """Node id -> the agents the fleet file gives it (only nodes that host agents).
+
+    `model_source`: a model server (`edge-agent models serve`) named as each model's fallback `url`, for models
+    no node holds yet; a model whose spec is a URL keeps that URL.
+    """
     cache: dict[str, ModelRef] = {}
     wanted = {}
     for node in plan.nodes:
         if not node.agents:
             continue
         wanted[node.node_id] = tuple(
-            desired_agent(agent, model_reference(agent.model, locate, cache) if needs_model_file(agent) else None)
+            desired_agent(
+                agent, model_reference(agent.model, locate, cache, model_source) if needs_model_file(agent) else None
+            )
             for agent in node.agents
         )
     return wanted

@@ -35,6 +35,10 @@ def fleet() -> None:
 @click.option("--probe/--no-probe", default=True, help="Ask each new agent a question (needs a router; rolling only).")
 @click.option("--wait/--no-wait", default=True, help="Without --rolling: wait for every node to converge.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; publish nothing.")
+@click.option(
+    "--model-source",
+    help="A model server (`edge-agent models serve`) nodes may fetch from when no peer holds a model yet.",
+)
 def apply(
     fleet_file: Path,
     inventory: Path | None,
@@ -47,6 +51,7 @@ def apply(
     probe: bool,
     wait: bool,
     dry_run: bool,
+    model_source: str | None,
 ) -> None:
     """Publish each node's desired state from FLEET_FILE (the file `edge-agent provision` reads)."""
     if rolling is not None and rolling < 1:
@@ -55,7 +60,7 @@ def apply(
 
     config = fabric_config(config_path, brokers, fabric)
     try:
-        wanted = _wanted(fleet_file, inventory)
+        wanted = _wanted(fleet_file, inventory, model_source)
     except ProvisioningError as error:
         raise click.ClickException(str(error)) from None
     connection = config.connection.model_copy(update={"fabric": _fleet_fabric(fleet_file, config.connection)})
@@ -72,7 +77,7 @@ def _fleet_fabric(fleet_file: Path, connection: ConnectionSettings) -> str:
     return load_fleet(fleet_file).fabric if connection.fabric == "default" else connection.fabric
 
 
-def _wanted(fleet_file: Path, inventory: Path | None) -> dict[str, Any]:
+def _wanted(fleet_file: Path, inventory: Path | None, model_source: str | None) -> dict[str, Any]:
     from provisioning.artifacts import default_cache, model_file
     from provisioning.desired import wanted_agents
     from provisioning.errors import ProvisioningError
@@ -93,7 +98,9 @@ def _wanted(fleet_file: Path, inventory: Path | None) -> dict[str, Any]:
             raise ProvisioningError(f"model {spec!r} is a directory (MLX): only model files travel over the fabric")
         return path
 
-    return wanted_agents(plan, locate)
+    if model_source is not None and not model_source.startswith(("http://", "https://")):
+        raise ProvisioningError(f"--model-source must be an http(s) URL, not {model_source!r}")
+    return wanted_agents(plan, locate, model_source)
 
 
 def _beside(fleet_file: Path) -> Path:

@@ -211,3 +211,61 @@ def test_a_model_is_fetched_from_a_peer_and_the_llamacpp_agent_swapped_in(
     except BaseException:
         print(processes.logs())
         raise
+
+
+@pytest.mark.llamacpp
+def test_a_model_no_peer_holds_comes_from_the_control_nodes_model_server(
+    mosquitto_broker: RunningBroker,
+    fabric: str,
+    tmp_path: Path,
+    processes: Processes,
+    subprocess_env: dict[str, str],
+) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from broker.policy import free_port
+    from model_store import ModelNotFound, default_model_path
+
+    try:
+        bundled = default_model_path()
+    except ModelNotFound:
+        pytest.skip("the bundled SmolLM2 is not installed")
+    connection = connection_for(mosquitto_broker, fabric)
+    served = tmp_path / "control-models"
+    served.mkdir()
+    (served / "smollm2-new.gguf").write_bytes(bundled.read_bytes() + b"\0" * 1024)
+    port = free_port()
+    processes.start("models", "models", "serve", str(served), "--host", "127.0.0.1", "--port", str(port))
+    agents = [{"agent_id": "solo-math", "backend": "echo", "preset": "math"}]
+    config = write_node_config(
+        tmp_path / "solo.yaml", "solo", connection, agents=agents, state_dir=str(tmp_path / "solo")
+    )
+    processes.start("solo", "start", "-c", str(config), own_state=True)
+    (tmp_path / "inventory.ini").write_text("[boards]\nsolo\n")
+    fleet = {
+        "fabric": fabric,
+        "broker": {"hosts": ["solo"]},
+        "agents": {"solo": [{"preset": "math", "backend": "llamacpp", "model": str(served / "smollm2-new.gguf")}]},
+    }
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
+
+    async def scenario() -> None:
+        watch = await FabricWatch(connection).open()
+        await watch.until(lambda: "solo" in watch.beacons, what="the node online")
+        arguments = ["fleet", "apply", str(tmp_path / "fleet.yml"), "-b", mosquitto_broker.url, "--fabric", fabric]
+        arguments += ["--model-source", f"http://127.0.0.1:{port}", "--deadline", "150"]
+        result = await asyncio.to_thread(cli, subprocess_env, *arguments, timeout=240)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 of 1 node(s) converged" in result.stdout
+        status = await asyncio.to_thread(
+            cli, subprocess_env, "fleet", "status", "-b", mosquitto_broker.url, "--fabric", fabric
+        )
+        assert status.returncode == 0 and "solo" in status.stdout and "yes" in status.stdout, status.stdout
+        assert watch.beacons["solo"].agents[0].backend == "llamacpp"
+        assert list((tmp_path / "solo" / "models").glob("smollm2-new-*.gguf"))
+        await watch.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 300))
+    except BaseException:
+        print(processes.logs())
+        raise
