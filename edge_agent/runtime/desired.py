@@ -26,7 +26,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 from edge_agent.backends.registry import available_backends
@@ -206,7 +206,6 @@ class DesiredStateApplier:
     async def attach(self, client: FabricClient) -> None:
         """Subscribe (before CONNECT, so the retained desired state arrives with the connection)."""
         await client.subscribe(self.node.topics.desired(self.node.settings.node_id), self._on_desired)
-        await client.subscribe(self.node.topics.beacons(), self.peers.on_beacon)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"node[{self.node.settings.node_id}].desired")
@@ -345,19 +344,35 @@ class DesiredStateApplier:
             return held.path
         rng = random.Random(f"{self.node.settings.node_id}/{reference.sha256}")
         cancelled = self._cancel_fetch
-        report = await asyncio.to_thread(
-            fetch_model,
-            reference,
-            lambda: self.peers.serving(reference.sha256),
-            self.holdings,
-            self.fetch_deadline_s,
-            rng,
-            cancelled=cancelled,
-        )
+        async with self._watching_peers():
+            report = await asyncio.to_thread(
+                fetch_model,
+                reference,
+                lambda: self.peers.serving(reference.sha256),
+                self.holdings,
+                self.fetch_deadline_s,
+                rng,
+                cancelled=cancelled,
+            )
         log.info("fetched model %s from %s", reference.name, ", ".join(report.sources) or "(held)")
         self.node.report.models = self.holdings.references()
         self.node.announce()  # we serve it too from now on: the model spreads from peers
         return report.path
+
+    @contextlib.asynccontextmanager
+    async def _watching_peers(self) -> AsyncIterator[None]:
+        """The fabric's beacons (who serves which model), only while fetching: a node of a large fleet does not
+        receive every beacon change of every other node the rest of the time."""
+        client, topic = self.node.client, self.node.topics.beacons()
+        if client is not None:
+            await client.subscribe(topic, self.peers.on_beacon)  # the retained beacons come with the SUBACK
+        try:
+            yield
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):  # a lost connection drops the subscription anyway
+                    await client.unsubscribe(topic)
+                self.peers.servers.clear()
 
     async def _drain(self) -> None:
         if not await self.node.wait_idle(self.drain_timeout_s):
