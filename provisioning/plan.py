@@ -292,7 +292,8 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
     if servers is not None and node.agents:
         address = node.address or node.node_id
         config["model_server"] = {
-            "host": address,
+            # its inventory address when the inventory names one; a bare host name may not resolve on the board
+            "host": address if node.address != node.node_id else "0.0.0.0",
             "port": servers.port,
             "advertise": address,
             "max_uploads": servers.max_uploads,

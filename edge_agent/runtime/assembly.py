@@ -137,9 +137,13 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
     node.report.models = holdings.references()
     if config.model_server is not None:
         settings = config.model_server
-        server = ModelServer(holdings, settings.host, settings.port, settings.max_uploads).start()
-        stack.callback(server.close)
-        node.report.model_server = server.url(settings.advertise or socket.gethostname())
+        try:
+            server = ModelServer(holdings, settings.host, settings.port, settings.max_uploads).start()
+        except OSError as error:  # a name that does not resolve, a port in use: the agents serve on regardless
+            log.warning("not serving models to peers on %s:%s: %s", settings.host, settings.port, error)
+        else:
+            stack.callback(server.close)
+            node.report.model_server = server.url(settings.advertise or socket.gethostname())
     applier = DesiredStateApplier(
         node,
         config.agents,

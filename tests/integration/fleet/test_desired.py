@@ -269,3 +269,25 @@ def test_a_model_no_peer_holds_comes_from_the_control_nodes_model_server(
     except BaseException:
         print(processes.logs())
         raise
+
+
+def test_a_model_server_that_cannot_listen_does_not_stop_the_node(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path, processes: Processes
+) -> None:
+    connection = connection_for(amqtt_broker, fabric)
+    agents = [{"agent_id": "lone-math", "backend": "echo", "preset": "math"}]
+    server = {"host": "no-such-host.invalid", "port": 8765}
+    config = write_node_config(tmp_path / "lone.yaml", "lone", connection, agents=agents, model_server=server)
+    processes.start("lone", "start", "-c", str(config))
+
+    async def scenario() -> None:
+        watch = await FabricWatch(connection).open()
+        await watch.until(lambda: "lone" in watch.beacons, what="the node online")
+        assert watch.beacons["lone"].status == "online" and watch.beacons["lone"].model_server == ""
+        await watch.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    except BaseException:
+        print(processes.logs())
+        raise

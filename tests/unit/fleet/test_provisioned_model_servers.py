@@ -27,3 +27,10 @@ def test_nodes_with_agents_serve_models_on_their_address(tmp_path: Path) -> None
     )
     off = plan_fleet(FleetSpec.model_validate({**FLEET, "model_servers": None}), inventory)
     assert "model_server" not in node_config(off, off.nodes[0], "secret")
+
+
+def test_a_host_without_an_address_listens_everywhere_and_advertises_its_name(tmp_path: Path) -> None:
+    (tmp_path / "inventory.ini").write_text("[brokers]\nhub ansible_host=10.0.0.1\n[boards]\nb1\n")
+    plan = plan_fleet(FleetSpec.model_validate(FLEET), load_inventory(tmp_path / "inventory.ini"))
+    server = node_config(plan, plan.nodes[0], "secret")["model_server"]
+    assert (server["host"], server["advertise"]) == ("0.0.0.0", "b1")
