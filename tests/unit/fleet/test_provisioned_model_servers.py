@@ -34,3 +34,14 @@ def test_a_host_without_an_address_listens_everywhere_and_advertises_its_name(tm
     plan = plan_fleet(FleetSpec.model_validate(FLEET), load_inventory(tmp_path / "inventory.ini"))
     server = node_config(plan, plan.nodes[0], "secret")["model_server"]
     assert (server["host"], server["advertise"]) == ("0.0.0.0", "b1")
+
+
+def test_the_kit_wheel_is_rebuilt_when_any_package_it_ships_changes() -> None:
+    import re
+
+    from provisioning.artifacts import KIT_SOURCE, SOURCE_PACKAGES
+
+    text = (KIT_SOURCE / "pyproject.toml").read_text()
+    include = text.split("[tool.setuptools.packages.find]")[1].split("include = [")[1].split("]")[0]
+    shipped = set(re.findall(r'"(\w+)\*"', include))
+    assert shipped == set(SOURCE_PACKAGES)  # model_store (peers, holdings) runs on the boards too
