@@ -64,6 +64,8 @@ def flows(topics: Topics) -> tuple[tuple[str, Flow], ...]:
         (f"{p}/reply/+", flow("replies", {"router"}, {"client"})),
         (topics.ledgers(), flow("ledger", {"router"}, {"router"})),
         (topics.trace_requests(), flow("trace requests", {"observer"}, {"router"})),
+        (topics.desireds(), flow("desired states", {"observer"}, {"node", "observer"})),  # operators write them
+        (topics.controls(), flow("operator orders", {"observer"}, {"node", "observer"})),
     )
 
 

@@ -51,7 +51,7 @@ def status_text(snapshot: FabricSnapshot, now: float) -> str:
             _number(row.tokens_per_second, "{:.1f}"),
             _runs(row.runs, row.errors),
             str(row.epoch),
-            "online" if row.online else "offline",
+            row.status or ("online" if row.online else "offline"),
             ago(now - row.last_seen),
         )
         for row in snapshot.agent_rows()

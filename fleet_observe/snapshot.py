@@ -28,7 +28,8 @@ class NodeRecord:
 
     @property
     def online(self) -> bool:
-        return self.beacon.status == "online"
+        """Alive: online, or draining (it finishes its runs, routers send it nothing new)."""
+        return self.beacon.status != "offline"
 
     @property
     def last_seen(self) -> float:
@@ -55,6 +56,7 @@ class AgentRow:
     errors: int | None = None
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    status: str = ""  # the beacon's status (online, draining, offline)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class FabricSnapshot:
                     online=record.online,
                     last_seen=record.last_seen,
                     tokens_per_second=info.tokens_per_second,
+                    status=record.beacon.status,
                 )
                 rows.append(_with_state(base, states.get(info.agent_id)))
         return rows
@@ -268,7 +271,7 @@ def _node_dict(record: NodeRecord) -> dict[str, Any]:
 def _row_dict(row: AgentRow, now: float) -> dict[str, Any]:
     data = dict(row.__dict__)
     data["capabilities"] = list(row.capabilities)
-    data["status"] = "online" if row.online else "offline"
+    data["status"] = row.status or ("online" if row.online else "offline")
     data["seen_ago_s"] = round(now - row.last_seen, 3)
     return data
 

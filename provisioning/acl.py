@@ -46,13 +46,16 @@ def node_account(
     """A node writes its own beacon/state, results and bids; reads its agents' run topics and bid requests.
 
     It also reads its own beacon and state: at start it checks that no other live instance uses its node id.
-    With Home Assistant discovery on, it writes its own discovery configs and reads Home Assistant's birth.
-    With site summaries (`wan: summaries`), its router reads every site's summary and, at a site, writes that
-    site's summary alone and takes the runs of that site's agent.
+    It reads its own desired state and operator orders (written by operators only), and the beacons of the
+    fabric: they say which peer serves a model it has to fetch. With Home Assistant discovery on, it writes its
+    own discovery configs and reads Home Assistant's birth. With site summaries (`wan: summaries`), its router
+    reads every site's summary and, at a site, writes that site's summary alone and takes the runs of that
+    site's agent.
     """
     p = topics.prefix
     publish = [topics.beacon(node_id), topics.state(node_id), f"{p}/router/+/inbox", f"{p}/router/+/bids"]
     subscribe = [topics.beacon(node_id), topics.state(node_id), topics.bid_request(), topics.rebirth()]
+    subscribe += [topics.desired(node_id), topics.control(node_id), topics.beacons()]
     subscribe += [topics.agent_run(agent_id) for agent_id in agent_ids]
     if router_id is not None:
         publish += _router_publish(topics, router_id)
@@ -106,8 +109,9 @@ def operator_account(
     home_assistant_prefix: str | None = None,
     summaries: bool = False,
 ) -> Account:
-    """An operator reads beacons, states, router presences and every task's events; it publishes only trace
-    requests (the dashboard asks for full traces), unless it is also a client (then it submits tasks and reads its
+    """An operator reads beacons, states, router presences and every task's events, and it alone writes the
+    nodes' desired states and orders (drain); it reads those back to compare and roll back. It publishes trace
+    requests (the dashboard asks for full traces). It submits tasks only if it is also a client (then it reads its
     replies, like any client).
 
     With Home Assistant discovery on, an operator account is also what Home Assistant logs in with: it reads the
@@ -115,7 +119,9 @@ def operator_account(
     """
     subscribe = [topics.beacons(), topics.states(), topics.router_presences(), topics.all_task_events()]
     subscribe += [topics.site_summaries()] if summaries else []
-    publish: list[str] = [topics.trace_requests()]  # the dashboard asks the routers for every task's full trace
+    subscribe += [topics.desireds(), topics.controls()]
+    # the dashboard asks the routers for every task's full trace; operators alone write desired states and orders
+    publish: list[str] = [topics.trace_requests(), topics.desireds(), topics.controls()]
     if home_assistant_prefix is not None:
         subscribe.append(f"{home_assistant_prefix}/#")
         publish.append(home_assistant_status_topic(home_assistant_prefix))

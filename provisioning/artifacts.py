@@ -44,7 +44,18 @@ from provisioning.targets import (
 from shared.config import AgentConfig
 
 CACHE_ENVIRONMENT_VARIABLE = "SYMPHONY_EDGE_ARTIFACTS"
-SOURCE_PACKAGES = ("shared", "broker", "edge_agent", "router", "provisioning", "bench")
+# Every package the wheel holds (pyproject.toml's packages.find): a change in any of them builds a new kit wheel.
+SOURCE_PACKAGES = (
+    "shared",
+    "broker",
+    "model_store",
+    "edge_agent",
+    "router",
+    "provisioning",
+    "fleet_observe",
+    "fleet_gateway",
+    "bench",
+)
 KIT_SOURCE = Path(__file__).resolve().parent.parent
 LLAMA_CPP_SPEC = "llama-cpp-python==0.3.36"
 # A portable CPU build (no -march=native), so one wheel serves every board of a kind.

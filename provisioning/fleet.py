@@ -22,6 +22,7 @@ limits: {tasks: 16}          # per-account caps on the routers (tasks in flight,
 max_deadline_s: 600          # the longest deadline a task gets (a client's deadline_s is capped to it)
 operators: [ops]             # read beacons, states, routers and all task events; submit only if also a client
 home_assistant: {}           # optional: nodes publish Home Assistant discovery configs ({discovery_prefix: ...})
+model_servers: {port: 8765}  # nodes serve the models they hold to peers (docs/fleet-operations.md); null: off
 ```
 """
 
@@ -74,6 +75,13 @@ class BrokerSpec(_Strict):
         return self.port or (8883 if self.tls else 1883)
 
 
+class ModelServersSpec(_Strict):
+    """Every node serves the models it holds to its peers, on its inventory address."""
+
+    port: int = Field(default=8765, ge=1, le=65535)
+    max_uploads: int = Field(default=4, ge=1, le=64)
+
+
 class FleetSpec(_Strict):
     """A validated fleet file."""
 
@@ -89,6 +97,7 @@ class FleetSpec(_Strict):
     limits: AccountLimits = AccountLimits(tasks=16)  # every client's caps on the routers
     account_limits: dict[str, AccountLimits] = Field(default_factory=dict)  # one client's caps instead
     max_deadline_s: float = Field(default=600.0, gt=0, le=3600.0)
+    model_servers: ModelServersSpec | None = ModelServersSpec()
 
     @field_validator("fabric")
     @classmethod

@@ -88,6 +88,7 @@ class NodePlan:
     agents: tuple[AgentConfig, ...]
     router_id: str | None
     account: Account
+    address: str = ""  # where peers reach it (its inventory address): its model server listens there
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def plan_fleet(fleet: FleetSpec, inventory: Inventory) -> FleetPlan:
             router_id = host if host in routers else None
             agent_ids = [agent.agent_id or "" for agent in agents]
             account = node_account(topics, host, agent_ids, router_id, discovery, site_of.get(host), summaries)
-            nodes.append(NodePlan(host, agents, router_id, account))
+            nodes.append(NodePlan(host, agents, router_id, account, inventory.address(host)))
     clashes = sorted(set(fleet.clients + fleet.operators) & {node.node_id for node in nodes})
     if clashes:
         raise ProvisioningError(
@@ -328,6 +329,16 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
         config["router"].update(tenancy_settings(plan.fleet))
     if plan.fleet.home_assistant is not None:
         config["home_assistant"] = plan.fleet.home_assistant.model_dump(mode="json")
+    servers = plan.fleet.model_servers
+    if servers is not None and node.agents:
+        address = node.address or node.node_id
+        config["model_server"] = {
+            # its inventory address when the inventory names one; a bare host name may not resolve on the board
+            "host": address if node.address != node.node_id else "0.0.0.0",
+            "port": servers.port,
+            "advertise": address,
+            "max_uploads": servers.max_uploads,
+        }
     return config
 
 

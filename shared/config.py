@@ -180,6 +180,15 @@ class HomeAssistantSettings(StrictModel):
     discovery_prefix: Id = "homeassistant"
 
 
+class ModelServerSettings(StrictModel):
+    """Serve the models this node holds to its peers over HTTP (models spread over the LAN, not from one host)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8765, ge=0, le=65535)
+    advertise: str | None = None  # the host name or address peers use (default: this machine's host name)
+    max_uploads: int = Field(default=4, ge=1, le=64)
+
+
 class NodeConfig(StrictModel):
     """Everything `edge-agent start` needs on one board."""
 
@@ -193,6 +202,8 @@ class NodeConfig(StrictModel):
     broker: EmbeddedBrokerSettings | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     home_assistant: HomeAssistantSettings | None = None  # opt-in Home Assistant MQTT discovery
+    model_server: ModelServerSettings | None = None  # serve held models to peers (fleet model distribution)
+    drain_timeout_s: float = Field(default=120.0, gt=0)  # how long a swap waits for runs in flight
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser()

@@ -17,5 +17,5 @@ def supersedes(candidate: NodeBeacon, current: NodeBeacon | None) -> bool:
     if candidate.epoch < current.epoch:
         return False
     if current.status == "offline":
-        return candidate.status == "online" and candidate.sent_at > current.sent_at
+        return candidate.status != "offline" and candidate.sent_at > current.sent_at
     return True

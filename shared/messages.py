@@ -84,20 +84,44 @@ class AgentInfo(WireModel):
     cost_per_1k_tokens: NonNegative | None = None  # the agent's price (config, else its backend's default)
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ModelRef(WireModel):
+    """A model file by content (sha256 + size; the name is for people), and where else to get it.
+
+    `url` is the only place a node may fetch it from outside the fabric: without it, peers only.
+    """
+
+    name: str = Field(min_length=1, max_length=200)
+    sha256: Sha256
+    size_bytes: int = Field(ge=1)
+    url: str | None = Field(default=None, max_length=2000)
+
+
 class NodeBeacon(SiteAware):
-    """Retained birth (online) or death (offline, also the MQTT Will) certificate of a node."""
+    """Retained birth (online), death (offline, also the MQTT Will) or `draining` certificate of a node.
+
+    A draining node is alive and finishes its runs in flight, but routers send it no new ones.
+    """
 
     kind: Literal["node_beacon"] = "node_beacon"
     v: Literal[1] = SCHEMA_VERSION
     node_id: Id
     epoch: int = Field(ge=0)
     instance_id: Id
-    status: Literal["online", "offline"]
+    status: Literal["online", "offline", "draining"]
     agents: tuple[AgentInfo, ...] = ()
     software_version: str = ""
     host: str = ""
     sent_at: float = 0.0
     site: Id | None = None  # where the node lives (None: the default site); see docs/sites.md
+    generation: int = Field(default=0, ge=0)  # the desired-state generation it runs (0: its own config file)
+    desired_generation: int = Field(default=0, ge=0)  # the newest desired generation it has seen
+    desired_error: str = Field(default="", max_length=2000)  # why desired_generation does not run (empty: it does)
+    drain_requested: bool = False  # an operator asked it to drain (`edge-agent drain`)
+    models: tuple[ModelRef, ...] = Field(default=(), max_length=256)  # model files it holds and serves to peers
+    model_server: str = Field(default="", max_length=300)  # http://host:port/ of its model server ("" : none)
 
 
 class AgentState(WireModel):
@@ -444,6 +468,43 @@ class TraceRequest(WireModel):
     observer_id: Id
     duration_s: float = Field(default=30.0, gt=0.0, le=300.0)
     sent_at: float = 0.0
+class DesiredAgent(WireModel):
+    """One agent of a node's desired state: what `AgentConfig` says in node.yaml, with the model by content."""
+
+    agent_id: Id
+    preset: str | None = Field(default=None, max_length=64)
+    backend: str = Field(default="auto", min_length=1, max_length=64)
+    model: ModelRef | None = None  # a model file (llama.cpp, MLX); None: `model_name` (echo, openai)
+    model_name: str = Field(default="default", min_length=1, max_length=200)
+    max_in_flight: int = Field(default=1, ge=1, le=64)
+    backend_settings: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)  # other AgentConfig fields (capabilities, max_tokens...)
+
+
+class DesiredState(WireModel):
+    """What an operator wants a node to run, retained on ``desired/{node_id}`` (operators only may write it).
+
+    `generation` grows with every change (a rollback too); the node reports the generation it runs in its beacon.
+    """
+
+    kind: Literal["desired_state"] = "desired_state"
+    v: Literal[1] = SCHEMA_VERSION
+    node_id: Id
+    generation: int = Field(ge=1)
+    agents: tuple[DesiredAgent, ...] = Field(default=(), max_length=64)
+    issued_by: str = Field(default="", max_length=128)
+    issued_at: float = 0.0
+
+
+class NodeControl(WireModel):
+    """An operator's standing order to a node, retained on ``control/{node_id}``: drain (true) or serve (false)."""
+
+    kind: Literal["node_control"] = "node_control"
+    v: Literal[1] = SCHEMA_VERSION
+    node_id: Id
+    drain: bool
+    reason: str = Field(default="", max_length=200)
+    issued_at: float = 0.0
 
 
 Message = (
@@ -466,6 +527,8 @@ Message = (
     | RebirthRequest
     | SiteSummary
     | TraceRequest
+    | DesiredState
+    | NodeControl
 )
 _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 MESSAGE_TYPES: dict[str, type[WireModel]] = {model.model_fields["kind"].default: model for model in Message.__args__}

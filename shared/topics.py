@@ -103,6 +103,20 @@ class Topics:
         """An agent's RunRequests, and the RunCancels of those runs (same topic: delivered in order)."""
         return f"{self.prefix}/agent/{validate_id(agent_id, 'agent id')}/run"
 
+    def desired(self, node_id: str) -> str:
+        """A node's retained desired state (`DesiredState`): operators write, the node reads."""
+        return f"{self.prefix}/desired/{validate_id(node_id, 'node id')}"
+
+    def desireds(self) -> str:
+        return f"{self.prefix}/desired/+"
+
+    def control(self, node_id: str) -> str:
+        """A node's retained operator order (`NodeControl`, e.g. drain): operators write, the node reads."""
+        return f"{self.prefix}/control/{validate_id(node_id, 'node id')}"
+
+    def controls(self) -> str:
+        return f"{self.prefix}/control/+"
+
     def rebirth(self) -> str:
         """Routers ask live nodes to republish their beacons here (a `RebirthRequest`)."""
         return f"{self.prefix}/rebirth"

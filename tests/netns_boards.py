@@ -154,7 +154,8 @@ def write_fleet(fleet_dir: Path, boards: list[Board], backend: str) -> tuple[Pat
         "broker": {"kind": "mosquitto", "hosts": ["brokers"], "tls": False},
         "agents": {"boards": [agent]},
         "routers": [boards[0].name],
-        "clients": ["control"],
+        "clients": ["control", "ops"],
+        "operators": ["ops"],  # publishes desired states (fleet apply) and probes the new agents (also a client)
     }
     path = fleet_dir / "fleet.yml"
     path.write_text(yaml.safe_dump(fleet, sort_keys=False))

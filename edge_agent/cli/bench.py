@@ -397,3 +397,46 @@ def _attach_fabric_benchmarks() -> None:
 
 
 _attach_fabric_benchmarks()
+
+
+@bench.command()
+@click.option("--nodes", default=1000, show_default=True, type=click.IntRange(min=2), help="Emulated fleet size.")
+@click.option(
+    "--real-nodes", default=30, show_default=True, type=click.IntRange(min=2), help="Real servers (loopback)."
+)
+@click.option("--model-mb", default=94, show_default=True, type=click.IntRange(min=1), help="Model size (emulated).")
+@click.option("--max-uploads", default=4, show_default=True, type=click.IntRange(min=1), help="Uploads per peer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def rollout(nodes: int, real_nodes: int, model_mb: int, max_uploads: int, as_json: bool) -> None:
+    """A model spreading over the LAN from peers: time until every node has it, copies served per peer."""
+    import json
+
+    from bench import rollout as measures
+
+    real = measures.real_rollout(real_nodes, max_uploads=max_uploads)
+    emulated = measures.emulated_rollout(nodes, model_mb * 1_000_000, max_uploads=max_uploads)
+    if as_json:
+        click.echo(json.dumps({"real": real.as_dict(), "emulated": emulated.as_dict()}, indent=2))
+        return
+    click.echo(measures.summary("real servers on loopback", real))
+    click.echo(measures.summary("emulated (100 MB/s links, 2 s model load)", emulated))
+
+
+@bench.command(name="model-change")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(min=1), help="Nodes whose model changes.")
+@click.option("--broker", "brokers", multiple=True, type=click.Choice(["mosquitto", "amqtt"]), help="Default: both.")
+@click.option("--backend", type=click.Choice(["echo", "llamacpp"]), default="echo", show_default=True)
+@click.option("--clients", default=4, show_default=True, type=click.IntRange(min=1), help="Closed-loop clients.")
+@click.option("--before", "before_s", default=15.0, show_default=True, help="Seconds of load before the change.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def model_change(
+    nodes: int, brokers: tuple[str, ...], backend: str, clients: int, before_s: float, as_json: bool
+) -> None:
+    """Change the model of agents on several nodes under load: tasks lost/failed, p95, where models came from."""
+    import json
+
+    from bench import model_change as scenario
+
+    for kind in brokers or ("mosquitto", "amqtt"):
+        result = scenario.measure(nodes, kind, backend, clients, before_s)
+        click.echo(json.dumps(result) if as_json else scenario.summary(result))

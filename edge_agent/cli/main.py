@@ -30,6 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("edge_agent.cli.dashboard", "Serve a small live web dashboard."),
     "gateway": ("edge_agent.cli.gateway", "Serve the OpenAI-compatible HTTP API over the fabric."),
     "bench": ("edge_agent.cli.bench", "Run benchmarks and the Symphony experiments."),
+    "fleet": ("edge_agent.cli.fleet", "Publish desired states from the fleet file; show who converged."),
+    "drain": ("edge_agent.cli.fleet", "Take a node out of routing (its runs in flight finish)."),
+    "undrain": ("edge_agent.cli.fleet", "Put a drained node back into routing."),
 }
 
 

@@ -1,7 +1,8 @@
-"""`edge-agent models list|path|pull`: the model files agents can run."""
+"""`edge-agent models list|path|pull|serve`: the model files agents can run, and serving them to the fleet."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,3 +65,38 @@ def pull_command(name_or_url: str) -> None:
         if bar is not None:
             bar.__exit__(None, None, None)
     click.echo(f"model ready: {path}")
+
+
+@models.command("serve")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@click.option("--max-uploads", default=4, show_default=True, type=click.IntRange(min=1), help="Downloads at once.")
+def serve_command(directory: Path | None, host: str, port: int, max_uploads: int) -> None:
+    """Serve the .gguf files of DIRECTORY to the fleet's nodes, by sha256 (default: the artifact cache's models).
+
+    Name it in `edge-agent fleet apply --model-source http://<this host>:<port>`: nodes fetch from their peers
+    first and from here only when no peer holds a model yet.
+    """
+    import time
+
+    from model_store.holdings import ModelHoldings
+    from model_store.peers import ModelServer
+
+    if directory is None:
+        from provisioning.artifacts import default_cache
+
+        directory = default_cache() / "models"
+    holdings = ModelHoldings(directory)
+    held = holdings.refresh()
+    server = ModelServer(holdings, host, port, max_uploads).start()
+    for model in held:
+        click.echo(f"{model.reference.sha256}  {model.reference.size_bytes / 1e6:>8.1f} MB  {model.path.name}")
+    click.echo(f"serving {len(held)} model(s) from {directory} on http://{host}:{server.port}/models/<sha256> (Ctrl+C)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -51,6 +51,12 @@ output_option = click.option(
     help="Build each missing llama-cpp-python wheel on the first board of its kind, even a kind this machine could "
     "build (by default only the kinds it cannot: another platform or Python, or CUDA).",
 )
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="After Ansible, wait for every node's beacon and every router's presence (needs an operator account).",
+)
+@click.option("--wait-timeout", type=float, default=180.0, show_default=True, help="Seconds to wait for the fleet.")
 @click.pass_context
 def provision(
     context: click.Context,
@@ -65,6 +71,8 @@ def provision(
     find_links: tuple[Path, ...],
     no_build_llama: bool,
     build_llama_on_boards: bool,
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
     """Render every node's config, credentials, ACLs (and certificates), then run ansible/site.yml.
 
@@ -90,7 +98,55 @@ def provision(
         )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
-    sys.exit(run_playbook(command))
+    code = run_playbook(command)
+    started = "symphony_start_services=false" not in [variable.replace(" ", "").lower() for variable in extra_vars]
+    if code == 0 and wait and not check and started:
+        code = _wait_for_fleet(*paths, limit, extra_vars, wait_timeout)
+    sys.exit(code)
+
+
+def _wait_for_fleet(
+    inventory: Path, fleet: Path, output: Path, limit: str | None, extra_vars: tuple[str, ...], timeout_s: float
+) -> int:
+    """Wait for the nodes and routers to announce themselves; name the missing ones with their unit's last logs."""
+    import asyncio
+    import subprocess
+
+    from provisioning.arrival import expected, unit_log_command, wait_for_fleet
+    from provisioning.fleet import expand, load_fleet
+    from provisioning.inventory import load_inventory
+    from provisioning.plan import plan_fleet
+    from provisioning.playbook import find_ansible
+    from shared.config import load_node_config
+
+    loaded = load_inventory(inventory)
+    plan = plan_fleet(load_fleet(fleet), loaded)
+    operators = sorted((output / "operators").glob("*.yaml"))
+    if not operators:
+        click.echo("no operator account in the fleet file (operators: [...]): not waiting for the nodes' beacons")
+        return 0
+    wanted = expected(plan)
+    if limit:
+        hosts = set(expand(loaded, tuple(limit.replace(":", ",").split(","))))
+        wanted = type(wanted)(
+            tuple(n for n in wanted.nodes if n in hosts), tuple(r for r in wanted.routers if r in hosts)
+        )
+    connection = load_node_config(operators[0], environ={}).connection
+    click.echo(f"waiting up to {timeout_s:g} s for {len(wanted.nodes)} node(s) and {len(wanted.routers)} router(s)")
+    absent = asyncio.run(wait_for_fleet(connection, wanted, timeout_s))
+    if not absent:
+        click.echo(f"the fleet is up: {len(wanted.nodes)} node(s) online, {len(wanted.routers)} router(s) present")
+        return 0
+    for name, why in absent.items():
+        click.echo(f"NOT UP: {name}: {why}", err=True)
+        host = name.removeprefix("router ")
+        try:
+            command = unit_log_command(find_ansible(), str(inventory), host, extra_vars)
+            logs = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False).stdout
+        except (OSError, subprocess.SubprocessError, ConfigError) as error:
+            logs = f"(could not read its unit's log: {error})"
+        click.echo("\n".join(f"    {line}" for line in logs.strip().splitlines()[-16:]), err=True)
+    return 1
 
 
 @provision.command()

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from edge_agent.backends.base import Backend
 from edge_agent.backends.registry import choose_backend, create_backend, default_cost_per_1k_tokens, detect_platform
 from edge_agent.backends.throughput import measure_tokens_per_second
 from edge_agent.personas import FINAL_ANSWER_INSTRUCTION, get_persona
+from edge_agent.runtime.desired import DesiredStateApplier, applied_agents, load_applied
 from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
-from model_store import resolve_model
+from model_store import ModelNotFound, default_model_path, resolve_model
+from model_store.holdings import ModelHoldings
+from model_store.peers import ModelServer
 from shared.config import AgentConfig, NodeConfig
 
 log = logging.getLogger(__name__)
@@ -105,6 +110,54 @@ def node_settings(config: NodeConfig, version: str) -> NodeSettings:
     )
 
 
+def open_holdings(state_dir: Path) -> ModelHoldings:
+    """The models this node holds: its models directory and the bundled SmolLM2 (hashed once, then cached)."""
+    try:
+        bundled: tuple[Path, ...] = (default_model_path(),)
+    except ModelNotFound:
+        bundled = ()
+    holdings = ModelHoldings(state_dir / "models", bundled)
+    holdings.refresh()
+    return holdings
+
+
+async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -> tuple[EdgeNode, DesiredStateApplier]:
+    """The node with the agents of its last applied desired state (else its config), following desired states."""
+    state_dir = config.resolved_state_dir()
+    holdings = await asyncio.to_thread(open_holdings, state_dir)
+    applied = load_applied(state_dir, config.node_id)
+    agents = applied_agents(applied, holdings)
+    if agents is None:
+        applied, agents = None, list(config.agents)
+
+    async def build(chosen: Sequence[AgentConfig]) -> list[AgentWorker]:
+        return await build_workers(config.model_copy(update={"agents": tuple(chosen)}))
+
+    node = EdgeNode(node_settings(config, version), await build(agents))
+    node.report.models = holdings.references()
+    if config.model_server is not None:
+        settings = config.model_server
+        try:
+            server = ModelServer(holdings, settings.host, settings.port, settings.max_uploads).start()
+        except OSError as error:  # a name that does not resolve, a port in use: the agents serve on regardless
+            log.warning("not serving models to peers on %s:%s: %s", settings.host, settings.port, error)
+        else:
+            stack.callback(server.close)
+            node.report.model_server = server.url(settings.advertise or socket.gethostname())
+    applier = DesiredStateApplier(
+        node,
+        config.agents,
+        holdings,
+        build,
+        state_dir,
+        applied,
+        drain_timeout_s=config.drain_timeout_s,
+        current_agents=agents,
+    )
+    node.before_connect.append(applier.attach)
+    return node, applier
+
+
 Companion = Callable[[], AbstractAsyncContextManager[Any]]
 
 
@@ -124,10 +177,12 @@ async def run_node(
     async with AsyncExitStack() as stack:
         for host in hosts:
             await stack.enter_async_context(host())
-        workers = await build_workers(config)
-        node = EdgeNode(node_settings(config, version), workers)
+        node, applier = await _fleet_node(config, version, stack)
+        workers = list(node.workers.values())
         await node.start()
         stack.push_async_callback(node.stop)
+        applier.start()
+        stack.push_async_callback(applier.stop)
         if config.metrics_port is not None:
             from edge_agent.runtime.prometheus import serve_node_metrics  # lazy: prometheus-client is optional
 

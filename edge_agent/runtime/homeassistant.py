@@ -2,10 +2,14 @@
 
     <prefix>/sensor/<node object>/<agent>_<metric>/config     load (%), queue, tokens/s, latency p50 (ms)
     <prefix>/binary_sensor/<node object>/online/config        connectivity: follows the beacon (and its Will)
+    <prefix>/update/<node object>/agents/config               installed vs desired generation (fleet operations)
+    <prefix>/switch/<node object>/drain/config                drain switch: writes the node's retained drain order
 
 The configs are retained and point at the fabric's own topics, so nothing else is published for Home Assistant:
 the sensors read the node's state topic, their availability and the online sensor read its retained beacon, which
 the broker replaces with the offline beacon (the Will) when the node dies. Each agent's model is an attribute.
+The drain switch is the one entity that writes: Home Assistant (logged in as an operator) publishes the node's
+retained `NodeControl` on `control/<node>`, exactly what `edge-agent drain` / `undrain` publish.
 They are published again when Home Assistant's birth message (`<prefix>/status` = `online`) arrives, and cleared
 (empty retained payloads) when the node is decommissioned.
 """
@@ -16,7 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from shared.messages import NodeBeacon
+from shared.messages import NodeBeacon, NodeControl, encode
 from shared.topics import HOME_ASSISTANT_PREFIX as DEFAULT_PREFIX
 from shared.topics import Topics
 from shared.topics import home_assistant_node_object as node_object
@@ -48,7 +52,7 @@ def discovery_configs(topics: Topics, beacon: NodeBeacon, prefix: str = DEFAULT_
     }
     availability = {
         "availability_topic": beacon_topic,
-        "availability_template": "{{ value_json.status }}",
+        "availability_template": ALIVE_TEMPLATE,
         "payload_available": "online",
         "payload_not_available": "offline",
     }
@@ -59,7 +63,7 @@ def discovery_configs(topics: Topics, beacon: NodeBeacon, prefix: str = DEFAULT_
             "unique_id": f"{node}_online",
             "device_class": "connectivity",
             "state_topic": beacon_topic,
-            "value_template": "{{ value_json.status }}",
+            "value_template": ALIVE_TEMPLATE,
             "payload_on": "online",
             "payload_off": "offline",
             "json_attributes_topic": beacon_topic,
@@ -69,6 +73,7 @@ def discovery_configs(topics: Topics, beacon: NodeBeacon, prefix: str = DEFAULT_
             "origin": origin,
         }
     }
+    configs.update(operation_configs(topics, beacon, prefix, device, availability, origin))
     for agent in beacon.agents:
         select = f"(value_json.agents | selectattr('agent_id', 'equalto', {json.dumps(agent.agent_id)}) | first)"
         for metric, name, value, unit, device_class, icon in SENSORS:
@@ -93,6 +98,60 @@ def discovery_configs(topics: Topics, beacon: NodeBeacon, prefix: str = DEFAULT_
                 config["device_class"] = device_class
             configs[f"{prefix}/sensor/{node}/{object_id(agent.agent_id, metric)}/config"] = config
     return configs
+
+
+ALIVE_TEMPLATE = "{{ 'offline' if value_json.status == 'offline' else 'online' }}"  # a draining node is alive
+UPDATE_TEMPLATE = (
+    "{{ {'installed_version': 'generation ' ~ value_json.generation,"
+    " 'latest_version': 'generation ' ~ value_json.desired_generation,"
+    " 'title': 'agents and models',"
+    " 'release_summary': value_json.desired_error or ('software ' ~ value_json.software_version),"
+    " 'in_progress': value_json.generation != value_json.desired_generation and not value_json.desired_error}"
+    " | tojson }}"
+)
+
+
+def operation_configs(
+    topics: Topics,
+    beacon: NodeBeacon,
+    prefix: str,
+    device: dict[str, Any],
+    availability: dict[str, Any],
+    origin: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The `update` entity (installed vs desired generation) and the drain `switch` of a node."""
+    node = node_object(topics.fabric, beacon.node_id)
+    beacon_topic = topics.beacon(beacon.node_id)
+    drain_on = NodeControl(node_id=beacon.node_id, drain=True, reason="Home Assistant")
+    drain_off = NodeControl(node_id=beacon.node_id, drain=False, reason="Home Assistant")
+    return {
+        f"{prefix}/update/{node}/agents/config": {
+            "name": "agents",
+            "unique_id": f"{node}_agents_update",
+            "state_topic": beacon_topic,
+            "value_template": UPDATE_TEMPLATE,
+            "entity_category": "diagnostic",
+            "device": device,
+            "origin": origin,
+            **availability,
+        },
+        f"{prefix}/switch/{node}/drain/config": {
+            "name": "drain",
+            "unique_id": f"{node}_drain",
+            "icon": "mdi:pipe-valve",
+            "command_topic": topics.control(beacon.node_id),
+            "payload_on": encode(drain_on).decode(),
+            "payload_off": encode(drain_off).decode(),
+            "state_topic": beacon_topic,
+            "value_template": "{{ 'ON' if value_json.drain_requested else 'OFF' }}",
+            "state_on": "ON",
+            "state_off": "OFF",
+            "retain": True,
+            "device": device,
+            "origin": origin,
+            **availability,
+        },
+    }
 
 
 class HomeAssistantDiscovery:

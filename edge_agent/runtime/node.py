@@ -4,7 +4,11 @@ connect ──► retained NodeBeacon(online, epoch)          Will: retained Nod
 agent/{id}/run ──► AgentWorker ──► RunResult on the request's reply topic
                   (a dispatch id seen before is not run again: its kept result is sent again, see recent.py)
 every state_interval_s or on change ──► NodeState
+control/{node_id} (retained NodeControl, operators) ──► drain: beacon `draining`, runs in flight finish
 graceful stop ──► retained NodeBeacon(offline)
+
+A draining node keeps serving what reaches it (runs dispatched before the routers saw the beacon) but routers
+send it nothing new. `replace_workers` swaps the agents once drained (edge_agent.runtime.desired drives it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.runtime.epoch import next_epoch
@@ -29,7 +34,9 @@ from shared.messages import (
     Bid,
     BidRequest,
     ErrorReply,
+    ModelRef,
     NodeBeacon,
+    NodeControl,
     NodeState,
     RebirthRequest,
     RunCancel,
@@ -57,6 +64,22 @@ class NodeSettings:
     home_assistant_prefix: str | None = None  # publish Home Assistant discovery configs under this prefix
 
 
+@dataclass
+class NodeReport:
+    """What the beacon reports besides the agents: the desired state applied, and the models held and served."""
+
+    generation: int = 0
+    desired_generation: int = 0
+    desired_error: str = ""
+    models: tuple[ModelRef, ...] = ()
+    model_server: str = ""
+    drain_reasons: set[str] = field(default_factory=set)  # "operator", "swap": draining while any is set
+
+
+BeforeConnect = Callable[[FabricClient], Awaitable[None]]
+DRAIN_POLL_S = 0.05
+
+
 class DuplicateNodeError(TransportError):
     """Another live node already uses this node id."""
 
@@ -77,6 +100,9 @@ class EdgeNode:
         self.discovery: HomeAssistantDiscovery | None = None
         self.recent = RecentRuns()
         self._rebirth: asyncio.Task[None] | None = None
+        self.report = NodeReport()
+        self.before_connect: list[BeforeConnect] = []  # more subscriptions (desired state, peers) before CONNECT
+        self._retired: set[str] = set()  # agents swapped out: a late run for them is answered busy
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -101,6 +127,9 @@ class EdgeNode:
             await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
         await self.client.subscribe(self.topics.bid_request(), self._on_bid_request)
         await self.client.subscribe(self.topics.rebirth(), self._on_rebirth_request)
+        await self.client.subscribe(self.topics.control(self.settings.node_id), self._on_control)
+        for hook in self.before_connect:
+            await hook(self.client)
         await self.client.connect()
         if self.settings.home_assistant_prefix is not None:
             self.discovery = HomeAssistantDiscovery(self.client, self.topics, self.settings.home_assistant_prefix)
@@ -134,7 +163,65 @@ class EdgeNode:
             host=socket.gethostname(),
             sent_at=time.time(),
             site=self.settings.connection.site,
+            generation=self.report.generation,
+            desired_generation=self.report.desired_generation,
+            desired_error=self.report.desired_error[:2000],
+            drain_requested="operator" in self.report.drain_reasons,
+            models=self.report.models[:256],
+            model_server=self.report.model_server,
         )
+
+    @property
+    def status(self) -> str:
+        """`draining` while an operator or a swap asks for it, else `online`."""
+        return "draining" if self.report.drain_reasons else "online"
+
+    def announce(self) -> None:
+        """Publish the beacon again (a change of status, generation or models)."""
+        if self.client is not None and self.client.is_connected:
+            self._announce()
+
+    # --- drain and swap -----------------------------------------------------------------------------------
+
+    def set_draining(self, reason: str, draining: bool) -> None:
+        """Start or stop one reason to drain; the beacon says `draining` while any reason holds."""
+        before = self.status
+        (self.report.drain_reasons.add if draining else self.report.drain_reasons.discard)(reason)
+        if self.status != before or reason == "operator":
+            self.announce()
+
+    def runs_in_flight(self) -> int:
+        return sum(worker.in_flight + worker.waiting for worker in self.workers.values())
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no run is queued or running (True), or `timeout_s` passed (False)."""
+        deadline = time.monotonic() + timeout_s
+        while self.runs_in_flight():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return True
+
+    async def replace_workers(self, workers: list[AgentWorker]) -> list[AgentWorker]:
+        """Serve `workers` instead of the current agents; returns the old ones (their runs are cancelled).
+
+        Call it drained: a run still going on an old agent is cancelled, and its router re-dispatches it.
+        """
+        old = list(self.workers.values())
+        new_ids = {worker.profile.agent_id for worker in workers}
+        for worker in old:
+            worker.cancel_all()
+            if worker.profile.agent_id not in new_ids and self.client is not None:
+                self._retired.add(worker.profile.agent_id)
+                await self.client.unsubscribe(self.topics.agent_run(worker.profile.agent_id))
+        self.workers = {worker.profile.agent_id: worker for worker in workers}
+        for agent_id in new_ids:
+            self._retired.discard(agent_id)
+            if self.client is not None and agent_id not in {w.profile.agent_id for w in old}:
+                await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
+        self.recent = RecentRuns()  # dispatch ids of the old agents mean nothing to the new ones
+        self._state_changed.set()
+        return old
 
     def state(self) -> NodeState:
         return NodeState(
@@ -146,7 +233,7 @@ class EdgeNode:
 
     def _announce(self) -> None:
         assert self.client is not None
-        self.client.publish(self.topics.beacon(self.settings.node_id), self.beacon("online"), retain=True)
+        self.client.publish(self.topics.beacon(self.settings.node_id), self.beacon(self.status), retain=True)
         self._state_changed.set()
         if self.discovery is not None:
             self.discovery.publish()
@@ -184,6 +271,9 @@ class EdgeNode:
             )
             return
         worker = self.workers.get(request.agent_id)
+        if worker is None and request.agent_id in self._retired:
+            self._reply_error(payload, "busy", f"agent {request.agent_id!r} was swapped out; ask another")
+            return
         if worker is None or topic != self.topics.agent_run(request.agent_id):
             self._reply_error(payload, "bad_request", f"agent {request.agent_id!r} does not listen on {topic}")
             return
@@ -204,6 +294,22 @@ class EdgeNode:
         task = asyncio.create_task(self._serve(worker, request), name=f"agent[{request.agent_id}].run")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _on_control(self, topic: str, payload: bytes) -> None:
+        """An operator's retained order: drain (true) or serve again (false, or the order cleared)."""
+        if not payload:
+            self.set_draining("operator", False)
+            return
+        try:
+            control: NodeControl = decode(payload, NodeControl)
+        except MessageError as error:
+            log.warning("ignoring a malformed node control message: %s", error)
+            return
+        if control.node_id != self.settings.node_id:
+            log.warning("ignoring a control message for %r on our topic", control.node_id)
+            return
+        log.info("operator order: %s (%s)", "drain" if control.drain else "serve", control.reason or "no reason given")
+        self.set_draining("operator", control.drain)
 
     def _on_cancel(self, topic: str, cancel: RunCancel) -> None:
         worker = self.workers.get(cancel.agent_id)

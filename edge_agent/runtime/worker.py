@@ -147,6 +147,13 @@ class AgentWorker:
         event.set()
         return True
 
+    def cancel_all(self) -> int:
+        """Stop every queued or running request (a swap that could not wait longer); returns how many."""
+        events = list(self._cancels.values())
+        for event in events:
+            event.set()
+        return len(events)
+
     async def run(self, request: RunRequest, publish_chunk: ChunkPublisher | None = None) -> RunResult:
         """Run an admitted request within its deadline and return the result (never raises).
 

@@ -36,11 +36,14 @@ COMMON_KEYS = {
 SCHEMA = {
     "sensor": COMMON_KEYS | {"unit_of_measurement", "state_class", "suggested_display_precision", "expire_after"},
     "binary_sensor": COMMON_KEYS | {"payload_on", "payload_off", "off_delay", "expire_after"},
+    # https://www.home-assistant.io/integrations/update.mqtt/ and switch.mqtt/
+    "update": COMMON_KEYS | {"latest_version_topic", "latest_version_template", "command_topic", "payload_install"},
+    "switch": COMMON_KEYS | {"command_topic", "payload_on", "payload_off", "state_on", "state_off", "retain"},
 }
 DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version", "hw_version", "configuration_url"}
-DEVICE_CLASSES = {"sensor": {"duration"}, "binary_sensor": {"connectivity"}}
+DEVICE_CLASSES = {"sensor": {"duration"}, "binary_sensor": {"connectivity"}, "update": {"firmware"}, "switch": set()}
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
-TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/([a-zA-Z0-9_-]+)/([a-zA-Z0-9_-]+)/config")
+TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor|update|switch)/([a-zA-Z0-9_-]+)/([a-zA-Z0-9_-]+)/config")
 TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined)
 
 
@@ -94,7 +97,7 @@ async def scenario(broker: RunningBroker, fabric: str, tmp_path: Path) -> dict[s
     found: dict[str, Any] = {}
     try:
         await home.start(config_filter(fabric, "n1"), topics.beacon("n1"), topics.state("n1"))
-        await until(lambda: len(home.configs()) == 5 and topics.state("n1") in home.messages)
+        await until(lambda: len(home.configs()) == 7 and topics.state("n1") in home.messages)
         found["configs"] = home.configs()
         found["beacon"], found["state"] = home.latest(topics.beacon("n1")), home.latest(topics.state("n1"))
         before = {topic: len(home.messages[topic]) for topic in found["configs"]}
@@ -123,6 +126,8 @@ def test_a_node_is_a_home_assistant_device_with_valid_discovery_configs(
         ("sensor", "n1-math_load"),
         ("sensor", "n1-math_queue"),
         ("sensor", "n1-math_tokens_per_second"),
+        ("switch", "drain"),
+        ("update", "agents"),
     ]
     for topic, config in configs.items():
         component = topic.split("/")[1]
@@ -137,6 +142,13 @@ def test_a_node_is_a_home_assistant_device_with_valid_discovery_configs(
     assert render(online["value_template"], found["beacon"]) == online["payload_on"]
     assert render(online["value_template"], found["offline_beacon"]) == online["payload_off"]  # the Will, too
     assert "SmolLM2-135M" in json.loads(render(online["json_attributes_template"], found["beacon"]))["models"]
+    update = configs[f"homeassistant/update/{node_id}/agents/config"]
+    versions = json.loads(render(update["value_template"], found["beacon"]))
+    assert versions["installed_version"] == versions["latest_version"] == "generation 0"
+    drain = configs[f"homeassistant/switch/{node_id}/drain/config"]
+    assert drain["command_topic"] == f"symphony/{fabric}/control/n1"  # what `edge-agent drain` writes
+    assert json.loads(drain["payload_on"])["drain"] is True and json.loads(drain["payload_off"])["drain"] is False
+    assert render(drain["value_template"], found["beacon"]) == drain["state_off"]
     load = configs[f"homeassistant/sensor/{node_id}/n1-math_load/config"]
     assert load["unit_of_measurement"] == "%" and float(render(load["value_template"], found["state"])) == 0.0
     assert render(load["availability_template"], found["beacon"]) == load["payload_available"]
@@ -162,7 +174,7 @@ def test_decommission_removes_the_device_from_home_assistant(
         return list(home.configs())
 
     asyncio.run(asyncio.wait_for(publish_configs(), 30))
-    assert len(asyncio.run(retained_configs())) == 5
+    assert len(asyncio.run(retained_configs())) == 7  # 5 sensors, the update entity, the drain switch
     command = [sys.executable, "-m", "edge_agent.cli", "decommission", "--node-id", "n1"]
     command += ["--broker", amqtt_broker.url, "--fabric", fabric]
     done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=60)

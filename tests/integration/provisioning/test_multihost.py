@@ -8,11 +8,17 @@ credentials and services. systemd is not PID 1 here, so the units are installed 
 `systemd-analyze verify` (symphony_start_services=false), and the test runs each unit's ExecStart as its user
 inside the board's namespace. A task from the control node must be answered by the agents of both boards, and a
 second provision run must change nothing.
+
+Then the fleet changes over the fabric, without Ansible (docs/fleet-operations.md): a new model that only board1
+holds is named in the fleet file, `edge-agent fleet apply --rolling 1` publishes the desired states, board2
+fetches the model from board1's model server, both drain, swap and report the new generation, and a task is
+answered by both boards' new agents.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +79,15 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
         verified = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
         assert verified.returncode == 0, verified.stderr
 
+    # A model only board1 holds (SmolLM2 with bytes appended: llama.cpp reads tensors by offset), for the change below.
+    variant = fleet_dir / "smollm2-variant.gguf"
+    if backend == "llamacpp":
+        shipped_model = fleet_dir / boards[0].name / "var/lib/symphony-edge/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        variant.write_bytes(shipped_model.read_bytes() + b"\0" * 4096)
+        held = shipped_model.with_name(variant.name)
+        shutil.copy(variant, held)
+        shutil.chown(held, service_user(boards[0]))
+
     # Start the services as systemd would: mosquitto (the distribution's unit: mosquitto -c <config>, as root,
     # dropping to the mosquitto user), then each board's unit ExecStart as its User, in its namespace.
     broker_board = boards[0]
@@ -94,6 +109,34 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
     voters = {ballot.agent_id for subtask in answer.subtasks for ballot in subtask.ballots}
     assert voters == {f"{board.name}-writer" for board in boards}, answer
     assert answer.answer
+    if backend == "llamacpp":
+        _rolling_model_change(fleet_dir, boards, inventory, fleet, variant)
+
+
+def _rolling_model_change(fleet_dir: Path, boards: list[Board], inventory: Path, fleet: Path, variant: Path) -> None:
+    out = fleet_dir / "rendered"
+    changed = yaml.safe_load(fleet.read_text())
+    changed["agents"]["boards"][0]["model"] = str(variant)
+    new_fleet = fleet_dir / "fleet-new-model.yml"
+    new_fleet.write_text(yaml.safe_dump(changed, sort_keys=False))
+    operator = out / "operators" / "ops.yaml"
+    command = [sys.executable, "-m", "edge_agent.cli", "fleet", "apply", str(new_fleet), "-i", str(inventory)]
+    command += ["-c", str(operator), "--rolling", "1", "--deadline", "300"]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    logs = "\n".join(f"--- {b.name}\n{(fleet_dir / f'{b.name}.log').read_text()[-3000:]}" for b in boards)
+    assert result.returncode == 0, result.stdout + result.stderr + logs
+    assert "rolled out to 2 node(s)" in result.stdout, result.stdout
+    print(f"rolling model change over the fabric: {time.monotonic() - started:.0f} s\n{result.stdout}")
+    fetched = list((fleet_dir / boards[1].name / "var/lib/symphony-edge/models").glob("smollm2-variant-*.gguf"))
+    assert len(fetched) == 1 and fetched[0].stat().st_size == variant.stat().st_size  # from board1, its only holder
+    status = [sys.executable, "-m", "edge_agent.cli", "fleet", "status", "-c", str(operator), "--json"]
+    rows = subprocess.run(status, capture_output=True, text=True, timeout=120, check=False)
+    assert rows.returncode == 0, rows.stdout + rows.stderr
+    answer = _submit_until_both_answer(out / "clients" / "control.yaml", boards, fleet_dir)
+    assert {ballot.agent_id for subtask in answer.subtasks for ballot in subtask.ballots} == {
+        f"{board.name}-writer" for board in boards
+    }
 
 
 def _submit_until_both_answer(client: Path, boards: list[Board], fleet_dir: Path) -> TaskAnswer:

@@ -141,3 +141,15 @@ def test_a_client_view_holds_only_that_clients_tasks_and_nothing_of_the_fleet() 
     assert [task["task_id"] for task in view["tasks"]] == ["t-bob"] and view["tasks"][0]["client"] == "bob"
     assert (view["view"], view["nodes"], view["agents"], view["routers"], view["scores"]) == ("client", [], [], [], {})
     assert {task["client"] for task in snapshot.to_dict(2.0)["tasks"]} == {"alice", "bob", ""}
+
+
+def test_a_draining_node_is_alive_and_shown_as_draining() -> None:
+    from fleet_observe.render import status_text
+
+    snapshot = FabricSnapshot()
+    snapshot.apply_beacon(beacon(), now=150.0)
+    snapshot.apply_beacon(beacon(status="draining", sent_at=101.0), now=151.0)
+    (row,) = snapshot.agent_rows()
+    assert row.online and row.status == "draining"
+    assert "draining" in status_text(snapshot, 152.0)
+    assert snapshot.to_dict(152.0)["agents"][0]["status"] == "draining"

@@ -74,6 +74,8 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/+/+/events": "in",
         "reply/+": "in",
         "trace/request": "out",  # A's dashboard asks B's router for full traces
+        "desired/+": "both",  # operators (observers) anywhere write desired states and orders; nodes read them
+        "control/+": "both",
     }
     assert directions(bridges["b"]) == {
         "beacon/+": "both",
@@ -88,6 +90,8 @@ def test_each_topic_crosses_a_site_bridge_in_the_direction_it_flows() -> None:
         "task/+/+/events": "out",
         "reply/+": "out",
         "trace/request": "in",
+        "desired/+": "both",
+        "control/+": "both",
     }
 
 
@@ -100,14 +104,18 @@ def test_traffic_that_stays_inside_a_site_is_not_bridged() -> None:
         "router/+": "out",
         "task/+/+/events": "out",
         "trace/request": "in",  # an observer elsewhere may ask B's router for full traces
+        "desired/+": "both",  # operators may write them from anywhere
+        "control/+": "both",
     }
-    assert set(directions(bridges["a"]).values()) == {"in", "out"}
-    assert [topic for topic, direction in directions(bridges["a"]).items() if direction == "out"] == ["trace/request"]
+    operator_topics = {"desired/+", "control/+"}
+    a_directions = {t: d for t, d in directions(bridges["a"]).items() if t not in operator_topics}
+    assert set(a_directions.values()) == {"in", "out"}
+    assert [topic for topic, direction in a_directions.items() if direction == "out"] == ["trace/request"]
 
 
 def test_a_failover_hub_bridges_every_topic_both_ways() -> None:
     bridged = bridge_topics(TOPICS, ALL_ROLES, ALL_ROLES)
-    assert len(bridged) == 13  # every fabric topic (broker.bridges.flows)
+    assert len(bridged) == 15  # every fabric topic (broker.bridges.flows)
     assert {topic.direction for topic in bridged} == {"both"}
 
 

@@ -107,6 +107,9 @@ def test_amqtt_acl_gives_nodes_routers_and_clients_their_topics_only(rendered: P
         f"{p}/state/node-a",
         f"{p}/bid/request",
         f"{p}/rebirth",
+        f"{p}/desired/node-a",  # its desired state and operator orders (fleet operations)
+        f"{p}/control/node-a",
+        f"{p}/beacon/+",  # which peers serve the models it fetches
         f"{p}/agent/node-a-writer/run",
         f"{p}/agent/node-a-math-1/run",
     }
@@ -120,16 +123,20 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     acl = TopicACL.load(rendered / "broker/amqtt-acl.yaml")
     p = "symphony/lab"
     fabric = [f"{p}/beacon/+", f"{p}/state/+", f"{p}/router/+", f"{p}/task/+/+/events"]
-    assert acl.publish["ops"] == [f"{p}/trace/request"] and acl.subscribe["ops"] == fabric  # the dashboard asks
-    assert acl.publish["carol"] == [f"{p}/trace/request", f"{p}/task/submit/carol"]
-    assert acl.subscribe["carol"] == [*fabric, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
+    operations = [f"{p}/desired/+", f"{p}/control/+"]  # operators alone write desired states and orders
+    assert acl.publish["ops"] == [f"{p}/trace/request", *operations]  # and the dashboard asks for full traces
+    assert acl.subscribe["ops"] == fabric + operations
+    assert acl.publish["carol"] == [f"{p}/trace/request", *operations, f"{p}/task/submit/carol"]
+    assert acl.subscribe["carol"] == [*fabric, *operations, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
     ops = load_node_config(rendered / "operators/ops.yaml", environ={})
     assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
     assert load_node_config(rendered / "operators/carol.yaml", environ={}).role == "operator"
     assert not (rendered / "clients/carol.yaml").exists()  # one account, one file
     assert load_node_config(rendered / "clients/alice.yaml", environ={}).role == "client"
     block = (rendered / "broker/acl").read_text().split("user ops\n")[1].split("\n\n")[0].splitlines()
-    assert block == [f"topic write {p}/trace/request", *(f"topic read {topic}" for topic in fabric)]
+    assert block == [f"topic write {topic}" for topic in [f"{p}/trace/request", *operations]] + [
+        f"topic read {topic}" for topic in fabric + operations
+    ]
 
 
 def test_mosquitto_acl_and_config_name_the_same_rules(rendered: Path) -> None:
@@ -244,7 +251,12 @@ def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: P
     assert "topic write ha/+/symphony_lab_node-a/+/config" in mosquitto
     # Home Assistant logs in as an operator: it reads the configs and the fabric, and announces its birth.
     assert {"ha/#", "symphony/lab/beacon/+", "symphony/lab/state/+"} <= set(acl.subscribe["ops"])
-    assert acl.publish["ops"] == ["symphony/lab/trace/request", "ha/status"]
+    assert acl.publish["ops"] == [
+        "symphony/lab/trace/request",
+        "symphony/lab/desired/+",
+        "symphony/lab/control/+",
+        "ha/status",
+    ]
 
 
 def test_without_home_assistant_nodes_get_no_discovery_topics(rendered: Path) -> None:

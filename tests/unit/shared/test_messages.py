@@ -17,9 +17,13 @@ from shared.messages import (
     Bid,
     BidRequest,
     CapabilitySummary,
+    DesiredAgent,
+    DesiredState,
     ErrorReply,
     LedgerEntry,
+    ModelRef,
     NodeBeacon,
+    NodeControl,
     NodeState,
     RebirthRequest,
     RouterPresence,
@@ -164,6 +168,20 @@ SAMPLES: list[WireModel] = [
         ),
     ),
     TraceRequest(observer_id="observer-1", duration_s=30.0, sent_at=4.0),
+    DesiredState(
+        node_id="node-1",
+        generation=3,
+        agents=(
+            DesiredAgent(
+                agent_id="node-1-writer",
+                preset="writer",
+                backend="llamacpp",
+                model=ModelRef(name="smollm2.gguf", sha256="a" * 64, size_bytes=94_000_000),
+                max_in_flight=2,
+            ),
+        ),
+    ),
+    NodeControl(node_id="node-1", drain=True, reason="maintenance"),
 ]
 
 

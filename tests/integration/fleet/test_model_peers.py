@@ -1,0 +1,109 @@
+"""Model transfer between peers over loopback HTTP: ranges, resume, sha256 and size checks, busy peers, no paths."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from model_store.holdings import ModelHoldings, stored_name
+from model_store.peers import ModelFetchError, ModelServer, fetch_model, peer_url
+from shared.messages import ModelRef
+
+DATA = os.urandom(3 * (1 << 20) + 123)
+
+
+@pytest.fixture
+def seed(tmp_path: Path) -> Iterator[tuple[ModelServer, ModelRef]]:
+    folder = tmp_path / "seed"
+    folder.mkdir()
+    (folder / "m.gguf").write_bytes(DATA)
+    holdings = ModelHoldings(folder)
+    (held,) = holdings.refresh()
+    server = ModelServer(holdings, max_uploads=1).start()
+    yield server, held.reference
+    server.close()
+
+
+def get(server: ModelServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", path, headers=headers or {})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def test_holdings_hash_once_and_remember(tmp_path: Path, seed: tuple[ModelServer, ModelRef]) -> None:
+    _, reference = seed
+    assert reference.sha256 == hashlib.sha256(DATA).hexdigest() and reference.size_bytes == len(DATA)
+    assert (tmp_path / "seed" / ".index.json").is_file()
+
+
+def test_the_server_serves_ranges_and_only_what_it_holds(seed: tuple[ModelServer, ModelRef]) -> None:
+    server, reference = seed
+    assert get(server, f"/models/{reference.sha256}") == (200, DATA)
+    assert get(server, f"/models/{reference.sha256}", {"Range": "bytes=100-199"}) == (206, DATA[100:200])
+    assert get(server, f"/models/{reference.sha256}", {"Range": f"bytes={len(DATA)}-"})[0] == 416
+    assert get(server, f"/models/{'0' * 64}")[0] == 404
+    for hostile in ("/models/../../etc/passwd", "/models/%2e%2e%2fm.gguf", "/m.gguf", "/models/" + "a" * 65):
+        assert get(server, hostile)[0] == 404
+
+
+def test_a_fetch_resumes_a_partial_download_and_checks_the_digest(
+    tmp_path: Path, seed: tuple[ModelServer, ModelRef]
+) -> None:
+    server, reference = seed
+    holdings = ModelHoldings(tmp_path / "mine")
+    (tmp_path / "mine").mkdir()
+    partial = tmp_path / "mine" / f".{stored_name(reference)}.part"
+    partial.write_bytes(DATA[: 1 << 20])  # an interrupted earlier download
+    report = fetch_model(reference, lambda: [server.url("127.0.0.1")], holdings, deadline_s=30)
+    assert report.path.read_bytes() == DATA and not partial.exists()
+    assert sum(report.bytes_by_source.values()) == len(DATA) - (1 << 20)  # only the missing part travelled
+    assert holdings.find(reference.sha256) is not None
+
+
+def test_a_peer_sending_other_bytes_is_not_believed(tmp_path: Path, seed: tuple[ModelServer, ModelRef]) -> None:
+    server, reference = seed
+    lie = reference.model_copy(update={"sha256": "d" * 64})
+    (tmp_path / "mine").mkdir()
+    holdings = ModelHoldings(tmp_path / "mine")
+    with pytest.raises(ModelFetchError, match=r"no peer holds|sha256 mismatch|404"):
+        fetch_model(lie, lambda: [server.url("127.0.0.1")], holdings, deadline_s=0.5)
+    assert not any(path.suffix == ".gguf" for path in (tmp_path / "mine").iterdir())
+
+
+def test_without_peers_or_url_nothing_is_downloaded(tmp_path: Path, seed: tuple[ModelServer, ModelRef]) -> None:
+    _, reference = seed
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ModelFetchError, match="no peer holds this model"):
+        fetch_model(reference, lambda: [], ModelHoldings(tmp_path / "mine"), deadline_s=0.3)
+
+
+def test_a_busy_peer_sends_the_fetcher_to_another(tmp_path: Path, seed: tuple[ModelServer, ModelRef]) -> None:
+    server, reference = seed
+    hold = threading.Event()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", peer_url("", reference.sha256))  # takes the one upload slot and stalls reading
+    response = connection.getresponse()
+    response.read(10)
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "copy.gguf").write_bytes(DATA)
+    second = ModelServer(ModelHoldings(tmp_path / "second"), max_uploads=1)
+    second.holdings.refresh()
+    second.start()
+    try:
+        (tmp_path / "mine").mkdir()
+        peers = [server.url("127.0.0.1"), second.url("127.0.0.1")]
+        report = fetch_model(reference, lambda: peers, ModelHoldings(tmp_path / "mine"), 30, random.Random(1))
+        assert report.sources == [peer_url(second.url("127.0.0.1"), reference.sha256)]
+        assert server.counters.refused_busy >= 1 or report.attempts == 1
+    finally:
+        hold.set()
+        connection.close()
+        second.close()
