@@ -43,7 +43,7 @@ from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.identity import resolve_identity
 from router.ledger import DEFAULT_RETENTION_S, TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
-from router.pipeline import NoAgentsError, TaskPipeline
+from router.pipeline import UNREACHED_NODE, NoAgentsError, TaskPipeline
 from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.screening import AgentView
 from shared.config import ConnectionSettings, RouterSettings
@@ -453,6 +453,7 @@ class RouterService:
                 self.router_id,
                 time.monotonic,
                 lambda: self._wait_for_agents(self.config.agent_wait_s),
+                self.registry.announced_since,  # agents out of reach are waited for until the deadline
             )
             return await asyncio.wait_for(pipeline.execute(), request.options.deadline_s)
         except asyncio.TimeoutError:
@@ -653,7 +654,7 @@ def _failed(request: RunRequest, kind: str, message: str) -> RunResult:
         dispatch_id=request.dispatch_id,
         task_id=request.task_id,
         agent_id=request.agent_id,
-        node_id="unknown",
+        node_id=UNREACHED_NODE,
         error=kind,  # type: ignore[arg-type]
         error_message=message,
     )
