@@ -36,6 +36,7 @@ from provisioning.targets import (
     check_apple_models,
     control_node_platform,
     control_node_python,
+    model_url_pin,
     needs_model_file,
     shipped_model_name,
     target_kind,
@@ -279,8 +280,9 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
 
     folder = ensure_folder(cache / "models")
     target = folder / shipped_model_name(spec)
-    if target.exists():
-        return shipped(target)
+    pin = model_url_pin(spec) if spec.startswith(("http://", "https://")) else None
+    if target.exists() and (pin is None or sha256_of(target) == pin):
+        return shipped(target)  # fetched before (and, when pinned, still the pinned file)
     try:
         if spec.strip().lower() in DEFAULT_MODEL_SPECS:
             try:
