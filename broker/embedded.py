@@ -141,9 +141,8 @@ class EmbeddedBroker:
         if self._broker is not None:
             _stop_accepting(self._broker)
             try:
-                async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-                    await self._broker.shutdown()
-            except TimeoutError:
+                await asyncio.wait_for(self._broker.shutdown(), SHUTDOWN_TIMEOUT_S)
+            except asyncio.TimeoutError:
                 log.warning("the embedded broker did not shut down within %g s; stopping anyway", SHUTDOWN_TIMEOUT_S)
             except Exception:  # amqtt may raise while tearing down closed sessions; we stop either way
                 log.debug("amqtt raised during shutdown", exc_info=True)

@@ -61,7 +61,7 @@ def test_the_broker_configuration_is_roots_and_only_readable_by_the_broker() -> 
         assert module["mode"] == "0640", name
     broker = defaults("broker")
     assert "'root'" in broker["broker_config_owner"]
-    persistence = by_name["roles/broker/tasks/mosquitto.yml: Create the persistence directory (the broker's own, it writes there)"]
+    persistence = next(task for name, task in by_name.items() if "Create the persistence directory" in name)
     assert persistence["ansible.builtin.file"]["owner"] == "{{ broker_owner }}"
 
 
@@ -70,6 +70,10 @@ def test_the_embedded_broker_and_the_agents_run_as_different_users() -> None:
     agent_user = defaults("edge_agent")["edge_agent_user"]
     assert broker_user != agent_user
     assert broker_user == "symphony-broker"
+
+
+def user_lines(unit: Path) -> list[str]:
+    return [line for line in unit.read_text().splitlines() if line.startswith("User=")]
 
 
 def render_unit(role: str, template: str, variables: dict[str, Any], folder: Path) -> Path:
@@ -110,7 +114,7 @@ def test_the_rendered_units_name_their_own_users_and_verify(tmp_path: Path) -> N
         },
         tmp_path,
     )
-    users = {unit.name: [line for line in unit.read_text().splitlines() if line.startswith("User=")] for unit in (broker, agent)}
+    users = {unit.name: user_lines(unit) for unit in (broker, agent)}
     assert users == {broker.name: ["User=symphony-broker"], agent.name: ["User=symphony"]}
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
