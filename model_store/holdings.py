@@ -13,33 +13,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.files import write_atomic
 from shared.messages import ModelRef
 
 INDEX_FILE = ".index.json"
 HASH_CHUNK_BYTES = 1 << 20
 MODEL_SUFFIXES = (".gguf",)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` all or nothing: a unique temporary file beside it, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
 
 
 def sha256_file(path: Path) -> str:

@@ -36,12 +36,14 @@ from provisioning.targets import (
     check_apple_models,
     control_node_platform,
     control_node_python,
+    model_url_pin,
     needs_model_file,
     shipped_model_name,
     target_kind,
     wheel_fits,
 )
 from shared.config import AgentConfig
+from shared.files import atomic_file
 
 CACHE_ENVIRONMENT_VARIABLE = "SYMPHONY_EDGE_ARTIFACTS"
 # Every package the wheel holds (pyproject.toml's packages.find): a change in any of them builds a new kit wheel.
@@ -289,8 +291,9 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
 
     folder = ensure_folder(cache / "models")
     target = folder / shipped_model_name(spec)
-    if target.exists():
-        return shipped(target)
+    pin = model_url_pin(spec) if spec.startswith(("http://", "https://")) else None
+    if target.exists() and (pin is None or sha256_of(target) == pin):
+        return shipped(target)  # fetched before (and, when pinned, still the pinned file)
     try:
         if spec.strip().lower() in DEFAULT_MODEL_SPECS:
             try:
@@ -359,9 +362,8 @@ def copy_into(path: Path, folder: Path) -> Path:
     """Copy `path` into `folder` (atomically; skipped when the same bytes are there already); returns the copy."""
     target = ensure_folder(folder) / path.name
     if not target.exists() or target.stat().st_size != path.stat().st_size or sha256_of(target) != sha256_of(path):
-        temporary = target.with_name(f".{target.name}.part")
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, target)
+        with path.open("rb") as source, atomic_file(target, mode=0o644) as copy:
+            shutil.copyfileobj(source, copy)
     return target
 
 

@@ -32,7 +32,6 @@ file is rewritten only when its content changes. Secrets are never printed.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from provisioning.passwords import (
     parse_password_file,
 )
 from provisioning.plan import BrokerPlan, FleetPlan, client_config, node_config, plan_fleet
+from shared.files import write_atomic
 
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
@@ -86,10 +86,7 @@ class _Writer:
             os.chmod(path, FILE_MODE)
             self.report.unchanged.append(relative)
             return path
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(descriptor, "wb") as handle:  # mkstemp creates the file with mode 0600
-            handle.write(data)
-        os.replace(temporary, path)
+        write_atomic(path, data, mode=FILE_MODE)
         self.report.changed.append(relative)
         return path
 

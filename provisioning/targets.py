@@ -11,6 +11,7 @@ Boards of one kind share one wheelhouse and one llama-cpp-python wheel, built or
 Agents with the backends below read a model file; the control node fetches each model spec once and the role
 copies it to `<state_dir>/models/<file>`, the path node.yaml names. A spec is "default"/"smollm2" (the bundled
 SmolLM2 GGUF), an http(s) URL of a GGUF file, or a path on the control node (a .gguf file or an MLX directory).
+A URL may pin the file's sha256 as `#sha256=<64 hex>`; a plain http:// URL must (model_store.split_pinned_url).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def shipped_model_name(spec: str) -> str:
         return BUNDLED_MODEL_FILE
     parsed = urllib.parse.urlparse(spec)
     if parsed.scheme in ("http", "https"):
+        model_url_pin(spec)  # an unpinned http:// URL stops here, before anything is downloaded
         name = PurePosixPath(parsed.path).name
         if not name.endswith(".gguf"):
             raise ProvisioningError(f"model URL {spec!r} must name a .gguf file")
@@ -116,6 +118,16 @@ def shipped_model_name(spec: str) -> str:
     if not name:
         raise ProvisioningError(f"model {spec!r} names no file")
     return name
+
+
+def model_url_pin(url: str) -> str | None:
+    """The sha256 a model URL pins (None: none); ProvisioningError for plain http:// without one."""
+    from model_store import ModelError, split_pinned_url  # stdlib-only module: cheap even when planning only
+
+    try:
+        return split_pinned_url(url)[1]
+    except ModelError as error:
+        raise ProvisioningError(str(error)) from None
 
 
 def shipped_model_path(models_dir: str, spec: str) -> str:

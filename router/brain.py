@@ -5,12 +5,16 @@ difficulty and capability) and orders the candidates by LinUCB's upper confidenc
 delayed reward to the context recorded at dispatch and updates the arm and the agent's reliability (an
 exponential average of its rewards, used as its vote weight); `observe` counts an outcome into the priors.
 All three are saved together and survive a restart.
+
+A state file that cannot be read (empty, cut short, not this format) is named in a warning, kept aside as
+`<name>.corrupt-<timestamp>`, and the router learns from scratch: a bad file never keeps a router from starting.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,9 @@ from router.priors import PriorTable
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardLedger
 from router.screening import AgentView, ScoredCandidate, screen, views_of
+from shared.files import set_aside, write_atomic
+
+log = logging.getLogger(__name__)
 
 RELIABILITY_RATE = 0.1
 
@@ -146,22 +153,61 @@ class RoutingBrain:
         return data
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict()))
-        temporary.replace(path)
+        """Snapshot and write now, in the caller's thread (the router snapshots on its loop, see write_state)."""
+        write_state(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: Path, seed: int = 0, frozen: bool = False) -> RoutingBrain:
-        """Load a saved brain, or a fresh one when the file does not exist."""
-        if not path.exists():
-            brain = cls(seed=seed)
-        else:
-            data = json.loads(path.read_text())
-            brain = cls(LinUCBPolicy.from_dict(data["policy"]), seed=seed)
-            brain.reliability = {str(k): float(v) for k, v in data.get("reliability", {}).items()}
-            if "priors" in data:  # state files written before priors were learned have none
-                brain.priors = PriorTable.from_dict(data["priors"])
+    def load(
+        cls, path: Path, seed: int = 0, frozen: bool = False, cost_policy: CostAwarePolicy | None = None
+    ) -> RoutingBrain:
+        """Load a saved brain, or a fresh one when the file does not exist or cannot be read (then set aside).
+
+        `cost_policy` (the cost-aware policy's config) is restored from the file when it saved one.
+        """
+        brain = _read_state(path, seed) or cls(seed=seed)
+        saved_costs = brain.cost_policy
+        brain.cost_policy = cost_policy
+        if cost_policy is not None and saved_costs is not None:
+            cost_policy.restore(saved_costs.snapshot())
         if frozen:
             brain.policy = brain.policy.freeze()
+            brain.cost_policy = cost_policy.freeze() if cost_policy is not None else None
         return brain
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], seed: int = 0) -> RoutingBrain:
+        """Rebuild from `to_dict` output; raises ValueError (or KeyError, TypeError) on a malformed snapshot."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a router state is a JSON object, not {type(data).__name__}")
+        brain = cls(LinUCBPolicy.from_dict(data["policy"]), seed=seed)
+        brain.reliability = {str(k): float(v) for k, v in data.get("reliability", {}).items()}
+        if "priors" in data:  # state files written before priors were learned have none
+            brain.priors = PriorTable.from_dict(data["priors"])
+        if "cost_policy" in data:  # saved by a router that ran the cost-aware policy
+            brain.cost_policy = CostAwarePolicy().restore(data["cost_policy"])
+        return brain
+
+
+def write_state(path: Path, snapshot: Mapping[str, Any]) -> None:
+    """Write a `to_dict` snapshot atomically; safe in a worker thread (the snapshot shares nothing with a brain)."""
+    write_atomic(path, json.dumps(snapshot).encode())
+
+
+def _read_state(path: Path, seed: int) -> RoutingBrain | None:
+    """The brain saved in `path`; None when there is none, or when it is unreadable (set aside, with a warning)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return RoutingBrain.from_dict(json.loads(text), seed=seed)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # empty, cut short, foreign: start fresh
+        kept = set_aside(path)
+        log.warning(
+            "router state file %s cannot be read (%s: %s); kept it as %s and learning from scratch",
+            path,
+            type(error).__name__,
+            str(error)[:200] or "empty file",
+            kept,
+        )
+        return None

@@ -11,7 +11,6 @@ priors and vote weights. Errors: RouterIdentityError (a ValueError) when the id 
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import SymphonyError, TopicError
+from shared.files import write_atomic
 from shared.topics import validate_id
 
 ID_FILE_NAME = "router-id"
@@ -59,15 +59,10 @@ def _stored_or_new_id(path: Path, new_id: Callable[[], str]) -> tuple[str, bool]
     if path.exists():
         return _read_id(path), False
     router_id = validate_id(new_id(), "router id")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(router_id + "\n")
-    try:
-        os.link(temporary, path)  # atomic and never overwrites: two routers starting at once agree on one id
+    try:  # linked into place, never replaced: two routers starting at once agree on one id
+        write_atomic(path, (router_id + "\n").encode(), mode=0o644, exclusive=True)
     except FileExistsError:
         return _read_id(path), False
-    finally:
-        temporary.unlink()
     return router_id, True
 
 

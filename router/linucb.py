@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.files import write_atomic
 
 FEATURE_NAMES: tuple[str, ...] = (
     "bias",
@@ -213,18 +214,8 @@ class LinUCBPolicy:
         return policy
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the snapshot as JSON atomically (temporary file in the same folder, then os.replace)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.to_dict(), stream)
-            os.replace(temporary, target)
-        except BaseException:
-            # Leave no half-written temporary behind, then let the caller see the original error.
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        """Write the snapshot as JSON atomically (shared.files.write_atomic)."""
+        write_atomic(Path(path), json.dumps(self.to_dict()).encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinUCBPolicy:

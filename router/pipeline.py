@@ -64,6 +64,10 @@ PLAN_MAX_TOKENS = 256
 FINAL_STEP_NOTE = "This is the last step: give the answer to the original task, in the format it asks for."
 _CHAIN: ContextVar[int | None] = ContextVar("symphony_chain", default=None)
 """The chain a coroutine works on (chains mode), added to its trace events."""
+UNREACHED_NODE = "unknown"
+"""The node id of a result the router wrote itself because the agent's own never came (no result in time, its node
+went offline or restarted): the agent was out of reach, not wrong, and is asked again once it re-announces itself."""
+RETURN_POLL_S = 0.1
 
 
 class RunPort(Protocol):
@@ -153,6 +157,15 @@ class SpareAgents:
     backups: list[Choice]
     tried: set[str]
     rescreen: Callable[[int], list[Choice]]
+    lost: dict[str, float] = field(default_factory=dict)  # agent id -> when the run it never answered was sent
+
+    def back(self, announced_since: Callable[[str, float], bool]) -> Choice | None:
+        """The next agent once the candidates ran out: a new one, or a lost one that re-announced itself since."""
+        for agent_id, sent_at in list(self.lost.items()):
+            if announced_since(agent_id, sent_at):
+                del self.lost[agent_id]
+                self.tried.discard(agent_id)
+        return self.next()
 
     def next(self) -> Choice | None:
         if self.backups:
@@ -178,6 +191,7 @@ class TaskPipeline:
         router_id: str,
         clock: Callable[[], float],
         wait_for_agents: Callable[[], Awaitable[bool]] | None = None,
+        announced_since: Callable[[str, float], bool] | None = None,
         *,
         teaches: bool = True,
         max_steps: int = MAX_STEPS,
@@ -196,6 +210,9 @@ class TaskPipeline:
         # Waits (bounded) until an agent is live again; True when one is. The fleet can be empty for a moment
         # (a broker restart: every node's Will read before the nodes re-announce): waiting beats `no_agents`.
         self.wait_for_agents = wait_for_agents
+        # Whether an agent (re)announced itself after a time of `clock`. Given, a subtask whose agents were all
+        # out of reach (a broker restarting) waits until its deadline for one to come back instead of failing.
+        self.announced_since = announced_since
         self.started = clock()
         # A voted task's stream is its progress; a single run's tokens are streamed by its agent instead.
         self._streams_progress = self.options.stream and self.options.cot_count > 1 and self.options.agent_id is None
@@ -484,13 +501,18 @@ class TaskPipeline:
         current: Choice | None = choice
         while current is not None:
             request = self._run_request(current, step, context, "solve", stream)
+            sent_at = self.clock()
             record = await self._run(current, request, index)
             if record.result.error is None:
                 return record
             self._credit_failure(record, self._capability(step))
+            if record.result.node_id == UNREACHED_NODE:
+                spares.lost[record.choice.agent_id] = sent_at
             current = spares.next()
             if current is None and await self._fleet_back():  # every agent had gone: a spare among those back
                 current = spares.next()
+            if current is None and spares.lost:
+                current = await self._agent_back(spares)
             self._emit(
                 "redispatched",
                 subtask=index,
@@ -612,6 +634,22 @@ class TaskPipeline:
         if not choices:
             raise NoAgentsError("no live agent is available on the fabric")
         return choices
+
+    async def _agent_back(self, spares: SpareAgents) -> Choice | None:
+        """Wait, until the task's deadline, for a new agent or for one of the subtask's lost agents to come back.
+
+        Every candidate was tried and some never answered (the router wrote their failure): a broker that
+        restarts (or stops routing while it shuts down) looks like that. Failing at once would answer
+        `no_agents` although the agents re-announce a moment later; waiting costs nothing but the deadline.
+        """
+        if self.announced_since is None:
+            return None
+        while self.clock() - self.started < self.options.deadline_s:
+            choice = spares.back(self.announced_since)
+            if choice is not None:
+                return choice
+            await asyncio.sleep(RETURN_POLL_S)
+        return None
 
     async def _fleet_back(self) -> bool:
         """When no agent at all is live: wait for one to (re)announce; True once one is (never when some are)."""

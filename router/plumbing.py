@@ -19,6 +19,7 @@ from typing import Any
 from router.bidding import BidCollector
 from router.brain import RoutingBrain
 from router.ledger import TaskLedger
+from router.pipeline import UNREACHED_NODE
 from router.registry import AgentRegistry, RouterRoster
 from router.routed_task import RoutedTask
 from router.screening import AgentView
@@ -156,7 +157,7 @@ def failed_result(request: RunRequest, kind: str, message: str) -> RunResult:
         dispatch_id=request.dispatch_id,
         task_id=request.task_id,
         agent_id=request.agent_id,
-        node_id="unknown",
+        node_id=UNREACHED_NODE,
         error=kind,  # type: ignore[arg-type]
         error_message=message,
     )

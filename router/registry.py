@@ -25,6 +25,7 @@ class NodeRecord:
     last_seen: float
     slots: list[int] = field(default_factory=list)
     agent_ids: frozenset[str] = frozenset()
+    announced_at: float = 0.0  # when its latest online beacon (a birth or a rebirth) arrived
 
     @property
     def online(self) -> bool:
@@ -74,6 +75,7 @@ class AgentRegistry:
         agent_ids = frozenset(info.agent_id for info in agents)
         if same_run and beacon.status == "online" and record is not None and record.agent_ids == agent_ids:
             record.beacon, record.last_seen = beacon, now  # a repeated birth (rebirth): keep the states
+            record.announced_at = now
             self.index.touch(record.slots, now)
             return True
         if record is not None:
@@ -83,8 +85,14 @@ class AgentRegistry:
             if beacon.status == "online"
             else []
         )
-        self.nodes[beacon.node_id] = NodeRecord(beacon, now, slots, agent_ids)
+        self.nodes[beacon.node_id] = NodeRecord(beacon, now, slots, agent_ids, announced_at=now)
         return True
+
+    def announced_since(self, agent_id: str, since: float) -> bool:
+        """Whether the live node hosting `agent_id` announced itself online after `since` (back from a loss)."""
+        slot = self.index.slot(agent_id)
+        record = self.nodes.get(self.index.node_ids[slot]) if slot is not None else None
+        return record is not None and record.online and record.announced_at > since
 
     def forget_node(self, node_id: str) -> None:
         """The node was decommissioned (its retained beacon was cleared)."""

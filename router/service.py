@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.bidding import BidCollector
-from router.brain import RoutingBrain
+from router.brain import RoutingBrain, write_state
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.fleet_state import FleetStateHandlers
 from router.identity import resolve_identity
@@ -183,25 +182,27 @@ class RouterService(FleetStateHandlers, TaskHandlers):
             self.brain.save(self.config.state_file)
 
     def _load_brain(self) -> RoutingBrain:
+        cost_policy = None
+        if self.config.policy == "cost_aware":
+            cost_policy = CostAwarePolicy(CostPolicyConfig(frozen=self.config.frozen))
         if self.config.state_file is None:
             brain = RoutingBrain(seed=self.config.seed)
-        else:
-            brain = RoutingBrain.load(self.config.state_file, seed=self.config.seed, frozen=self.config.frozen)
-        if self.config.policy == "cost_aware":
-            brain.cost_policy = CostAwarePolicy(CostPolicyConfig(frozen=self.config.frozen))
-            saved = (
-                self.config.state_file
-                and self.config.state_file.exists()
-                and json.loads(self.config.state_file.read_text())
-            )
-            if saved and "cost_policy" in saved:
-                brain.cost_policy.restore(saved["cost_policy"])
-        return brain
+            brain.cost_policy = cost_policy
+            return brain
+        return RoutingBrain.load(self.config.state_file, self.config.seed, self.config.frozen, cost_policy)
 
     async def _save_forever(self) -> None:
+        """Save the learning state every `save_interval_s`: snapshot on the loop (which alone mutates the brain),
+        write in a thread; a failed save is logged and the next one tried (a full disk must not end saving)."""
+        path = self.config.state_file
         while True:
             await asyncio.sleep(self.config.save_interval_s)
-            await asyncio.to_thread(self.save)
+            if path is None or self.config.frozen:
+                continue
+            try:
+                await asyncio.to_thread(write_state, path, self.brain.to_dict())
+            except Exception as error:  # OSError mostly; any failure of one save must leave the next one to run
+                log.warning("could not save the router state to %s (%s); trying again later", path, error)
 
     def _announce(self) -> None:
         """On every (re)connect once joined: announce ourselves, and re-ask the runs whose results may be lost."""

@@ -158,6 +158,7 @@ class TaskHandlers(RouterPlumbing):
                 self.router_id,
                 time.monotonic,
                 lambda: self._wait_for_agents(self.config.agent_wait_s),
+                self.registry.announced_since,  # agents out of reach are waited for until the deadline
                 teaches=self.config.tenancy.teaches(request.client_id),
                 max_steps=self.config.tenancy.max_steps(request.client_id),
             )

@@ -15,7 +15,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from bench.data.manifest import SOURCES, DataSource, Member
+from shared.files import write_atomic
 
 DEFAULT_CACHE = Path("~/.cache/symphony-edge/bench-data")
 Downloader = Callable[[str, Path], Path]
@@ -154,10 +154,7 @@ def _extract(archive: zipfile.ZipFile, member: Member, target: Path) -> None:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
-        handle.write(data)
-    Path(handle.name).replace(target)
+    write_atomic(target, data)
 
 
 def _is_task_file(relative: str) -> bool:

@@ -32,10 +32,11 @@ from pathlib import Path
 from edge_agent.backends.registry import available_backends
 from edge_agent.runtime.node import EdgeNode
 from edge_agent.runtime.worker import AgentWorker
-from model_store.holdings import ModelHoldings, write_atomic
+from model_store.holdings import ModelHoldings
 from model_store.peers import fetch_model
 from shared.config import AgentConfig
 from shared.errors import MessageError
+from shared.files import write_atomic
 from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode
 from shared.mqtt import FabricClient
 

@@ -7,10 +7,10 @@ current run offline (Sparkplug's birth/death sequence).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+
+from shared.files import write_atomic
 
 
 def next_epoch(state_dir: Path, node_id: str) -> int:
@@ -33,8 +33,5 @@ def _read_epoch(path: Path) -> int:
 
 
 def write_json_atomically(path: Path, data: object) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream)
-    os.replace(temporary, path)
+    """Write JSON to `path` atomically (shared.files.write_atomic), so readers never see half a file."""
+    write_atomic(path, json.dumps(data).encode())

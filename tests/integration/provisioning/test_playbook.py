@@ -72,13 +72,15 @@ def test_the_playbook_installs_a_node_into_a_prefix_and_a_second_run_changes_not
             f"password_file {prefix}/etc/symphony-edge/broker/passwd"
             in (prefix / "etc/mosquitto/mosquitto.conf").read_text()
         )
-        assert (prefix / "etc/symphony-edge/broker/acl").stat().st_mode & 0o777 == 0o600
+        # root's and only readable by the broker's group (issue 19 item 12; was 0600, owned by mosquitto)
+        assert (prefix / "etc/symphony-edge/broker/acl").stat().st_mode & 0o777 == 0o640
+        assert (prefix / "etc/mosquitto/mosquitto.conf").stat().st_mode & 0o777 == 0o640
     else:
         broker_unit = (prefix / "etc/systemd/system/symphony-edge-broker.service").read_text()
         assert f"--acl-file {prefix}/etc/symphony-edge/broker/amqtt-acl.yaml" in broker_unit
         tls = f"{prefix}/etc/symphony-edge/broker/tls"
         assert f"--tls-cert {tls}/server.crt --tls-key {tls}/server.key --tls-ca {tls}/ca.crt" in broker_unit
-        assert (prefix / "etc/symphony-edge/broker/tls/server.key").stat().st_mode & 0o777 == 0o600
+        assert (prefix / "etc/symphony-edge/broker/tls/server.key").stat().st_mode & 0o777 == 0o640
 
     assert recap(run_playbook(inventory, tmp_path / "out"))["changed"] == 0
     assert recap(run_playbook(inventory, tmp_path / "out", "--check", "--diff"))["changed"] == 0

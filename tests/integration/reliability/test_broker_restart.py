@@ -7,8 +7,11 @@ node and router re-announces on reconnect.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import threading
 import time
 
+import paho.mqtt.client as paho
 import pytest
 from integration.reliability.fleet import Watcher, bounded, connection, drive_load, report_line, start_fleet
 from support import RunningBroker
@@ -62,3 +65,53 @@ def test_broker_restart_under_load(any_broker: RunningBroker, fabric: str, fleet
     assert not duplicates, duplicates
     assert after.answered == 6, after.summary()
     assert all(fleet.alive(name) for name in COMPONENTS)
+
+
+def test_the_embedded_broker_stops_at_once_while_its_clients_reconnect(amqtt_broker: RunningBroker) -> None:
+    """SIGTERM while every client reconnects at once (as every kit component does), the way a restart goes.
+
+    Before (issue 19, item 13): amqtt dropped the clients first and closed its listeners last, so clients that
+    reconnected in between got in again, were served by a broker that relayed nothing, and the process did not
+    end (about one stop in two: SIGKILL after the test helper's 10 s; systemd waits 90 s). The fleet was silent
+    that long, and tasks failed as `no_agents`. Three stops here: each must end, none may let a client in.
+    """
+    for round_number in range(3):
+        if round_number:
+            amqtt_broker.start()
+        stopped_s, reconnected = _stop_while_clients_reconnect(amqtt_broker, clients=16)
+        assert stopped_s is not None, f"stop {round_number + 1}: still running 15 s after SIGTERM"
+        assert not reconnected, f"stop {round_number + 1}: a client got into the broker that was shutting down"
+
+
+def _stop_while_clients_reconnect(broker: RunningBroker, clients: int) -> tuple[float | None, bool]:
+    """SIGTERM the broker while `clients` paho clients (Will, subscription) reconnect within 20-100 ms."""
+    reconnected = threading.Event()
+    connected = threading.Semaphore(0)
+    running = []
+    for number in range(clients):
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"reconnecting-{number}")
+        client.reconnect_delay_set(0.02, 0.1)
+        client.will_set(f"wills/{number}", b"offline", qos=1, retain=True)  # as a node's offline beacon
+        client.on_connect = lambda *arguments: connected.release()
+        client.connect("127.0.0.1", broker.port, keepalive=5)
+        client.subscribe("#", qos=1)
+        client.loop_start()
+        running.append(client)
+    try:
+        for _ in running:
+            assert connected.acquire(timeout=15), "a client could not connect"
+        for client in running:
+            client.on_connect = lambda *arguments: reconnected.set()
+        assert broker.process is not None
+        started = time.monotonic()
+        broker.process.terminate()
+        try:
+            broker.process.wait(15)
+        except subprocess.TimeoutExpired:
+            broker.process.kill()
+            broker.process.wait()
+            return None, reconnected.is_set()
+        return time.monotonic() - started, reconnected.is_set()
+    finally:
+        for client in running:
+            client.loop_stop()

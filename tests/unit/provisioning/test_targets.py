@@ -12,6 +12,7 @@ from provisioning.targets import (
     BUNDLED_MODEL_FILE,
     TargetKind,
     check_apple_models,
+    model_url_pin,
     shipped_model_name,
     target_kind,
     wheel_fits,
@@ -82,6 +83,18 @@ def test_linux_kinds_download_manylinux_wheels() -> None:
 )
 def test_each_model_spec_gets_a_file_name_on_the_board(spec: str, name: str) -> None:
     assert shipped_model_name(spec) == name
+
+
+def test_a_plain_http_model_url_must_pin_its_sha256() -> None:
+    """Issue 19 item 12: before, `http://` URLs were fetched unpinned (anyone on the path picks the model)."""
+    with pytest.raises(ProvisioningError, match=r"plain http without a pinned checksum"):
+        shipped_model_name("http://models.lan/qwen.gguf")
+    pin = "ab" * 32
+    assert shipped_model_name(f"http://models.lan/qwen.gguf#sha256={pin}") == "qwen.gguf"
+    assert model_url_pin(f"http://models.lan/qwen.gguf#sha256={pin.upper()}") == pin
+    assert model_url_pin("https://example.org/qwen.gguf") is None  # https alone stays allowed
+    with pytest.raises(ProvisioningError, match="64 hex"):
+        model_url_pin("https://example.org/qwen.gguf#md5=abc")
 
 
 def test_a_model_url_must_name_a_gguf_file() -> None:

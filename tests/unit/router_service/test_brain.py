@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from router.brain import RoutingBrain
+from router.cost_policy import CostAwarePolicy
 from router.screening import AgentView
 
 AGENTS = [
@@ -151,3 +153,38 @@ def test_a_task_budget_keeps_the_cost_aware_policy_off_agents_it_cannot_afford()
     # A run of 256 tokens costs 0.512 on the dear agent and 0.0256 on the cheap one.
     assert brain.choose([dear, cheap], STEP, top_l=2, budget=0.05, max_tokens=256)[0].agent_id == "math-small"
     assert brain.choose([dear, cheap], STEP, top_l=2, budget=0.6, max_tokens=256)[0].agent_id == "math-big"
+
+
+# --- a state file that cannot be read (issue 19 item 11) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"{}", b'{"policy": {', b"[]", b'{"policy": {"format": "other"}}', b"\xff\x00"]
+)
+def test_an_unreadable_state_file_is_named_kept_aside_and_the_brain_starts_fresh(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "r1.linucb.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="router.brain"):
+        brain = RoutingBrain.load(path)
+    assert brain.policy.arms == [] and brain.reliability == {}
+    (kept,) = tmp_path.glob("r1.linucb.json.corrupt-*")
+    assert kept.read_bytes() == content and not path.exists()
+    assert str(path) in caplog.text and kept.name in caplog.text
+    brain.save(path)  # the next save writes a good file where the bad one was
+    assert RoutingBrain.load(path).to_dict() == brain.to_dict()
+
+
+def test_the_cost_aware_policy_is_restored_from_the_state_file(tmp_path: Path) -> None:
+    brain = RoutingBrain(seed=0)
+    brain.cost_policy = CostAwarePolicy()
+    brain.cost_policy.learn("math-1", "gsm8k|hard", True)
+    brain.cost_policy.lam = 0.7
+    path = tmp_path / "brain.json"
+    brain.save(path)
+    loaded = RoutingBrain.load(path, cost_policy=CostAwarePolicy())
+    assert loaded.cost_policy is not None
+    assert loaded.cost_policy.snapshot() == brain.cost_policy.snapshot()
+    assert loaded.to_dict() == brain.to_dict()
+    assert RoutingBrain.load(path).cost_policy is None  # a LinUCB router does not pick by cost

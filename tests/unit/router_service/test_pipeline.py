@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from router.brain import RoutingBrain
-from router.pipeline import FINAL_STEP_NOTE, NoAgentsError, TaskPipeline
+from router.pipeline import FINAL_STEP_NOTE, UNREACHED_NODE, NoAgentsError, TaskPipeline
 from router.screening import AgentView
 from shared.messages import RunRequest, RunResult, TaskAnswer, TaskOptions, TaskRequest
 
@@ -46,6 +47,8 @@ class FakePort:
         if isinstance(outcome, str):
             await asyncio.sleep(0)
             self.log.append(("failed", request.agent_id))
+            if outcome.startswith("lost:"):  # the router's own failure: no result came (timeout, node offline)
+                return RunResult(node_id=UNREACHED_NODE, error=outcome.removeprefix("lost:"), **base)  # type: ignore[arg-type]
             return RunResult(node_id="n", error=outcome.removeprefix("error:"), **base)  # type: ignore[arg-type]
         text, delay = outcome
         try:
@@ -273,6 +276,67 @@ def test_no_wait_while_some_agent_is_live() -> None:
     with pytest.raises(NoAgentsError, match="every agent failed"):
         execute_on(port, fleet, task(cot_count=2))
     assert fleet.waits == 0
+
+
+@dataclass
+class Comebacks:
+    """When each agent last (re)announced itself, on the real monotonic clock (the registry's view)."""
+
+    announced: dict[str, float] = field(default_factory=dict)
+    asked: int = 0
+
+    def announced_since(self, agent_id: str, since: float) -> bool:
+        self.asked += 1
+        return self.announced.get(agent_id, float("-inf")) > since
+
+
+def execute_with_comebacks(port: FakePort, views: list[AgentView], request: TaskRequest, comebacks: Comebacks) -> Any:
+    flow = TaskPipeline(
+        request, RoutingBrain(seed=0), lambda: views, port, "r1", time.monotonic, None, comebacks.announced_since
+    )
+    return asyncio.run(asyncio.wait_for(flow.execute(), 10))
+
+
+def test_a_subtask_whose_agents_were_all_out_of_reach_waits_for_one_to_come_back() -> None:
+    """Item 13 of issue 19: a broker restart made every run of a subtask go unanswered; the agents re-announce."""
+    comebacks = Comebacks()
+    sent: dict[str, int] = {}
+
+    def lost_once(agent: str) -> Script:
+        def script(request: RunRequest) -> tuple[str, float] | str:
+            sent[agent] = sent.get(agent, 0) + 1
+            if sent[agent] == 1:
+                asyncio.get_running_loop().call_later(0.05, comebacks.announced.__setitem__, agent, time.monotonic())
+                return "lost:timeout"
+            return ("Final answer: 42", 0.0)
+
+        return script
+
+    port = FakePort({"a": lost_once("a"), "b": lost_once("b")})
+    answer = execute_with_comebacks(port, agents("a", "b"), task(cot_count=2, deadline_s=5), comebacks)
+    assert answer.answer == "42"
+    assert sent == {"a": 2, "b": 2}  # each asked again once back, never a third time
+    assert all(event["next_agent"] in ("a", "b") for event in port.named("redispatched"))
+
+
+def test_lost_agents_that_never_come_back_end_the_task_at_its_deadline_not_before() -> None:
+    comebacks = Comebacks()
+    port = FakePort({"a": lambda request: "lost:timeout", "b": lambda request: "lost:backend_error"})
+    started = time.monotonic()
+    with pytest.raises(NoAgentsError, match="every agent failed"):
+        execute_with_comebacks(port, agents("a", "b"), task(cot_count=2, deadline_s=0.5), comebacks)
+    assert time.monotonic() - started >= 0.5
+    assert port.log.count(("dispatch", "a")) == 1 and comebacks.asked > 0
+
+
+def test_agents_that_answered_with_an_error_are_not_waited_for() -> None:
+    """A refusal or a backend error comes from a live agent: the task fails at once, as before."""
+    comebacks = Comebacks()
+    port = FakePort({"a": fails(), "b": fails("busy")})
+    started = time.monotonic()
+    with pytest.raises(NoAgentsError, match="every agent failed"):
+        execute_with_comebacks(port, agents("a", "b"), task(cot_count=2, deadline_s=5), comebacks)
+    assert time.monotonic() - started < 4 and comebacks.asked == 0
 
 
 # --- planning -----------------------------------------------------------------------------------------

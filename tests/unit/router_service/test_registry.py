@@ -163,3 +163,14 @@ def test_roster_forget() -> None:
     roster.forget("r1")
     roster.forget("never-seen")
     assert roster.live() == []
+
+
+def test_announced_since_tells_an_agent_back_from_a_loss() -> None:
+    registry = AgentRegistry()
+    registry.apply_beacon(beacon("n1", 1), 1.0)
+    assert registry.announced_since("n1-a", 0.5) and not registry.announced_since("n1-a", 2.0)
+    registry.apply_beacon(beacon("n1", 1), 3.0)  # a rebirth (same run) after a broker restart
+    assert registry.announced_since("n1-a", 2.0)
+    registry.apply_beacon(beacon("n1", 1, "offline"), 4.0)
+    assert not registry.announced_since("n1-a", 2.0)  # offline: not back
+    assert not registry.announced_since("unknown-agent", 0.0)
