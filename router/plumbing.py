@@ -21,7 +21,7 @@ from router.brain import RoutingBrain
 from router.ledger import TaskLedger
 from router.pipeline import UNREACHED_NODE
 from router.registry import AgentRegistry, RouterRoster
-from router.routed_task import RoutedTask
+from router.routed_task import PendingRun, RoutedTask
 from router.screening import AgentView
 from router.site_role import SiteRole
 from router.tenancy import AccountTasks
@@ -63,6 +63,7 @@ class RouterPlumbing:
     _joined: bool
     _stopping: bool
     running: dict[str, RoutedTask]  # the tasks this router runs, by task id (router.routed_task)
+    relayed_runs: dict[str, PendingRun]  # runs placed for another site's router, by dispatch id (router.relay)
     _account_tasks: AccountTasks  # tasks in flight per client account (router.tenancy)
     sites: SiteRole | None  # a multi-site fleet's part (router.site_role)
     full_traces_until: float  # time.monotonic() until which every task traces in full (an observer asked)
@@ -113,16 +114,20 @@ class RouterPlumbing:
 
     def _reask(self, wanted: Any) -> int:
         """Send the outstanding runs that `wanted(request)` picks again (same dispatch id); returns how many."""
-        again = [run.request for task in self.running.values() for run in task.outstanding() if wanted(run.request)]
+        again = [run.request for run in self._outstanding_runs() if wanted(run.request)]
         for request in again:
             self._publish(self.topics.agent_run(request.agent_id), request)
         return len(again)
 
     def _fail_pending(self, agent_ids: set[str], reason: str) -> None:
-        for task in list(self.running.values()):
-            for run in list(task.outstanding()):
-                if run.request.agent_id in agent_ids:
-                    run.result.set_result(failed_result(run.request, "backend_error", reason))
+        for run in self._outstanding_runs():
+            if run.request.agent_id in agent_ids:
+                run.result.set_result(failed_result(run.request, "backend_error", reason))
+
+    def _outstanding_runs(self) -> list[PendingRun]:
+        """Every run awaited now: our tasks' and the ones placed for other sites' routers."""
+        relayed = [run for run in self.relayed_runs.values() if not run.result.done()]
+        return [run for task in self.running.values() for run in task.outstanding()] + relayed
 
 
 class LedgerEchoes:

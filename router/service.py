@@ -52,7 +52,7 @@ from router.ledger import DEFAULT_RETENTION_S, TaskLedger
 from router.locality import LocalityPolicy
 from router.plumbing import LedgerEchoes
 from router.registry import AgentRegistry, RouterRoster
-from router.routed_task import RoutedTask, without_gold
+from router.routed_task import PendingRun, RoutedTask, without_gold
 from router.site_role import SiteRole
 from router.tasks import TaskHandlers
 from router.tenancy import AccountTasks, Tenancy
@@ -114,6 +114,7 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         self._joined = False
         self._stopping = False
         self.running: dict[str, RoutedTask] = {}  # the tasks we run: one record each, dropped when answered
+        self.relayed_runs: dict[str, PendingRun] = {}  # runs placed for other sites' routers (router.relay)
         self.full_traces_until = 0.0  # an observer's TraceRequest: tasks started before this trace in full
         self._account_tasks = AccountTasks()  # tasks in flight per client account (its `tasks` cap)
         self._background: list[asyncio.Task[None]] = []

@@ -219,7 +219,8 @@ class TaskHandlers(RouterPlumbing):
         assert self.client is not None
         future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         task = self.running.get(request.task_id)
-        runs = task.runs if task is not None else {}  # (a task already dropped: nobody else awaits its runs)
+        # A run of no task of ours is one we place for another site's router (router.relay): kept apart.
+        runs = task.runs if task is not None else self.relayed_runs
         runs[request.dispatch_id] = PendingRun(request, future)
         self.runs_dispatched += 1
         self._publish(self.topics.agent_run(request.agent_id), request)
@@ -315,6 +316,8 @@ class TaskHandlers(RouterPlumbing):
         task = self.running.get(task_id) if task_id else None
         if task is not None and dispatch_id in task.runs:
             return task.runs[dispatch_id]
+        if dispatch_id in self.relayed_runs:
+            return self.relayed_runs[dispatch_id]
         return next((t.runs[dispatch_id] for t in self.running.values() if dispatch_id in t.runs), None)
 
     def _resolve(self, run: PendingRun | None, result: RunResult) -> None:
