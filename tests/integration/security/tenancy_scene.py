@@ -68,7 +68,7 @@ def task_payload(task_id: str, reply_to: str, topics: Topics, **options: Any) ->
         "query": "What is 6 * 7?",
         "reply_topic": topics.reply(reply_to),
         "client_id": reply_to,
-        "options": options,
+        "options": {"trace": "full", **options},  # every event a task can send: what an attacker would ask for
     }
     return json.dumps(request).encode()
 

@@ -47,7 +47,7 @@ async def _steering(fleet: Fleet) -> None:
         for topic in submit_topics(topics, "bob"):  # then his own task: answered after the attempts
             await attempt(fleet.connection("bob"), topic, task_payload("bob-own", "bob", topics))
         await eventually(lambda: any(isinstance(m, TaskAnswer) for m in bob.of("bob-own")), "bob's own answer")
-        await eventually(lambda: not router._in_flight, "the router to finish every task")
+        await eventually(lambda: not router.running, "the router to finish every task")
         await asyncio.sleep(SETTLE_S)
         reached_alice = [m for index in range(len(steered)) for m in alice.of(f"steer-{index}")]
         assert reached_alice == [], f"alice received {len(reached_alice)} replies/events of bob's tasks"
@@ -85,6 +85,7 @@ async def _resends(fleet: Fleet) -> None:
         assert republished == 0, f"10 resends re-published {republished} runs"
         assert [m.event for m in alice.of("held") if isinstance(m, TaskEvent)].count("resent") == 5
         assert not [m for m in bob.of("held") if isinstance(m, (TaskAnswer, TaskEvent))]  # nothing of alice's task
-        assert "held" in router._in_flight and not router._in_flight["held"].done()  # and alice's task runs on
+        runner = router.running["held"].runner if "held" in router.running else None
+        assert runner is not None and not runner.done()  # and alice's task runs on
         for client in (alice.client, bob.client):
             await client.close()
