@@ -13,6 +13,7 @@ from edge_agent.backends.base import (
     TokenSink,
     last_user_message,
 )
+from shared.constraints import example_output
 
 
 class EchoBackend:
@@ -25,6 +26,7 @@ class EchoBackend:
 
     supports_chat_template = True
     device = "cpu"
+    constraint_kinds = ("json_schema", "regex", "choice")
 
     def __init__(self, delay_s: float = 0.0, answer: str | None = None, model: str = "echo") -> None:
         if delay_s < 0:
@@ -43,8 +45,7 @@ class EchoBackend:
         if self.delay_s:
             time.sleep(self.delay_s)
         user_text = last_user_message(messages)
-        echoed_words = user_text.split()[: options.max_tokens]
-        text = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
+        text = self._reply(user_text, options)
         prompt_words = sum(len(message["content"].split()) for message in messages)
         return Generation(
             text=text,
@@ -61,8 +62,7 @@ class EchoBackend:
             raise BackendUnavailable("the echo backend was closed")
         started = time.perf_counter()
         user_text = last_user_message(messages)
-        echoed_words = user_text.split()[: options.max_tokens]
-        words = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}".split(" ")
+        words = self._reply(user_text, options).split(" ")
         pause = self.delay_s / len(words)
         produced: list[str] = []
         for index, word in enumerate(words):
@@ -81,6 +81,14 @@ class EchoBackend:
             backend=self.name,
             model=self.model,
         )
+
+    def _reply(self, user_text: str, options: GenerationOptions) -> str:
+        """The echo reply; under a constraint, the answer itself when it satisfies it, else a small valid output."""
+        if options.constraint is not None:
+            task = user_text.rsplit("Task: ", 1)[-1].strip()  # a JSON answer's strings hold the task (build_messages)
+            return example_output(options.constraint, preferred=self._final_answer(user_text), fill=task)
+        echoed_words = user_text.split()[: options.max_tokens]
+        return f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
 
     def _final_answer(self, user_text: str) -> str:
         if self.answer is not None:
