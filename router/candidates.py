@@ -46,6 +46,7 @@ class AgentView:
     available: bool = True
     reliability: float = 0.5
     cost_per_1k_tokens: float = 0.0
+    constraints: tuple[str, ...] = ()  # the output constraint kinds its backend honours
 
 
 class ProfileTable:
@@ -178,6 +179,7 @@ class FleetIndex:
             available=bool(self.available[slot]),
             reliability=reliability.get(info.agent_id, DEFAULT_RELIABILITY),
             cost_per_1k_tokens=info.cost_per_1k_tokens or 0.0,
+            constraints=info.constraints,
         )
 
     def _new_slot(self) -> int:

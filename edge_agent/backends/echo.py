@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 from edge_agent.backends.base import (
@@ -13,7 +14,7 @@ from edge_agent.backends.base import (
     TokenSink,
     last_user_message,
 )
-from shared.constraints import example_output
+from shared.constraints import example_output, violation_free
 
 
 class EchoBackend:
@@ -86,7 +87,10 @@ class EchoBackend:
         """The echo reply; under a constraint, the answer itself when it satisfies it, else a small valid output."""
         if options.constraint is not None:
             task = user_text.rsplit("Task: ", 1)[-1].strip()  # a JSON answer's strings hold the task (build_messages)
-            return example_output(options.constraint, preferred=self._final_answer(user_text), fill=task)
+            for candidate in (*_json_objects(task), self._final_answer(user_text)):  # echo what already fits
+                if violation_free(candidate, options.constraint):
+                    return candidate
+            return example_output(options.constraint, fill=task)
         echoed_words = user_text.split()[: options.max_tokens]
         return f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
 
@@ -98,3 +102,17 @@ class EchoBackend:
     def close(self) -> None:
         """Mark the backend closed; later calls raise ``BackendUnavailable``."""
         self._closed = True
+
+
+def _json_objects(text: str) -> list[str]:
+    """The JSON objects written in a text, in order (what echo repeats when a JSON answer is asked of it)."""
+    decoder, found, position = json.JSONDecoder(), [], text.find("{")
+    while position != -1:
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except ValueError:
+            position = text.find("{", position + 1)
+            continue
+        found.append(text[position:end])
+        position = text.find("{", end)
+    return found
