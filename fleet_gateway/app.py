@@ -103,7 +103,8 @@ def _structured_reply(
     answer: TaskAnswer, structured: structured_outputs.StructuredRequest
 ) -> structured_outputs.Reply:
     try:
-        return structured_outputs.reply_of(answer.final_text or answer.answer, structured, answer.task_id)
+        text, cut_short = answer.final_text or answer.answer, answer.finish_reason == "length"
+        return structured_outputs.reply_of(text, structured, answer.task_id, cut_short)
     except structured_outputs.InvalidReply as error:
         raise GatewayError(502, str(error), "invalid_model_output") from None
 

@@ -160,8 +160,13 @@ class Reply:
         return message
 
 
-def reply_of(text: str, structured: StructuredRequest, task_id: str) -> Reply:
-    """Read the fleet's winning text as OpenAI's message; InvalidReply when it breaks the requested format."""
+def reply_of(text: str, structured: StructuredRequest, task_id: str, cut_short: bool = False) -> Reply:
+    """Read the fleet's winning text as OpenAI's message; InvalidReply when it breaks the requested format.
+
+    A reply cut short by max_tokens (`cut_short`) is returned as it is, with finish_reason "length", as OpenAI
+    does: its JSON may be incomplete, and the client's `parse` helper raises its own LengthFinishReasonError."""
+    if cut_short:
+        return Reply(text)
     if not structured.calls_tools:
         if structured.strict_schema is not None:
             _validated(text, structured.strict_schema)
