@@ -38,11 +38,12 @@ PLAN_GOAL = 1.0
 EXTRACTION_GOAL = 0.0
 TOOL_GOAL = 1.0
 COST_GOAL = 0.10
-STOPWORDS = frozenset(
+STOPWORD_TEXT = (
     "the a an and or of to in on for with then than that this is are be by as at from it its their them into "
     "what which how why when who whose each every all any some two three four five first second third finally "
-    "after before also give list write make find explain describe compare".split()
+    "after before also give list write make find explain describe compare"
 )
+STOPWORDS = frozenset(STOPWORD_TEXT.split())
 QUERIES = (
     "Find the prime factors of 360, then compute their sum, then say whether the sum is prime.",
     "Explain the causes of the French Revolution and then list three of its consequences.",
@@ -137,7 +138,9 @@ def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
     query_words = content_words(query)
     return {
         "distinct": len(set(lowered)) == len(lowered),
-        "not_copied": not any(step in prompt.lower() or step in ("first subtask", "second subtask") for step in lowered),
+        "not_copied": not any(
+            step in prompt.lower() or step in ("first subtask", "second subtask") for step in lowered
+        ),
         "on_topic": all(content_words(step) & query_words for step in steps),
         "multi_step": len(steps) > 1,
     }
@@ -208,7 +211,12 @@ def measure_answers(backend: Any, n: int, ballots: int = 3, max_tokens: int = 16
     after: list[list[str | None]] = []
     for item_index, item in enumerate(items):
         request = RunRequest(
-            dispatch_id="d", task_id="t", agent_id="a", subtask=item.question, reply_topic="x/y", answer_constraint=number
+            dispatch_id="d",
+            task_id="t",
+            agent_id="a",
+            subtask=item.question,
+            reply_topic="x/y",
+            answer_constraint=number,
         )
         messages = build_messages(system, item.question)
         row_before, row_after = [], []
@@ -237,7 +245,7 @@ def _ballot_figures(rows: list[list[str | None]], golds: list[str]) -> dict[str,
     total = sum(len(row) for row in rows)
     failures = sum(value is None for row in rows for value in row)
     agreeing = correct = 0
-    for row, gold in zip(rows, golds):
+    for row, gold in zip(rows, golds, strict=True):
         counted = Counter(value for value in row if value is not None)
         if counted and counted.most_common(1)[0][1] >= 2:
             agreeing += 1
@@ -276,8 +284,14 @@ def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amq
     counts: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="tools-") as temporary, broker(broker_kind, Path(temporary)) as url:
         directory, fabric, port = Path(temporary), f"tools-{uuid.uuid4().hex[:6]}", free_port()
-        agent = {"agent_id": "tools-llama", "preset": "writer", "backend": "llamacpp", "model": str(model),
-                 "threads": threads, "context_length": 2048}  # fmt: skip
+        agent = {
+            "agent_id": "tools-llama",
+            "preset": "writer",
+            "backend": "llamacpp",
+            "model": str(model),
+            "threads": threads,
+            "context_length": 2048,
+        }
         config = directory / "node.yaml"
         config.write_text(json.dumps({"agents": [agent]}))
         env = dict(os.environ, SYMPHONY_EDGE_STATE_DIR=str(directory / "state"))
@@ -352,16 +366,22 @@ def measure_cost(backend: Any, repeats: int = 5, max_tokens: int = 96) -> dict[s
     }
     rates: dict[str, list[float]] = {"free": [], **{name: [] for name in constraints}}
     for repeat in range(repeats):
-        messages = build_messages("You are a storyteller.", f"Tell a long story about a lighthouse keeper, part {repeat}.")
+        messages = build_messages(
+            "You are a storyteller.", f"Tell a long story about a lighthouse keeper, part {repeat}."
+        )
         for name in rates:
-            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat,
-                                        constraint=constraints.get(name))  # fmt: skip
+            options = GenerationOptions(
+                max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=constraints.get(name)
+            )
             generation = backend.generate(messages, options)
             if generation.completion_tokens >= 8:
                 rates[name].append(generation.completion_tokens / generation.latency_s)
     medians = {name: round(statistics.median(values), 1) for name, values in rates.items() if values}
     slowdown = {name: round(1 - medians[name] / medians["free"], 3) for name in constraints if name in medians}
-    cache, schema = GrammarCache(), {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
+    cache, schema = (
+        GrammarCache(),
+        {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}},
+    )
     first = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
     cached = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
     return {
@@ -388,36 +408,48 @@ def print_summary(result: dict[str, Any]) -> None:
     if measure == "plans":
         shares = result["shares"]
         print(f"plans, SmolLM2, {result['n']} multi-step queries")
-        print(f"  free, old prompt:   strict JSON {shares.get('free_strict', 0):.0%}, parse_plan recovered "
-              f"{shares.get('free_recovered', 0):.0%}, multi-step {shares.get('free_multi_step', 0):.0%}, "
-              f"useful {shares.get('free_useful', 0):.0%}")  # fmt: skip
+        print(
+            f"  free, old prompt:   strict JSON {shares.get('free_strict', 0):.0%}, parse_plan recovered "
+            f"{shares.get('free_recovered', 0):.0%}, multi-step {shares.get('free_multi_step', 0):.0%}, "
+            f"useful {shares.get('free_useful', 0):.0%}"
+        )
         valid = shares.get("constrained_valid", 0)
-        print(f"  constrained, no example: valid {valid:.0%} (goal {PLAN_GOAL:.0%}: {_verdict(valid >= PLAN_GOAL)}), "
-              f"multi-step {shares.get('constrained_multi_step', 0):.0%}, distinct "
-              f"{shares.get('constrained_distinct', 0):.0%}, not copied {shares.get('constrained_not_copied', 0):.0%}, "
-              f"on topic {shares.get('constrained_on_topic', 0):.0%}, useful (all three) "
-              f"{shares.get('constrained_useful', 0):.0%}")  # fmt: skip
+        print(
+            f"  constrained, no example: valid {valid:.0%} (goal {PLAN_GOAL:.0%}: {_verdict(valid >= PLAN_GOAL)}), "
+            f"multi-step {shares.get('constrained_multi_step', 0):.0%}, distinct "
+            f"{shares.get('constrained_distinct', 0):.0%}, not copied {shares.get('constrained_not_copied', 0):.0%}, "
+            f"on topic {shares.get('constrained_on_topic', 0):.0%}, useful (all three) "
+            f"{shares.get('constrained_useful', 0):.0%}"
+        )
         for steps in result["examples"]:
             print(f"    e.g. {steps}")
     elif measure == "answers":
         print(f"answers, SmolLM2, {result['n']} GSM8K items x {result['ballots']} ballots")
         for phase in ("before", "after"):
             figures = result[phase]
-            print(f"  {phase:<6} extraction failures/ballot {figures['extraction_failures_per_ballot']:.1%}, "
-                  f"vote agreement {figures['vote_agreement']:.0%}, voted accuracy {figures['voted_accuracy']:.0%}")  # fmt: skip
+            print(
+                f"  {phase:<6} extraction failures/ballot {figures['extraction_failures_per_ballot']:.1%}, "
+                f"vote agreement {figures['vote_agreement']:.0%}, voted accuracy {figures['voted_accuracy']:.0%}"
+            )
         met = result["after"]["extraction_failures_per_ballot"] <= EXTRACTION_GOAL
         print(f"  goal: 0 failures per ballot: {_verdict(met)}")
     elif measure == "tools":
         print(f"tool calls through the gateway, SmolLM2, {result['n']} requests, two tools, tool_choice required")
-        print(f"  calls valid against their schema {result['valid_call_share']:.0%} (goal 100 %: "
-              f"{_verdict(result['goal_met'])}), requests answered with calls {result['requests_with_calls']:.0%}, "
-              f"expected tool chosen {result['expected_tool_share']:.0%}  {result['counts']}")  # fmt: skip
+        print(
+            f"  calls valid against their schema {result['valid_call_share']:.0%} (goal 100 %: "
+            f"{_verdict(result['goal_met'])}), requests answered with calls {result['requests_with_calls']:.0%}, "
+            f"expected tool chosen {result['expected_tool_share']:.0%}  {result['counts']}"
+        )
     else:
         rates, slowdown = result["tokens_per_second"], result["slowdown"]
         print(f"cost of the constraint on llama.cpp, SmolLM2 (median of {result['repeats']})")
         for name, rate in rates.items():
-            extra = "" if name == "free" else (
-                f"  {slowdown[name]:+.0%} slower (goal <= {COST_GOAL:.0%}: {_verdict(slowdown[name] <= COST_GOAL)})"
+            extra = (
+                ""
+                if name == "free"
+                else (
+                    f"  {slowdown[name]:+.0%} slower (goal <= {COST_GOAL:.0%}: {_verdict(slowdown[name] <= COST_GOAL)})"
+                )
             )
             print(f"  {name:<12} {rate:7.1f} tokens/s{extra}")
         compile_ms = result["schema_to_grammar_ms"]

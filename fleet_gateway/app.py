@@ -99,9 +99,7 @@ def create_app(gateway: FabricGateway, auth: Authenticator) -> FastAPI:
     return app
 
 
-def _structured_reply(
-    answer: TaskAnswer, structured: structured_outputs.StructuredRequest
-) -> structured_outputs.Reply:
+def _structured_reply(answer: TaskAnswer, structured: structured_outputs.StructuredRequest) -> structured_outputs.Reply:
     try:
         text, cut_short = answer.final_text or answer.answer, answer.finish_reason == "length"
         return structured_outputs.reply_of(text, structured, answer.task_id, cut_short)

@@ -21,9 +21,6 @@ from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The error tree lives in `shared.errors` (one vocabulary for the kit); backends import it from here.
-from shared.messages import OutputConstraint
-
 from shared.errors import (
     BackendError,
     BackendTimeout,
@@ -32,6 +29,9 @@ from shared.errors import (
     PaymentRequired,
     ServerError,
 )
+
+# The error tree lives in `shared.errors` (one vocabulary for the kit); backends import it from here.
+from shared.messages import OutputConstraint
 
 __all__ = [
     "Backend",
@@ -139,7 +139,9 @@ def refuse_constraint(backend_name: str, options: GenerationOptions, supported: 
     constraint = options.constraint
     if constraint is not None and constraint.type not in supported:
         kinds = ", ".join(supported) or "none"
-        raise LogicError(f"the {backend_name} backend cannot honour a {constraint.type} constraint (it supports: {kinds})")
+        raise LogicError(
+            f"the {backend_name} backend cannot honour a {constraint.type} constraint (it supports: {kinds})"
+        )
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:

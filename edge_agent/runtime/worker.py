@@ -28,8 +28,8 @@ from edge_agent.backends.base import (
     StreamingBackend,
     constraint_kinds,
 )
-from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
 from edge_agent.personas import build_messages
+from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
 from edge_agent.runtime.metrics import AgentMetrics
 from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult
 

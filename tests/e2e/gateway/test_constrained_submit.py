@@ -33,23 +33,45 @@ def submit(fabric: GatewayFabric, *arguments: str) -> subprocess.CompletedProces
     command = [sys.executable, "-m", "edge_agent.cli", "submit", "--broker", fabric.broker.url, "--fabric"]
     return subprocess.run(
         [*command, fabric.fabric, "--no-trace", "--timeout", "90", *arguments],
-        env=fabric.env, cwd=REPO, capture_output=True, text=True, timeout=150,
+        env=fabric.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
 
 
 def test_submit_with_a_schema_prints_json_valid_against_it(gateway_fabric: GatewayFabric, tmp_path: Path) -> None:
     schema_file = tmp_path / "city.json"
     schema_file.write_text(json.dumps(CITY))
-    done = submit(gateway_fabric, "Name a city and its country.", "--schema", str(schema_file), "--agent", LLAMA_AGENT,
-                  "--max-tokens", "96", "--json")
+    done = submit(
+        gateway_fabric,
+        "Name a city and its country.",
+        "--schema",
+        str(schema_file),
+        "--agent",
+        LLAMA_AGENT,
+        "--max-tokens",
+        "96",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     jsonschema.validate(json.loads(answer["answer"]), CITY)
 
 
 def test_submit_with_an_answer_type_ends_every_ballot_with_a_number(gateway_fabric: GatewayFabric) -> None:
-    done = submit(gateway_fabric, "Tom has 3 apples and buys 4 more. How many apples?", "--answer-type", "number",
-                  "--agent", LLAMA_AGENT, "--max-tokens", "64", "--json")
+    done = submit(
+        gateway_fabric,
+        "Tom has 3 apples and buys 4 more. How many apples?",
+        "--answer-type",
+        "number",
+        "--agent",
+        LLAMA_AGENT,
+        "--max-tokens",
+        "64",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert re.fullmatch(NUMBER_PATTERN, answer["answer"])
@@ -57,8 +79,9 @@ def test_submit_with_an_answer_type_ends_every_ballot_with_a_number(gateway_fabr
 
 
 def test_a_voted_choice_compares_the_choices(gateway_fabric: GatewayFabric) -> None:
-    done = submit(gateway_fabric, "Is 7 prime?", "--answer-type", "choice", "--choices", "yes,no", "--cot-count", "3",
-                  "--json")
+    done = submit(
+        gateway_fabric, "Is 7 prime?", "--answer-type", "choice", "--choices", "yes,no", "--cot-count", "3", "--json"
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["answer"] in ("yes", "no")
@@ -84,10 +107,18 @@ def test_a_plain_mqtt_client_asks_for_a_json_answer(gateway_fabric: GatewayFabri
     client.loop_start()
     try:
         task = {
-            "kind": "task_request", "v": 1, "task_id": uuid.uuid4().hex, "query": "Name a city and its country.",
-            "reply_topic": f"{prefix}/reply/{client_id}", "client_id": client_id,
-            "options": {"agent_id": LLAMA_AGENT, "cot_count": 1, "max_tokens": 96,
-                        "output": {"type": "json_schema", "json_schema": CITY}},
+            "kind": "task_request",
+            "v": 1,
+            "task_id": uuid.uuid4().hex,
+            "query": "Name a city and its country.",
+            "reply_topic": f"{prefix}/reply/{client_id}",
+            "client_id": client_id,
+            "options": {
+                "agent_id": LLAMA_AGENT,
+                "cot_count": 1,
+                "max_tokens": 96,
+                "output": {"type": "json_schema", "json_schema": CITY},
+            },
         }
         client.publish(f"{prefix}/task/submit", json.dumps(task), qos=1).wait_for_publish(10)
         deadline = time.monotonic() + 90

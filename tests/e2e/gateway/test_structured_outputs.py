@@ -28,7 +28,11 @@ WEATHER_PARAMETERS = {
 TOOLS: list[Any] = [
     {
         "type": "function",
-        "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": WEATHER_PARAMETERS},
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": WEATHER_PARAMETERS,
+        },
     },
     {
         "type": "function",
@@ -65,7 +69,8 @@ def test_json_schema_strict_replies_validate(gateway_fabric: GatewayFabric) -> N
         model=LLAMA,
         messages=[{"role": "user", "content": "Describe Paris as JSON."}],
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
-        max_tokens=200, temperature=0.0,
+        max_tokens=200,
+        temperature=0.0,
     )
     jsonschema.validate(json.loads(completion.choices[0].message.content or ""), schema)
 
@@ -75,7 +80,8 @@ def test_json_object_replies_are_json_objects(gateway_fabric: GatewayFabric) -> 
         model=LLAMA,
         messages=[{"role": "user", "content": "Give a colour and its hex code in JSON."}],
         response_format={"type": "json_object"},
-        max_tokens=200, temperature=0.0,
+        max_tokens=200,
+        temperature=0.0,
     )
     assert isinstance(json.loads(completion.choices[0].message.content or ""), dict)
 
@@ -85,7 +91,8 @@ def test_the_pydantic_parse_helper_gets_a_model_instance(gateway_fabric: Gateway
         model=LLAMA,
         messages=[{"role": "user", "content": "Describe Tokyo."}],
         response_format=City,
-        max_tokens=200, temperature=0.0,
+        max_tokens=200,
+        temperature=0.0,
     )
     assert isinstance(completion.choices[0].message.parsed, City)
 
@@ -112,7 +119,8 @@ def test_streamed_tool_calls_arrive_as_deltas(gateway_fabric: GatewayFabric) -> 
         messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
         tools=TOOLS,
         tool_choice="required",
-        max_tokens=200, temperature=0.0,
+        max_tokens=200,
+        temperature=0.0,
         stream=True,
     )
     calls: dict[int, dict[str, str]] = {}
@@ -139,7 +147,8 @@ def test_a_named_tool_choice_calls_that_function(gateway_fabric: GatewayFabric) 
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         parallel_tool_calls=False,
-        max_tokens=200, temperature=0.0,
+        max_tokens=200,
+        temperature=0.0,
     )
     (call,) = completion.choices[0].message.tool_calls or []
     assert call.function.name == "get_weather"
@@ -182,15 +191,23 @@ def test_instructor_gets_a_structured_answer_from_the_gateway(gateway_fabric: Ga
     instructor = pytest.importorskip("instructor", reason="instructor is not installed")
     patched = instructor.from_openai(client(gateway_fabric), mode=instructor.Mode.TOOLS)
     city = patched.chat.completions.create(
-        model=LLAMA, response_model=City, messages=[{"role": "user", "content": "Describe Rome."}], max_retries=0,
-        max_tokens=200, temperature=0.0,
+        model=LLAMA,
+        response_model=City,
+        messages=[{"role": "user", "content": "Describe Rome."}],
+        max_retries=0,
+        max_tokens=200,
+        temperature=0.0,
     )
     assert isinstance(city, City)
     schema_mode = instructor.from_openai(client(gateway_fabric), mode=instructor.Mode.JSON_SCHEMA)
     assert isinstance(
         schema_mode.chat.completions.create(
-            model=LLAMA, response_model=City, messages=[{"role": "user", "content": "Describe Lima."}], max_retries=0,
-            max_tokens=200, temperature=0.0,
+            model=LLAMA,
+            response_model=City,
+            messages=[{"role": "user", "content": "Describe Lima."}],
+            max_retries=0,
+            max_tokens=200,
+            temperature=0.0,
         ),
         City,
     )

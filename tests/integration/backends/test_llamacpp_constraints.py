@@ -102,8 +102,12 @@ def test_a_constraint_no_grammar_can_express_is_a_bad_request(backend: LlamaCppB
 def test_two_phases_end_with_a_number(backend: LlamaCppBackend) -> None:
     number = answer_type_constraint("number")
     request = RunRequest(
-        dispatch_id="d", task_id="t", agent_id="a", subtask="Tom has 3 apples and buys 4 more. How many now?",
-        reply_topic="x/y", answer_constraint=number,
+        dispatch_id="d",
+        task_id="t",
+        agent_id="a",
+        subtask="Tom has 3 apples and buys 4 more. How many now?",
+        reply_topic="x/y",
+        answer_constraint=number,
     )
     messages = build_messages(get_persona("math").system_prompt, request.subtask)
     answered = reason_then_answer(backend.generate, messages, options(None, 64), request)

@@ -47,7 +47,9 @@ def run(worker: AgentWorker, request: RunRequest) -> RunResult:
 
 
 def request(**fields: object) -> RunRequest:
-    return RunRequest(dispatch_id="d", task_id="t", agent_id="a-1", subtask="What is 6 x 7?", reply_topic="x/y", **fields)
+    return RunRequest(
+        dispatch_id="d", task_id="t", agent_id="a-1", subtask="What is 6 x 7?", reply_topic="x/y", **fields
+    )
 
 
 def test_the_beacon_says_which_constraints_the_backend_honours() -> None:

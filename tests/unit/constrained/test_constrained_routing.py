@@ -46,7 +46,9 @@ def view(agent_id: str, constraints: tuple[str, ...] = ALL_KINDS) -> AgentView:
 
 
 def execute(port: Port, views: list[AgentView], query: str, **options: Any) -> TaskAnswer:
-    request = TaskRequest(task_id="t1", query=query, reply_topic="symphony/unit/reply/c", options=TaskOptions(**options))
+    request = TaskRequest(
+        task_id="t1", query=query, reply_topic="symphony/unit/reply/c", options=TaskOptions(**options)
+    )
     clock = itertools.count(0.0, 0.001)
     pipeline = TaskPipeline(request, RoutingBrain(seed=0), lambda: views, port, "r1", lambda: next(clock))
     return asyncio.run(asyncio.wait_for(pipeline.execute(), 10))
@@ -91,8 +93,9 @@ def test_typed_answers_vote_on_canonical_values() -> None:
     """Three runs say 42, 42.0 and 1000: the constrained answers compare as numbers, not prose."""
     said = {"a": "42", "b": "42.0", "c": "1000"}
     port = Port({name: (lambda request, n=name: (f"thinking\nFinal answer: {said[n]}", said[n])) for name in said})
-    answer = execute(port, [view("a"), view("b"), view("c")], "What is 6 x 7?", cot_count=3,
-                     answer=answer_type_constraint("number"))
+    answer = execute(
+        port, [view("a"), view("b"), view("c")], "What is 6 x 7?", cot_count=3, answer=answer_type_constraint("number")
+    )
     assert answer.answer in ("42", "42.0")
     assert all(r.answer_constraint == answer_type_constraint("number") for r in port.requests)
     methods = {data["method"] for event, data in port.events if event == "result"}
@@ -100,9 +103,11 @@ def test_typed_answers_vote_on_canonical_values() -> None:
 
 
 def test_json_outputs_vote_on_their_canonical_form() -> None:
-    texts = {"a": '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}',
-             "b": '{"arguments": {"unit": "C", "city": "Paris"}, "name": "get_weather"}',
-             "c": '{"name": "get_time", "arguments": {}}'}
+    texts = {
+        "a": '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}',
+        "b": '{"arguments": {"unit": "C", "city": "Paris"}, "name": "get_weather"}',
+        "c": '{"name": "get_time", "arguments": {}}',
+    }
     port = Port({name: (lambda request, n=name: (texts[n], None)) for name in texts})
     output = OutputConstraint(type="json_schema", json_schema={"type": "object"})
     answer = execute(port, [view("a"), view("b"), view("c")], "Weather in Paris?", cot_count=3, output=output)
