@@ -21,6 +21,7 @@ from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The error tree lives in `shared.errors` (one vocabulary for the kit); backends import it from here.
 from shared.errors import (
     BackendError,
     BackendTimeout,
@@ -29,8 +30,6 @@ from shared.errors import (
     PaymentRequired,
     ServerError,
 )
-
-# The error tree lives in `shared.errors` (one vocabulary for the kit); backends import it from here.
 from shared.messages import OutputConstraint
 
 __all__ = [
