@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.backends import grammar_sampling as grammar_sampling_module
 from edge_agent.backends.base import (
     PLAIN_PROMPT_STOPS,
     BackendUnavailable,
@@ -30,6 +31,8 @@ from shared.constraints import ConstraintError, canonical_json, to_gbnf
 from shared.messages import OutputConstraint
 
 GRAMMAR_CACHE_SIZE = 64
+GRAMMAR_SAMPLING = ("check-first", "grammar-first")
+"""check-first: draw, then check the token (fast); grammar-first: llama-cpp-python's stock chain (grammar first)."""
 
 
 class LlamaCppBackend:
@@ -49,9 +52,16 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         seed: int | None = None,
         use_chat_template: bool | None = None,
+        grammar_sampling: str = "check-first",
     ) -> None:
         path = check_gguf(model_path)
         llama_class = _import_llama()
+        if grammar_sampling not in GRAMMAR_SAMPLING:
+            raise ValueError(f"grammar_sampling must be one of {', '.join(GRAMMAR_SAMPLING)}, not {grammar_sampling!r}")
+        if grammar_sampling == "check-first" and grammar_sampling_module.supported():
+            # draw, then check the one token against the grammar (llama.cpp's common sampler): see grammar_sampling
+            llama_class = grammar_sampling_module.grammar_first_llama(llama_class)
+        self.grammar_sampling = grammar_sampling
         threads = n_threads if n_threads is not None else max(1, (os.cpu_count() or 1) - 1)
         try:
             self._llm = llama_class(
