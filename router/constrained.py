@@ -30,7 +30,7 @@ PLANNER_PROMPT = (
 
 def plan_constraint(max_steps: int) -> OutputConstraint:
     """The plan schema: {"subtasks": [1..max_steps non-empty strings]}."""
-    step = {"type": "string", "minLength": 1, "maxLength": 200}
+    step = {"type": "string", "minLength": 1}  # no maxLength: llama.cpp unrolls it into one rule per character
     subtasks = {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
     schema = {
         "type": "object",

@@ -206,11 +206,23 @@ def _compile(constraint: OutputConstraint) -> Any:
 
     try:
         if constraint.type == "json_schema":
-            return LlamaGrammar.from_json_schema(json.dumps(constraint.json_schema), verbose=False)
+            return LlamaGrammar.from_string(json_grammar(constraint.json_schema or {}), verbose=False)
         return LlamaGrammar.from_string(to_gbnf(constraint), verbose=False)
     except (ConstraintError, ValueError, KeyError, TypeError, RecursionError) as error:
         # llama-cpp-python's converter raises these on schema features it does not know
         raise LogicError(f"llama.cpp cannot turn this {constraint.type} constraint into a grammar: {error}") from None
+
+
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def json_grammar(schema: dict[str, Any]) -> str:
+    """The GBNF of a JSON schema (llama-cpp-python's converter), with JSON's own string characters: the converter
+    lets a raw newline or tab into a string, which no JSON parser reads, and small models do write them."""
+    from llama_cpp import llama_grammar
+
+    return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema))).replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 def _chunk_text(chunk: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 from edge_agent.backends.base import GenerationOptions, LogicError
-from edge_agent.backends.llamacpp import LlamaCppBackend
+from edge_agent.backends.llamacpp import LlamaCppBackend, json_grammar
 from edge_agent.personas import build_messages, get_persona
 from edge_agent.runtime.answering import reason_then_answer
 from model_store import default_model_path
@@ -39,7 +39,7 @@ def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBac
     query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
     messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
     for seed in (1, 2, 3):
-        text = backend.generate(messages, options(constraint).model_copy(update={"seed": seed})).text
+        text = backend.generate(messages, options(constraint, 160).model_copy(update={"seed": seed})).text
         assert violation(text, constraint) is None, text
         assert 1 <= len(json.loads(text)["subtasks"]) <= 4
 
@@ -68,7 +68,7 @@ def test_a_tool_call_schema_gives_a_call_with_valid_arguments(backend: LlamaCppB
     [
         answer_type_constraint("number"),
         answer_type_constraint("choice", ("yes", "no")),
-        OutputConstraint(type="regex", pattern=r"[A-Z][a-z]+ [0-9]{2}"),
+        OutputConstraint(type="regex", pattern=r"[A-Z][a-z]{1,12} [0-9]{2}"),
     ],
     ids=["number", "choice", "regex"],
 )
@@ -92,6 +92,12 @@ def test_each_constraint_is_converted_once(backend: LlamaCppBackend) -> None:
     for _ in range(3):
         backend.generate(build_messages("Answer.", "2 + 2?"), options(constraint, 4))
     assert backend.grammars.compiled == before + 1
+
+
+def test_json_strings_hold_no_raw_control_characters() -> None:
+    """llama-cpp-python's converter lets a raw newline into a string; JSON parsers refuse it, so the grammar may not."""
+    grammar = json_grammar({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert r'[^"\\\x7F\x00-\x1F]' in grammar and r'[^"\\] |' not in grammar
 
 
 def test_a_constraint_no_grammar_can_express_is_a_bad_request(backend: LlamaCppBackend) -> None:
