@@ -179,6 +179,7 @@ def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
             counts["constrained_useful"] += all(quality[name] for name in ("distinct", "not_copied", "on_topic"))
             if len(examples) < 5:
                 examples.append(steps)
+        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r}")
     shares = {name: round(value / n, 3) for name, value in sorted(counts.items())}
     return {"measure": "plans", "n": n, "shares": shares, "examples": examples, "goal_valid": PLAN_GOAL}
 
@@ -230,6 +231,7 @@ def measure_answers(backend: Any, n: int, ballots: int = 3, max_tokens: int = 16
             row_after.append(canonicalize(constrained) if constrained is not None else None)
         before.append(row_before)
         after.append(row_after)
+        _progress(f"item {item_index + 1}/{len(items)} gold {item.gold}: before {row_before} after {row_after}")
     golds = [canonicalize(item.gold) for item in items]
     return {
         "measure": "answers",
@@ -305,6 +307,7 @@ def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amq
             wait_for_gateway(port)
             for question, expected in tool_requests(n):
                 calls = _ask_with_tools(port, question)
+                _progress(f"{question} -> {[(c['function']['name'], c['function']['arguments']) for c in calls]}")
                 counts["requests"] += 1
                 counts["answered_with_calls"] += bool(calls)
                 counts["expected_tool"] += any(call["function"]["name"] == expected for call in calls)
@@ -392,6 +395,11 @@ def measure_cost(backend: Any, repeats: int = 5, max_tokens: int = 96) -> dict[s
         "goal_slowdown": COST_GOAL,
         "schema_to_grammar_ms": {"first_use": round(first * 1000, 3), "cached": round(cached * 1000, 4)},
     }
+
+
+def _progress(line: str) -> None:
+    """One line per item on stderr, so a long run on a busy machine shows where it is."""
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _timed(call: Any) -> float:
