@@ -354,7 +354,8 @@ def _ask_with_tools(port: int, question: str) -> list[dict[str, Any]]:
 # --- cost ---------------------------------------------------------------------------------------------------
 
 
-def measure_cost(backend: Any, repeats: int = 5, max_tokens: int = 96) -> dict[str, Any]:
+def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 96) -> dict[str, Any]:
+    """`backend` samples check-first (ours), `stock` with llama-cpp-python's grammar-first chain."""
     from edge_agent.backends.base import GenerationOptions
     from edge_agent.backends.llamacpp import GrammarCache
     from edge_agent.personas import build_messages
@@ -367,20 +368,27 @@ def measure_cost(backend: Any, repeats: int = 5, max_tokens: int = 96) -> dict[s
         ),
         "regex": OutputConstraint(type="regex", pattern=r"[^\n]{1,2000}"),
     }
-    rates: dict[str, list[float]] = {"free": [], **{name: [] for name in constraints}}
+    runs = {"free": (backend, None)}
+    for name, constraint in constraints.items():
+        runs[f"{name} check-first"] = (backend, constraint)
+        runs[f"{name} grammar-first"] = (stock, constraint)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(repeats):
         messages = build_messages(
             "You are a storyteller.", f"Tell a long story about a lighthouse keeper, part {repeat}."
         )
-        for name in rates:
-            options = GenerationOptions(
-                max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=constraints.get(name)
-            )
-            generation = backend.generate(messages, options)
+        for engine in (backend, stock):  # the prompt is evaluated once per engine: runs then time generation
+            engine.generate(messages, GenerationOptions(max_tokens=1))
+        for name, (engine, constraint) in runs.items():
+            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=constraint)
+            generation = engine.generate(messages, options)
+            _progress(f"{name}: {generation.completion_tokens} tokens in {generation.latency_s:.2f} s")
             if generation.completion_tokens >= 8:
                 rates[name].append(generation.completion_tokens / generation.latency_s)
     medians = {name: round(statistics.median(values), 1) for name, values in rates.items() if values}
-    slowdown = {name: round(1 - medians[name] / medians["free"], 3) for name in constraints if name in medians}
+    slowdown = {
+        name: round(1 - medians[name] / medians["free"], 3) for name in runs if name != "free" and name in medians
+    }
     cache, schema = (
         GrammarCache(),
         {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}},
@@ -459,7 +467,7 @@ def print_summary(result: dict[str, Any]) -> None:
                     f"  {slowdown[name]:+.0%} slower (goal <= {COST_GOAL:.0%}: {_verdict(slowdown[name] <= COST_GOAL)})"
                 )
             )
-            print(f"  {name:<12} {rate:7.1f} tokens/s{extra}")
+            print(f"  {name:<26} {rate:7.1f} tokens/s{extra}")
         compile_ms = result["schema_to_grammar_ms"]
         print(f"  schema -> grammar: first use {compile_ms['first_use']:.3f} ms, cached {compile_ms['cached']:.4f} ms")
 
@@ -481,7 +489,13 @@ def run(measure: str, n: int, ballots: int = 3, threads: int = 2) -> dict[str, A
             return measure_plans(backend, n)
         if measure == "answers":
             return measure_answers(backend, n, ballots)
-        return measure_cost(backend, repeats=n)
+        stock = LlamaCppBackend(
+            default_model_path(), n_ctx=2048, n_threads=threads, seed=1, grammar_sampling="grammar-first"
+        )
+        try:
+            return measure_cost(backend, stock, repeats=n)
+        finally:
+            stock.close()
     finally:
         backend.close()
 
