@@ -282,7 +282,8 @@ def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amq
     from bench.gateway_ttft import wait_for_gateway
     from broker.policy import free_port
 
-    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER_TOOL, TIME_TOOL)}
+    tools: tuple[Any, ...] = (WEATHER_TOOL, TIME_TOOL)
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
     counts: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="tools-") as temporary, broker(broker_kind, Path(temporary)) as url:
         directory, fabric, port = Path(temporary), f"tools-{uuid.uuid4().hex[:6]}", free_port()
@@ -368,7 +369,7 @@ def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 9
         ),
         "regex": OutputConstraint(type="regex", pattern=r"[^\n]{1,2000}"),
     }
-    runs = {"free": (backend, None)}
+    runs: dict[str, tuple[Any, OutputConstraint | None]] = {"free": (backend, None)}
     for name, constraint in constraints.items():
         runs[f"{name} check-first"] = (backend, constraint)
         runs[f"{name} grammar-first"] = (stock, constraint)
@@ -379,8 +380,8 @@ def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 9
         )
         for engine in (backend, stock):  # the prompt is evaluated once per engine: runs then time generation
             engine.generate(messages, GenerationOptions(max_tokens=1))
-        for name, (engine, constraint) in runs.items():
-            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=constraint)
+        for name, (engine, wanted) in runs.items():
+            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=wanted)
             generation = engine.generate(messages, options)
             _progress(f"{name}: {generation.completion_tokens} tokens in {generation.latency_s:.2f} s")
             if generation.completion_tokens >= 8:

@@ -24,8 +24,8 @@ try:  # Python 3.11+: the parser behind `re`; 3.10 names it sre_parse
     import re._constants as sre_constants
     import re._parser as sre_parse
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
+    import sre_constants  # type: ignore[no-redef, unused-ignore]
+    import sre_parse  # type: ignore[no-redef, unused-ignore]
 
 ANSWER_TYPES = ("number", "choice", "short_text", "json")
 NUMBER_PATTERN = r"-?[0-9]{1,15}(\.[0-9]{1,6})?"

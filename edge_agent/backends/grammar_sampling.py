@@ -92,7 +92,8 @@ class GrammarFirstCheck:
 
     def _allowed(self, token: int) -> bool:
         lib = self._lib
-        self._single[0].id, self._single[0].logit, self._single[0].p = token, 1.0, 0.0
+        entry: Any = self._single[0]
+        entry.id, entry.logit, entry.p = token, 1.0, 0.0
         one = lib.llama_token_data_array(
             data=ctypes.cast(self._single, ctypes.POINTER(lib.llama_token_data)), size=1, selected=-1, sorted=False
         )
@@ -111,7 +112,7 @@ class GrammarFirstCheck:
 def grammar_first_llama(llama_class: Any) -> Any:
     """A subclass of `llama_cpp.Llama` whose grammar runs sample with `GrammarFirstCheck`."""
 
-    class GrammarFirstLlama(llama_class):  # type: ignore[misc, valid-type]
+    class GrammarFirstLlama(llama_class):  # type: ignore[misc, valid-type, unused-ignore]
         def _init_sampler(self, *args: Any, grammar: Any = None, **kwargs: Any) -> Any:
             chain = super()._init_sampler(*args, grammar=None, **kwargs)
             return chain if grammar is None else GrammarFirstCheck(self, chain, grammar)

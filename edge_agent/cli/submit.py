@@ -121,7 +121,7 @@ def constraint_options(schema_path: Path | None, answer_type: str | None, choice
     if choices is not None and answer_type != "choice":
         raise click.UsageError("--choices goes with --answer-type choice")
     options: dict[str, Any] = {}
-    if schema is not None and answer_type != "json":
+    if schema is not None and schema_path is not None and answer_type != "json":
         options["output"] = OutputConstraint(type="json_schema", json_schema=schema, name=schema_path.stem[:64])
     if answer_type is not None:
         listed = tuple(choice.strip() for choice in (choices or "").split(",") if choice.strip())
