@@ -28,9 +28,12 @@ PLANNER_PROMPT = (
 )
 
 
+MAX_STEP_CHARS = 100  # a step is a short instruction; a small model left unbounded may never close its string
+
+
 def plan_constraint(max_steps: int) -> OutputConstraint:
     """The plan schema: {"subtasks": [1..max_steps non-empty strings]}."""
-    step = {"type": "string", "minLength": 1}  # no maxLength: llama.cpp unrolls it into one rule per character
+    step = {"type": "string", "minLength": 1, "maxLength": MAX_STEP_CHARS}
     subtasks = {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
     schema = {
         "type": "object",
