@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -38,12 +37,6 @@ PLAN_GOAL = 1.0
 EXTRACTION_GOAL = 0.0
 TOOL_GOAL = 1.0
 COST_GOAL = 0.10
-STOPWORD_TEXT = (
-    "the a an and or of to in on for with then than that this is are be by as at from it its their them into "
-    "what which how why when who whose each every all any some two three four five first second third finally "
-    "after before also give list write make find explain describe compare"
-)
-STOPWORDS = frozenset(STOPWORD_TEXT.split())
 QUERIES = (
     "Find the prime factors of 360, then compute their sum, then say whether the sum is prime.",
     "Explain the causes of the French Revolution and then list three of its consequences.",
@@ -128,20 +121,17 @@ CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "
 # --- plans --------------------------------------------------------------------------------------------------
 
 
-def content_words(text: str) -> set[str]:
-    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if len(word) > 2 and word not in STOPWORDS}
-
-
 def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
     """The rerunnable judge: distinct steps, none copied from the prompt, each sharing a content word with the query."""
+    from router.constrained import plan_is_on_topic
+
     lowered = [step.lower().strip() for step in steps]
-    query_words = content_words(query)
     return {
         "distinct": len(set(lowered)) == len(lowered),
         "not_copied": not any(
             step in prompt.lower() or step in ("first subtask", "second subtask") for step in lowered
         ),
-        "on_topic": all(content_words(step) & query_words for step in steps),
+        "on_topic": plan_is_on_topic(steps, query),
         "multi_step": len(steps) > 1,
     }
 

@@ -14,6 +14,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,12 @@ PLANNER_PROMPT = (
 )
 
 
+STOPWORD_TEXT = (
+    "the a an and or of to in on for with then than that this is are be by as at from it its their them into "
+    "what which how why when who whose each every all any some two three four five first second third finally "
+    "after before also give list write make find explain describe compare"
+)
+STOPWORDS = frozenset(STOPWORD_TEXT.split())
 MAX_STEP_CHARS = 100  # a step is a short instruction; a small model left unbounded may never close its string
 
 
@@ -42,6 +49,18 @@ def plan_constraint(max_steps: int) -> OutputConstraint:
         "additionalProperties": False,
     }
     return OutputConstraint(type="json_schema", json_schema=schema, name="plan")
+
+
+def content_words(text: str) -> set[str]:
+    """The words of a text that carry its subject (three letters or more, not a stopword), lower case."""
+    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if len(word) > 2 and word not in STOPWORDS}
+
+
+def plan_is_on_topic(steps: Sequence[str], query: str) -> bool:
+    """Whether every step shares a content word with the query: a plan decoded under the schema is always valid
+    JSON, but a small model sometimes fills it with something else (dates, digits); such a plan is not used."""
+    words = content_words(query)
+    return bool(steps) and all(content_words(step) & words for step in steps)
 
 
 def step_constraints(options: TaskOptions, is_final: bool) -> tuple[OutputConstraint | None, OutputConstraint | None]:

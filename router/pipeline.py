@@ -36,6 +36,7 @@ from router.constrained import (
     constrained_answer,
     honouring,
     plan_constraint,
+    plan_is_on_topic,
     required_kinds,
     step_constraints,
     unsupported_reason,
@@ -290,6 +291,8 @@ class TaskPipeline:
         try:
             steps = parse_plan(record.result.text)  # strict JSON when constrained; repairs for the others
         except PlanParseError:
+            return PlannerRun(record, None, constrained)
+        if constrained and not plan_is_on_topic(steps, self.request.query):  # valid JSON, about something else
             return PlannerRun(record, None, constrained)
         scores = tuple(self._step_score(step) for step in steps)
         return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores), constrained)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from router.brain import RoutingBrain
-from router.constrained import PLANNER_PROMPT, plan_constraint
+from router.constrained import PLANNER_PROMPT, plan_constraint, plan_is_on_topic
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.screening import AgentView
 from shared.constraints import answer_type_constraint, violation
@@ -128,3 +128,25 @@ def test_no_agent_that_can_honour_the_constraint_says_why() -> None:
     with pytest.raises(NoAgentsError, match="no live agent can honour a choice output constraint"):
         execute(port, [view("a", ("json_schema",))], "A or B?", answer=answer_type_constraint("choice", ("A", "B")))
     assert port.requests == []
+
+
+def test_a_valid_but_off_topic_constrained_plan_is_not_used() -> None:
+    """Decoded under the schema, a small model sometimes plans dates; the task then runs on the query itself."""
+    port = Port({"a": planner_then_solver('{"subtasks": ["2018-08-28 13:12:13"]}', "10")})
+    answer = execute(port, [view("a")], HARD, plan_k=2, cot_count=1)
+    assert answer.plan == (HARD,)
+    (planned,) = [data for event, data in port.events if event == "planned"]
+    assert planned.get("fallback") is True
+
+
+@pytest.mark.parametrize(
+    ("steps", "on_topic"),
+    [
+        (["Find the prime factors of 360", "Add the factors"], True),
+        (["2018-08-28 13:12:13"], False),
+        (["Prime factors of 360", "first subtask"], False),
+        ([], False),
+    ],
+)
+def test_a_plan_is_on_topic_when_every_step_shares_a_content_word(steps: list[str], on_topic: bool) -> None:
+    assert plan_is_on_topic(steps, HARD) is on_topic
