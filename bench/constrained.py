@@ -140,6 +140,7 @@ def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
     from edge_agent.backends.base import GenerationOptions
     from edge_agent.personas import build_messages
     from router.constrained import PLANNER_PROMPT, plan_constraint
+    from router.pipeline import PLAN_MAX_TOKENS
     from router.planning import SYSTEM_PROMPT, PlanParseError, parse_plan
     from shared.constraints import violation
 
@@ -148,7 +149,7 @@ def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     examples: list[list[str]] = []
     for index, query in enumerate(QUERIES[:n]):
-        options = GenerationOptions(max_tokens=160, temperature=0.3, seed=seed + index)
+        options = GenerationOptions(max_tokens=PLAN_MAX_TOKENS, temperature=0.3, seed=seed + index)  # as the router
         free = backend.generate(build_messages(free_prompt, f"{query}\nReturn the JSON now."), options).text
         counts["free_strict"] += _strict_plan(free)
         try:

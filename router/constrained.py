@@ -35,7 +35,7 @@ STOPWORD_TEXT = (
     "after before also give list write make find explain describe compare"
 )
 STOPWORDS = frozenset(STOPWORD_TEXT.split())
-MAX_STEP_CHARS = 100  # a step is a short instruction; a small model left unbounded may never close its string
+MAX_STEP_CHARS = 80  # a step is a short instruction; a small model left unbounded may never close its string
 
 
 def plan_constraint(max_steps: int) -> OutputConstraint:
