@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet_gateway.openai_api import BadRequest, ChatCompletionRequest, Tool, chunk, trace, usage
-from shared.constraints import ConstraintError, check_schema, schema_violation
+from shared.constraints import ConstraintError, canonical_json, check_schema, schema_violation
 from shared.messages import OutputConstraint, TaskAnswer
 
 MAX_PARALLEL_CALLS = 4
@@ -174,7 +174,8 @@ def reply_of(text: str, structured: StructuredRequest, task_id: str, cut_short: 
     value = _validated(text, (structured.constraint.json_schema or {}) if structured.constraint else {})
     if "tool_calls" not in value:
         return Reply(str(value.get("content", "")))
-    calls = [_tool_call(call, index, task_id) for index, call in enumerate(value["tool_calls"])]
+    unique = {canonical_json(call): call for call in value["tool_calls"]}  # a small model repeats calls to fill a list
+    calls = [_tool_call(call, index, task_id) for index, call in enumerate(unique.values())]
     return Reply(None, calls)
 
 

@@ -147,3 +147,9 @@ def test_a_tool_result_turn_is_accepted_and_asks_for_the_answer() -> None:
         'Assistant: [called get_weather({"city":"Paris"})]',
         'Tool: {"temperature": 21}',
     )
+
+
+def test_repeated_identical_calls_are_one_call() -> None:
+    request = structured_request(chat(tools=[WEATHER, TIME], tool_choice="required"))
+    twice = '{"tool_calls": [{"name": "get_time", "arguments": {}}, {"arguments": {}, "name": "get_time"}]}'
+    assert [call["function"]["name"] for call in reply_of(twice, request, "t").tool_calls] == ["get_time"]
