@@ -303,6 +303,8 @@ def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amq
                 counts["requests"] += 1
                 counts["answered_with_calls"] += bool(calls)
                 counts["expected_tool"] += any(call["function"]["name"] == expected for call in calls)
+                counts["first_call_expected"] += bool(calls) and calls[0]["function"]["name"] == expected
+                counts["only_expected"] += bool(calls) and all(call["function"]["name"] == expected for call in calls)
                 for call in calls:
                     counts["calls"] += 1
                     try:
@@ -319,6 +321,8 @@ def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amq
         "valid_call_share": round(valid_share, 3),
         "requests_with_calls": round(counts["answered_with_calls"] / max(1, n), 3),
         "expected_tool_share": round(counts["expected_tool"] / max(1, n), 3),
+        "first_call_expected_share": round(counts["first_call_expected"] / max(1, n), 3),
+        "only_expected_share": round(counts["only_expected"] / max(1, n), 3),
         "goal": TOOL_GOAL,
         "goal_met": valid_share >= TOOL_GOAL and counts["answered_with_calls"] == n,
     }
@@ -456,7 +460,8 @@ def print_summary(result: dict[str, Any]) -> None:
         print(
             f"  calls valid against their schema {result['valid_call_share']:.0%} (goal 100 %: "
             f"{_verdict(result['goal_met'])}), requests answered with calls {result['requests_with_calls']:.0%}, "
-            f"expected tool chosen {result['expected_tool_share']:.0%}  {result['counts']}"
+            f"expected tool among the calls {result['expected_tool_share']:.0%}, first "
+            f"{result['first_call_expected_share']:.0%}, only {result['only_expected_share']:.0%}  {result['counts']}"
         )
     else:
         rates, slowdown = result["tokens_per_second"], result["slowdown"]
