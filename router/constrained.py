@@ -35,6 +35,7 @@ STOPWORD_TEXT = (
     "after before also give list write make find explain describe compare"
 )
 STOPWORDS = frozenset(STOPWORD_TEXT.split())
+_CAMEL_CASE = re.compile(r"([a-z0-9])([A-Z])")
 MAX_STEP_CHARS = 80  # a step is a short instruction; a small model left unbounded may never close its string
 
 
@@ -53,7 +54,8 @@ def plan_constraint(max_steps: int) -> OutputConstraint:
 
 def content_words(text: str) -> set[str]:
     """The words of a text that carry its subject (three letters or more, not a stopword), lower case."""
-    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if len(word) > 2 and word not in STOPWORDS}
+    spaced = _CAMEL_CASE.sub(r"\1 \2", text)  # "ComputeArea" is two words
+    return {word for word in re.findall(r"[a-z0-9]+", spaced.lower()) if len(word) > 2 and word not in STOPWORDS}
 
 
 def plan_is_on_topic(steps: Sequence[str], query: str) -> bool:

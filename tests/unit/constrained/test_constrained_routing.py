@@ -144,6 +144,7 @@ def test_a_valid_but_off_topic_constrained_plan_is_not_used() -> None:
     [
         (["Find the prime factors of 360", "Add the factors"], True),
         (["2018-08-28 13:12:13"], False),
+        (["FindPrimeFactors", "AddThem"], True),
         (["Prime factors of 360", "first subtask"], False),
         ([], False),
     ],
