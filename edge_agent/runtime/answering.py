@@ -27,7 +27,8 @@ from edge_agent.backends.base import (
 from shared.messages import OutputConstraint, RunRequest
 
 ANSWER_SEPARATOR = "\nFinal answer: "
-ANSWER_MAX_TOKENS = 48  # a number, a choice or a short text; a JSON answer keeps the run's own limit
+ANSWER_MAX_TOKENS = 48
+REASONING_TAIL_CHARS = 200  # a number, a choice or a short text; a JSON answer keeps the run's own limit
 Generate = Callable[[list[ChatMessage], GenerationOptions], Generation]
 
 
@@ -51,8 +52,9 @@ def refuse_unsupported(request: RunRequest, backend: object, agent_id: str) -> N
             )
 
 
-def answer_prompt(subtask: str, constraint: OutputConstraint) -> str:
-    """The second phase's question: the task again, and the answer alone in the constraint's form."""
+def answer_prompt(subtask: str, constraint: OutputConstraint, reasoning: str = "") -> str:
+    """The second phase's question: the task again, the end of the reasoning (a small model copies from what it
+    sees close by, and the answer is usually there), and the answer alone in the constraint's form."""
     if constraint.type == "choice":
         form = "exactly one of: " + ", ".join(constraint.choices[:20])
     elif constraint.type == "json_schema":
@@ -61,7 +63,9 @@ def answer_prompt(subtask: str, constraint: OutputConstraint) -> str:
         form = "a number only, no units"
     else:
         form = "a few words only"
-    return f"Task: {subtask}\nNow give the final answer to this task, {form}."
+    tail = " ".join(reasoning.split())[-REASONING_TAIL_CHARS:]
+    recalled = f'Your working ended with: "{tail}"\n' if tail else ""
+    return f"Task: {subtask}\n{recalled}Now give the final answer to this task, {form}."
 
 
 def reason_then_answer(
@@ -79,7 +83,7 @@ def reason_then_answer(
     follow_up: list[ChatMessage] = [
         *messages,
         {"role": "assistant", "content": reasoning.text},
-        {"role": "user", "content": answer_prompt(request.subtask, constraint)},
+        {"role": "user", "content": answer_prompt(request.subtask, constraint, reasoning.text)},
     ]
     limit = options.max_tokens if constraint.type == "json_schema" else min(options.max_tokens, ANSWER_MAX_TOKENS)
     between(ANSWER_SEPARATOR)
