@@ -36,7 +36,10 @@ STOPWORD_TEXT = (
 )
 STOPWORDS = frozenset(STOPWORD_TEXT.split())
 _CAMEL_CASE = re.compile(r"([a-z0-9])([A-Z])")
-MAX_STEP_CHARS = 80  # a step is a short instruction; a small model left unbounded may never close its string
+MAX_STEP_CHARS = 60  # a step is a short instruction; a small model left unbounded may never close its string
+
+
+CONSTRAINED_PLAN_MAX_TOKENS = 640  # 8 steps of 60 one-character tokens (digits are): a plan cut short is not JSON
 
 
 def plan_constraint(max_steps: int) -> OutputConstraint:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
+from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS as PLAN_ROOM
 from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
 from router.constrained import (
     can_honour,
@@ -282,6 +283,8 @@ class TaskPipeline:
         if self._agent_honours(choice.agent_id, ("json_schema",)):  # a plan by construction, no example to copy
             constraint = plan_constraint(MAX_PLAN_STEPS)
             request = self._run_request(choice, self.request.query, (), "plan", constraint=constraint)
+            room = request.sampling.model_copy(update={"max_tokens": max(request.sampling.max_tokens, PLAN_ROOM)})
+            request = request.model_copy(update={"sampling": room})
         else:
             request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)

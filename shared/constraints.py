@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse  # type: ignore[no-redef, unused-ignore]
 
 ANSWER_TYPES = ("number", "choice", "short_text", "json")
-NUMBER_PATTERN = r"-?[0-9]{1,15}(\.[0-9]{1,6})?"
+NUMBER_PATTERN = r"-?[0-9]{1,15}(\.[0-9]{1,2})?"  # two decimals: a small model otherwise keeps adding digits
 SHORT_TEXT_PATTERN = r"[^\n]{1,80}"
 MAX_EXAMPLE_DEPTH = 12
 

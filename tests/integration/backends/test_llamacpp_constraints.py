@@ -39,7 +39,8 @@ def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBac
     query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
     messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
     for seed in (1, 2, 3):
-        text = backend.generate(messages, options(constraint, 200, temperature=0.3).model_copy(update={"seed": seed})).text
+        settings = options(constraint, 200, temperature=0.3).model_copy(update={"seed": seed})
+        text = backend.generate(messages, settings).text
         assert violation(text, constraint) is None, text
         assert 1 <= len(json.loads(text)["subtasks"]) <= 4
 
