@@ -16,7 +16,7 @@ from edge_agent.backends.llamacpp import LlamaCppBackend, json_grammar
 from edge_agent.personas import build_messages, get_persona
 from edge_agent.runtime.answering import reason_then_answer
 from model_store import default_model_path
-from router.constrained import PLANNER_PROMPT, plan_constraint
+from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS, PLANNER_PROMPT, plan_constraint
 from shared.constraints import answer_type_constraint, violation
 from shared.messages import OutputConstraint, RunRequest
 
@@ -39,7 +39,8 @@ def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBac
     query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
     messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
     for seed in (1, 2, 3):
-        settings = options(constraint, 200, temperature=0.3).model_copy(update={"seed": seed})
+        # the router's budget for a constrained plan: room for every step at one character a token, so it closes
+        settings = options(constraint, CONSTRAINED_PLAN_MAX_TOKENS, temperature=0.3).model_copy(update={"seed": seed})
         text = backend.generate(messages, settings).text
         assert violation(text, constraint) is None, text
         assert 1 <= len(json.loads(text)["subtasks"]) <= 4
