@@ -46,6 +46,7 @@ from edge_agent.backends.base import (
     GenerationOptions,
     last_user_message,
 )
+from shared.constraints import example_output
 
 DEFAULT_BENCHMARKS = ("gsm8k", "medqa", "bbh")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -100,6 +101,7 @@ class ScriptedBackend:
 
     supports_chat_template = True
     device = "cpu"
+    constraint_kinds = ("json_schema", "regex", "choice")
 
     def __init__(
         self,
@@ -195,6 +197,10 @@ class ScriptedBackend:
             answer, _ = self.answer(item)
             text = f"Scripted agent ({self.model}) answering {item.item_id}.\nFinal answer: {answer}"
             delay_rng = np.random.default_rng([self.seed, _digest(item.item_id), self._asked[item.item_id], 1])
+        if options.constraint is not None:  # valid by construction: its answer when it fits, else a valid one
+            task = prompt.rsplit("Task: ", 1)[-1].strip()
+            preferred = text.rsplit("Final answer: ", 1)[-1]
+            text = example_output(options.constraint, preferred=preferred, fill=task)
         if self.latency_ms:
             time.sleep(max(0.0, self.latency_ms * (1.0 + self.jitter * float(delay_rng.standard_normal()))) / 1000)
         return Generation(

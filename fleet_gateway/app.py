@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet_gateway import openai_api as api
 from fleet_gateway import quotas as quota_rules
+from fleet_gateway import structured as structured_outputs
 from fleet_gateway.fabric import FabricGateway
 from fleet_gateway.limits import GatewayLimits, RequestGuard
 from fleet_gateway.public_errors import fabric_failure, install_error_handlers, invalid_options
@@ -93,13 +94,18 @@ def create_app(
         except CapExceeded as error:
             quotas.refuse(caller, f"max_{error.param}")
             raise GatewayError(400, str(error), "quota_exceeded", error.param) from None
+        structured = structured_outputs.structured_request(body)  # response_format, tools: a constraint
+        if structured.constraint is not None:
+            options["output"] = structured.constraint
+        if structured.instructions:
+            context = (*context, f"System: {structured.instructions}")
         if not live:
             raise GatewayError(503, "no live agent on the fabric: start one with `edge-agent start`", "no_agents")
         if not gateway.live_routers():
             raise GatewayError(503, "no router on the fabric: start one with `edge-agent router`", "no_router")
         client = await gateway.client_for(caller)
         try:
-            task = client.request(query, context=context, stream=body.stream, **options)
+            task = client.request(query, context=context, stream=body.stream and not structured.calls_tools, **options)
         except ValueError as error:
             raise GatewayError(400, invalid_options(error), "invalid_options") from None
         stream: Stream = client.stream(task)
@@ -110,12 +116,51 @@ def create_app(
         if not body.stream:
             answer = await _answer(stream, http)
             count(answer)
+            if structured.constraint is not None:
+                return _structured_completion(answer, body, structured)
             return api.completion(answer, body.model, body.stops())
         first = await _first(stream)  # errors before the first token still get their HTTP status
-        events = _events(first, stream, body, count)
-        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store"})
+        if structured.calls_tools:
+            if isinstance(first, TaskAnswer):
+                await stream.aclose()  # type: ignore[attr-defined]
+            answer = first if isinstance(first, TaskAnswer) else await _answer(stream, http)
+            count(answer)
+            reply = _structured_reply(answer, structured)
+            events = structured_outputs.tool_call_events(answer, reply, body.model, _include_usage(body))
+            return EventSourceResponse(_sse(events), ping=15, headers={"Cache-Control": "no-store"})
+        streamed = _events(first, stream, body, count)
+        return EventSourceResponse(streamed, ping=15, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _structured_reply(answer: TaskAnswer, structured: structured_outputs.StructuredRequest) -> structured_outputs.Reply:
+    try:
+        text, cut_short = answer.final_text or answer.answer, answer.finish_reason == "length"
+        return structured_outputs.reply_of(text, structured, answer.task_id, cut_short)
+    except structured_outputs.InvalidReply as error:
+        raise GatewayError(502, str(error), "invalid_model_output") from None
+
+
+def _structured_completion(
+    answer: TaskAnswer, body: api.ChatCompletionRequest, structured: structured_outputs.StructuredRequest
+) -> dict[str, Any]:
+    """The chat.completion of a JSON answer or of tool calls (stop sequences do not cut JSON)."""
+    reply = _structured_reply(answer, structured)
+    completion = api.completion(answer, body.model, [])
+    choice = completion["choices"][0]
+    choice["message"] = reply.message()
+    choice["finish_reason"] = reply.finish_reason or choice["finish_reason"]
+    return completion
+
+
+def _include_usage(body: api.ChatCompletionRequest) -> bool:
+    return body.stream_options is not None and body.stream_options.include_usage
+
+
+async def _sse(events: list[str]) -> AsyncIterator[str]:
+    for event in events:
+        yield event
 
 
 async def _answer(stream: Stream, http: Request) -> TaskAnswer:

@@ -41,15 +41,44 @@ class TextPart(BaseModel):
     text: str = ""
 
 
-class InputMessage(BaseModel):
-    """One turn of the conversation (`developer` is OpenAI's newer name for `system`)."""
+class FunctionCall(BaseModel):
+    """A function call as OpenAI writes it: the arguments are a JSON text."""
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(default="{}", max_length=100_000)
+
+
+class ToolCall(BaseModel):
+    """One tool call of an assistant turn (`tool_calls` in a conversation sent back with the results)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default="", max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class InputMessage(BaseModel):
+    """One turn of the conversation (`developer` is OpenAI's newer name for `system`; `tool` carries a tool's
+    result for the call `tool_call_id`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=64)
+    tool_call_id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=64)
 
     def text(self) -> str:
+        if self.tool_calls:
+            calls = "; ".join(f"{call.function.name}({call.function.arguments})" for call in self.tool_calls)
+            return f"{self._content()} [called {calls}]".strip()
+        return self._content()
+
+    def _content(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
@@ -58,6 +87,58 @@ class InputMessage(BaseModel):
         if unsupported:
             raise BadRequest(f"content parts of type {', '.join(unsupported)} are not supported", "messages")
         return "".join(part.text for part in self.content)
+
+
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str = Field(default="", max_length=4000)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`: that function must be called."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(default="response", max_length=64)
+    description: str = Field(default="", max_length=4000)
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`response_format`: plain text, any JSON object, or JSON that validates against a schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class StreamOptions(BaseModel):
@@ -80,7 +161,10 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     functions: list[Any] | None = None
     # Symphony's options (extra_body in the openai client)
     plan_k: int | None = Field(default=None, ge=1, le=8)
@@ -125,15 +209,18 @@ def task_of(
     """(query, conversation context, TaskOptions fields) of a chat completion request."""
     if request.n != 1:
         raise BadRequest("only n = 1 is supported: the fabric votes its runs into one answer", "n")
-    if request.tools or request.functions:
-        raise BadRequest("tools and functions are not supported by the fabric's agents", "tools")
+    if request.functions:
+        raise BadRequest("the legacy `functions` field is not supported; send `tools`", "functions")
     *earlier, last = request.messages
-    if last.role != "user":
-        raise BadRequest("the last message must come from the user", "messages")
-    query = last.text().strip()
+    if last.role == "tool":  # the results of the calls just made: answer the user's request with them
+        earlier, query = request.messages, TOOL_RESULTS_QUERY
+    elif last.role != "user":
+        raise BadRequest("the last message must come from the user or a tool", "messages")
+    else:
+        query = last.text().strip()
     if not query:
         raise BadRequest("the last user message is empty", "messages")
-    labels = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+    labels = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
     context = tuple(f"{labels[m.role]}: {m.text()}" for m in earlier if m.text().strip())
     options: dict[str, Any] = {"deadline_s": deadline_s, **model_options(request.model, live_agent_ids)}
     max_tokens = request.max_completion_tokens or request.max_tokens
@@ -146,6 +233,9 @@ def task_of(
         if value is not None and not (name in ("cot_count", "plan_k") and "agent_id" in options):
             options[name] = value
     return query, context, options
+
+
+TOOL_RESULTS_QUERY = "Answer the user's last request using the tool results above."
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:

@@ -48,6 +48,7 @@ class AgentView:
     cost_per_1k_tokens: float = 0.0
     site: str | None = None  # where the agent's node lives (None: the default site)
     observations: int = 0  # a site agent's: the rewards its site learned its reliability from
+    constraints: tuple[str, ...] = ()  # the output constraint kinds its backend honours
 
 
 class ProfileTable:
@@ -201,6 +202,7 @@ class FleetIndex:
             reliability=reliability.get(info.agent_id, DEFAULT_RELIABILITY),
             cost_per_1k_tokens=info.cost_per_1k_tokens or 0.0,
             site=self.site_name(slot),
+            constraints=info.constraints,
         )
 
     def _new_slot(self) -> int:

@@ -29,9 +29,21 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.answers import ExtractedAnswer, canonicalize, extract_answer
+from router.answers import ExtractedAnswer, canonicalize
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
+from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS as PLAN_ROOM
+from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
+from router.constrained import (
+    can_honour,
+    constrained_answer,
+    honouring,
+    plan_constraint,
+    plan_is_on_topic,
+    required_kinds,
+    step_constraints,
+    unsupported_reason,
+)
 from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
@@ -50,6 +62,7 @@ from router.voting import (
 )
 from shared.messages import (
     BallotSummary,
+    OutputConstraint,
     RunRequest,
     RunResult,
     SamplingOptions,
@@ -61,6 +74,7 @@ from shared.messages import (
 PLANNING_TAGS = ("planning",)
 MAX_CONTEXT_CHARS = 2000
 PLAN_MAX_TOKENS = 256
+MAX_PLAN_STEPS = 8
 FINAL_STEP_NOTE = "This is the last step: give the answer to the original task, in the format it asks for."
 _CHAIN: ContextVar[int | None] = ContextVar("symphony_chain", default=None)
 """The chain a coroutine works on (chains mode), added to its trace events."""
@@ -119,6 +133,7 @@ class PlannerRun:
 
     record: RunRecord
     candidate: PlanCandidate | None
+    constrained: bool = False  # decoded under the plan schema
 
 
 @dataclass
@@ -243,6 +258,7 @@ class TaskPipeline:
             plan=list(winner.steps),
             chosen=winner.planner_id,
             candidates=[{"planner": c.planner_id, "steps": list(c.steps)} for c in candidates],
+            constrained=[r.record.choice.agent_id for r in planners if r.constrained],
         )
         winning_key = plan_key(winner.steps)
         self._reward_planners(
@@ -298,16 +314,25 @@ class TaskPipeline:
         return list(await asyncio.gather(*(self._plan_with(choice) for choice in planners)))
 
     async def _plan_with(self, choice: Choice) -> PlannerRun:
-        request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
+        if self._agent_honours(choice.agent_id, ("json_schema",)):  # a plan by construction, no example to copy
+            constraint = plan_constraint(MAX_PLAN_STEPS)
+            request = self._run_request(choice, self.request.query, (), "plan", constraint=constraint)
+            room = request.sampling.model_copy(update={"max_tokens": max(request.sampling.max_tokens, PLAN_ROOM)})
+            request = request.model_copy(update={"sampling": room})
+        else:
+            request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)
+        constrained = request.constraint is not None
         if record.result.error is not None:
-            return PlannerRun(record, None)
+            return PlannerRun(record, None, constrained)
         try:
-            steps = parse_plan(record.result.text, self.max_steps)
+            steps = parse_plan(record.result.text, self.max_steps)  # strict JSON when constrained; repairs else
         except PlanParseError:
-            return PlannerRun(record, None)
+            return PlannerRun(record, None, constrained)
+        if constrained and not plan_is_on_topic(steps, self.request.query):  # valid JSON, about something else
+            return PlannerRun(record, None, constrained)
         scores = tuple(self._step_score(step) for step in steps)
-        return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores))
+        return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores), constrained)
 
     def _reward_planners(
         self,
@@ -418,7 +443,9 @@ class TaskPipeline:
     ) -> SubtaskOutcome:
         """Run one step on `count` distinct agents (agents in `avoid` last) and vote; learning is the caller's."""
         tags = self._tags(step)
-        choices = await self._choose(tags, step, max(self.options.top_l, count))
+        constraints = step_constraints(self.options, is_final)
+        needs = required_kinds(*constraints)
+        choices = await self._choose(tags, step, max(self.options.top_l, count), needs)
         preferred = [c for c in choices if c.agent_id not in (avoid or ())] + [
             c for c in choices if c.agent_id in (avoid or ())
         ]
@@ -427,7 +454,7 @@ class TaskPipeline:
         spares = SpareAgents(
             backups=[choice for choice in preferred if choice.agent_id not in first_ids],
             tried=set(first_ids),
-            rescreen=lambda size: self._screen(tags, step, size),
+            rescreen=lambda size: self._screen(tags, step, size, needs),
         )
         if traced(self.options, "screened"):  # (the candidates' list is built only for a full trace)
             self._emit(
@@ -447,7 +474,9 @@ class TaskPipeline:
             )
         # A single run that gives the task's answer streams its tokens to a client that asked for a stream.
         stream = self.options.stream and count == 1 and is_final and _CHAIN.get() is None
-        records = await self._run_votes(index, self._run_text(step, is_final), context, first, spares, stream)
+        records = await self._run_votes(
+            index, self._run_text(step, is_final), context, first, spares, stream, constraints
+        )
         return self._vote(index, step, records)
 
     async def _run_votes(
@@ -458,9 +487,12 @@ class TaskPipeline:
         first: list[Choice],
         spares: SpareAgents,
         stream: bool = False,
+        constraints: tuple[OutputConstraint | None, OutputConstraint | None] = (None, None),
     ) -> list[RunRecord]:
         pending = {
-            asyncio.ensure_future(self._run_with_fallback(index, step, context, choice, spares, stream)): choice
+            asyncio.ensure_future(
+                self._run_with_fallback(index, step, context, choice, spares, stream, constraints)
+            ): choice
             for choice in first
         }
         records: list[RunRecord] = []
@@ -496,11 +528,13 @@ class TaskPipeline:
         choice: Choice,
         spares: SpareAgents,
         stream: bool = False,
+        constraints: tuple[OutputConstraint | None, OutputConstraint | None] = (None, None),
     ) -> RunRecord | None:
         """Run on `choice`; on failure move to a spare agent (shared by the subtask's runs)."""
         current: Choice | None = choice
+        output, answer = constraints
         while current is not None:
-            request = self._run_request(current, step, context, "solve", stream)
+            request = self._run_request(current, step, context, "solve", stream, output, answer)
             sent_at = self.clock()
             record = await self._run(current, request, index)
             if record.result.error is None:
@@ -525,7 +559,14 @@ class TaskPipeline:
 
     async def _run(self, choice: Choice, request: RunRequest, subtask_index: int) -> RunRecord:
         self.brain.record_dispatch(request.dispatch_id, choice)
-        self._emit("dispatched", subtask=subtask_index, agent=choice.agent_id, dispatch_id=request.dispatch_id)
+        constrained = {
+            name: value.type
+            for name, value in (("constraint", request.constraint), ("answer_constraint", request.answer_constraint))
+            if value is not None
+        }
+        self._emit(
+            "dispatched", subtask=subtask_index, agent=choice.agent_id, dispatch_id=request.dispatch_id, **constrained
+        )
         try:
             result = await self.port.run(request, self._run_timeout())
         except asyncio.CancelledError:
@@ -534,7 +575,7 @@ class TaskPipeline:
         self._order += 1
         self.prompt_tokens += result.prompt_tokens
         self.completion_tokens += result.completion_tokens
-        answer = extract_answer(result.text) if result.error is None else ExtractedAnswer("", "", "none")
+        answer = constrained_answer(request, result) if result.error is None else ExtractedAnswer("", "", "none")
         self._emit(
             "result",
             subtask=subtask_index,
@@ -542,6 +583,7 @@ class TaskPipeline:
             dispatch_id=request.dispatch_id,
             error=result.error,
             answer=answer.raw[:200],
+            method=answer.method,
             latency_ms=round(result.latency_ms, 1),
             tokens=result.completion_tokens,
         )
@@ -627,10 +669,14 @@ class TaskPipeline:
             return f"{step}\n{FINAL_STEP_NOTE}"
         return step
 
-    async def _choose(self, tags: Sequence[str], requirement: str, count: int) -> list[Choice]:
-        choices = self._screen(tags, requirement, max(count, self.options.top_l))
+    async def _choose(
+        self, tags: Sequence[str], requirement: str, count: int, needs: tuple[str, ...] = ()
+    ) -> list[Choice]:
+        choices = self._screen(tags, requirement, max(count, self.options.top_l), needs)
         if not choices and await self._fleet_back():
-            choices = self._screen(tags, requirement, max(count, self.options.top_l))
+            choices = self._screen(tags, requirement, max(count, self.options.top_l), needs)
+        if not choices and needs and self.live_agents():
+            raise NoAgentsError(unsupported_reason(needs, len(self.live_agents())))
         if not choices:
             raise NoAgentsError("no live agent is available on the fabric")
         return choices
@@ -657,19 +703,37 @@ class TaskPipeline:
             return False
         return await self.wait_for_agents()
 
-    def _screen(self, tags: Sequence[str], requirement: str, size: int) -> list[Choice]:
-        """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live)."""
+    def _screen(self, tags: Sequence[str], requirement: str, size: int, needs: tuple[str, ...] = ()) -> list[Choice]:
+        """Top-`size` live agents for a requirement, in LinUCB's order (empty when none is live); with `needs`,
+        only agents that honour those constraint kinds."""
         agents = self.live_agents()
         if self.options.agent_id is not None:  # a direct run: that agent or none
             agents = [agent for agent in agents if agent.agent_id == self.options.agent_id]
+        if needs:
+            agents = honouring(agents, needs)
         options = self.options
         return self.brain.choose(
             agents, requirement, tags, size, options.difficulty, options.benchmark, options.budget, options.max_tokens
         )
 
+    def _agent_honours(self, agent_id: str, kinds: tuple[str, ...]) -> bool:
+        """Whether a live agent announces these constraint kinds (looked up for that agent alone when it can be)."""
+        agents = self.live_agents()
+        views_of = getattr(agents, "views_of", None)
+        found = views_of([agent_id]).values() if views_of is not None else agents
+        return any(view.agent_id == agent_id and can_honour(view, kinds) for view in found)
+
     def _run_request(
-        self, choice: Choice, text: str, context: tuple[str, ...], purpose: str, stream: bool = False
+        self,
+        choice: Choice,
+        text: str,
+        context: tuple[str, ...],
+        purpose: str,
+        stream: bool = False,
+        constraint: OutputConstraint | None = None,
+        answer_constraint: OutputConstraint | None = None,
     ) -> RunRequest:
+        constrained_plan = purpose == "plan" and constraint is not None
         return RunRequest(
             dispatch_id=f"{self.request.task_id[:64]}.{uuid.uuid4().hex[:12]}",
             task_id=self.request.task_id,
@@ -677,12 +741,18 @@ class TaskPipeline:
             purpose=purpose,  # type: ignore[arg-type]
             subtask=text,
             context=context,
-            instructions=PLANNER_PROMPT.format(max_steps=self.max_steps) if purpose == "plan" else None,
+            instructions=(CONSTRAINED_PLANNER_PROMPT if constrained_plan else PLANNER_PROMPT).format(
+                max_steps=self.max_steps
+            )
+            if purpose == "plan"
+            else None,
             sampling=self._sampling(purpose),
             deadline_s=self._run_timeout(),
             reply_topic=self.port.reply_topic,
             stream=stream,
             sent_at=self.clock(),
+            constraint=constraint,
+            answer_constraint=answer_constraint,
         )
 
     def _sampling(self, purpose: str) -> SamplingOptions:

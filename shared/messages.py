@@ -20,6 +20,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     model_serializer,
+    model_validator,
 )
 
 from shared.errors import MessageError
@@ -69,6 +70,31 @@ class SiteAware(WireModel):
 # --- nodes ------------------------------------------------------------------------------------------------
 
 
+ConstraintKind = Literal["json_schema", "regex", "choice"]
+CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("json_schema", "regex", "choice")
+
+
+class OutputConstraint(WireModel):
+    """What a model's output may be: valid JSON against a schema, a full match of a regular expression, or one
+    of a few strings. Engines that can constrain decoding (llama.cpp grammars, `response_format`) produce only
+    valid output; `shared.constraints` builds, checks and canonicalises these."""
+
+    type: ConstraintKind
+    json_schema: dict[str, Any] | None = None
+    pattern: str | None = Field(default=None, min_length=1, max_length=2000)
+    choices: tuple[Annotated[str, Field(min_length=1, max_length=500)], ...] = Field(default=(), max_length=256)
+    name: str = Field(default="answer", max_length=64)  # a schema's name (OpenAI's json_schema.name)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> OutputConstraint:
+        present = {"json_schema": self.json_schema is not None, "regex": self.pattern is not None}
+        present["choice"] = bool(self.choices)
+        if not present[self.type] or sum(present.values()) != 1:
+            body = {"json_schema": "json_schema", "regex": "pattern", "choice": "choices"}[self.type]
+            raise ValueError(f"a {self.type} constraint carries exactly its own {body!r} field")
+        return self
+
+
 class AgentInfo(WireModel):
     """One agent hosted by a node, as announced in its beacon."""
 
@@ -82,6 +108,7 @@ class AgentInfo(WireModel):
     tokens_per_second: NonNegative | None = None
     description: str = Field(default="", max_length=4000)
     cost_per_1k_tokens: NonNegative | None = None  # the agent's price (config, else its backend's default)
+    constraints: tuple[ConstraintKind, ...] = ()  # the output constraints its backend honours while decoding
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -185,6 +212,8 @@ class TaskOptions(WireModel):
     agent_id: Id | None = None  # run on this agent only (a direct run, e.g. the gateway's `agent:<id>` models)
     # summary (the default): only the answered / failed event; full: every step (`submit` and followers ask)
     trace: Literal["full", "summary"] = "summary"
+    output: OutputConstraint | None = None  # the last step's whole output is constrained (e.g. JSON to a schema)
+    answer: OutputConstraint | None = None  # each run reasons freely, then gives an answer constrained to this
 
 
 class TaskRequest(SiteAware):
@@ -231,6 +260,8 @@ class RunRequest(WireModel):
     reply_topic: PublishTopic
     stream: bool = False  # send RunChunks of the tokens as they come (the RunResult stays authoritative)
     sent_at: float = 0.0
+    constraint: OutputConstraint | None = None  # the whole output must satisfy it
+    answer_constraint: OutputConstraint | None = None  # free reasoning, then an answer that satisfies it
 
 
 class RunChunk(WireModel):
@@ -276,6 +307,7 @@ class RunResult(WireModel):
     queued_ms: NonNegative = 0.0
     error: ErrorKind | None = None
     error_message: str = Field(default="", max_length=4000)
+    answer: Text | None = None  # the constrained answer of a run asked for one (RunRequest.answer_constraint)
 
     @property
     def ok(self) -> bool:

@@ -30,6 +30,7 @@ from shared.errors import (
     PaymentRequired,
     ServerError,
 )
+from shared.messages import OutputConstraint
 
 __all__ = [
     "Backend",
@@ -44,8 +45,10 @@ __all__ = [
     "ServerError",
     "StreamingBackend",
     "TokenSink",
+    "constraint_kinds",
     "last_user_message",
     "plain_prompt",
+    "refuse_constraint",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -68,6 +71,7 @@ class GenerationOptions(BaseModel):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    constraint: OutputConstraint | None = None  # only backends announcing its kind in `constraint_kinds` get one
 
 
 class Generation(BaseModel):
@@ -119,6 +123,24 @@ class StreamingBackend(Backend, Protocol):
         The returned ``Generation`` holds the text produced so far (all of it, or up to the stop).
         """
         ...
+
+
+def constraint_kinds(backend: object) -> tuple[str, ...]:
+    """The output constraints a backend honours while decoding (its `constraint_kinds` attribute; none when absent).
+
+    Backends are plugins: one written before constraints existed announces none and is never sent a constraint.
+    """
+    return tuple(getattr(backend, "constraint_kinds", ()))
+
+
+def refuse_constraint(backend_name: str, options: GenerationOptions, supported: tuple[str, ...] = ()) -> None:
+    """Raise LogicError when `options` carries a constraint this backend cannot honour (never decode it freely)."""
+    constraint = options.constraint
+    if constraint is not None and constraint.type not in supported:
+        kinds = ", ".join(supported) or "none"
+        raise LogicError(
+            f"the {backend_name} backend cannot honour a {constraint.type} constraint (it supports: {kinds})"
+        )
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:

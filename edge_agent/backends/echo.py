@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 from edge_agent.backends.base import (
@@ -13,6 +14,7 @@ from edge_agent.backends.base import (
     TokenSink,
     last_user_message,
 )
+from shared.constraints import example_output, violation_free
 
 
 class EchoBackend:
@@ -25,6 +27,7 @@ class EchoBackend:
 
     supports_chat_template = True
     device = "cpu"
+    constraint_kinds = ("json_schema", "regex", "choice")
 
     def __init__(self, delay_s: float = 0.0, answer: str | None = None, model: str = "echo") -> None:
         if delay_s < 0:
@@ -43,8 +46,7 @@ class EchoBackend:
         if self.delay_s:
             time.sleep(self.delay_s)
         user_text = last_user_message(messages)
-        echoed_words = user_text.split()[: options.max_tokens]
-        text = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
+        text = self._reply(user_text, options)
         prompt_words = sum(len(message["content"].split()) for message in messages)
         return Generation(
             text=text,
@@ -61,8 +63,7 @@ class EchoBackend:
             raise BackendUnavailable("the echo backend was closed")
         started = time.perf_counter()
         user_text = last_user_message(messages)
-        echoed_words = user_text.split()[: options.max_tokens]
-        words = f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}".split(" ")
+        words = self._reply(user_text, options).split(" ")
         pause = self.delay_s / len(words)
         produced: list[str] = []
         for index, word in enumerate(words):
@@ -82,6 +83,17 @@ class EchoBackend:
             model=self.model,
         )
 
+    def _reply(self, user_text: str, options: GenerationOptions) -> str:
+        """The echo reply; under a constraint, the answer itself when it satisfies it, else a small valid output."""
+        if options.constraint is not None:
+            task = user_text.rsplit("Task: ", 1)[-1].strip()  # a JSON answer's strings hold the task (build_messages)
+            for candidate in (*_json_objects(task), self._final_answer(user_text)):  # echo what already fits
+                if violation_free(candidate, options.constraint):
+                    return candidate
+            return example_output(options.constraint, fill=task)
+        echoed_words = user_text.split()[: options.max_tokens]
+        return f"echo: {' '.join(echoed_words)}\nFinal answer: {self._final_answer(user_text)}"
+
     def _final_answer(self, user_text: str) -> str:
         if self.answer is not None:
             return self.answer
@@ -90,3 +102,17 @@ class EchoBackend:
     def close(self) -> None:
         """Mark the backend closed; later calls raise ``BackendUnavailable``."""
         self._closed = True
+
+
+def _json_objects(text: str) -> list[str]:
+    """The JSON objects written in a text, in order (what echo repeats when a JSON answer is asked of it)."""
+    decoder, found, position = json.JSONDecoder(), [], text.find("{")
+    while position != -1:
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except ValueError:
+            position = text.find("{", position + 1)
+            continue
+        found.append(text[position:end])
+        position = text.find("{", end)
+    return found

@@ -7,12 +7,14 @@ llama-cpp-python would otherwise silently fall back to the Llama-2 format.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.backends import grammar_sampling as grammar_sampling_module
 from edge_agent.backends.base import (
     PLAIN_PROMPT_STOPS,
     BackendUnavailable,
@@ -25,6 +27,12 @@ from edge_agent.backends.base import (
     plain_prompt,
 )
 from model_store import check_gguf
+from shared.constraints import ConstraintError, canonical_json, to_gbnf
+from shared.messages import OutputConstraint
+
+GRAMMAR_CACHE_SIZE = 64
+GRAMMAR_SAMPLING = ("check-first", "grammar-first")
+"""check-first: draw, then check the token (fast); grammar-first: llama-cpp-python's stock chain (grammar first)."""
 
 
 class LlamaCppBackend:
@@ -34,6 +42,7 @@ class LlamaCppBackend:
     """
 
     name = "llamacpp"
+    constraint_kinds = ("json_schema", "regex", "choice")
 
     def __init__(
         self,
@@ -43,9 +52,16 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         seed: int | None = None,
         use_chat_template: bool | None = None,
+        grammar_sampling: str = "check-first",
     ) -> None:
         path = check_gguf(model_path)
         llama_class = _import_llama()
+        if grammar_sampling not in GRAMMAR_SAMPLING:
+            raise ValueError(f"grammar_sampling must be one of {', '.join(GRAMMAR_SAMPLING)}, not {grammar_sampling!r}")
+        if grammar_sampling == "check-first" and grammar_sampling_module.supported():
+            # draw, then check the one token against the grammar (llama.cpp's common sampler): see grammar_sampling
+            llama_class = grammar_sampling_module.grammar_first_llama(llama_class)
+        self.grammar_sampling = grammar_sampling
         threads = n_threads if n_threads is not None else max(1, (os.cpu_count() or 1) - 1)
         try:
             self._llm = llama_class(
@@ -65,6 +81,7 @@ class LlamaCppBackend:
         self.model_path = path
         self.device = "gpu" if n_gpu_layers != 0 and _gpu_offload_supported() else "cpu"
         self._lock = threading.Lock()
+        self.grammars = GrammarCache()
 
     def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
         """Generate a reply with the chat template when there is one, else a plain transcript prompt."""
@@ -133,6 +150,8 @@ class LlamaCppBackend:
     def _complete(self, messages: list[ChatMessage], options: GenerationOptions, sampling: dict[str, Any]) -> Any:
         """The response dict, or with ``sampling["stream"]`` the iterator of its chunks."""
         wrap = (lambda response: response) if sampling.get("stream") else dict
+        if options.constraint is not None:
+            sampling = {**sampling, "grammar": self.grammars.get(options.constraint)}
         try:
             if self.supports_chat_template:
                 stop = options.stop or None
@@ -151,6 +170,59 @@ class LlamaCppBackend:
             llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+class GrammarCache:
+    """llama.cpp grammars by constraint, converted once (a JSON schema through llama-cpp-python's converter, a regex
+    or choice through `shared.constraints.to_gbnf`) and reused; the oldest entry goes when it is full."""
+
+    def __init__(self, size: int = GRAMMAR_CACHE_SIZE) -> None:
+        self.size = size
+        self._grammars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.compiled = 0  # conversions done (cache misses)
+        self.compile_s = 0.0  # time spent converting
+
+    def get(self, constraint: OutputConstraint) -> Any:
+        """The grammar of a constraint; LogicError when it cannot become one (the request is bad, not the engine)."""
+        key = canonical_json(constraint.model_dump(exclude={"name"}))
+        with self._lock:
+            grammar = self._grammars.get(key)
+        if grammar is not None:
+            return grammar
+        started = time.perf_counter()
+        grammar = _compile(constraint)
+        with self._lock:
+            self.compiled += 1
+            self.compile_s += time.perf_counter() - started
+            if len(self._grammars) >= self.size:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = grammar
+        return grammar
+
+
+def _compile(constraint: OutputConstraint) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    try:
+        if constraint.type == "json_schema":
+            return LlamaGrammar.from_string(json_grammar(constraint.json_schema or {}), verbose=False)
+        return LlamaGrammar.from_string(to_gbnf(constraint), verbose=False)
+    except (ConstraintError, ValueError, KeyError, TypeError, RecursionError) as error:
+        # llama-cpp-python's converter raises these on schema features it does not know
+        raise LogicError(f"llama.cpp cannot turn this {constraint.type} constraint into a grammar: {error}") from None
+
+
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def json_grammar(schema: dict[str, Any]) -> str:
+    """The GBNF of a JSON schema (llama-cpp-python's converter), with JSON's own string characters: the converter
+    lets a raw newline or tab into a string, which no JSON parser reads, and small models do write them."""
+    from llama_cpp import llama_grammar
+
+    return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema))).replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 def _chunk_text(chunk: dict[str, Any]) -> str:

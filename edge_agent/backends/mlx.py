@@ -28,6 +28,7 @@ class MLXBackend:
     """One mlx-lm model and tokenizer serving one generation at a time."""
 
     name = "mlx"
+    constraint_kinds: tuple[str, ...] = ()
 
     def __init__(self, model_path: str | Path) -> None:
         path = Path(model_path).expanduser()
@@ -51,6 +52,12 @@ class MLXBackend:
 
     def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
         """Generate, handing each new piece of text to ``sink`` (never past a stop string); False stops it."""
+        if options.constraint is not None:
+            # No constrained decoding for MLX here yet: announce none (beacons say so) rather than decode freely.
+            raise BackendUnavailable(
+                f"the MLX backend cannot honour a {options.constraint.type} constraint (no grammar engine for MLX "
+                "is installed); route constrained runs to a llama.cpp agent"
+            )
         prompt = self._prompt(messages)
         stops = list(options.stop) if self.supports_chat_template else [*options.stop, *PLAIN_PROMPT_STOPS]
         sampler = self._make_sampler(temp=options.temperature, top_p=options.top_p)

@@ -31,6 +31,7 @@ from edge_agent.backends.base import (
     PaymentRequired,
     ServerError,
     TokenSink,
+    refuse_constraint,
 )
 
 ERROR_BODY_EXCERPT_CHARS = 300
@@ -46,6 +47,7 @@ class OpenAIBackend:
     name = "openai"
     supports_chat_template = True
     device = "remote"
+    constraint_kinds = ("json_schema",)  # OpenAI's `response_format`; regex and choice have no standard field
 
     def __init__(
         self,
@@ -107,6 +109,10 @@ class OpenAIBackend:
             body["seed"] = options.seed
         if options.stop:
             body["stop"] = options.stop
+        refuse_constraint(self.name, options, self.constraint_kinds)
+        if options.constraint is not None:
+            schema = {"name": options.constraint.name, "schema": options.constraint.json_schema, "strict": True}
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
         return body
 
     def _request(self, url: str, body: dict[str, Any]) -> urllib.request.Request:

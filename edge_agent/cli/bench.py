@@ -213,6 +213,20 @@ def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_js
     _report(result, gateway_ttft.print_summary, as_json)
 
 
+@bench.command()
+@click.argument("measure", type=click.Choice(["plans", "answers", "tools", "cost"]))
+@click.option("--n", "count", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Queries (plans), GSM8K items (answers), requests (tools) or repeats (cost).")  # fmt: skip
+@click.option("--ballots", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per item (answers).")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="llama.cpp threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def constrained(measure: str, count: int, ballots: int, threads: int, as_json: bool) -> None:
+    """Constrained decoding with SmolLM2: plan validity, answer extraction, tool calls via the gateway, its cost."""
+    from bench import constrained as experiment
+
+    _report(experiment.run(measure, count, ballots, threads), experiment.print_summary, as_json)
+
+
 @bench.command("early-stop")
 @click.option("--tasks", default=5, show_default=True, type=click.IntRange(min=1), help="Voted tasks per setting.")
 @click.option("--slow", type=click.Choice(["llamacpp", "echo"]), default="llamacpp", show_default=True)

@@ -32,15 +32,36 @@ PERSONAS = ("planner", "math", "writer")
 @click.option("--cot-count", type=int, default=3, show_default=True, help="Parallel runs voted per subtask.")
 @click.option("--max-tokens", type=int, default=160, show_default=True, help="Generation limit per run.")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True)
+@click.option(
+    "--answer-type",
+    type=click.Choice(["number", "short_text", "none"]),
+    help="Each run reasons, then answers in this form; votes compare values [number for the default question].",
+)
 def demo(
-    question: str, backend: str, model: str, plan_k: int, cot_count: int, max_tokens: int, timeout_s: float
+    question: str,
+    backend: str,
+    model: str,
+    plan_k: int,
+    cot_count: int,
+    max_tokens: int,
+    timeout_s: float,
+    answer_type: str | None,
 ) -> None:
     """Run broker + three agents + router locally and answer QUESTION with planning and CoT voting."""
-    run_async(_demo(question, backend, model, plan_k, cot_count, max_tokens, timeout_s))
+    if answer_type is None:
+        answer_type = "number" if question == DEFAULT_QUESTION else "none"
+    run_async(_demo(question, backend, model, plan_k, cot_count, max_tokens, timeout_s, answer_type))
 
 
 async def _demo(
-    question: str, backend: str, model: str, plan_k: int, cot_count: int, max_tokens: int, timeout_s: float
+    question: str,
+    backend: str,
+    model: str,
+    plan_k: int,
+    cot_count: int,
+    max_tokens: int,
+    timeout_s: float,
+    answer_type: str = "none",
 ) -> None:
     from broker.embedded import EmbeddedBroker, EmbeddedBrokerConfig
     from edge_agent.runtime.assembly import build_workers, node_settings
@@ -48,6 +69,9 @@ async def _demo(
     from router.service import hosted_router
     from shared.client import FabricTaskClient
     from shared.config import AgentConfig, ConnectionSettings, NodeConfig, RouterSettings
+    from shared.constraints import answer_type_constraint
+
+    answer = None if answer_type == "none" else answer_type_constraint(answer_type)
 
     state_dir = Path(tempfile.mkdtemp(prefix="symphony-demo-"))
     async with EmbeddedBroker(EmbeddedBrokerConfig(port=0)) as broker:
@@ -71,15 +95,16 @@ async def _demo(
                 await _wait_for_agents(router, len(workers))
                 click.echo(f"4/4 submitting: {question}\n")
                 async with FabricTaskClient(connection) as client:
-                    answer = await client.submit(
+                    result = await client.submit(
                         question,
                         plan_k=plan_k,
                         cot_count=cot_count,
                         max_tokens=max_tokens,
                         deadline_s=timeout_s,
                         on_event=print_event,
+                        answer=answer,
                     )
-                print_answer(answer)
+                print_answer(result)
         finally:
             await node.stop()
     click.echo("\nstopped broker, agents and router cleanly")

@@ -42,6 +42,18 @@ from shared.messages import TaskAnswer, TaskChunk, TaskEvent
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Print trace events as they happen.")
 @click.option("--stream", is_flag=True, help="Print the tokens as they arrive (a single run: --cot-count 1).")
 @click.option("--agent", "agent_id", help="Run on this agent only (a direct run, no vote).")
+@click.option(
+    "--schema",
+    "schema_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON Schema file: the answer is JSON valid against it (with --answer-type json: after free reasoning).",
+)
+@click.option(
+    "--answer-type",
+    type=click.Choice(["number", "choice", "short_text", "json"]),
+    help="Each run reasons freely, then answers in this form (constrained decoding); votes compare the values.",
+)
+@click.option("--choices", help="The options of --answer-type choice, comma-separated (e.g. A,B,C,D).")
 def submit(
     question: str,
     config_path: Path | None,
@@ -61,9 +73,13 @@ def submit(
     trace: bool,
     stream: bool,
     agent_id: str | None,
+    schema_path: Path | None,
+    answer_type: str | None,
+    choices: str | None,
 ) -> None:
     """Submit QUESTION and print the voted answer; exits 1 with a clear message on timeout or error."""
     config = fabric_config(config_path, brokers, fabric)
+    constraints = constraint_options(schema_path, answer_type, choices)
     options = {
         "plan_k": plan_k,
         "plan_mode": plan_mode,
@@ -76,6 +92,7 @@ def submit(
         "deadline_s": timeout_s,
         "stream": stream,
         "agent_id": agent_id,
+        **constraints,
     }
     if agent_id is not None:
         options.update(cot_count=1, plan_k=1)
@@ -87,6 +104,32 @@ def submit(
         click.echo(answer.model_dump_json(indent=2))
     else:
         print_answer(answer)
+
+
+def constraint_options(schema_path: Path | None, answer_type: str | None, choices: str | None) -> dict[str, Any]:
+    """The TaskOptions `output` / `answer` of --schema, --answer-type and --choices (UsageError when invalid)."""
+    from shared.constraints import ConstraintError, answer_type_constraint, check_schema
+    from shared.messages import OutputConstraint
+
+    schema = None
+    if schema_path is not None:
+        try:
+            schema = json.loads(schema_path.read_text())
+            check_schema(schema)
+        except (OSError, ValueError) as error:  # unreadable, not JSON, or not a JSON Schema (ConstraintError)
+            raise click.UsageError(f"--schema {schema_path}: {error}") from None
+    if choices is not None and answer_type != "choice":
+        raise click.UsageError("--choices goes with --answer-type choice")
+    options: dict[str, Any] = {}
+    if schema is not None and schema_path is not None and answer_type != "json":
+        options["output"] = OutputConstraint(type="json_schema", json_schema=schema, name=schema_path.stem[:64])
+    if answer_type is not None:
+        listed = tuple(choice.strip() for choice in (choices or "").split(",") if choice.strip())
+        try:
+            options["answer"] = answer_type_constraint(answer_type, listed, schema)
+        except ConstraintError as error:
+            raise click.UsageError(f"--answer-type {answer_type}: {error}") from None
+    return options
 
 
 async def _submit(

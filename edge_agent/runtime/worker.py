@@ -19,8 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
 
-from edge_agent.backends.base import Backend, BackendError, Generation, GenerationOptions, StreamingBackend
+from edge_agent.backends.base import (
+    Backend,
+    BackendError,
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    StreamingBackend,
+    constraint_kinds,
+)
 from edge_agent.personas import build_messages
+from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
 from edge_agent.runtime.metrics import AgentMetrics
 from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult
 
@@ -116,6 +125,7 @@ class AgentWorker:
             tokens_per_second=self.tokens_per_second,
             description=self.profile.description,
             cost_per_1k_tokens=self.profile.cost_per_1k_tokens,
+            constraints=constraint_kinds(self.backend),  # type: ignore[arg-type]
         )
 
     def state(self) -> AgentState:
@@ -194,7 +204,7 @@ class AgentWorker:
         if cancelled.is_set():
             return self._failure(request, received, "cancelled", "cancelled while running")
         try:
-            generation = call.result()
+            generation, answer = self._answered(call.result())
         except BackendError as error:
             log.warning("agent %s: backend error on %s: %s", self.profile.agent_id, request.dispatch_id, error)
             return self._failure(request, received, error.kind, str(error))
@@ -213,7 +223,12 @@ class AgentWorker:
             completion_tokens=generation.completion_tokens,
             latency_ms=latency_ms,
             queued_ms=(started - received) * 1000,
+            answer=answer,
         )
+
+    @staticmethod
+    def _answered(outcome: Answered) -> tuple[Generation, str | None]:
+        return outcome.generation, outcome.answer
 
     async def _take_slot(self, timeout_s: float) -> bool:
         """Take a running slot, waiting at most `timeout_s`; False on timeout."""
@@ -224,12 +239,13 @@ class AgentWorker:
         except asyncio.TimeoutError:
             return False
 
-    def _release_slot(self, _: asyncio.Future[Generation]) -> None:
+    def _release_slot(self, _: asyncio.Future[Answered]) -> None:
         self.in_flight -= 1
         self._slots.release()
 
-    def _generate(self, request: RunRequest, cancelled: threading.Event, streamer: ChunkStreamer | None) -> Generation:
-        """The model call (in a worker thread)."""
+    def _generate(self, request: RunRequest, cancelled: threading.Event, streamer: ChunkStreamer | None) -> Answered:
+        """The model call (in a worker thread): one free or constrained generation, or reasoning then an answer."""
+        refuse_unsupported(request, self.backend, self.profile.agent_id)
         system_prompt = request.instructions or self.profile.system_prompt
         messages = build_messages(system_prompt, request.subtask, list(request.context))
         options = GenerationOptions(
@@ -237,7 +253,26 @@ class AgentWorker:
             temperature=request.sampling.temperature,
             top_p=request.sampling.top_p,
             seed=request.sampling.seed,
+            constraint=request.constraint,
         )
+
+        def generate(conversation: list[ChatMessage], settings: GenerationOptions) -> Generation:
+            return self._call(conversation, settings, cancelled, streamer)
+
+        if request.answer_constraint is None:
+            return Answered(generate(messages, options))
+        return reason_then_answer(
+            generate, messages, options, request, between=streamer.push if streamer is not None else lambda _: None
+        )
+
+    def _call(
+        self,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        cancelled: threading.Event,
+        streamer: ChunkStreamer | None,
+    ) -> Generation:
+        """One generation, streamed token by token when the backend can (a cancel stops it within a token)."""
         if not isinstance(self.backend, StreamingBackend):
             return self.backend.generate(messages, options)
 

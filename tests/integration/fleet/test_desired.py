@@ -5,6 +5,7 @@ rolling `fleet apply` whose canary fails is rolled back and exits non-zero, the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.server
 import os
 from collections.abc import Iterator
@@ -109,7 +110,9 @@ def test_a_failing_canary_is_rolled_back_and_the_rollout_exits_non_zero(
     processes.start("router", "router", "-b", any_broker.url, "--fabric", fabric)
     served = tmp_path / "served"
     served.mkdir()
-    (served / "broken.gguf").write_bytes(b"GGUF" + os.urandom(4096))  # the right magic, then nothing a model holds
+    broken = b"GGUF" + os.urandom(4096)  # the right magic, then nothing a model holds
+    (served / "broken.gguf").write_bytes(broken)
+    pin = hashlib.sha256(broken).hexdigest()  # plain http models must be pinned (docs/operations-security.md)
     (tmp_path / "inventory.ini").write_text("[boards]\nboard-1\nboard-2\n")
     env = {**subprocess_env, "SYMPHONY_EDGE_ARTIFACTS": str(tmp_path / "artifacts")}
 
@@ -117,7 +120,9 @@ def test_a_failing_canary_is_rolled_back_and_the_rollout_exits_non_zero(
         fleet = {
             "fabric": fabric,
             "broker": {"hosts": ["board-1"]},
-            "agents": {"boards": [{"preset": "math", "backend": "llamacpp", "model": f"{url}/broken.gguf"}]},
+            "agents": {
+                "boards": [{"preset": "math", "backend": "llamacpp", "model": f"{url}/broken.gguf#sha256={pin}"}]
+            },
         }
         (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
         watch = await FabricWatch(connection).open()

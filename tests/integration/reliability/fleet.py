@@ -333,7 +333,10 @@ def _request(client: FabricTaskClient, task_id: str, query: str, deadline_s: flo
         query=query,
         reply_topic=client.reply_topic,
         client_id=client.client_id,
-        options=TaskOptions(cot_count=cot_count, deadline_s=deadline_s, run_timeout_s=min(3.0, deadline_s / 2)),
+        # trace full: the tests' watchers count every step's event (a task traces a summary by default)
+        options=TaskOptions(
+            cot_count=cot_count, deadline_s=deadline_s, run_timeout_s=min(3.0, deadline_s / 2), trace="full"
+        ),
         sent_at=time.time(),
     )
 

@@ -64,7 +64,7 @@ def test_an_agent_model_is_a_single_direct_run_on_that_live_agent() -> None:
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message"),
         ({"messages": [{"role": "user", "content": "  "}]}, "empty"),
         ({"n": 2}, "n = 1"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "image_url"),
     ],
 )

