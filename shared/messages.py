@@ -500,6 +500,8 @@ class TraceRequest(WireModel):
     observer_id: Id
     duration_s: float = Field(default=30.0, gt=0.0, le=300.0)
     sent_at: float = 0.0
+
+
 class DesiredAgent(WireModel):
     """One agent of a node's desired state: what `AgentConfig` says in node.yaml, with the model by content."""
 
