@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from broker.limits import DEFAULT_MESSAGE_SIZE_LIMIT
+from broker.limits import DEFAULT_MESSAGE_SIZE_LIMIT, ConnectionLimits
 from edge_agent.cli.common import run_async
 from shared.errors import ConfigError
 
@@ -34,14 +34,14 @@ from shared.errors import ConfigError
 )
 @click.option(
     "--connect-timeout",
-    default=10.0,
+    default=ConnectionLimits.connect_timeout_s,
     show_default=True,
     type=click.FloatRange(min=0.1),
     help="Seconds a new connection has to send its CONNECT (embedded broker).",
 )
 @click.option(
     "--max-unauthenticated",
-    default=32,
+    default=ConnectionLimits.unauthenticated_per_address,
     show_default=True,
     type=click.IntRange(min=1),
     help="Connections one source address may hold before authenticating (embedded broker).",
@@ -77,7 +77,6 @@ def broker(
         _run_mosquitto(host, port, password_file, acl_file, allow_anonymous, render_only, message_size_limit)
         return
     from broker.embedded import BrokerTLS, EmbeddedBrokerConfig, TopicACL, serve_until_signalled
-    from broker.limits import ConnectionLimits
 
     if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
         raise click.UsageError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
