@@ -5,18 +5,13 @@ are capped per account (answered `rate_limited` / `too_large`), and its deadline
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from integration.security.tenancy_scene import (
-    BROKERS,
     attempt,
     eventually,
     inbox,
     run,
     scene,
-    secured_fleet,
     submit_topics,
     task_payload,
 )
@@ -29,11 +24,6 @@ from shared.topics import Topics
 
 MAX_DEADLINE_S = 30.0
 SETTLE_S = 0.5
-
-
-@pytest.fixture(params=BROKERS)
-def secured(request: pytest.FixtureRequest, tmp_path: Path, fabric: str) -> Iterator[Fleet]:
-    yield from secured_fleet(request.param, tmp_path, fabric)
 
 
 def test_one_account_is_capped_and_another_still_gets_in(secured: Fleet) -> None:

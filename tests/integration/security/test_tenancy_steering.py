@@ -4,18 +4,13 @@ by resending its id. Bob attacks alice's replies on both brokers, with every sub
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from integration.security.tenancy_scene import (
-    BROKERS,
     attempt,
     eventually,
     inbox,
     run,
     scene,
-    secured_fleet,
     submit_topics,
     task_payload,
 )
@@ -25,11 +20,6 @@ from shared.messages import ErrorReply, TaskAnswer, TaskEvent
 from shared.topics import Topics
 
 SETTLE_S = 0.5  # after the last expected message, for one that must not come
-
-
-@pytest.fixture(params=BROKERS)
-def secured(request: pytest.FixtureRequest, tmp_path: Path, fabric: str) -> Iterator[Fleet]:
-    yield from secured_fleet(request.param, tmp_path, fabric)
 
 
 def test_a_second_account_cannot_send_answers_or_events_to_another_client(secured: Fleet) -> None:

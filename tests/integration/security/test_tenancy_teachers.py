@@ -6,11 +6,8 @@ a router's presence names its own router id (both brokers; each account writes o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from integration.security.tenancy_scene import AGENT, BROKERS, eventually, run, scene, secured_fleet
+from integration.security.tenancy_scene import AGENT, eventually, run, scene
 from secured import Fleet
 
 from router.tenancy import Tenancy
@@ -18,11 +15,6 @@ from shared.client import FabricTaskClient
 from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RouterPresence
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
-
-
-@pytest.fixture(params=BROKERS)
-def secured(request: pytest.FixtureRequest, tmp_path: Path, fabric: str) -> Iterator[Fleet]:
-    yield from secured_fleet(request.param, tmp_path, fabric)
 
 
 def labels(router: object) -> set[str]:
