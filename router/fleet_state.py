@@ -73,7 +73,9 @@ class FleetStateHandlers(RouterPlumbing):
             asyncio.get_running_loop().call_later(settling_s, self._fail_if_offline, node_id, agent_ids, epoch)
             return
         record = self.registry.nodes.get(node_id)
-        if record is None or not record.online or record.beacon.epoch != epoch:
+        # Back as the same process: its runs go on. Back as a new process: the old one's runs failed when it
+        # announced itself (`_on_beacon`), and the runs pending now are the new process's own.
+        if record is None or not record.online:
             self._fail_pending(agent_ids, f"node {node_id} went offline")
 
     def _on_state(self, topic: str, payload: bytes) -> None:

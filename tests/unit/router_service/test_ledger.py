@@ -293,6 +293,24 @@ def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_
     asyncio.run(scenario())
 
 
+def test_the_grace_of_a_stopped_process_does_not_fail_the_runs_of_the_process_that_replaced_it() -> None:
+    """A node stops (its offline beacon), starts again as a new process and takes a new run within the grace:
+    the old process's grace ends and the new process's run goes on (CI: a site's own agent was dropped)."""
+
+    async def scenario() -> None:
+        service, recorder = router(offline_grace_s=0.05)
+        online, _ = node_with_a_pending_run(service)
+        service.running.clear()
+        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))
+        restarted = online.model_copy(update={"epoch": 2, "instance_id": "y", "sent_at": online.sent_at + 2})
+        service._on_beacon(service.topics.beacon("n1"), encode(restarted))
+        run = pending_run(service)  # placed on the new process
+        await asyncio.sleep(0.2)  # past the old process's grace
+        assert not pending_result(service, run.dispatch_id).done()
+
+    asyncio.run(scenario())
+
+
 def test_a_run_is_not_timed_out_while_the_router_is_cut_off_from_the_broker() -> None:
     async def scenario() -> None:
         service, recorder = router()
