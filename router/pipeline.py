@@ -62,12 +62,15 @@ from router.voting import (
 )
 from shared.messages import (
     BallotSummary,
+    ChunkPhase,
     OutputConstraint,
+    Purpose,
     RunRequest,
     RunResult,
     SamplingOptions,
     SubtaskSummary,
     TaskAnswer,
+    TaskEventName,
     TaskRequest,
 )
 
@@ -93,11 +96,11 @@ class RunPort(Protocol):
         """Send `request` to its agent and return the result (an error RunResult on timeout or death)."""
         ...
 
-    def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
+    def emit(self, task_id: str, event: TaskEventName, data: dict[str, Any]) -> None:
         """Publish one trace event of a task."""
         ...
 
-    def stream(self, task_id: str, phase: str, text: str) -> None:
+    def stream(self, task_id: str, phase: ChunkPhase, text: str) -> None:
         """Send one chunk of the task's stream to its client (a task that asked for a stream)."""
         ...
 
@@ -728,7 +731,7 @@ class TaskPipeline:
         choice: Choice,
         text: str,
         context: tuple[str, ...],
-        purpose: str,
+        purpose: Purpose,
         stream: bool = False,
         constraint: OutputConstraint | None = None,
         answer_constraint: OutputConstraint | None = None,
@@ -738,7 +741,7 @@ class TaskPipeline:
             dispatch_id=f"{self.request.task_id[:64]}.{uuid.uuid4().hex[:12]}",
             task_id=self.request.task_id,
             agent_id=choice.agent_id,
-            purpose=purpose,  # type: ignore[arg-type]
+            purpose=purpose,
             subtask=text,
             context=context,
             instructions=(CONSTRAINED_PLANNER_PROMPT if constrained_plan else PLANNER_PROMPT).format(
@@ -787,7 +790,7 @@ class TaskPipeline:
         )
         return SubtaskSummary(index=outcome.index, text=outcome.text, answer=outcome.winner_raw, ballots=ballots)
 
-    def _emit(self, event: str, **data: Any) -> None:
+    def _emit(self, event: TaskEventName, **data: Any) -> None:
         """A step of the task: a trace event if its trace level wants it, a progress line if it streams progress."""
         if self._streams_progress and event in PROGRESS_EVENTS:
             self.port.stream(self.request.task_id, "progress", progress_text(event, data))
@@ -815,10 +818,10 @@ def _rounded(weights: dict[str, float]) -> dict[str, float]:
     return {answer[:100]: round(weight, 4) for answer, weight in weights.items()}
 
 
-PROGRESS_EVENTS = frozenset({"planned", "dispatched", "result", "voted"})
+PROGRESS_EVENTS: frozenset[TaskEventName] = frozenset({"planned", "dispatched", "result", "voted"})
 
 
-def progress_text(event: str, data: dict[str, Any]) -> str:
+def progress_text(event: TaskEventName, data: dict[str, Any]) -> str:
     """One line of progress for a streamed task that is voted (its runs' tokens are not streamed)."""
     if event == "dispatched":
         return f"dispatched to {data.get('agent')}"

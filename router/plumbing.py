@@ -27,9 +27,11 @@ from router.site_role import SiteRole
 from router.tenancy import AccountTasks
 from shared.errors import MessageError
 from shared.messages import (
+    ErrorKind,
     ErrorReply,
     LedgerEntry,
     RouterPresence,
+    RouterStatus,
     RunRequest,
     RunResult,
     TaskAnswer,
@@ -87,12 +89,12 @@ class RouterPlumbing:
             log.info("ignoring a malformed %s: %s", expected.__name__, error)
             return None
 
-    def _presence(self, status: str) -> RouterPresence:
+    def _presence(self, status: RouterStatus) -> RouterPresence:
         return RouterPresence(
             router_id=self.router_id,
             instance_id=self.instance_id,
             epoch=self.epoch,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             sent_at=time.time(),
             site=self.config.connection.site,
         )
@@ -156,13 +158,13 @@ class LedgerEchoes:
         return False
 
 
-def failed_result(request: RunRequest, kind: str, message: str) -> RunResult:
+def failed_result(request: RunRequest, kind: ErrorKind, message: str) -> RunResult:
     """The result of a run that produced nothing (timeout, agent death, refusal)."""
     return RunResult(
         dispatch_id=request.dispatch_id,
         task_id=request.task_id,
         agent_id=request.agent_id,
         node_id=UNREACHED_NODE,
-        error=kind,  # type: ignore[arg-type]
+        error=kind,
         error_message=message,
     )

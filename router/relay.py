@@ -21,7 +21,7 @@ from router.brain import RoutingBrain
 from router.capabilities import infer_requirements
 from router.locality import fitting_first
 from router.screening import AgentView
-from shared.messages import RunRequest, RunResult
+from shared.messages import ErrorKind, RunRequest, RunResult
 
 RELAY_ATTEMPTS = 2
 TOP_L = 3
@@ -82,12 +82,12 @@ class SiteAgent:
             task.cancel()  # the board's run is cancelled by the router's own run() on cancellation
 
 
-def _failed(request: RunRequest, kind: str, message: str) -> RunResult:
+def _failed(request: RunRequest, kind: ErrorKind, message: str) -> RunResult:
     return RunResult(
         dispatch_id=request.dispatch_id,
         task_id=request.task_id,
         agent_id=request.agent_id,
         node_id="unknown",
-        error=kind,  # type: ignore[arg-type]
+        error=kind,
         error_message=message,
     )

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.messages import RunRequest, RunResult, TaskChunk, TaskOptions, TaskRequest
+from shared.messages import ChunkPhase, RunRequest, RunResult, TaskChunk, TaskEventName, TaskOptions, TaskRequest
 
-SUMMARY_EVENTS = frozenset({"answered", "failed"})
+SUMMARY_EVENTS: frozenset[TaskEventName] = frozenset({"answered", "failed"})
 """The trace of a task that asked for a summary (the default): its last event alone."""
 
 
-def traced(options: TaskOptions, event: str) -> bool:
+def traced(options: TaskOptions, event: TaskEventName) -> bool:
     """Whether a trace event of a task with these options is published (a full trace, or a summary's event)."""
     return options.trace == "full" or event in SUMMARY_EVENTS
 
@@ -59,14 +59,14 @@ class RoutedTask:
         assert self.request.reply_topic is not None, "a routed task's request is bound to its account (router.tenancy)"
         return self.request.reply_topic
 
-    def traces(self, event: str) -> bool:
+    def traces(self, event: TaskEventName) -> bool:
         return traced(self.request.options, event)
 
-    def chunk(self, phase: str, text: str, dispatch_id: str = "") -> TaskChunk | None:
+    def chunk(self, phase: ChunkPhase, text: str, dispatch_id: str = "") -> TaskChunk | None:
         """The next TaskChunk of the client's stream (None: the task asked for no stream, or nothing to say)."""
         if not self.request.options.stream or not text:
             return None
-        chunk = TaskChunk(task_id=self.task_id, seq=self.stream_seq, phase=phase, text=text, dispatch_id=dispatch_id)  # type: ignore[arg-type]
+        chunk = TaskChunk(task_id=self.task_id, seq=self.stream_seq, phase=phase, text=text, dispatch_id=dispatch_id)
         self.stream_seq += 1
         return chunk
 

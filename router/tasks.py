@@ -30,6 +30,8 @@ from router.tenancy import bind, submitter
 from shared.errors import MessageError
 from shared.messages import (
     Bid,
+    ChunkPhase,
+    ErrorCode,
     ErrorReply,
     RunCancel,
     RunChunk,
@@ -38,6 +40,7 @@ from shared.messages import (
     TaskAnswer,
     TaskCancel,
     TaskEvent,
+    TaskEventName,
     TaskRequest,
     TraceRequest,
     decode,
@@ -200,7 +203,7 @@ class TaskHandlers(RouterPlumbing):
         if client:
             self._publish_ledger(entry)
 
-    def _refuse(self, topic: str, payload: bytes, code: str, message: str) -> None:
+    def _refuse(self, topic: str, payload: bytes, code: ErrorCode, message: str) -> None:
         """Answer a submission that could not be read: on its account's reply topic (legacy: the one it names)."""
         reply_topic, task_id, _ = peek_reply_route(payload)
         client = self.topics.submit_owner(topic)
@@ -263,7 +266,7 @@ class TaskHandlers(RouterPlumbing):
         )
         self._publish(self.topics.agent_run(request.agent_id), cancel)
 
-    def emit(self, task_id: str, event: str, data: dict[str, Any]) -> None:
+    def emit(self, task_id: str, event: TaskEventName, data: dict[str, Any]) -> None:
         """Publish a trace event of a running task to its client's namespace, without the gold answer."""
         task = self.running.get(task_id)
         if task is None:
@@ -271,10 +274,10 @@ class TaskHandlers(RouterPlumbing):
         if not task.traces(event):
             return  # nobody follows this task step by step: a packet (and its encoding) saved
         public = without_gold(data)
-        message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)  # type: ignore[arg-type]
+        message = TaskEvent(task_id=task_id, router_id=self.router_id, event=event, at=time.time(), data=public)
         self._publish(task.events_topic, message, qos=0)
 
-    def stream(self, task_id: str, phase: str, text: str, dispatch_id: str = "") -> None:
+    def stream(self, task_id: str, phase: ChunkPhase, text: str, dispatch_id: str = "") -> None:
         """Send a TaskChunk to the client of a task that asked for a stream (progress from the pipeline, or the
         tokens of the run the pipeline marked to stream, relayed from the inbox)."""
         task = self.running.get(task_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -37,16 +37,47 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 Text = Annotated[str, Field(max_length=200_000)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 
+# The names a message may carry, one alias each, so code that builds a message can say which names it means.
+# (`Literal` nests: `Literal[RunRefusal, "timeout"]` is the flat union of both.)
+
+RunRefusal = Literal["bad_request", "busy"]
+"""Why an agent refuses a run request (its `ErrorReply.code`); the router records it as the run's `ErrorKind`."""
+
 ErrorKind = Literal[
+    RunRefusal,
     "timeout",
     "backend_error",
-    "bad_request",
-    "busy",
     "payment_required",
     "server_error",
     "logic_error",
     "cancelled",
 ]
+"""Why a run failed (`RunResult.error`); `shared.errors.BackendError.kind` names the backend's ones."""
+
+ErrorCode = Literal[
+    RunRefusal,
+    "timeout",  # the task's deadline passed
+    "no_agents",
+    "internal_error",
+    "too_large",  # above an account's cap (cot_count, plan_k), or an answer above the fabric's message size
+    "rate_limited",  # the account already has its most tasks in flight
+    "forbidden",  # the request names another account's reply topic or client id
+]
+"""What an `ErrorReply` may say went wrong: every code the kit sends (decoding refuses any other)."""
+
+NodeStatus = Literal["online", "offline", "draining"]
+RouterStatus = Literal["online", "offline"]
+Purpose = Literal["plan", "solve"]
+"""What a run is for: a plan of the task, or the answer of a step."""
+ChunkPhase = Literal["token", "progress"]
+"""What a `TaskChunk` carries: tokens of a single run, or a line of a vote's progress."""
+
+_ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
+
+
+def is_error_kind(name: str) -> TypeGuard[ErrorKind]:
+    """Whether `name` is a run error kind the wire knows (a backend plugin may name one it does not)."""
+    return name in _ERROR_KINDS
 
 
 class WireModel(BaseModel):
@@ -71,7 +102,12 @@ class SiteAware(WireModel):
 
 
 ConstraintKind = Literal["json_schema", "regex", "choice"]
-CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("json_schema", "regex", "choice")
+CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = get_args(ConstraintKind)
+
+
+def is_constraint_kind(name: str) -> TypeGuard[ConstraintKind]:
+    """Whether `name` is an output constraint kind the wire knows (a backend plugin may name one it does not)."""
+    return name in CONSTRAINT_KINDS
 
 
 class OutputConstraint(WireModel):
@@ -137,7 +173,7 @@ class NodeBeacon(SiteAware):
     node_id: Id
     epoch: int = Field(ge=0)
     instance_id: Id
-    status: Literal["online", "offline", "draining"]
+    status: NodeStatus
     agents: tuple[AgentInfo, ...] = ()
     software_version: str = ""
     host: str = ""
@@ -184,7 +220,7 @@ class RouterPresence(SiteAware):
     router_id: Id
     instance_id: Id
     epoch: int = Field(ge=0)
-    status: Literal["online", "offline"]
+    status: RouterStatus
     sent_at: float = 0.0
     site: Id | None = None  # the site the router serves (None: the default site)
 
@@ -251,7 +287,7 @@ class RunRequest(WireModel):
     dispatch_id: Id
     task_id: Id
     agent_id: Id
-    purpose: Literal["plan", "solve"] = "solve"
+    purpose: Purpose = "solve"
     subtask: str = Field(min_length=1, max_length=100_000)
     context: tuple[Text, ...] = ()
     instructions: str | None = Field(default=None, max_length=20_000)
@@ -406,7 +442,7 @@ class TaskChunk(WireModel):
     v: Literal[1] = SCHEMA_VERSION
     task_id: Id
     seq: int = Field(ge=0)
-    phase: Literal["token", "progress"] = "token"
+    phase: ChunkPhase = "token"
     text: Text
     dispatch_id: str = Field(default="", max_length=256)
 
@@ -426,7 +462,7 @@ class ErrorReply(WireModel):
 
     kind: Literal["error_reply"] = "error_reply"
     v: Literal[1] = SCHEMA_VERSION
-    code: str = Field(min_length=1, max_length=64)
+    code: ErrorCode
     message: str = Field(max_length=4000)
     task_id: str | None = Field(default=None, max_length=256)
     dispatch_id: str | None = Field(default=None, max_length=256)

@@ -30,7 +30,7 @@ from shared.errors import (
     PaymentRequired,
     ServerError,
 )
-from shared.messages import OutputConstraint
+from shared.messages import ConstraintKind, OutputConstraint, is_constraint_kind
 
 __all__ = [
     "Backend",
@@ -125,12 +125,13 @@ class StreamingBackend(Backend, Protocol):
         ...
 
 
-def constraint_kinds(backend: object) -> tuple[str, ...]:
+def constraint_kinds(backend: object) -> tuple[ConstraintKind, ...]:
     """The output constraints a backend honours while decoding (its `constraint_kinds` attribute; none when absent).
 
-    Backends are plugins: one written before constraints existed announces none and is never sent a constraint.
+    Backends are plugins: one written before constraints existed announces none and is never sent a constraint;
+    a kind the wire does not know (a plugin written for a later kit) is left out, as no request can carry it.
     """
-    return tuple(getattr(backend, "constraint_kinds", ()))
+    return tuple(kind for kind in getattr(backend, "constraint_kinds", ()) if is_constraint_kind(kind))
 
 
 def refuse_constraint(backend_name: str, options: GenerationOptions, supported: tuple[str, ...] = ()) -> None:

@@ -38,9 +38,11 @@ from shared.messages import (
     NodeBeacon,
     NodeControl,
     NodeState,
+    NodeStatus,
     RebirthRequest,
     RunCancel,
     RunChunk,
+    RunRefusal,
     RunRequest,
     decode,
     encode,
@@ -152,12 +154,12 @@ class EdgeNode:
 
     # --- messages -----------------------------------------------------------------------------------------
 
-    def beacon(self, status: str) -> NodeBeacon:
+    def beacon(self, status: NodeStatus) -> NodeBeacon:
         return NodeBeacon(
             node_id=self.settings.node_id,
             epoch=self.epoch,
             instance_id=self.instance_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             agents=tuple(worker.info() for worker in self.workers.values()),
             software_version=self.settings.software_version,
             host=socket.gethostname(),
@@ -172,7 +174,7 @@ class EdgeNode:
         )
 
     @property
-    def status(self) -> str:
+    def status(self) -> NodeStatus:
         """`draining` while an operator or a swap asks for it, else `online`."""
         return "draining" if self.report.drain_reasons else "online"
 
@@ -382,7 +384,7 @@ class EdgeNode:
             )
             self.client.publish(request.reply_topic, bid)
 
-    def _reply_error(self, payload: bytes, code: str, message: str) -> None:
+    def _reply_error(self, payload: bytes, code: RunRefusal, message: str) -> None:
         assert self.client is not None
         reply_topic, task_id, dispatch_id = peek_reply_route(payload)
         log.info("run request refused (%s): %s", code, message)

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import get_args
 
 from edge_agent.backends.base import (
     Backend,
@@ -31,7 +30,7 @@ from edge_agent.backends.base import (
 from edge_agent.personas import build_messages
 from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
 from edge_agent.runtime.metrics import AgentMetrics
-from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult
+from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult, is_error_kind
 
 ChunkPublisher = Callable[[RunChunk], None]
 
@@ -125,7 +124,7 @@ class AgentWorker:
             tokens_per_second=self.tokens_per_second,
             description=self.profile.description,
             cost_per_1k_tokens=self.profile.cost_per_1k_tokens,
-            constraints=constraint_kinds(self.backend),  # type: ignore[arg-type]
+            constraints=constraint_kinds(self.backend),
         )
 
     def state(self) -> AgentState:
@@ -207,7 +206,8 @@ class AgentWorker:
             generation, answer = self._answered(call.result())
         except BackendError as error:
             log.warning("agent %s: backend error on %s: %s", self.profile.agent_id, request.dispatch_id, error)
-            return self._failure(request, received, error.kind, str(error))
+            kind = error.kind if is_error_kind(error.kind) else "backend_error"  # a plugin's own kind: not on the wire
+            return self._failure(request, received, kind, str(error))
         except Exception as error:  # a backend that does not translate its errors must not leave the router waiting
             log.exception("agent %s: unexpected backend failure on %s", self.profile.agent_id, request.dispatch_id)
             return self._failure(request, received, "server_error", f"{type(error).__name__}: {error}")
@@ -288,7 +288,7 @@ class AgentWorker:
     def _timed_out(self, request: RunRequest, received: float) -> RunResult:
         return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
 
-    def _failure(self, request: RunRequest, received: float, kind: str, message: str) -> RunResult:
+    def _failure(self, request: RunRequest, received: float, kind: ErrorKind, message: str) -> RunResult:
         latency_ms = (time.monotonic() - received) * 1000
         self.metrics.record(latency_ms, 0, ok=False)
         return RunResult(
@@ -297,9 +297,7 @@ class AgentWorker:
             agent_id=self.profile.agent_id,
             node_id=self.node_id,
             latency_ms=latency_ms,
-            error=kind if kind in _ERROR_KINDS else "backend_error",  # type: ignore[arg-type]
+            error=kind,
             error_message=message[:4000],
         )
 
-
-_ERROR_KINDS = frozenset(get_args(ErrorKind))
