@@ -50,6 +50,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.limits import ConnectionLimits
+from shared.errors import SymphonyError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ KEEPALIVE_GRACE = 1.5
 REFUSAL_LOG_INTERVAL_S = 10.0
 
 
-class PacketTooLarge(Exception):
+class PacketTooLarge(SymphonyError):
     """A packet announced a length above the broker's limit: the connection is closed before it is read."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from edge_agent.backends.base import ChatMessage
+from shared.errors import SymphonyError
 
 FINAL_ANSWER_INSTRUCTION = (
     "Think step by step, briefly. End your reply with exactly one line of the form "
@@ -18,7 +19,7 @@ FINAL_ANSWER_INSTRUCTION = (
 )
 
 
-class UnknownPersona(ValueError):
+class UnknownPersona(SymphonyError, ValueError):
     """No preset persona has the requested name; the message lists the valid names."""
 
 

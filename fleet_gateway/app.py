@@ -31,7 +31,7 @@ from fleet_gateway.limits import GatewayLimits, RequestGuard
 from fleet_gateway.public_errors import fabric_failure, install_error_handlers, invalid_options
 from fleet_gateway.quotas import CapExceeded, QuotaBook
 from shared.client import TaskFailed, TaskTimeout
-from shared.errors import TransportError
+from shared.errors import SymphonyError, TransportError
 from shared.http_auth import Authenticator, ClientAccount, Unauthorized
 from shared.messages import TaskAnswer, TaskChunk
 
@@ -40,7 +40,7 @@ Stream = AsyncIterator[TaskChunk | TaskAnswer]
 DISCONNECT_POLL_S = 0.5
 
 
-class GatewayError(Exception):
+class GatewayError(SymphonyError):
     """An error answered in OpenAI's shape."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
@@ -75,7 +75,7 @@ def create_app(
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str, _: ClientAccount | None = Depends(account)) -> dict[str, Any]:
-        api.model_options(model_id, gateway.live_agent_ids())  # ModelNotFound → 404
+        api.model_options(model_id, gateway.live_agent_ids())  # UnknownModel → 404
         return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": api.OWNER}
 
     @app.get("/v1/usage")
@@ -276,8 +276,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unauthorized(_: Request, error: Unauthorized) -> JSONResponse:
         return reply(401, str(error), "invalid_api_key")
 
-    @app.exception_handler(api.ModelNotFound)
-    async def model_not_found(_: Request, error: api.ModelNotFound) -> JSONResponse:
+    @app.exception_handler(api.UnknownModel)
+    async def unknown_model(_: Request, error: api.UnknownModel) -> JSONResponse:
         return reply(404, str(error), "model_not_found", "model")
 
     @app.exception_handler(api.BadRequest)

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 
 from fleet_gateway.openai_api import error_body
 from fleet_gateway.quotas import QuotaBook, QuotaExceeded
+from shared.errors import SymphonyError
 from shared.http_auth import Authenticator, Unauthorized, host_allowed
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class GatewayLimits:
     allowed_hosts: frozenset[str] = frozenset()
 
 
-class Refused(Exception):
+class Refused(SymphonyError):
     """A request answered at the door, in OpenAI's error shape."""
 
     def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.messages import TaskAnswer
+from shared.errors import SymphonyError
+from shared.messages import ErrorCode, TaskAnswer
 
 BASE_MODEL = "symphony"
 VOTE_VARIANTS = (1, 3, 5)
@@ -22,11 +23,11 @@ _VOTE_MODEL = re.compile(rf"{BASE_MODEL}-vote-([1-9])")
 OWNER = "symphony-edge"
 
 
-class ModelNotFound(Exception):
+class UnknownModel(SymphonyError):
     """The request names a model the gateway does not serve (404)."""
 
 
-class BadRequest(Exception):
+class BadRequest(SymphonyError):
     """The request is valid JSON but asks for something the fabric cannot do (400)."""
 
     def __init__(self, message: str, param: str | None = None) -> None:
@@ -189,7 +190,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 def model_options(model: str, live_agent_ids: set[str]) -> dict[str, Any]:
-    """The TaskOptions a model name stands for; ModelNotFound for a name we do not serve."""
+    """The TaskOptions a model name stands for; UnknownModel for a name we do not serve."""
     if model == BASE_MODEL:
         return {}
     vote = _VOTE_MODEL.fullmatch(model)
@@ -198,9 +199,9 @@ def model_options(model: str, live_agent_ids: set[str]) -> dict[str, Any]:
     if model.startswith(AGENT_PREFIX):
         agent_id = model[len(AGENT_PREFIX) :]
         if agent_id not in live_agent_ids:
-            raise ModelNotFound(f"no live agent {agent_id!r} on the fabric (see GET /v1/models)")
+            raise UnknownModel(f"no live agent {agent_id!r} on the fabric (see GET /v1/models)")
         return {"agent_id": agent_id, "cot_count": 1, "plan_k": 1}
-    raise ModelNotFound(f"the model {model!r} does not exist; use {BASE_MODEL}, {BASE_MODEL}-vote-N or agent:<id>")
+    raise UnknownModel(f"the model {model!r} does not exist; use {BASE_MODEL}, {BASE_MODEL}-vote-N or agent:<id>")
 
 
 def task_of(
@@ -366,10 +367,10 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": code}}
 
 
-FABRIC_ERROR_STATUS = {"timeout": 504, "no_agents": 503, "busy": 429, "bad_request": 400}
+FABRIC_ERROR_STATUS: dict[ErrorCode, int] = {"timeout": 504, "no_agents": 503, "busy": 429, "bad_request": 400}
 FABRIC_ERROR_STATUS |= {"rate_limited": 429, "too_large": 400, "forbidden": 403}  # the router's tenancy caps
 
 
-def fabric_error_status(code: str) -> int:
-    """The HTTP status of a fabric ErrorReply code."""
+def fabric_error_status(code: ErrorCode) -> int:
+    """The HTTP status of a fabric ErrorReply code (502 for the fabric's own failure, `internal_error`)."""
     return FABRIC_ERROR_STATUS.get(code, 502)

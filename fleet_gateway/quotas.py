@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.errors import SymphonyError
 from shared.http_auth import ClientAccount, KeyQuota
 from shared.messages import TaskOptions
 
@@ -28,7 +29,7 @@ ANONYMOUS = "anonymous"  # the label of callers without a key (a gateway serving
 CAPPED_OPTIONS = (("cot_count", "max_cot_count"), ("plan_k", "max_plan_k"))
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(SymphonyError):
     """A key is over one of its quotas (429 with Retry-After)."""
 
     def __init__(self, reason: str, message: str, retry_after_s: float) -> None:
@@ -37,7 +38,7 @@ class QuotaExceeded(Exception):
         self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
-class CapExceeded(Exception):
+class CapExceeded(SymphonyError):
     """A request asks for more than its key may (400: asking again does not help)."""
 
     def __init__(self, message: str, param: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from fleet_gateway.openai_api import BadRequest, ChatCompletionRequest, Tool, chunk, trace, usage
 from shared.constraints import ConstraintError, canonical_json, check_schema, schema_violation
+from shared.errors import SymphonyError
 from shared.messages import OutputConstraint, TaskAnswer
 
 MAX_PARALLEL_CALLS = 4
@@ -38,7 +39,7 @@ CONTENT_SCHEMA: dict[str, Any] = {
 }
 
 
-class InvalidReply(Exception):
+class InvalidReply(SymphonyError):
     """The fleet's answer does not satisfy the requested format (answered as a 502 in OpenAI's shape)."""
 
 

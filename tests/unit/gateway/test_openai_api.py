@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from fleet_gateway.openai_api import (
     BadRequest,
     ChatCompletionRequest,
-    ModelNotFound,
     StopScanner,
+    UnknownModel,
     completion,
     cut_at_stop,
     error_body,
@@ -52,9 +52,9 @@ def test_openai_and_symphony_options_become_task_options() -> None:
 def test_an_agent_model_is_a_single_direct_run_on_that_live_agent() -> None:
     _, _, options = task_of(chat(model="agent:n1-math", cot_count=5), LIVE, 60.0)
     assert (options["agent_id"], options["cot_count"], options["plan_k"]) == ("n1-math", 1, 1)
-    with pytest.raises(ModelNotFound, match="n9"):
+    with pytest.raises(UnknownModel, match="n9"):
         task_of(chat(model="agent:n9"), LIVE, 60.0)
-    with pytest.raises(ModelNotFound, match="gpt-4"):
+    with pytest.raises(UnknownModel, match="gpt-4"):
         task_of(chat(model="gpt-4"), LIVE, 60.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from shared.messages import (
     CapabilitySummary,
     DesiredAgent,
     DesiredState,
+    ErrorCode,
     ErrorReply,
     LedgerEntry,
     ModelRef,
@@ -216,12 +218,13 @@ def test_every_message_round_trips(message: WireModel) -> None:
         pytest.param(b"{}", id="no-kind"),
         pytest.param(b'{"kind": 5}', id="kind-not-a-string"),
         pytest.param(b'{"kind": "launch_missiles", "v": 1}', id="unknown-kind"),
-        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "x"}', id="missing-field"),
-        pytest.param(b'{"kind": "error_reply", "v": 2, "code": "x", "message": "m"}', id="wrong-version"),
+        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "busy"}', id="missing-field"),
+        pytest.param(b'{"kind": "error_reply", "v": 2, "code": "busy", "message": "m"}', id="wrong-version"),
         pytest.param(b'{"kind": "error_reply", "v": 1, "code": 7, "message": "m"}', id="wrong-type"),
         pytest.param(b'{"kind": "error_reply", "v": 1, "code": "", "message": "m"}', id="empty-code"),
-        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "x", "message": "m", "extra": 1}', id="extra-field"),
-        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "x", "message": "\xff\xfe"}', id="invalid-utf8"),
+        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "oops", "message": "m"}', id="unknown-code"),
+        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "busy", "message": "m", "extra": 1}', id="extra-field"),
+        pytest.param(b'{"kind": "error_reply", "v": 1, "code": "busy", "message": "\xff\xfe"}', id="invalid-utf8"),
         pytest.param(b"\xc3\x28", id="invalid-utf8-only"),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, id="recursion-bomb"),
     ],
@@ -266,11 +269,11 @@ def test_run_request_without_a_required_field_raises_message_error(field: str) -
 
 def test_a_str_payload_that_is_not_encodable_raises_message_error() -> None:
     with pytest.raises(MessageError):
-        decode('{"kind": "error_reply", "code": "x", "message": "\ud800"}')
+        decode('{"kind": "error_reply", "code": "busy", "message": "\ud800"}')
 
 
 def test_the_size_limit_is_enforced_and_configurable() -> None:
-    payload = encode(ErrorReply(code="x", message="m" * 1000))
+    payload = encode(ErrorReply(code="busy", message="m" * 1000))
     assert decode(payload, max_bytes=len(payload)) == decode(payload)
     with pytest.raises(MessageError, match="exceeds"):
         decode(payload, max_bytes=len(payload) - 1)
@@ -331,11 +334,11 @@ def test_peek_reply_route(payload: bytes, route: tuple[str | None, str | None, s
 
 
 def test_messages_are_frozen_and_reject_extra_fields() -> None:
-    reply = ErrorReply(code="x", message="m")
+    reply = ErrorReply(code="busy", message="m")
     with pytest.raises(ValidationError):
-        reply.code = "y"  # type: ignore[misc]
+        reply.code = "timeout"  # type: ignore[misc]
     with pytest.raises(ValidationError):
-        ErrorReply(code="x", message="m", surprise=1)  # type: ignore[call-arg]
+        ErrorReply(code="busy", message="m", surprise=1)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         AgentInfo(agent_id="a", backend="echo", model="m", max_in_flight=1, colour="red")  # type: ignore[call-arg]
 
@@ -343,3 +346,13 @@ def test_messages_are_frozen_and_reject_extra_fields() -> None:
 def test_run_result_ok_follows_the_error_field() -> None:
     assert SAMPLES[5].ok  # type: ignore[attr-defined]
     assert not SAMPLES[6].ok  # type: ignore[attr-defined]
+
+
+def test_an_error_reply_carries_only_the_codes_the_kit_sends() -> None:
+    for code in get_args(ErrorCode):
+        reply = ErrorReply(code=code, message="m")
+        assert decode(encode(reply)) == reply
+    with pytest.raises(ValidationError):
+        ErrorReply(code="oops", message="m")  # type: ignore[arg-type]
+    with pytest.raises(MessageError, match="code"):
+        decode(b'{"kind": "error_reply", "v": 1, "code": "oops", "message": "m"}')
