@@ -125,6 +125,31 @@ def test_a_bad_environment_value_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"SYMPHONY_EDGE_SITE": "a/b"}, "connection.site (from SYMPHONY_EDGE_SITE)"),
+        ({"SYMPHONY_EDGE_BROKERS": " , "}, "connection.brokers (from SYMPHONY_EDGE_BROKERS)"),
+        ({"SYMPHONY_EDGE_BROKERS": "http://x:1"}, "connection.brokers (from SYMPHONY_EDGE_BROKERS)"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_node_config(None, environ=environ)
+    assert variable in str(raised.value)
+
+
+def test_an_empty_broker_variable_and_other_variables_leave_the_config_alone(tmp_path: Path) -> None:
+    environ = {"SYMPHONY_EDGE_BROKERS": "", "SYMPHONY_EDGE_MODELS": "/elsewhere", "OTHER": "x"}
+    config = load_node_config(write(tmp_path, GOOD), environ=environ)
+    assert config.connection.brokers == ("mqtt://10.0.0.2:1883", "10.0.0.3:1884")
+
+
+def test_an_explicit_override_replaces_a_bad_environment_value(tmp_path: Path) -> None:
+    config = load_node_config(write(tmp_path, GOOD), environ={"SYMPHONY_EDGE_NODE_ID": "#"}, node_id="from-cli")
+    assert config.node_id == "from-cli"
+
+
+@pytest.mark.parametrize(
     ("text", "hint"),
     [("key: [unclosed\n", "not valid YAML"), ("- a\n- b\n", "top level must be a mapping")],
 )
