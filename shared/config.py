@@ -11,7 +11,6 @@ overrides win over the environment, the environment over the file.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.topics import validate_id
@@ -249,12 +248,7 @@ class EnvironmentOverrides(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # `read` passes the environment it is given: no .env file, no secrets directory
-
-    @classmethod
-    def read(cls, environ: Mapping[str, str]) -> EnvironmentOverrides:
-        """The overrides `environ` sets (os.environ, or a plain mapping in tests and tools)."""
-        return cls(**_MappingEnvironment(cls, environ)())
+        return (env_settings,)  # the process environment only: no .env file, no secrets directory
 
     def dotted(self) -> dict[str, tuple[str, Any]]:
         """Each variable that is set, as {dotted config key: (variable name, value)}."""
@@ -267,31 +261,22 @@ class EnvironmentOverrides(BaseSettings):
         }
 
 
-class _MappingEnvironment(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of os.environ (its own providers for
-    .env files and secret stores override `_load_env_vars` the same way)."""
+def load_node_config(path: Path | None, *, environment: bool = True, **overrides: Any) -> NodeConfig:
+    """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides.
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name if self.case_sensitive else name.lower(): value for name, value in self.environ.items()}
-
-
-def load_node_config(path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any) -> NodeConfig:
-    """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides."""
+    `environment=False` reads the file as it is (a tool reading another node's file).
+    """
     data: dict[str, Any] = _read_yaml(path) if path is not None else {}
-    environment = EnvironmentOverrides.read(os.environ if environ is None else environ).dotted()
+    from_environment = EnvironmentOverrides().dotted() if environment else {}
     explicit = {key: value for key, value in overrides.items() if value is not None}
-    for key, (_, value) in environment.items():
+    for key, (_, value) in from_environment.items():
         _set_dotted(data, key, value)
     for key, value in explicit.items():
         _set_dotted(data, key, value)
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as error:
-        variables = {key: variable for key, (variable, _) in environment.items() if key not in explicit}
+        variables = {key: variable for key, (variable, _) in from_environment.items() if key not in explicit}
         raise ConfigError(_describe(error, path, variables)) from None
 
 
