@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ class HostArtifacts:
     wheelhouse: Path | None
     llama_wheel: Shipped | None
     models: dict[str, Shipped] = field(default_factory=dict)  # file name on the board -> cached file
+    extras: tuple[str, ...] = ()  # the kit's backend extras its kind installs (`openai`), besides `mlx` on Apple
 
     @property
     def bytes_shipped(self) -> int:
@@ -133,11 +134,18 @@ def prepare(
     kit = kit_wheel(KIT_SOURCE, cache, log) if ship_kit else None
     unique = sorted(set(kinds.values()), key=lambda kind: kind.name)
     llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log) for kind in unique}
-    wheelhouses = {kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log) if kit else None for kind in unique}
+    extras = {
+        kind.name: backend_extras(agent for host in kinds if kinds[host] == kind for agent in agents[host])
+        for kind in unique
+    }
+    wheelhouses = {
+        kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log, extras[kind.name]) if kit else None
+        for kind in unique
+    }
     models: dict[str, Shipped] = {}
     hosts = {}
     for name, kind in kinds.items():
-        host = HostArtifacts(kind, wheelhouses[kind.name], llama[kind.name])
+        host = HostArtifacts(kind, wheelhouses[kind.name], llama[kind.name], extras=extras[kind.name])
         for agent in agents[name]:
             if needs_model_file(agent):
                 if agent.model not in models:
@@ -145,6 +153,11 @@ def prepare(
                 host.models[shipped_model_name(agent.model)] = models[agent.model]
         hosts[name] = host
     return ArtifactSet(kit, hosts)
+
+
+def backend_extras(agents: Iterable[AgentConfig]) -> tuple[str, ...]:
+    """The kit's extras the agents' backends need beyond a model engine: `openai` for the openai backend."""
+    return ("openai",) if any(agent.backend == "openai" for agent in agents) else ()
 
 
 def _host_agents(plan: FleetPlan) -> dict[str, tuple[AgentConfig, ...]]:
@@ -254,15 +267,20 @@ def folder_of(kind: TargetKind, cache: Path) -> Path:
     return cache / "llama" / kind.name
 
 
-def wheelhouse(kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | None, log: Log = print) -> Path:
-    """Every wheel a board of `kind` installs, downloaded for its platform and Python; re-downloaded only when
-    the kit's requirements or the llama wheel change. The kit and llama wheels themselves are copied in."""
+def wheelhouse(
+    kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | None, log: Log = print, extras: tuple[str, ...] = ()
+) -> Path:
+    """Every wheel a board of `kind` installs (the kit with `extras`, and `mlx` on Apple), downloaded for its
+    platform and Python; re-downloaded only when the kit's requirements, the extras or the llama wheel change. The
+    kit and llama wheels themselves are copied in."""
     folder = cache / "wheelhouse" / kind.name
     wanted = [kit.path] + ([llama.path] if llama else [])
-    requirements = [f"{kit.path}[mlx]" if kind.is_apple else str(kit.path)] + [str(path) for path in wanted[1:]]
+    kit_extras = (("mlx",) if kind.is_apple else ()) + extras
+    kit_requirement = f"{kit.path}[{','.join(kit_extras)}]" if kit_extras else str(kit.path)
+    requirements = [kit_requirement] + [str(path) for path in wanted[1:]]
     key = hashlib.sha256(
         "\n".join(
-            [*kind.pip_platforms(), kind.name, *(path.name for path in wanted), *map(_requirements, wanted)]
+            [*kind.pip_platforms(), kind.name, *(path.name for path in wanted), *map(_requirements, wanted), *extras]
         ).encode()
     ).hexdigest()
     key_file = folder / ".requirements-key"
@@ -328,6 +346,7 @@ def artifact_variables(artifacts: ArtifactSet) -> dict[str, Any]:
             "llama_wheel_src": str(host.llama_wheel.path) if host.llama_wheel else "",
             "llama_wheel_sha256": host.llama_wheel.sha256 if host.llama_wheel else "",
             "accelerator": host.kind.accelerator,
+            "extras": list(host.extras),
             "models": [
                 {"src": str(model.path), "name": file, "sha256": model.sha256, "directory": model.path.is_dir()}
                 for file, model in sorted(host.models.items())

@@ -40,7 +40,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from router.bidding import BidCollector
@@ -48,7 +48,7 @@ from router.brain import RoutingBrain, write_state
 from router.cost_policy import CostAwarePolicy, CostPolicyConfig
 from router.fleet_state import FleetStateHandlers
 from router.identity import resolve_identity
-from router.ledger import DEFAULT_RETENTION_S, TaskLedger
+from router.ledger import TaskLedger
 from router.locality import LocalityPolicy
 from router.plumbing import LedgerEchoes
 from router.registry import AgentRegistry, RouterRoster
@@ -56,7 +56,7 @@ from router.routed_task import PendingRun, RoutedTask, without_gold
 from router.site_role import SiteRole
 from router.tasks import TaskHandlers
 from router.tenancy import AccountTasks, Tenancy
-from shared.config import ConnectionSettings, RouterSettings
+from shared.config import ConnectionSettings, Id, RouterSettings
 from shared.messages import (
     RebirthRequest,
     encode,
@@ -68,29 +68,28 @@ log = logging.getLogger(__name__)
 __all__ = ["RouterConfig", "RouterService", "hosted_router", "router_config", "without_gold"]
 
 
-@dataclass(frozen=True)
-class RouterConfig:
-    router_id: str
+class RouterConfig(RouterSettings):
+    """A running router's settings: the node file's `router:` section (RouterSettings, so a setting is written once),
+    with the router's resolved id and state file, its connection, and the knobs only code and tests turn."""
+
+    router_id: Id  # resolved (router.identity): never None here
     connection: ConnectionSettings
-    state_file: Path | None = None
-    save_interval_s: float = 30.0
-    stale_after_s: float = 30.0
-    seed: int = 0
-    frozen: bool = False
-    answer_cache_size: int = 20_000  # ledger entries kept (claims and answers of every router)
-    answer_retention_s: float = DEFAULT_RETENTION_S  # how long an answered task id is replayed
+    frozen: bool = False  # evaluation: route with the saved state, learn nothing (`edge-agent router --frozen`)
     join_sync_s: float = 0.3  # quiet time on the retained ledger before a (re)started router takes work
     join_sync_max_s: float = 5.0
     offline_grace_s: float = 1.5  # an offline node's runs fail only if it is not back (same process) by then
     agent_wait_s: float = 5.0  # a task that finds no live agent waits this long (at most half its deadline)
-    policy: str = "linucb"
     cancel_runs: bool = True  # tell agents to stop runs no longer awaited (off only to measure what it saves)
-    rebirth_on_connect: bool = True  # ask live nodes to republish their beacons on every (re)connect
-    share_group: str | None = None  # submissions through `$share/{group}/...`: the broker picks one router
-    site_summaries: bool = False  # multi-site fleets (router/site_role.py, docs/sites.md)
-    summary_interval_s: float = 5.0
-    locality: LocalityPolicy = LocalityPolicy()  # noqa: RUF009 - immutable (a frozen dataclass)
-    tenancy: Tenancy = field(default_factory=Tenancy)  # teachers, deadline cap, per-account caps (router.tenancy)
+
+    @cached_property
+    def locality(self) -> LocalityPolicy:
+        """When to cross a WAN link (router/locality.py), from `local_load_threshold` and `link_cost`."""
+        return LocalityPolicy(load_threshold=self.local_load_threshold, link_cost=self.link_cost)
+
+    @cached_property
+    def tenancy(self) -> Tenancy:
+        """Teachers, the deadline cap and per-account caps (router.tenancy)."""
+        return Tenancy.from_settings(self)
 
 
 class RouterService(FleetStateHandlers, TaskHandlers):
@@ -108,7 +107,7 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         self.brain = self._load_brain()
         self.bids = BidCollector()
         self.client: FabricClient | None = None
-        self.ledger = TaskLedger(config.answer_retention_s, config.answer_cache_size)
+        self.ledger = TaskLedger(config.answer_retention_s, config.ledger_size)
         self.ledger_echoes = LedgerEchoes()  # our entries, skipped when the broker sends them back
         self._ledger_heard = 0  # ledger messages received (the join waits until they stop coming)
         self._joined = False
@@ -229,24 +228,8 @@ def router_config(
     """The router's settings; its id and state file are stable across restarts (see router.identity)."""
     settings = settings or RouterSettings()
     identity = resolve_identity(state_dir, settings.router_id, settings.state_file)
-    return RouterConfig(
-        router_id=identity.router_id,
-        connection=connection,
-        state_file=identity.state_file,
-        save_interval_s=settings.save_interval_s,
-        stale_after_s=settings.stale_after_s,
-        seed=settings.seed,
-        frozen=frozen,
-        policy=settings.policy,
-        share_group=settings.share_group,
-        rebirth_on_connect=settings.rebirth_on_connect,
-        answer_retention_s=settings.answer_retention_s,
-        answer_cache_size=settings.ledger_size,
-        site_summaries=settings.site_summaries,
-        summary_interval_s=settings.summary_interval_s,
-        locality=LocalityPolicy(load_threshold=settings.local_load_threshold, link_cost=settings.link_cost),
-        tenancy=Tenancy.from_settings(settings),
-    )
+    resolved = {"router_id": identity.router_id, "state_file": identity.state_file}
+    return RouterConfig(**{**dict(settings), **resolved}, connection=connection, frozen=frozen)
 
 
 @contextlib.asynccontextmanager

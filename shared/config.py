@@ -3,14 +3,14 @@
 A node file names the fabric, how to reach the broker(s), the agents the node hosts and optionally a router
 and an embedded broker. `load_node_config` raises `ConfigError` naming the file and the field on any mistake.
 
-Environment overrides (applied after the file, before validation):
-    SYMPHONY_EDGE_NODE_ID, SYMPHONY_EDGE_FABRIC, SYMPHONY_EDGE_BROKERS (comma-separated URLs),
-    SYMPHONY_EDGE_USERNAME, SYMPHONY_EDGE_PASSWORD, SYMPHONY_EDGE_STATE_DIR, SYMPHONY_EDGE_SITE
+Environment overrides (applied after the file, before validation; read by pydantic-settings, see
+`EnvironmentOverrides`): SYMPHONY_EDGE_NODE_ID, SYMPHONY_EDGE_FABRIC, SYMPHONY_EDGE_BROKERS (comma-separated URLs),
+SYMPHONY_EDGE_USERNAME, SYMPHONY_EDGE_PASSWORD, SYMPHONY_EDGE_STATE_DIR, SYMPHONY_EDGE_SITE. Explicit (CLI)
+overrides win over the environment, the environment over the file.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.topics import validate_id
@@ -214,17 +215,69 @@ def _default_node_id() -> str:
     return name[:64]
 
 
-def load_node_config(path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any) -> NodeConfig:
-    """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides."""
+class EnvironmentOverrides(BaseSettings):
+    """The node settings the environment may override, one `SYMPHONY_EDGE_<FIELD>` variable each.
+
+    The values stay as given here (strings, the brokers split at commas): the node config validates them together
+    with the file's, and an error names the variable a bad value came from.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENVIRONMENT_PREFIX, extra="ignore", frozen=True)
+
+    node_id: str | None = None
+    state_dir: str | None = None
+    fabric: str | None = None
+    brokers: Annotated[list[str] | None, NoDecode] = None
+    username: str | None = None
+    password: str | None = None
+    site: str | None = None
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: Any) -> Any:
+        if isinstance(value, str):  # an empty variable leaves the brokers alone; "," alone names none (an error)
+            return [url.strip() for url in value.split(",") if url.strip()] if value else None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings,)  # the process environment only: no .env file, no secrets directory
+
+    def dotted(self) -> dict[str, tuple[str, Any]]:
+        """Each variable that is set, as {dotted config key: (variable name, value)}."""
+        return {
+            (f"connection.{name}" if name in ConnectionSettings.model_fields else name): (
+                f"{ENVIRONMENT_PREFIX}{name.upper()}",
+                value,
+            )
+            for name, value in self.model_dump(exclude_none=True).items()
+        }
+
+
+def load_node_config(path: Path | None, *, environment: bool = True, **overrides: Any) -> NodeConfig:
+    """Load a node config from YAML (or defaults when `path` is None), apply environment and CLI overrides.
+
+    `environment=False` reads the file as it is (a tool reading another node's file).
+    """
     data: dict[str, Any] = _read_yaml(path) if path is not None else {}
-    _apply_environment(data, os.environ if environ is None else environ)
-    for key, value in overrides.items():
-        if value is not None:
-            _set_dotted(data, key, value)
+    from_environment = EnvironmentOverrides().dotted() if environment else {}
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    for key, (_, value) in from_environment.items():
+        _set_dotted(data, key, value)
+    for key, value in explicit.items():
+        _set_dotted(data, key, value)
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, path)) from None
+        variables = {key: variable for key, (variable, _) in from_environment.items() if key not in explicit}
+        raise ConfigError(_describe(error, path, variables)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -243,20 +296,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    simple = {"NODE_ID": "node_id", "STATE_DIR": "state_dir"}
-    for name, key in simple.items():
-        if f"{ENVIRONMENT_PREFIX}{name}" in environ:
-            data[key] = environ[f"{ENVIRONMENT_PREFIX}{name}"]
-    connection = {"FABRIC": "fabric", "USERNAME": "username", "PASSWORD": "password", "SITE": "site"}
-    for name, key in connection.items():
-        if f"{ENVIRONMENT_PREFIX}{name}" in environ:
-            _set_dotted(data, f"connection.{key}", environ[f"{ENVIRONMENT_PREFIX}{name}"])
-    brokers = environ.get(f"{ENVIRONMENT_PREFIX}BROKERS")
-    if brokers:
-        _set_dotted(data, "connection.brokers", [url.strip() for url in brokers.split(",") if url.strip()])
-
-
 def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
     *parents, last = dotted_key.split(".")
     node = data
@@ -269,10 +308,13 @@ def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[last] = value
 
 
-def _describe(error: ValidationError, path: Path | None) -> str:
+def _describe(error: ValidationError, path: Path | None, variables: Mapping[str, str]) -> str:
+    """The error as lines naming each bad field, and the environment variable its value came from if one did."""
     source = str(path) if path is not None else "configuration"
     lines = [f"{source}: invalid configuration"]
     for item in error.errors()[:10]:
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {location}: {item['msg']}")
+        variable = next((name for key, name in variables.items() if f"{location}.".startswith(f"{key}.")), None)
+        origin = f" (from {variable})" if variable else ""
+        lines.append(f"  {location}{origin}: {item['msg']}")
     return "\n".join(lines)

@@ -50,7 +50,7 @@ class Fleet:
     def connection(self, account: str, **changes: object) -> ConnectionSettings:
         """The account's rendered settings, with local TLS paths."""
         file = self.config_file(account)
-        settings = load_node_config(file, environ={}).connection
+        settings = load_node_config(file, environment=False).connection
         if settings.tls is not None:
             changes.setdefault("tls", self.local_tls(file))
         return settings.model_copy(update={"keepalive_s": 2, "connect_timeout_s": 5.0, **changes})

@@ -93,7 +93,6 @@ async def run_router(
 ) -> AsyncIterator[Any]:
     """A RouterService on the fabric with `state_file`, learning or frozen, once it sees the agents."""
     from router.service import RouterConfig, RouterService
-    from router.tenancy import Tenancy
 
     config = RouterConfig(
         router_id=router_id,
@@ -102,7 +101,7 @@ async def run_router(
         save_interval_s=5.0,
         seed=seed,
         frozen=frozen,
-        tenancy=Tenancy(teachers=frozenset({teacher(fabric.connection)})),  # gold answers teach it
+        teachers=(teacher(fabric.connection),),  # gold answers teach it
     )
     service = RouterService(config)
     await service.start()

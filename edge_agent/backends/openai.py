@@ -1,24 +1,26 @@
-"""Any OpenAI-compatible chat server (llama-server, vLLM, OpenRouter) over HTTP, using only the stdlib.
+"""Any OpenAI-compatible chat server (llama-server, vLLM, OpenRouter), through the official `openai` client.
 
-HTTP failures are translated here: 402 -> ``PaymentRequired``, 5xx -> ``ServerError``, timeouts ->
-``BackendTimeout``, connection failures -> ``BackendUnavailable``, other 4xx and malformed replies ->
-``LogicError``. The API key is read from an environment variable and never logged or put in messages.
+The client's failures are translated here: HTTP 402 -> ``PaymentRequired``, 408 and 504 and timeouts ->
+``BackendTimeout``, 5xx, an error streamed mid-reply and a connection dropped or garbled -> ``ServerError``, no
+connection at all -> ``BackendUnavailable``, other 4xx and malformed replies -> ``LogicError``. The client never
+retries (``max_retries=0``): the router re-dispatches a failed run to another agent. The API key is read from an
+environment variable and never logged or put in messages. Without the `openai` package (the extra
+``symphony-edge[openai]``) the backend cannot be created: ``BackendUnavailable``.
 
-``stream`` asks for server-sent events and hands each delta to the sink; when the sink says stop, the connection
-is closed, which makes the server stop generating (llama-server, vLLM and llama-cpp-python's server do).
+``stream`` asks for server-sent events and hands each delta to the sink; when the sink says stop, the stream is
+closed, which makes the server stop generating (llama-server, vLLM and llama-cpp-python's server do).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pydantic
 
 from edge_agent.backends.base import (
     BackendError,
@@ -34,14 +36,17 @@ from edge_agent.backends.base import (
     refuse_constraint,
 )
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
+
 ERROR_BODY_EXCERPT_CHARS = 300
 
 
 class OpenAIBackend:
-    """Call ``POST {base_url}/chat/completions`` on an OpenAI-compatible server.
+    """Chat completions (``POST {base_url}/chat/completions``) on an OpenAI-compatible server.
 
     ``base_url`` includes the API prefix, e.g. ``http://127.0.0.1:8080/v1``. The key comes from the
-    environment variable named by ``api_key_env``; a missing key is fine for local servers.
+    environment variable named by ``api_key_env``; a missing key is fine for local servers (no Authorization).
     """
 
     name = "openai"
@@ -56,131 +61,136 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 60.0,
     ) -> None:
+        openai = _import_openai()
         self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"  # what errors name
         self.model = model
-        self.api_key_env = api_key_env
         self.timeout_s = timeout_s
+        # The key of `api_key_env` alone, never OPENAI_API_KEY by accident. Without one, each request omits the
+        # Authorization header (the client insists on some key, so it gets a placeholder it never sends).
+        api_key = os.environ.get(api_key_env)
+        self.headers = {} if api_key else {"Authorization": openai.Omit()}
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "-", timeout=timeout_s, max_retries=0)
 
     def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
         """Send one chat completion request and return the first choice with the reported usage."""
         started = time.perf_counter()
-        reply = self._post("/chat/completions", self._body(messages, options))
-        latency = time.perf_counter() - started
-        return _parse_completion(reply, self.name, self.model, latency)
+        with self._translated():
+            completion = self.client.chat.completions.create(**self._request(messages, options))
+        return self._generation(completion, time.perf_counter() - started)
 
     def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
-        """Stream the completion (SSE), handing each delta to ``sink``; a False return closes the connection."""
-        body = {**self._body(messages, options), "stream": True, "stream_options": {"include_usage": True}}
-        url = self.base_url + "/chat/completions"
+        """Stream the completion (SSE), handing each delta to ``sink``; a False return closes the stream."""
+        request = {**self._request(messages, options), "stream": True, "stream_options": {"include_usage": True}}
         started = time.perf_counter()
         pieces: list[str] = []
-        usage: dict[str, Any] = {}
-        with self._translated(url), urllib.request.urlopen(self._request(url, body), timeout=self.timeout_s) as reply:
-            if "text/event-stream" not in reply.headers.get("Content-Type", ""):  # a server that does not stream
-                generation = _parse_completion(_json(url, reply.read()), self.name, self.model, 0.0)
+        usage = None
+        with self._translated():
+            reply = self.client.chat.completions.with_raw_response.create(**request)
+            if "text/event-stream" not in reply.headers.get("content-type", ""):  # a server that does not stream
+                generation = self._generation(_completion(reply.http_response.read()), 0.0)
                 sink(generation.text)
                 return generation.model_copy(update={"latency_s": time.perf_counter() - started})
-            for chunk in _events(url, reply):
-                usage = chunk.get("usage") or usage
-                choices = chunk.get("choices") or []
-                piece = choices[0].get("delta", {}).get("content") if choices else None
-                if piece:
-                    pieces.append(str(piece))
-                    if not sink(str(piece)):
-                        break
+            with reply.parse() as chunks:  # leaving it closes the connection: the server stops generating
+                for chunk in chunks:
+                    usage = chunk.usage or usage
+                    piece = getattr(chunk.choices[0].delta, "content", None) if chunk.choices else None  # unchecked
+                    if piece:
+                        pieces.append(piece)
+                        if not sink(piece):
+                            break
         return Generation(
             text="".join(pieces).strip(),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", len(pieces))),
+            prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", None) or len(pieces),
             latency_s=time.perf_counter() - started,
             backend=self.name,
             model=self.model,
         )
 
-    def _body(self, messages: list[ChatMessage], options: GenerationOptions) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    def _request(self, messages: list[ChatMessage], options: GenerationOptions) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` (the output constraint as ``response_format``)."""
+        request: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "top_p": options.top_p,
+            "extra_headers": self.headers,
         }
         if options.seed is not None:
-            body["seed"] = options.seed
+            request["seed"] = options.seed
         if options.stop:
-            body["stop"] = options.stop
+            request["stop"] = options.stop
         refuse_constraint(self.name, options, self.constraint_kinds)
         if options.constraint is not None:
             schema = {"name": options.constraint.name, "schema": options.constraint.json_schema, "strict": True}
-            body["response_format"] = {"type": "json_schema", "json_schema": schema}
-        return body
+            request["response_format"] = {"type": "json_schema", "json_schema": schema}
+        return request
 
-    def _request(self, url: str, body: dict[str, Any]) -> urllib.request.Request:
-        return urllib.request.Request(
-            url, data=json.dumps(body).encode("utf-8"), headers=self._headers(), method="POST"
-        )
-
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        url = self.base_url + path
-        with self._translated(url), urllib.request.urlopen(self._request(url, body), timeout=self.timeout_s) as reply:
-            raw = reply.read()
-        return _json(url, raw)
+    def _generation(self, completion: Any, latency_s: float) -> Generation:
+        """The first choice of a completion; the client checks no shape, so a reply without one is a LogicError."""
+        try:
+            usage = completion.usage
+            return Generation(
+                text=(completion.choices[0].message.content or "").strip(),
+                prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
+                completion_tokens=getattr(usage, "completion_tokens", None) or 0,
+                latency_s=latency_s,
+                backend=self.name,
+                model=getattr(completion, "model", None) or self.model,
+            )
+        except (AttributeError, IndexError, TypeError, ValueError) as error:
+            raise LogicError(
+                f"{self.url} returned a reply that is not a chat completion: {_excerpt(completion)}"
+            ) from error
 
     @contextlib.contextmanager
-    def _translated(self, url: str) -> Iterator[None]:
-        """Turn the HTTP and socket errors of a request (sent or being read) into the backend error tree."""
+    def _translated(self) -> Iterator[None]:
+        """Turn the client's errors (request sent, or reply being read) into the backend error tree."""
+        import openai
+
         try:
             yield
-        except urllib.error.HTTPError as error:
-            raise _http_error(url, error.code, _excerpt(error.read())) from error
-        except TimeoutError as error:
-            raise BackendTimeout(f"{url} did not answer within {self.timeout_s} s") from error
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, TimeoutError):
-                raise BackendTimeout(f"{url} did not answer within {self.timeout_s} s") from error
-            raise BackendUnavailable(f"cannot reach {url}: {error.reason}") from error
-        except http.client.HTTPException as error:
-            # the peer is not speaking HTTP properly (garbage status line, dropped mid-reply)
-            raise ServerError(f"{url} sent a broken HTTP reply: {error!r}") from error
-        except ConnectionError as error:
-            raise ServerError(f"{url} dropped the connection: {error}") from error
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        api_key = os.environ.get(self.api_key_env)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        return headers
+        except openai.APITimeoutError as error:
+            raise BackendTimeout(f"{self.url} did not answer within {self.timeout_s} s") from error
+        except openai.APIConnectionError as error:
+            # openai 1.x wraps httpx's ConnectError, later versions httpx2's: nothing listening, no route, no host
+            if type(error.__cause__).__name__ == "ConnectError":
+                raise BackendUnavailable(f"cannot reach {self.url}: {error.__cause__}") from error
+            raise ServerError(f"{self.url} dropped the connection or broke HTTP: {error.__cause__!r}") from error
+        except openai.APIStatusError as error:
+            raise _status_error(self.url, error.status_code, _excerpt(error.response.text)) from error
+        except openai.APIResponseValidationError as error:
+            raise LogicError(f"{self.url} returned a reply that is not a chat completion: {error}") from error
+        except openai.APIError as error:  # an error event in the middle of a stream
+            raise ServerError(f"{self.url} failed while streaming: {_excerpt(error.body or error.message)}") from error
+        except (json.JSONDecodeError, pydantic.ValidationError) as error:
+            raise LogicError(f"{self.url} returned a reply that is not a chat completion: {error}") from error
 
     def close(self) -> None:
-        """Nothing to release: every request opens and closes its own connection."""
+        """Close the client's connection pool."""
+        self.client.close()
 
 
-def _json(url: str, raw: bytes) -> Any:
+def _import_openai() -> Any:
     try:
-        return json.loads(raw)
-    except ValueError as error:
-        raise LogicError(f"{url} returned a reply that is not JSON: {_excerpt(raw)!r}") from error
+        import openai
+    except ImportError as error:
+        hint = 'install it with `pip install "symphony-edge[openai]"`'
+        raise BackendUnavailable(f"the openai backend needs the `openai` package ({error}); {hint}") from error
+    return openai
 
 
-def _events(url: str, reply: Any) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to `[DONE]`."""
-    for raw_line in reply:
-        line = raw_line.strip()
-        if not line.startswith(b"data:"):
-            continue  # comments, event names, blank separators
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        chunk = _json(url, data)
-        if not isinstance(chunk, dict):
-            raise LogicError(f"{url} streamed something that is not a chunk: {_excerpt(data)!r}")
-        if "error" in chunk:
-            raise ServerError(f"{url} failed while streaming: {_excerpt(chunk['error'])}")
-        yield chunk
+def _completion(body: bytes) -> ChatCompletion | Any:
+    """A whole (unstreamed) completion built as the client builds its replies: unchecked (`_generation` checks)."""
+    from openai.types.chat import ChatCompletion
+
+    data = json.loads(body)
+    return ChatCompletion.model_construct(**data) if isinstance(data, dict) else data
 
 
-def _http_error(url: str, status: int, body: str) -> BackendError:
+def _status_error(url: str, status: int, body: str) -> BackendError:
     message = f"{url} answered HTTP {status}: {body}"
     if status == 402:
         return PaymentRequired(message)
@@ -189,22 +199,6 @@ def _http_error(url: str, status: int, body: str) -> BackendError:
     if status >= 500:
         return ServerError(message)
     return LogicError(message)
-
-
-def _parse_completion(reply: Any, backend: str, model: str, latency_s: float) -> Generation:
-    try:
-        text = reply["choices"][0]["message"]["content"] or ""
-        usage = reply.get("usage") or {}
-        return Generation(
-            text=str(text).strip(),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            latency_s=latency_s,
-            backend=backend,
-            model=str(reply.get("model") or model),
-        )
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
-        raise LogicError(f"the server's reply is not a chat completion: {_excerpt(reply)!r}") from error
 
 
 def _excerpt(payload: Any) -> str:

@@ -131,7 +131,7 @@ def _wait_for_fleet(
         wanted = type(wanted)(
             tuple(n for n in wanted.nodes if n in hosts), tuple(r for r in wanted.routers if r in hosts)
         )
-    connection = load_node_config(operators[0], environ={}).connection
+    connection = load_node_config(operators[0], environment=False).connection
     click.echo(f"waiting up to {timeout_s:g} s for {len(wanted.nodes)} node(s) and {len(wanted.routers)} router(s)")
     absent = asyncio.run(wait_for_fleet(connection, wanted, timeout_s))
     if not absent:

@@ -42,7 +42,8 @@ from shared.mqtt import FabricClient
 
 log = logging.getLogger(__name__)
 MODEL_FILE_BACKENDS = frozenset({"auto", "llamacpp", "mlx"})
-_ENGINE_MODULES = {"llamacpp": "llama_cpp", "mlx": "mlx_lm"}
+_ENGINE_MODULES = {"llamacpp": "llama_cpp", "mlx": "mlx_lm", "openai": "openai"}
+_AUTO_ENGINES = ("llamacpp", "mlx")  # what `auto` may pick
 _DIRECT_FIELDS = frozenset({"agent_id", "preset", "backend", "model", "max_in_flight", "backend_settings"})
 MEMORY_SHARE = 0.8  # models may take this share of the board's memory; the rest is the OS and the runtime
 
@@ -74,7 +75,7 @@ def backend_problem(name: str, known: Sequence[str], importable: Callable[[str],
     if name != "auto" and name not in known:
         return f"backend {name!r} is not installed on this node (it has: {', '.join(known)})"
     if name == "auto":
-        if not any(importable(module) for module in _ENGINE_MODULES.values()):
+        if not any(importable(_ENGINE_MODULES[engine]) for engine in _AUTO_ENGINES):
             return "backend 'auto' needs llama-cpp-python or mlx-lm, and neither is installed on this node"
         return ""
     module = _ENGINE_MODULES.get(name)

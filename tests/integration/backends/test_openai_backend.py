@@ -28,6 +28,7 @@ from edge_agent.backends.base import (
 )
 from edge_agent.backends.openai import OpenAIBackend
 from model_store import default_model_path
+from shared.messages import OutputConstraint
 
 MESSAGES: list[ChatMessage] = [
     {"role": "system", "content": "Answer briefly."},
@@ -124,7 +125,7 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
     seen_authorization: list[str] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.seen_authorization.append(self.headers.get("Authorization", ""))
         behaviour = self.path.strip("/").split("/")[0]
         if behaviour == "slow":
@@ -137,10 +138,21 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
         elif behaviour == "json":
             completion = {"choices": [{"message": {"content": "Final answer: 4"}}], "usage": {"completion_tokens": 3}}
             self._send(200, json.dumps(completion).encode())
+        elif behaviour == "echo":  # the request's response_format, as the answer
+            answer = json.dumps(json.loads(request).get("response_format"))
+            self._send(200, json.dumps({"choices": [{"message": {"content": answer}}]}).encode())
         elif behaviour == "wrong-shape":
             self._send(200, json.dumps({"choices": []}).encode())
         elif behaviour == "broken-http":
             self.wfile.write(b"this is not an HTTP status line\r\n\r\n")
+        elif behaviour in ("stream-error", "stream-cut"):
+            first = b'data: {"choices": [{"index": 0, "delta": {"content": "Final"}}]}\n\n'
+            rest = b'data: {"error": {"message": "the engine crashed"}}\n\n' if behaviour == "stream-error" else b""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(first) + (len(rest) or 100)))  # a cut stream promised more
+            self.end_headers()
+            self.wfile.write(first + rest)
         elif behaviour.isdigit():
             self._send(int(behaviour), json.dumps({"error": {"message": f"stub says {behaviour}"}}).encode())
         else:
@@ -197,6 +209,26 @@ def test_http_failures_map_to_the_error_tree(
     assert raised.value.kind == kind
     assert SECRET not in str(raised.value)
     assert StubHandler.seen_authorization[-1] == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize("behaviour", ["stream-error", "stream-cut"])
+def test_a_stream_that_fails_midway_is_a_server_error(stub_server: str, behaviour: str) -> None:
+    pieces: list[str] = []
+    backend = OpenAIBackend(f"{stub_server}/{behaviour}/v1", model="m", timeout_s=5)
+    with pytest.raises(ServerError):
+        backend.stream(MESSAGES, OPTIONS, lambda piece: pieces.append(piece) or True)
+    assert pieces == ["Final"]
+
+
+def test_a_json_schema_constraint_travels_as_response_format(stub_server: str) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    constraint = OutputConstraint(type="json_schema", json_schema=schema, name="sum")
+    backend = OpenAIBackend(f"{stub_server}/echo/v1", model="m")
+    sent = json.loads(backend.generate(MESSAGES, OPTIONS.model_copy(update={"constraint": constraint})).text)
+    assert sent == {"type": "json_schema", "json_schema": {"name": "sum", "schema": schema, "strict": True}}
+    regex = OutputConstraint(type="regex", pattern="[0-9]+")
+    with pytest.raises(LogicError, match="cannot honour a regex constraint"):
+        backend.generate(MESSAGES, OPTIONS.model_copy(update={"constraint": regex}))
 
 
 def test_a_slow_server_times_out(stub_server: str) -> None:

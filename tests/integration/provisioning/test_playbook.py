@@ -62,7 +62,7 @@ def test_the_playbook_installs_a_node_into_a_prefix_and_a_second_run_changes_not
 
     first = recap(run_playbook(inventory, tmp_path / "out"))
     assert first["failed"] == 0 and first["changed"] > 0
-    node = load_node_config(prefix / "etc/symphony-edge/node.yaml", environ={})
+    node = load_node_config(prefix / "etc/symphony-edge/node.yaml", environment=False)
     assert node.node_id == "localhost" and node.connection.username == "localhost"
     assert (prefix / "etc/symphony-edge/node.yaml").stat().st_mode & 0o777 == 0o600
     unit = (prefix / "etc/systemd/system/symphony-edge-agent.service").read_text()

@@ -17,7 +17,6 @@ from integration.security.tenancy_scene import (
 )
 from secured import Fleet
 
-from router.tenancy import Tenancy
 from shared.config import AccountLimits
 from shared.messages import ErrorReply
 from shared.topics import Topics
@@ -32,8 +31,8 @@ def test_one_account_is_capped_and_another_still_gets_in(secured: Fleet) -> None
 
 async def _flood(fleet: Fleet) -> None:
     topics = Topics(fleet.connection("alice").fabric)
-    tenancy = Tenancy(max_deadline_s=MAX_DEADLINE_S, limits=AccountLimits(tasks=2, cot_count=3, plan_k=2))
-    async with scene(fleet, answer=None, tenancy=tenancy) as (_router, agent):  # runs held: tasks stay in flight
+    caps = {"max_deadline_s": MAX_DEADLINE_S, "limits": AccountLimits(tasks=2, cot_count=3, plan_k=2)}
+    async with scene(fleet, answer=None, **caps) as (_router, agent):  # runs held: tasks stay in flight
         alice, bob = await inbox(fleet, "alice"), await inbox(fleet, "bob")
         flood = [f"flood-{number}" for number in range(5)]
         for task_id in flood:

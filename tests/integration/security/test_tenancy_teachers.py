@@ -10,7 +10,6 @@ import time
 from integration.security.tenancy_scene import AGENT, eventually, run, scene
 from secured import Fleet
 
-from router.tenancy import Tenancy
 from shared.client import FabricTaskClient
 from shared.messages import AgentInfo, AgentState, NodeBeacon, NodeState, RouterPresence
 from shared.mqtt import FabricClient, unique_client_id
@@ -27,7 +26,7 @@ def test_only_a_teacher_account_teaches_the_router(secured: Fleet) -> None:
 
 
 async def _teachers(fleet: Fleet) -> None:
-    async with scene(fleet, answer="7", tenancy=Tenancy(teachers=frozenset({"alice"}))) as (router, _agent):
+    async with scene(fleet, answer="7", teachers=("alice",)) as (router, _agent):
         async with FabricTaskClient(fleet.connection("bob")) as bob:
             await bob.submit(
                 "What is 3 + 4?", gold_answer="9", benchmark="junk-bob", requirements=("poetry",), cot_count=1

@@ -34,6 +34,9 @@ def beacon(node_id: str = "n1", status: str = "online", **fields: object) -> Nod
         ("vllm", {"llama_cpp"}, "'vllm' is not installed"),
         ("auto", set(), "neither is installed"),
         ("auto", {"mlx_lm"}, ""),
+        ("openai", set(), "'openai' is not installed"),
+        ("openai", {"openai"}, ""),
+        ("auto", {"openai"}, "neither is installed"),  # auto never picks a remote server
     ],
 )
 def test_backend_problems(backend: str, installed: set[str], problem: str) -> None:

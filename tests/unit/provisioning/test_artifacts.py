@@ -72,6 +72,18 @@ def test_a_prebuilt_llama_wheel_of_the_boards_kind_is_copied_into_the_cache(tmp_
     assert llama.path.name == fits.name and llama.sha256 == hashlib.sha256(b"a wheel").hexdigest()
 
 
+def test_boards_of_a_kind_running_the_openai_backend_get_its_extra(tmp_path: Path) -> None:
+    inventory = parse_ini_inventory("[boards]\nb1\nb2\n")
+    remote = {"preset": "writer", "backend": "openai", "model": "m", "backend_settings": {"base_url": "http://h/v1"}}
+    plan = plan_fleet(fleet({"b1": [{"preset": "math", "backend": "echo"}], "b2": [remote]}), inventory)
+    found = prepare(plan, inventory, tmp_path / "cache", fleet_dir=tmp_path, ship_kit=False, build_llama=False)
+    hosts = artifact_variables(found)["symphony_host_artifacts"]
+    assert hosts["b1"]["extras"] == hosts["b2"]["extras"] == ["openai"]  # one wheelhouse per kind of board
+    alone = plan_fleet(fleet({"b1": [{"preset": "math", "backend": "echo"}]}), inventory)
+    found = prepare(alone, inventory, tmp_path / "cache", fleet_dir=tmp_path, ship_kit=False, build_llama=False)
+    assert artifact_variables(found)["symphony_host_artifacts"]["b1"]["extras"] == []
+
+
 def test_a_missing_local_model_is_a_clear_error(tmp_path: Path) -> None:
     inventory = parse_ini_inventory("[boards]\nb1\n")
     plan = plan_fleet(fleet({"b1": [{"preset": "math", "backend": "llamacpp", "model": "nowhere.gguf"}]}), inventory)

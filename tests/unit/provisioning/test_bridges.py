@@ -196,9 +196,9 @@ def site_bridges_of(rendered: Path, host: str) -> list[BridgeTopic]:
 
 
 def test_nodes_and_clients_connect_to_their_site_broker_first_then_the_hub(rendered: Path) -> None:
-    board = load_node_config(rendered / "nodes/board-a1/node.yaml", environ={})
+    board = load_node_config(rendered / "nodes/board-a1/node.yaml", environment=False)
     assert board.connection.brokers == ("mqtt://10.1.0.1:1884", "mqtt://10.0.0.1:1883")
-    assert load_node_config(rendered / "nodes/board-b2/node.yaml", environ={}).connection.brokers[0] == (
+    assert load_node_config(rendered / "nodes/board-b2/node.yaml", environment=False).connection.brokers[0] == (
         "mqtt://10.2.0.1:1883"
     )
     alice = yaml.safe_load((rendered / "clients/alice.yaml").read_text())
@@ -223,7 +223,7 @@ def test_two_hub_hosts_are_one_fabric_the_second_bridged_to_the_first(tmp_path: 
     assert "address 10.0.0.1:1883" in second
     assert f"topic {P}/agent/+/run both 1" in second
     assert "connection" not in (tmp_path / "out/broker/hosts/b1/mosquitto.conf").read_text()
-    node = load_node_config(tmp_path / "out/nodes/n1/node.yaml", environ={})
+    node = load_node_config(tmp_path / "out/nodes/n1/node.yaml", environment=False)
     assert node.connection.brokers == ("mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883")
 
 

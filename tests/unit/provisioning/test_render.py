@@ -56,7 +56,7 @@ def secrets_of(out: Path) -> dict[str, str]:
 
 def test_every_node_config_loads_with_its_agents_router_and_credentials(rendered: Path) -> None:
     passwords = secrets_of(rendered)
-    node_a = load_node_config(rendered / "nodes/node-a/node.yaml", environ={})
+    node_a = load_node_config(rendered / "nodes/node-a/node.yaml", environment=False)
     assert node_a.node_id == "node-a"
     assert [agent.agent_id for agent in node_a.agents] == ["node-a-writer", "node-a-math-1"]
     assert node_a.connection.fabric == "lab"
@@ -65,12 +65,12 @@ def test_every_node_config_loads_with_its_agents_router_and_credentials(rendered
     assert node_a.connection.password is not None
     assert node_a.connection.password.get_secret_value() == passwords["node-a"]
     assert node_a.router is None
-    hub = load_node_config(rendered / "nodes/hub/node.yaml", environ={})
+    hub = load_node_config(rendered / "nodes/hub/node.yaml", environment=False)
     assert hub.router is not None and hub.router.router_id == "hub" and hub.agents == ()
-    assert [agent.backend for agent in load_node_config(rendered / "nodes/mac-1/node.yaml", environ={}).agents] == [
-        "mlx"
-    ]
-    client = load_node_config(rendered / "clients/alice.yaml", environ={})
+    assert [
+        agent.backend for agent in load_node_config(rendered / "nodes/mac-1/node.yaml", environment=False).agents
+    ] == ["mlx"]
+    client = load_node_config(rendered / "clients/alice.yaml", environment=False)
     assert client.connection.username == "alice"
 
 
@@ -128,11 +128,11 @@ def test_operators_read_the_whole_fabric_and_submit_only_when_also_clients(rende
     assert acl.subscribe["ops"] == fabric + operations
     assert acl.publish["carol"] == [f"{p}/trace/request", *operations, f"{p}/task/submit/carol"]
     assert acl.subscribe["carol"] == [*fabric, *operations, f"{p}/reply/carol", f"{p}/task/carol/+/events"]
-    ops = load_node_config(rendered / "operators/ops.yaml", environ={})
+    ops = load_node_config(rendered / "operators/ops.yaml", environment=False)
     assert ops.role == "operator" and ops.connection.username == "ops" and ops.connection.password is not None
-    assert load_node_config(rendered / "operators/carol.yaml", environ={}).role == "operator"
+    assert load_node_config(rendered / "operators/carol.yaml", environment=False).role == "operator"
     assert not (rendered / "clients/carol.yaml").exists()  # one account, one file
-    assert load_node_config(rendered / "clients/alice.yaml", environ={}).role == "client"
+    assert load_node_config(rendered / "clients/alice.yaml", environment=False).role == "client"
     block = (rendered / "broker/acl").read_text().split("user ops\n")[1].split("\n\n")[0].splitlines()
     assert block == [f"topic write {topic}" for topic in [f"{p}/trace/request", *operations]] + [
         f"topic read {topic}" for topic in fabric + operations
@@ -193,7 +193,7 @@ def test_tls_renders_a_ca_and_certificates_that_verify_and_are_kept(tmp_path: Pa
     client.verify_directly_issued_by(ca)
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "10.0.0.1" in [str(address) for address in names.get_values_for_type(x509.IPAddress)]
-    node = load_node_config(out / "nodes/node-a/node.yaml", environ={})
+    node = load_node_config(out / "nodes/node-a/node.yaml", environment=False)
     assert node.connection.brokers == ("mqtts://10.0.0.1:8883",)
     assert node.connection.tls is not None and str(node.connection.tls.cert_file) == "/etc/symphony-edge/tls/client.crt"
     assert "require_certificate true" in (out / "broker/mosquitto.conf").read_text()
@@ -241,7 +241,7 @@ def test_each_client_gets_a_gateway_api_key_kept_across_renders(tmp_path: Path) 
 def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: Path) -> None:
     fleet = {**FLEET, "home_assistant": {"discovery_prefix": "ha"}}
     render(*write_fleet(tmp_path, fleet), tmp_path / "out")
-    node = load_node_config(tmp_path / "out/nodes/node-a/node.yaml", environ={})
+    node = load_node_config(tmp_path / "out/nodes/node-a/node.yaml", environment=False)
     assert node.home_assistant is not None and node.home_assistant.discovery_prefix == "ha"
     acl = TopicACL.load(tmp_path / "out/broker/amqtt-acl.yaml")
     assert "ha/+/symphony_lab_node-a/+/config" in acl.publish["node-a"]  # its own configs, nobody else's
@@ -260,7 +260,7 @@ def test_home_assistant_discovery_is_configured_and_allowed_per_node(tmp_path: P
 
 
 def test_without_home_assistant_nodes_get_no_discovery_topics(rendered: Path) -> None:
-    assert load_node_config(rendered / "nodes/node-a/node.yaml", environ={}).home_assistant is None
+    assert load_node_config(rendered / "nodes/node-a/node.yaml", environment=False).home_assistant is None
     assert "homeassistant" not in (rendered / "broker/acl").read_text()
 
 
@@ -268,13 +268,13 @@ def test_the_fleets_teachers_and_caps_reach_every_router(tmp_path: Path) -> None
     fleet = {**FLEET, "teachers": ["alice"], "limits": {"tasks": 4, "cot_count": 5}, "max_deadline_s": 90}
     fleet["account_limits"] = {"alice": {"tasks": 64}}
     render(*write_fleet(tmp_path, fleet), tmp_path / "out")
-    router = load_node_config(tmp_path / "out/nodes/hub/node.yaml", environ={}).router
+    router = load_node_config(tmp_path / "out/nodes/hub/node.yaml", environment=False).router
     assert router is not None and router.teachers == ("alice",) and router.max_deadline_s == 90
     assert (router.limits.tasks, router.limits.cot_count, router.account_limits["alice"].tasks) == (4, 5, 64)
     default = tmp_path / "default"
     default.mkdir()
     render(*write_fleet(default), default / "out")
-    router = load_node_config(default / "out/nodes/hub/node.yaml", environ={}).router
+    router = load_node_config(default / "out/nodes/hub/node.yaml", environment=False).router
     assert router is not None and router.teachers == () and router.limits.tasks == 16  # a shared LAN's default
 
 

@@ -99,7 +99,7 @@ class Recorder:
 
 
 def router(router_id: str = "r1", **config: Any) -> tuple[RouterService, Recorder]:
-    service = RouterService(RouterConfig(router_id, ConnectionSettings(fabric=FABRIC), **config))
+    service = RouterService(RouterConfig(router_id=router_id, connection=ConnectionSettings(fabric=FABRIC), **config))
     recorder = Recorder()
     service.client = recorder  # type: ignore[assignment]
     service.roster.apply(service._presence("online"))  # the only live router: it owns every task
@@ -298,7 +298,7 @@ def test_the_grace_of_a_stopped_process_does_not_fail_the_runs_of_the_process_th
     the old process's grace ends and the new process's run goes on (CI: a site's own agent was dropped)."""
 
     async def scenario() -> None:
-        service, recorder = router(offline_grace_s=0.05)
+        service, _recorder = router(offline_grace_s=0.05)
         online, _ = node_with_a_pending_run(service)
         service.running.clear()
         service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))

@@ -25,7 +25,7 @@ class LimitedClient:
 
 
 def test_an_oversized_answer_is_replaced_by_an_error_reply() -> None:
-    service = RouterService(RouterConfig("r1", ConnectionSettings(fabric="unit")))
+    service = RouterService(RouterConfig(router_id="r1", connection=ConnectionSettings(fabric="unit")))
     client = LimitedClient()
     service.client = client  # type: ignore[assignment]
     answer = TaskAnswer(task_id="t1", router_id="r1", answer="x" * (2 * LIMIT), final_text="x")

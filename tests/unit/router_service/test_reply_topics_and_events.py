@@ -24,7 +24,7 @@ class Recorder:
 
 
 def router() -> tuple[RouterService, Recorder]:
-    service = RouterService(RouterConfig("r1", ConnectionSettings(fabric=FABRIC)))
+    service = RouterService(RouterConfig(router_id="r1", connection=ConnectionSettings(fabric=FABRIC)))
     recorder = Recorder()
     service.client = recorder  # type: ignore[assignment]
     service.roster.apply(service._presence("online"))  # the only live router: it owns every task

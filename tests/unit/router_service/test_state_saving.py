@@ -16,7 +16,9 @@ from shared.config import ConnectionSettings
 
 
 def service(state_file: Path, **config: object) -> RouterService:
-    return RouterService(RouterConfig("r1", ConnectionSettings(fabric="unit"), state_file=state_file, **config))  # type: ignore[arg-type]
+    return RouterService(
+        RouterConfig(router_id="r1", connection=ConnectionSettings(fabric="unit"), state_file=state_file, **config)
+    )  # type: ignore[arg-type]
 
 
 async def until(condition: object, timeout_s: float = 60.0) -> bool:

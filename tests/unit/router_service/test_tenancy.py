@@ -58,9 +58,9 @@ class Recorder:
         return [message for topic, message in self.published if topic.startswith(prefix)]
 
 
-def router(tenancy: Tenancy | None = None, username: str | None = "hub") -> tuple[RouterService, Recorder]:
+def router(username: str | None = "hub", **settings: Any) -> tuple[RouterService, Recorder]:
     connection = ConnectionSettings(fabric=FABRIC, username=username)
-    service = RouterService(RouterConfig("r1", connection, tenancy=tenancy or Tenancy()))
+    service = RouterService(RouterConfig(router_id="r1", connection=connection, **settings))
     recorder = Recorder()
     service.client = recorder  # type: ignore[assignment]
     service.roster.apply(service._presence("online"))  # the only live router: it owns every task
@@ -197,7 +197,7 @@ def test_a_resend_re_publishes_no_run_and_another_account_gets_nothing_of_the_ta
 
 def test_an_accounts_tasks_in_flight_are_capped_and_freed_when_done() -> None:
     async def scenario() -> None:
-        service, recorder = router(Tenancy(limits=AccountLimits(tasks=2)))
+        service, recorder = router(limits=AccountLimits(tasks=2))
         for number in range(3):
             submit(service, "alice", task(f"a{number}"))
         submit(service, "bob", task("b0"))  # another account has its own allowance
@@ -216,7 +216,7 @@ def test_an_accounts_tasks_in_flight_are_capped_and_freed_when_done() -> None:
 
 def test_too_large_tasks_are_refused_and_deadlines_capped() -> None:
     async def scenario() -> None:
-        service, recorder = router(Tenancy(max_deadline_s=30.0, limits=AccountLimits(cot_count=3)))
+        service, recorder = router(max_deadline_s=30.0, limits=AccountLimits(cot_count=3))
         submit(service, "alice", task("big", options={"cot_count": 9}))
         submit(service, "alice", task("long", options={"deadline_s": 3600.0}))
         [refusal] = recorder.on(f"{P}/reply/alice")

@@ -44,5 +44,5 @@ def test_a_broker_hosted_by_start_takes_its_limits_from_node_yaml(tmp_path) -> N
 
     path = tmp_path / "node.yaml"
     path.write_text("broker: {message_size_limit: 4096, connect_timeout_s: 3, max_unauthenticated: 5}\n")
-    broker = _broker_host(load_node_config(path, environ={}))()
+    broker = _broker_host(load_node_config(path, environment=False))()
     assert broker.config.limits == ConnectionLimits(4096, 3.0, 5)

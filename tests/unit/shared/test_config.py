@@ -29,6 +29,11 @@ agents:
 """
 
 
+def set_environment(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 def write(tmp_path: Path, text: str, name: str = "node.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -36,7 +41,7 @@ def write(tmp_path: Path, text: str, name: str = "node.yaml") -> Path:
 
 
 def test_loads_a_node_config_from_yaml(tmp_path: Path) -> None:
-    config = load_node_config(write(tmp_path, GOOD), environ={})
+    config = load_node_config(write(tmp_path, GOOD), environment=False)
     assert config.node_id == "board-7"
     assert config.state_interval_s == 1.5
     assert config.connection.fabric == "lab"
@@ -52,7 +57,7 @@ def test_loads_a_node_config_from_yaml(tmp_path: Path) -> None:
 
 
 def test_defaults_without_a_file() -> None:
-    config = load_node_config(None, environ={})
+    config = load_node_config(None, environment=False)
     assert config.connection.brokers == (DEFAULT_BROKER,)
     assert config.connection.fabric == "default"
     assert config.connection.keepalive_s == 10
@@ -61,10 +66,10 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
-    assert load_node_config(write(tmp_path, ""), environ={}).connection.brokers == (DEFAULT_BROKER,)
+    assert load_node_config(write(tmp_path, ""), environment=False).connection.brokers == (DEFAULT_BROKER,)
 
 
-def test_environment_overrides_the_file(tmp_path: Path) -> None:
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     environ = {
         "SYMPHONY_EDGE_NODE_ID": "from-env",
         "SYMPHONY_EDGE_FABRIC": "envfabric",
@@ -73,7 +78,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         "SYMPHONY_EDGE_PASSWORD": "env-pass",
         "SYMPHONY_EDGE_STATE_DIR": str(tmp_path / "state"),
     }
-    config = load_node_config(write(tmp_path, GOOD), environ=environ)
+    set_environment(monkeypatch, environ)
+    config = load_node_config(write(tmp_path, GOOD))
     assert config.node_id == "from-env"
     assert config.connection.fabric == "envfabric"
     assert config.connection.brokers == ("mqtt://127.0.0.1:2000", "mqtt://127.0.0.1:2001")
@@ -84,10 +90,10 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.connection.keepalive_s == 4  # untouched settings of the file survive
 
 
-def test_explicit_overrides_win_over_environment(tmp_path: Path) -> None:
+def test_explicit_overrides_win_over_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMPHONY_EDGE_NODE_ID", "from-env")
     config = load_node_config(
         write(tmp_path, GOOD),
-        environ={"SYMPHONY_EDGE_NODE_ID": "from-env"},
         node_id="from-cli",
         **{"connection.fabric": None},
     )
@@ -113,15 +119,47 @@ def test_explicit_overrides_win_over_environment(tmp_path: Path) -> None:
 def test_a_bad_field_names_the_file_and_the_field(tmp_path: Path, text: str, field: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as raised:
-        load_node_config(path, environ={})
+        load_node_config(path, environment=False)
     message = str(raised.value)
     assert str(path) in message
     assert field in message
 
 
-def test_a_bad_environment_value_is_a_config_error(tmp_path: Path) -> None:
+def test_a_bad_environment_value_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMPHONY_EDGE_NODE_ID", "#")
     with pytest.raises(ConfigError, match="node_id"):
-        load_node_config(write(tmp_path, GOOD), environ={"SYMPHONY_EDGE_NODE_ID": "#"})
+        load_node_config(write(tmp_path, GOOD))
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"SYMPHONY_EDGE_SITE": "a/b"}, "connection.site (from SYMPHONY_EDGE_SITE)"),
+        ({"SYMPHONY_EDGE_BROKERS": " , "}, "connection.brokers (from SYMPHONY_EDGE_BROKERS)"),
+        ({"SYMPHONY_EDGE_BROKERS": "http://x:1"}, "connection.brokers (from SYMPHONY_EDGE_BROKERS)"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(
+    environ: dict[str, str], variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_environment(monkeypatch, environ)
+    with pytest.raises(ConfigError) as raised:
+        load_node_config(None)
+    assert variable in str(raised.value)
+
+
+def test_an_empty_broker_variable_and_other_variables_leave_the_config_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_environment(monkeypatch, {"SYMPHONY_EDGE_BROKERS": "", "SYMPHONY_EDGE_MODELS": "/elsewhere", "OTHER": "x"})
+    config = load_node_config(write(tmp_path, GOOD))
+    assert config.connection.brokers == ("mqtt://10.0.0.2:1883", "10.0.0.3:1884")
+
+
+def test_an_explicit_override_replaces_a_bad_environment_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMPHONY_EDGE_NODE_ID", "#")
+    config = load_node_config(write(tmp_path, GOOD), node_id="from-cli")
+    assert config.node_id == "from-cli"
 
 
 @pytest.mark.parametrize(
@@ -131,13 +169,13 @@ def test_a_bad_environment_value_is_a_config_error(tmp_path: Path) -> None:
 def test_unreadable_yaml_names_the_file(tmp_path: Path, text: str, hint: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=hint) as raised:
-        load_node_config(path, environ={})
+        load_node_config(path, environment=False)
     assert str(path) in str(raised.value)
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        load_node_config(tmp_path / "absent.yaml", environ={})
+        load_node_config(tmp_path / "absent.yaml", environment=False)
 
 
 @pytest.mark.parametrize(

@@ -66,11 +66,11 @@ def bridge_lines(output: Path, host: str) -> set[str]:
 @pytest.mark.parametrize("wan", ["full", "summaries"])
 def test_every_node_and_client_knows_its_site(tmp_path: Path, wan: str) -> None:
     output = rendered(tmp_path, wan)
-    assert load_node_config(output / "nodes/board-a2/node.yaml", environ={}).connection.site == "a"
-    assert load_node_config(output / "nodes/board-b1/node.yaml", environ={}).connection.site == "b"
+    assert load_node_config(output / "nodes/board-a2/node.yaml", environment=False).connection.site == "a"
+    assert load_node_config(output / "nodes/board-b1/node.yaml", environment=False).connection.site == "b"
     assert yaml.safe_load((output / "clients/alice.yaml").read_text())["connection"]["site"] == "a"
     assert "site" not in yaml.safe_load((output / "clients/bob.yaml").read_text())["connection"]  # at the hub
-    router = load_node_config(output / "nodes/board-a1/node.yaml", environ={}).router
+    router = load_node_config(output / "nodes/board-a1/node.yaml", environment=False).router
     assert router is not None and router.site_summaries == (wan == "summaries")
 
 
