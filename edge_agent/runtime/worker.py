@@ -105,6 +105,8 @@ class AgentWorker:
     def __init__(self, profile: AgentProfile, backend: Backend, node_id: str) -> None:
         self.profile = profile
         self.backend = backend
+        # Decided once: an isinstance check against a runtime Protocol walks its members (~10 us) on every call.
+        self._streaming = backend if isinstance(backend, StreamingBackend) else None
         self.node_id = node_id
         self.metrics = AgentMetrics()
         self.tokens_per_second: float | None = None
@@ -294,7 +296,7 @@ class AgentWorker:
         streamer: ChunkStreamer | None,
     ) -> Generation:
         """One generation, streamed token by token when the backend can (a cancel stops it within a token)."""
-        if not isinstance(self.backend, StreamingBackend):
+        if self._streaming is None:
             return self.backend.generate(messages, options)
 
         def sink(piece: str) -> bool:
@@ -304,7 +306,7 @@ class AgentWorker:
                 streamer.push(piece)
             return not cancelled.is_set()
 
-        return self.backend.stream(messages, options, sink)
+        return self._streaming.stream(messages, options, sink)
 
     def _timed_out(self, request: RunRequest, received: float) -> RunResult:
         return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")
