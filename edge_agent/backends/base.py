@@ -46,6 +46,7 @@ __all__ = [
     "StreamingBackend",
     "TokenSink",
     "constraint_kinds",
+    "is_blocking",
     "last_user_message",
     "plain_prompt",
     "refuse_constraint",
@@ -92,7 +93,9 @@ class Backend(Protocol):
     """A loaded model that turns chat messages into text.
 
     ``generate`` is synchronous and may block for seconds; the agent runtime calls it from a worker
-    thread. Implementations serialise concurrent calls themselves when the engine is not thread-safe.
+    thread. Implementations serialise concurrent calls themselves when the engine is not thread-safe. A
+    backend whose calls return at once (no model, no I/O, no sleep) may say so with ``blocking = False``
+    (see `is_blocking`).
     """
 
     name: str
@@ -123,6 +126,15 @@ class StreamingBackend(Backend, Protocol):
         The returned ``Generation`` holds the text produced so far (all of it, or up to the stop).
         """
         ...
+
+
+def is_blocking(backend: object) -> bool:
+    """Whether a call may block (its `blocking` attribute; True when absent): a model, a server, a sleep.
+
+    The agent runtime calls a backend that blocks from a worker thread; one that returns at once (the echo
+    backend without a delay) is called on the event loop, which saves a thread hop and a loop wake-up per run.
+    """
+    return bool(getattr(backend, "blocking", True))
 
 
 def constraint_kinds(backend: object) -> tuple[ConstraintKind, ...]:

@@ -35,6 +35,7 @@ class EchoBackend:
         self.name = "echo"
         self.model = model
         self.delay_s = delay_s
+        self.blocking = delay_s > 0  # without a delay a call returns at once: the runtime skips the thread
         self.answer = answer
         self._closed = False
 

@@ -2,7 +2,8 @@
 
 Runs up to `max_in_flight` requests at once; further requests wait in a queue of `queue_size`; beyond that the
 request is refused as `busy`. Model calls run in worker threads so the event loop (beacons, state, other
-agents) keeps flowing during generation.
+agents) keeps flowing during generation; a backend that says it does not block (the echo backend without a delay)
+is called on the event loop itself, unless the run streams.
 
 A streaming backend hands each token to the worker as it comes: the tokens go out as RunChunks when the request
 asks for a stream, and a cancel (RunCancel, or the run's own deadline) stops the generation within a token and
@@ -26,6 +27,7 @@ from edge_agent.backends.base import (
     GenerationOptions,
     StreamingBackend,
     constraint_kinds,
+    is_blocking,
 )
 from edge_agent.personas import build_messages
 from edge_agent.runtime.answering import Answered, reason_then_answer, refuse_unsupported
@@ -103,6 +105,8 @@ class AgentWorker:
     def __init__(self, profile: AgentProfile, backend: Backend, node_id: str) -> None:
         self.profile = profile
         self.backend = backend
+        # Decided once: an isinstance check against a runtime Protocol walks its members (~10 us) on every call.
+        self._streaming = backend if isinstance(backend, StreamingBackend) else None
         self.node_id = node_id
         self.metrics = AgentMetrics()
         self.tokens_per_second: float | None = None
@@ -195,10 +199,13 @@ class AgentWorker:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         streamer = ChunkStreamer(loop, request, publish_chunk) if request.stream and publish_chunk else None
-        call = loop.run_in_executor(None, self._generate, request, cancelled, streamer)
-        call.add_done_callback(self._release_slot)
-        done, _ = await asyncio.wait({call}, timeout=max(0.0, request.deadline_s - (started - received)))
-        if not done:
+        if streamer is None and not is_blocking(self.backend):
+            call = self._generate_here(request, cancelled, started - received)
+        else:
+            call = loop.run_in_executor(None, self._generate, request, cancelled, streamer)
+            call.add_done_callback(self._release_slot)
+            await asyncio.wait({call}, timeout=max(0.0, request.deadline_s - (started - received)))
+        if not call.done():
             cancelled.set()  # a streaming model stops at its next token and frees the slot
             return self._timed_out(request, received)
         if cancelled.is_set():
@@ -240,6 +247,22 @@ class AgentWorker:
         except asyncio.TimeoutError:
             return False
 
+    def _generate_here(
+        self, request: RunRequest, cancelled: threading.Event, waited_s: float
+    ) -> asyncio.Future[Answered]:
+        """The call of a backend that does not block (`is_blocking`), made on the event loop: no thread hop, no
+        wake-up of the loop for its result. Its outcome is a finished future, as the threaded call's would be, or
+        an unfinished one when the deadline passed while the run waited for its slot (the threaded call would
+        have timed out at once)."""
+        call: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        if waited_s < request.deadline_s:
+            try:
+                call.set_result(self._generate(request, cancelled, None))
+            except Exception as error:  # handed to the caller as the threaded call's `result()` would raise it
+                call.set_exception(error)
+        self._release_slot(call)
+        return call
+
     def _release_slot(self, _: asyncio.Future[Answered]) -> None:
         self.in_flight -= 1
         self._slots.release()
@@ -274,7 +297,7 @@ class AgentWorker:
         streamer: ChunkStreamer | None,
     ) -> Generation:
         """One generation, streamed token by token when the backend can (a cancel stops it within a token)."""
-        if not isinstance(self.backend, StreamingBackend):
+        if self._streaming is None:
             return self.backend.generate(messages, options)
 
         def sink(piece: str) -> bool:
@@ -284,7 +307,7 @@ class AgentWorker:
                 streamer.push(piece)
             return not cancelled.is_set()
 
-        return self.backend.stream(messages, options, sink)
+        return self._streaming.stream(messages, options, sink)
 
     def _timed_out(self, request: RunRequest, received: float) -> RunResult:
         return self._failure(request, received, "timeout", f"no answer within {request.deadline_s:g} s")

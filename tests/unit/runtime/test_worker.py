@@ -245,6 +245,28 @@ def test_an_unexpected_exception_in_a_backend_still_gives_a_result() -> None:
     assert worker.in_flight == 0
 
 
+class ThreadRecordingEcho(EchoBackend):
+    """The echo backend, recording the thread of each call."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self.threads: list[threading.Thread] = []
+
+    def stream(self, messages: list[ChatMessage], options: GenerationOptions, sink: TokenSink) -> Generation:
+        self.threads.append(threading.current_thread())
+        return super().stream(messages, options, sink)
+
+
+@pytest.mark.parametrize(("delay_s", "on_the_loop"), [(0.0, True), (0.001, False)])
+def test_a_backend_that_does_not_block_is_called_on_the_event_loop(delay_s: float, on_the_loop: bool) -> None:
+    backend = ThreadRecordingEcho(delay_s)
+    worker = AgentWorker(profile(max_in_flight=2), backend, "node-1")
+    results = asyncio.run(admit_and_run(worker, [request(0), request(1)]))
+    assert all(result.ok for result in results)
+    assert [thread is threading.main_thread() for thread in backend.threads] == [on_the_loop] * 2
+    assert (worker.in_flight, worker.waiting) == (0, 0)
+
+
 def test_state_and_info_describe_the_agent() -> None:
     worker = AgentWorker(profile(max_in_flight=2, queue_size=4), EchoBackend(), "node-1")
     worker.admit()

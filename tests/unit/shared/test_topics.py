@@ -105,6 +105,25 @@ def test_validate_id_accepts_normal_ids(good: str) -> None:
     assert validate_id(good) == good
 
 
+@pytest.mark.parametrize("code", range(128))
+def test_every_ascii_character_in_an_id(code: int) -> None:
+    """ASCII ids take a shorter check: each code point is accepted exactly when MQTT allows it in a topic level."""
+    character = chr(code)
+    allowed = 0x20 <= code < 0x7F and character not in "+#/"
+    for candidate in (character, f"id-{character}", f"{character}-id", character * 128):
+        if allowed:
+            assert validate_id(candidate) == candidate
+        else:
+            with pytest.raises(TopicError):
+                validate_id(candidate)
+    publish_allowed = 0x20 <= code < 0x7F and character not in "+#"
+    if publish_allowed:
+        assert validate_publish_topic(f"a/{character}") == f"a/{character}"
+    else:
+        with pytest.raises(TopicError):
+            validate_publish_topic(f"a/{character}")
+
+
 def test_the_error_names_what_was_checked() -> None:
     with pytest.raises(TopicError, match="node id"):
         T.beacon("a/b")
