@@ -19,6 +19,7 @@ Errors::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import logging
@@ -98,6 +99,28 @@ class ModelServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def open_model_server(
+    holdings: ModelHoldings, host: str, port: int, max_uploads: int = DEFAULT_MAX_UPLOADS, strict_port: bool = False
+) -> ModelServer:
+    """A model server on `port`, or on a port the system picks when another process holds that one (two nodes on
+    one host) and `strict_port` is off: peers find a server by the address in the beacon, so any port serves them.
+    `strict_port` (a firewall open for that port only) raises the OSError instead."""
+    try:
+        return ModelServer(holdings, host, port, max_uploads)
+    except OSError as error:
+        if strict_port or port == 0 or error.errno != errno.EADDRINUSE:
+            raise
+    server = ModelServer(holdings, host, 0, max_uploads)
+    log.warning(
+        "model server: port %d on %s is in use (another node on this host?); serving on port %d instead "
+        "(the beacon carries it; set model_server.strict_port to refuse)",
+        port,
+        host,
+        server.port,
+    )
+    return server
 
 
 def _handler_class(server: ModelServer) -> type[http.server.BaseHTTPRequestHandler]:

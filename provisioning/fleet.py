@@ -79,6 +79,7 @@ class ModelServersSpec(_Strict):
     """Every node serves the models it holds to its peers, on its inventory address."""
 
     port: int = Field(default=8765, ge=1, le=65535)
+    strict_port: bool = False  # port in use on a board: no model server (default: any free port, in the beacon)
     max_uploads: int = Field(default=4, ge=1, le=64)
 
 

@@ -336,6 +336,7 @@ def node_config(plan: FleetPlan, node: NodePlan, password: str) -> dict[str, Any
             # its inventory address when the inventory names one; a bare host name may not resolve on the board
             "host": address if node.address != node.node_id else "0.0.0.0",
             "port": servers.port,
+            "strict_port": servers.strict_port,
             "advertise": address,
             "max_uploads": servers.max_uploads,
         }

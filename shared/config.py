@@ -185,7 +185,10 @@ class ModelServerSettings(StrictModel):
     """Serve the models this node holds to its peers over HTTP (models spread over the LAN, not from one host)."""
 
     host: str = "0.0.0.0"
-    port: int = Field(default=8765, ge=0, le=65535)
+    port: int = Field(default=8765, ge=0, le=65535)  # 0: any free port
+    # when `port` is in use (another node on this host), serve on any free port (the beacon carries the address
+    # bound); strict: do not serve models at all then (a firewall open for this port only)
+    strict_port: bool = False
     advertise: str | None = None  # the host name or address peers use (default: this machine's host name)
     max_uploads: int = Field(default=4, ge=1, le=64)
 

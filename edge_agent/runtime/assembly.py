@@ -21,7 +21,7 @@ from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
 from model_store import ModelNotFound, default_model_path, resolve_model
 from model_store.holdings import ModelHoldings
-from model_store.peers import ModelServer
+from model_store.peers import open_model_server
 from shared.config import AgentConfig, NodeConfig
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,10 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
     if config.model_server is not None:
         settings = config.model_server
         try:
-            server = ModelServer(holdings, settings.host, settings.port, settings.max_uploads).start()
-        except OSError as error:  # a name that does not resolve, a port in use: the agents serve on regardless
+            server = open_model_server(
+                holdings, settings.host, settings.port, settings.max_uploads, settings.strict_port
+            ).start()
+        except OSError as error:  # a name that does not resolve, a strict port in use: agents serve on
             log.warning("not serving models to peers on %s:%s: %s", settings.host, settings.port, error)
         else:
             stack.callback(server.close)

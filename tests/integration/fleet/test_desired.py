@@ -296,3 +296,68 @@ def test_a_model_server_that_cannot_listen_does_not_stop_the_node(
     except BaseException:
         print(processes.logs())
         raise
+
+
+def test_two_nodes_on_one_host_both_serve_their_models_to_a_third(
+    amqtt_broker: RunningBroker, fabric: str, tmp_path: Path, processes: Processes
+) -> None:
+    from broker.policy import free_port
+    from model_store.holdings import sha256_file
+
+    connection = connection_for(amqtt_broker, fabric)
+    port = free_port()  # both nodes ask for the same port, as two nodes with the default 8765 would
+    references = {}
+    for node in ("left", "right"):
+        models = tmp_path / node / "models"
+        models.mkdir(parents=True)
+        (models / f"{node}.gguf").write_bytes(b"GGUF" + os.urandom(64 * 1024))  # only this node holds it
+        path = models / f"{node}.gguf"
+        references[node] = ModelRef(name=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size)
+    server = {"host": "127.0.0.1", "port": port, "advertise": "127.0.0.1"}
+
+    def start(node: str, model_server: dict[str, Any]) -> None:
+        agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
+        config = write_node_config(
+            tmp_path / f"{node}.yaml",
+            node,
+            connection,
+            agents=agents,
+            state_dir=str(tmp_path / node),
+            model_server=model_server,
+        )
+        processes.start(node, "start", "-c", str(config), own_state=True)
+
+    async def scenario() -> None:
+        watch = await FabricWatch(connection).open()
+        start("left", server)
+        await watch.until(lambda: "left" in watch.beacons, what="the first node online")
+        start("right", server)
+        start("third", {**server, "port": 0})
+        await watch.until(lambda: {"right", "third"} <= set(watch.beacons), what="the other nodes online")
+        left, right = watch.beacons["left"].model_server, watch.beacons["right"].model_server
+        assert left == f"http://127.0.0.1:{port}"
+        assert right.startswith("http://127.0.0.1:") and right != left  # the address it actually bound
+        agents = tuple(
+            DesiredAgent(agent_id=f"third-{node}", preset="math", backend="echo", model=reference)
+            for node, reference in references.items()
+        )
+        link = await FleetLink(connection).open(settle_s=0.2)
+        await link.publish_desired("third", DesiredState(node_id="third", generation=1, agents=agents))
+        await watch.until(
+            lambda: watch.beacons["third"].generation == 1 or bool(watch.beacons["third"].desired_error),
+            what="generation 1",
+        )
+        assert watch.beacons["third"].desired_error == ""
+        held = {model.sha256 for model in watch.beacons["third"].models}
+        assert {reference.sha256 for reference in references.values()} <= held
+        for node, reference in references.items():  # only that node held it and no URL was named: it served
+            (fetched,) = (tmp_path / "third" / "models").glob(f"{node}-*.gguf")
+            assert sha256_file(fetched) == reference.sha256
+        await link.close()
+        await watch.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 240))
+    except BaseException:
+        print(processes.logs())
+        raise

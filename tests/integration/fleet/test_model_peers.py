@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from model_store.holdings import ModelHoldings, stored_name
-from model_store.peers import ModelFetchError, ModelServer, fetch_model, peer_url
+from model_store.peers import ModelFetchError, ModelServer, fetch_model, open_model_server, peer_url
 from shared.messages import ModelRef
 
 DATA = os.urandom(3 * (1 << 20) + 123)
@@ -106,4 +106,23 @@ def test_a_busy_peer_sends_the_fetcher_to_another(tmp_path: Path, seed: tuple[Mo
     finally:
         hold.set()
         connection.close()
+        second.close()
+
+
+def test_a_second_server_on_a_taken_port_serves_on_another_unless_the_port_is_strict(
+    tmp_path: Path, seed: tuple[ModelServer, ModelRef]
+) -> None:
+    server, _ = seed
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "other.gguf").write_bytes(b"other model")
+    holdings = ModelHoldings(tmp_path / "other")
+    (held,) = holdings.refresh()
+    with pytest.raises(OSError, match="in use"):
+        open_model_server(holdings, "127.0.0.1", server.port, strict_port=True)
+    second = open_model_server(holdings, "127.0.0.1", server.port).start()
+    try:
+        assert second.port not in (0, server.port)
+        assert get(second, f"/models/{held.reference.sha256}") == (200, b"other model")
+        assert get(server, f"/models/{held.reference.sha256}")[0] == 404  # each serves its own
+    finally:
         second.close()

@@ -25,6 +25,9 @@ def test_nodes_with_agents_serve_models_on_their_address(tmp_path: Path) -> None
         "10.0.0.7",
         8765,
     )
+    assert not config.model_server.strict_port  # a port in use: any free port (peers read it from the beacon)
+    strict = plan_fleet(FleetSpec.model_validate({**FLEET, "model_servers": {"strict_port": True}}), inventory)
+    assert node_config(strict, strict.nodes[0], "secret")["model_server"]["strict_port"] is True
     off = plan_fleet(FleetSpec.model_validate({**FLEET, "model_servers": None}), inventory)
     assert "model_server" not in node_config(off, off.nodes[0], "secret")
 

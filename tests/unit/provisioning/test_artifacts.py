@@ -101,3 +101,23 @@ def test_the_source_hash_follows_the_sources(tmp_path: Path) -> None:
     assert source_hash(tmp_path) == before
     (tmp_path / "shared" / "a.py").write_text("x = 2\n")
     assert source_hash(tmp_path) != before
+
+
+def test_digests_are_remembered_against_size_and_mtime_and_a_changed_file_is_hashed_again(tmp_path: Path) -> None:
+    from provisioning.artifacts import DIGEST_INDEX, Digests
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(GGUF)
+    index = tmp_path / DIGEST_INDEX
+    first = Digests(index)
+    assert first.sha256(model) == hashlib.sha256(GGUF).hexdigest()
+    first.save()
+    # A remembered digest is believed while size and mtime hold (that is what saves the hashing) ...
+    data = index.read_text().replace(hashlib.sha256(GGUF).hexdigest(), "f" * 64)
+    index.write_text(data)
+    assert Digests(index).sha256(model) == "f" * 64
+    # ... and a file written since is hashed again.
+    model.write_bytes(GGUF + b"more")
+    assert Digests(index).sha256(model) == hashlib.sha256(GGUF + b"more").hexdigest()
+    index.write_text("{not json")
+    assert Digests(index).sha256(model) == hashlib.sha256(GGUF + b"more").hexdigest()
