@@ -355,9 +355,9 @@ def fleet(
     results_md: Path | None,
     as_json: bool,
 ) -> None:
-    """Scripted agents of known skill on the real fabric: router vs vote vs best agent vs oracle, and Exp2."""
+    """Scripted agents of known skill on the real fabric: router, vote, self-consistency, best agent, oracle; Exp2."""
     from bench.data.fetch import DEFAULT_CACHE
-    from bench.fleet.report import write_section
+    from bench.fleet.report import baseline_verdict, write_section
     from bench.fleet.run import FleetConfig, run
 
     files = {}
@@ -392,6 +392,7 @@ def fleet(
     click.echo(f"fleet: {summary['items']} items per phase, scripted agents, run folder {out}")
     for name, values in summary["strategies"].items():
         click.echo(f"  {name:<40} accuracy {values['accuracy']:.3f}  cost/correct {values['cost_per_correct']:.4f}")
+    click.echo(f"  {baseline_verdict(summary['self_consistency'])}")
     exp2 = summary["exp2"]
     verb = "killed" if exp2["shock"] == "kill" else "degraded"
     click.echo(
