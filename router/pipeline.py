@@ -32,7 +32,6 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
-from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS as PLAN_ROOM
 from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
 from router.constrained import (
     can_honour,
@@ -40,6 +39,7 @@ from router.constrained import (
     honouring,
     plan_constraint,
     plan_is_on_topic,
+    plan_token_bound,
     required_kinds,
     step_constraints,
     unsupported_reason,
@@ -317,7 +317,8 @@ class TaskPipeline:
         if self._agent_honours(choice.agent_id, ("json_schema",)):  # a plan by construction, no example to copy
             constraint = plan_constraint(MAX_PLAN_STEPS)
             request = self._run_request(choice, self.request.query, (), "plan", constraint=constraint)
-            room = request.sampling.model_copy(update={"max_tokens": max(request.sampling.max_tokens, PLAN_ROOM)})
+            budget = max(request.sampling.max_tokens, plan_token_bound(MAX_PLAN_STEPS))  # it always closes
+            room = request.sampling.model_copy(update={"max_tokens": budget})
             request = request.model_copy(update={"sampling": room})
         else:
             request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
