@@ -81,8 +81,20 @@ def content_words(text: str) -> set[str]:
 def plan_is_on_topic(steps: Sequence[str], query: str) -> bool:
     """Whether every step shares a content word with the query: a plan decoded under the schema is always valid
     JSON, but a small model sometimes fills it with something else (dates, digits); such a plan is not used."""
+    return bool(steps) and not off_topic_steps(steps, query)
+
+
+def off_topic_steps(steps: Sequence[str], query: str) -> list[int]:
+    """The positions (from 1) of the steps that share no content word with the query."""
     words = content_words(query)
-    return bool(steps) and all(content_words(step) & words for step in steps)
+    return [position for position, step in enumerate(steps, 1) if not content_words(step) & words]
+
+
+def off_topic_reason(steps: Sequence[str], query: str) -> str:
+    """Why a plan was not used, for the trace: which of its steps are about something else."""
+    off = off_topic_steps(steps, query)
+    named = ", ".join(str(position) for position in off)
+    return f"off topic: step{'s' if len(off) > 1 else ''} {named} of {len(steps)} share no word with the task"
 
 
 def step_constraints(options: TaskOptions, is_final: bool) -> tuple[OutputConstraint | None, OutputConstraint | None]:
