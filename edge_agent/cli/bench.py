@@ -219,12 +219,14 @@ def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_js
               help="Queries (plans), GSM8K items (answers), requests (tools) or repeats (cost).")  # fmt: skip
 @click.option("--ballots", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per item (answers).")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="llama.cpp threads.")
+@click.option("--constrained-only", is_flag=True, help="plans: skip free decoding (its figures need no schema).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def constrained(measure: str, count: int, ballots: int, threads: int, as_json: bool) -> None:
+def constrained(measure: str, count: int, ballots: int, threads: int, constrained_only: bool, as_json: bool) -> None:
     """Constrained decoding with SmolLM2: plan validity, answer extraction, tool calls via the gateway, its cost."""
     from bench import constrained as experiment
 
-    _report(experiment.run(measure, count, ballots, threads), experiment.print_summary, as_json)
+    result = experiment.run(measure, count, ballots, threads, free_decoding=not constrained_only)
+    _report(result, experiment.print_summary, as_json)
 
 
 @bench.command("early-stop")
