@@ -94,7 +94,8 @@ def off_topic_reason(steps: Sequence[str], query: str) -> str:
     """Why a plan was not used, for the trace: which of its steps are about something else."""
     off = off_topic_steps(steps, query)
     named = ", ".join(str(position) for position in off)
-    return f"off topic: step{'s' if len(off) > 1 else ''} {named} of {len(steps)} share no word with the task"
+    subject = f"steps {named} of {len(steps)} share" if len(off) > 1 else f"step {named} of {len(steps)} shares"
+    return f"off topic: {subject} no word with the task"
 
 
 def step_constraints(options: TaskOptions, is_final: bool) -> tuple[OutputConstraint | None, OutputConstraint | None]:
