@@ -136,10 +136,12 @@ def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
     }
 
 
-def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
+def measure_plans(backend: Any, n: int, seed: int = 1, free_decoding: bool = True) -> dict[str, Any]:
+    """Plan validity and usefulness; `free_decoding=False` skips the free side (the old prompt, unconstrained),
+    whose figures do not depend on the plan schema, to re-measure the constrained side alone on a slow machine."""
     from edge_agent.backends.base import GenerationOptions
     from edge_agent.personas import build_messages
-    from router.constrained import PLANNER_PROMPT, plan_constraint
+    from router.constrained import PLANNER_PROMPT, plan_constraint, plan_token_bound
     from router.pipeline import PLAN_MAX_TOKENS
     from router.planning import SYSTEM_PROMPT, PlanParseError, parse_plan
     from shared.constraints import violation
@@ -148,20 +150,28 @@ def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
     free_prompt, constrained_prompt = SYSTEM_PROMPT.format(max_steps=8), PLANNER_PROMPT.format(max_steps=8)
     counts: Counter[str] = Counter()
     examples: list[list[str]] = []
+    failures: list[dict[str, Any]] = []
     for index, query in enumerate(QUERIES[:n]):
         options = GenerationOptions(max_tokens=PLAN_MAX_TOKENS, temperature=0.3, seed=seed + index)  # as the router
-        free = backend.generate(build_messages(free_prompt, f"{query}\nReturn the JSON now."), options).text
-        counts["free_strict"] += _strict_plan(free)
-        try:
-            recovered = parse_plan(free)
-            counts["free_recovered"] += 1
-            counts["free_multi_step"] += len(recovered) > 1
-            counts["free_useful"] += all(plan_quality(recovered, query, free_prompt).values())
-        except PlanParseError:
-            pass
-        under = options.model_copy(update={"constraint": constraint})
-        text = backend.generate(build_messages(constrained_prompt, query), under).text
+        free = ""
+        if free_decoding:
+            free = backend.generate(build_messages(free_prompt, f"{query}\nReturn the JSON now."), options).text
+            counts["free_strict"] += _strict_plan(free)
+            try:
+                recovered = parse_plan(free)
+                counts["free_recovered"] += 1
+                counts["free_multi_step"] += len(recovered) > 1
+                counts["free_useful"] += all(plan_quality(recovered, query, free_prompt).values())
+            except PlanParseError:
+                pass
+        # as the router: a constrained plan gets the budget of the longest plan the schema admits
+        under = options.model_copy(update={"constraint": constraint, "max_tokens": plan_token_bound(8)})
+        generation = backend.generate(build_messages(constrained_prompt, query), under)
+        text = generation.text
         valid = violation(text, constraint) is None
+        if not valid:  # which query, and whether the budget cut it (max_tokens reached in the middle of the JSON)
+            cut = generation.completion_tokens >= under.max_tokens
+            failures.append({"query": index, "tokens": generation.completion_tokens, "cut": cut, "text": text})
         counts["constrained_valid"] += valid
         if valid:
             steps = json.loads(text)["subtasks"]
@@ -172,7 +182,16 @@ def measure_plans(backend: Any, n: int, seed: int = 1) -> dict[str, Any]:
                 examples.append(steps)
         _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r}")
     shares = {name: round(value / n, 3) for name, value in sorted(counts.items())}
-    return {"measure": "plans", "n": n, "shares": shares, "examples": examples, "goal_valid": PLAN_GOAL}
+    return {
+        "measure": "plans",
+        "n": n,
+        "shares": shares,
+        "examples": examples,
+        "failures": failures,
+        "budget_tokens": plan_token_bound(8),
+        "free_decoding": free_decoding,
+        "goal_valid": PLAN_GOAL,
+    }
 
 
 def _strict_plan(text: str) -> bool:
@@ -430,11 +449,14 @@ def print_summary(result: dict[str, Any]) -> None:
     if measure == "plans":
         shares = result["shares"]
         print(f"plans, SmolLM2, {result['n']} multi-step queries")
-        print(
-            f"  free, old prompt:   strict JSON {shares.get('free_strict', 0):.0%}, parse_plan recovered "
-            f"{shares.get('free_recovered', 0):.0%}, multi-step {shares.get('free_multi_step', 0):.0%}, "
-            f"useful {shares.get('free_useful', 0):.0%}"
-        )
+        if not result.get("free_decoding", True):
+            print("  free, old prompt:   not run (--constrained-only)")
+        else:
+            print(
+                f"  free, old prompt:   strict JSON {shares.get('free_strict', 0):.0%}, parse_plan recovered "
+                f"{shares.get('free_recovered', 0):.0%}, multi-step {shares.get('free_multi_step', 0):.0%}, "
+                f"useful {shares.get('free_useful', 0):.0%}"
+            )
         valid = shares.get("constrained_valid", 0)
         print(
             f"  constrained, no example: valid {valid:.0%} (goal {PLAN_GOAL:.0%}: {_verdict(valid >= PLAN_GOAL)}), "
@@ -445,6 +467,12 @@ def print_summary(result: dict[str, Any]) -> None:
         )
         for steps in result["examples"]:
             print(f"    e.g. {steps}")
+        for failure in result.get("failures", []):
+            reason = "cut by the budget" if failure["cut"] else "closed but invalid"
+            print(
+                f"    invalid: query {failure['query']}, {failure['tokens']} tokens of {result['budget_tokens']} "
+                f"({reason}): {failure['text'][:120]!r}"
+            )
     elif measure == "answers":
         print(f"answers, SmolLM2, {result['n']} GSM8K items x {result['ballots']} ballots")
         for phase in ("before", "after"):
@@ -484,7 +512,7 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def run(measure: str, n: int, ballots: int = 3, threads: int = 2) -> dict[str, Any]:
+def run(measure: str, n: int, ballots: int = 3, threads: int = 2, free_decoding: bool = True) -> dict[str, Any]:
     from model_store import default_model_path
 
     if measure == "tools":
@@ -494,7 +522,7 @@ def run(measure: str, n: int, ballots: int = 3, threads: int = 2) -> dict[str, A
     backend = LlamaCppBackend(default_model_path(), n_ctx=2048, n_threads=threads, seed=1)
     try:
         if measure == "plans":
-            return measure_plans(backend, n)
+            return measure_plans(backend, n, free_decoding=free_decoding)
         if measure == "answers":
             return measure_answers(backend, n, ballots)
         stock = LlamaCppBackend(
@@ -514,9 +542,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--ballots", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--constrained-only", action="store_true", help="plans: skip free decoding")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args(argv)
-    result = run(arguments.measure, arguments.n, arguments.ballots, arguments.threads)
+    free = not arguments.constrained_only
+    result = run(arguments.measure, arguments.n, arguments.ballots, arguments.threads, free)
     print(json.dumps(result, indent=2) if arguments.json else "", end="")
     if not arguments.json:
         print_summary(result)

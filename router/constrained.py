@@ -37,14 +37,15 @@ STOPWORD_TEXT = (
 STOPWORDS = frozenset(STOPWORD_TEXT.split())
 _CAMEL_CASE = re.compile(r"([a-z0-9])([A-Z])")
 MAX_STEP_CHARS = 60  # a step is a short instruction; a small model left unbounded may never close its string
-
-
-CONSTRAINED_PLAN_MAX_TOKENS = 640  # 8 steps of 60 one-character tokens (digits are): a plan cut short is not JSON
+STEP_PATTERN = f"^[ !#-\\[\\]-~]{{1,{MAX_STEP_CHARS}}}$"
+"""A step: 1..MAX_STEP_CHARS printable ASCII characters but `"` and backslash. No escape sequence (`\\u0041` is six
+characters of output for one of text) and no multi-byte character, so every character of a plan is one byte, at
+most one token: the longest plan the schema admits has a known length, and the plan's token budget covers it."""
 
 
 def plan_constraint(max_steps: int) -> OutputConstraint:
-    """The plan schema: {"subtasks": [1..max_steps non-empty strings]}."""
-    step = {"type": "string", "minLength": 1, "maxLength": MAX_STEP_CHARS}
+    """The plan schema: {"subtasks": [1..max_steps steps of STEP_PATTERN]}."""
+    step = {"type": "string", "minLength": 1, "maxLength": MAX_STEP_CHARS, "pattern": STEP_PATTERN}
     subtasks = {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
     schema = {
         "type": "object",
@@ -53,6 +54,22 @@ def plan_constraint(max_steps: int) -> OutputConstraint:
         "additionalProperties": False,
     }
     return OutputConstraint(type="json_schema", json_schema=schema, name="plan")
+
+
+def plan_token_bound(max_steps: int) -> int:
+    """The most tokens a plan decoded under `plan_constraint(max_steps)` can take on the kit's llama.cpp backend.
+
+    The longest text its grammar admits: every step at MAX_STEP_CHARS, every optional space taken (the grammar of
+    llama-cpp-python's converter allows one space between tokens of the JSON), at one token per character, the
+    worst case since no character takes more than one byte; plus the end-of-generation token. With this budget a
+    plan always closes: a run never stops at `max_tokens` in the middle of its JSON.
+    """
+    step = '"' + "x" * MAX_STEP_CHARS + '" '
+    longest = '{ "subtasks" : [ ' + ", ".join([step] * max_steps) + "] } "
+    return len(longest) + 1
+
+
+CONSTRAINED_PLAN_MAX_TOKENS = plan_token_bound(8)  # 540 for 8 steps (router.pipeline.MAX_PLAN_STEPS)
 
 
 def content_words(text: str) -> set[str]:
@@ -64,8 +81,21 @@ def content_words(text: str) -> set[str]:
 def plan_is_on_topic(steps: Sequence[str], query: str) -> bool:
     """Whether every step shares a content word with the query: a plan decoded under the schema is always valid
     JSON, but a small model sometimes fills it with something else (dates, digits); such a plan is not used."""
+    return bool(steps) and not off_topic_steps(steps, query)
+
+
+def off_topic_steps(steps: Sequence[str], query: str) -> list[int]:
+    """The positions (from 1) of the steps that share no content word with the query."""
     words = content_words(query)
-    return bool(steps) and all(content_words(step) & words for step in steps)
+    return [position for position, step in enumerate(steps, 1) if not content_words(step) & words]
+
+
+def off_topic_reason(steps: Sequence[str], query: str) -> str:
+    """Why a plan was not used, for the trace: which of its steps are about something else."""
+    off = off_topic_steps(steps, query)
+    named = ", ".join(str(position) for position in off)
+    subject = f"steps {named} of {len(steps)} share" if len(off) > 1 else f"step {named} of {len(steps)} shares"
+    return f"off topic: {subject} no word with the task"
 
 
 def step_constraints(options: TaskOptions, is_final: bool) -> tuple[OutputConstraint | None, OutputConstraint | None]:

@@ -32,14 +32,15 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
-from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS as PLAN_ROOM
 from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
 from router.constrained import (
     can_honour,
     constrained_answer,
     honouring,
+    off_topic_reason,
     plan_constraint,
     plan_is_on_topic,
+    plan_token_bound,
     required_kinds,
     step_constraints,
     unsupported_reason,
@@ -138,6 +139,12 @@ class PlannerRun:
     record: RunRecord
     candidate: PlanCandidate | None
     constrained: bool = False  # decoded under the plan schema
+    steps: tuple[str, ...] = ()  # the steps read from its reply, used or not
+    rejected: str | None = None  # why its plan was not used (a failed run, nothing readable, off topic)
+
+    def summary(self) -> dict[str, Any]:
+        """The planner, the steps it wrote and why they were not used, for a trace that falls back."""
+        return {"planner": self.record.choice.agent_id, "steps": list(self.steps), "why": self.rejected}
 
 
 @dataclass
@@ -252,7 +259,14 @@ class TaskPipeline:
         if not candidates:
             self._reward_planners(planners, lambda run: False)
             plan = fallback_plan(self.request.query)
-            self._emit("planned", plan=plan, planners=[r.record.choice.agent_id for r in planners], fallback=True)
+            self._emit(
+                "planned",
+                plan=plan,
+                planners=[r.record.choice.agent_id for r in planners],
+                fallback=True,
+                rejected=[run.summary() for run in planners],
+                constrained=[r.record.choice.agent_id for r in planners if r.constrained],
+            )
             return await self._execute_plan(plan)
         if self.options.plan_mode == "chains":
             return await self._execute_chains(planners)
@@ -321,22 +335,24 @@ class TaskPipeline:
         if self._agent_honours(choice.agent_id, ("json_schema",)):  # a plan by construction, no example to copy
             constraint = plan_constraint(MAX_PLAN_STEPS)
             request = self._run_request(choice, self.request.query, (), "plan", constraint=constraint)
-            room = request.sampling.model_copy(update={"max_tokens": max(request.sampling.max_tokens, PLAN_ROOM)})
+            budget = max(request.sampling.max_tokens, plan_token_bound(MAX_PLAN_STEPS))  # it always closes
+            room = request.sampling.model_copy(update={"max_tokens": budget})
             request = request.model_copy(update={"sampling": room})
         else:
             request = self._run_request(choice, f"{self.request.query}\nReturn the JSON now.", (), "plan")
         record = await self._run(choice, request, subtask_index=-1)
         constrained = request.constraint is not None
         if record.result.error is not None:
-            return PlannerRun(record, None, constrained)
+            return PlannerRun(record, None, constrained, rejected=f"the run failed: {record.result.error}")
         try:
             steps = parse_plan(record.result.text, self.max_steps)  # strict JSON when constrained; repairs else
         except PlanParseError:
-            return PlannerRun(record, None, constrained)
+            return PlannerRun(record, None, constrained, rejected="no step could be read from its reply")
         if constrained and not plan_is_on_topic(steps, self.request.query):  # valid JSON, about something else
-            return PlannerRun(record, None, constrained)
+            reason = off_topic_reason(steps, self.request.query)
+            return PlannerRun(record, None, constrained, tuple(steps), rejected=reason)
         scores = tuple(self._step_score(step) for step in steps)
-        return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores), constrained)
+        return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores), constrained, tuple(steps))
 
     def _reward_planners(
         self,

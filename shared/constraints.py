@@ -315,11 +315,12 @@ def _typed_example(kind: str, schema: dict[str, Any], root: dict[str, Any], dept
         item = example_instance(schema.get("items", {}), root, depth + 1, fill)
         return [item] * int(schema.get("minItems", 0))
     if kind == "string":
-        if "pattern" in schema:
-            return _regex_example(_parse_regex(schema["pattern"]))
         least, most = int(schema.get("minLength", 0)), int(schema.get("maxLength", len(fill)))
-        text = fill[:most]
-        return text + "a" * max(0, least - len(text))
+        text = fill[:most] + "a" * max(0, least - len(fill[:most]))
+        if "pattern" in schema:  # the fill where the pattern takes it (a bad pattern raises ConstraintError)
+            example = _regex_example(_parse_regex(schema["pattern"]))
+            return text if re.search(schema["pattern"], text) else example
+        return text
     if kind in ("integer", "number"):
         return schema.get("minimum", 0)
     return {"boolean": False, "null": None}.get(kind)

@@ -139,8 +139,13 @@ async def run_routed(
     top_l: int = 3,
     run_timeout_s: float = 3.0,
     before_task: Callable[[int], None] | None = None,
+    agent_id: str | None = None,
 ) -> list[Record]:
-    """Each item as a task through the router, one at a time; the ballots tell which agents answered."""
+    """Each item as a task through the router, one at a time; the ballots tell which agents answered.
+
+    With `agent_id` every run of a task goes to that agent (a direct run): `cot_count` samples of one agent,
+    voted by the router as any vote, which is the self-consistency baseline.
+    """
     records: list[Record] = []
     async with FabricTaskClient(connection, client_id=TEACHER) as client:
         for index, item in enumerate(stream):
@@ -171,6 +176,7 @@ async def run_routed(
                     benchmark=item.benchmark,
                     difficulty=DIFFICULTY_OPTION.get(item.difficulty or ""),
                     gold_answer=gold_for_router(item),
+                    agent_id=agent_id,
                 )
             except (TaskFailed, TaskTimeout) as error:
                 record.update(correct=False, answer="", agents=[], dispatched=dispatched, error=str(error)[:200])

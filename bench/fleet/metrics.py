@@ -123,6 +123,30 @@ def tasks_to_recover(
     return None
 
 
+def runs_per_task(records: Sequence[Record]) -> float:
+    """The mean number of ballots counted per task (a vote stops once the runs still out cannot change it)."""
+    return sum(len(r["agents"]) for r in records) / len(records) if records else float("nan")
+
+
+def tokens_per_task(records: Sequence[Record], tokens: Mapping[tuple[str, str], int]) -> float:
+    """The mean tokens per task, every ballot's run counted (tokens as the agent reported them alone)."""
+    total = sum(tokens.get((agent, r["item_id"]), 0) for r in records for agent in r["agents"])
+    return total / len(records) if records else float("nan")
+
+
+def against_baseline(fleet: Sequence[Record], baseline: Sequence[Record]) -> dict[str, Any]:
+    """The fleet's routed vote against the self-consistency baseline on the same items: accuracies, the margin
+    in accuracy points (fleet minus baseline) and whether the fleet is ahead."""
+    fleet_accuracy, baseline_accuracy = accuracy(fleet), accuracy(baseline)
+    margin = fleet_accuracy - baseline_accuracy
+    return {
+        "fleet_accuracy": fleet_accuracy,
+        "baseline_accuracy": baseline_accuracy,
+        "margin": margin,
+        "fleet_beats_baseline": bool(margin > 0),
+    }
+
+
 def task_share(routed: Sequence[Record]) -> dict[str, dict[str, float]]:
     """Per benchmark, the share of chosen runs that went to each agent."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ DEFAULT_FLEET: tuple[ScriptedProfile, ...] = (
     ScriptedProfile("generalist", (MATH, FACTS, ANALYSIS), {"*": _levels(0.7, 0.55, 0.4)}, 0.15, 30.0),
 )
 """Three specialists (each best at one benchmark, poor elsewhere) and a cheap generalist, mediocre everywhere."""
+
+
+def expected_accuracy(profile: ScriptedProfile, items: Sequence[Any]) -> float:
+    """The accuracy `profile` is configured to reach on `items` (the mean of its chance on each item)."""
+    return sum(profile.expected(item.benchmark, item.difficulty) for item in items) / len(items) if items else 0.0
+
+
+def best_by_skill(profiles: Sequence[ScriptedProfile], items: Sequence[Any]) -> str:
+    """The agent whose configured skill gives the highest expected accuracy on `items` (ties: the first by name).
+
+    The self-consistency baseline samples this agent: its configured skill is the truth its measured accuracy
+    only estimates, and choosing it does not look at the answers of the items it is then scored on.
+    """
+    scores = {profile.agent_id: expected_accuracy(profile, items) for profile in profiles}
+    return max(sorted(scores), key=lambda agent: scores[agent])
 
 
 def node_config(

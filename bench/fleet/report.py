@@ -32,6 +32,24 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def baseline_verdict(baseline: Mapping[str, Any]) -> str:
+    """One plain sentence: does the fleet's routed vote beat the best agent's self-consistency, and by how much."""
+    margin = 100 * baseline["margin"]
+    if margin > 0:
+        outcome = f"beats the self-consistency baseline by {margin:.1f} accuracy points"
+    elif margin < 0:
+        outcome = f"does NOT beat the self-consistency baseline: it trails by {-margin:.1f} accuracy points"
+    else:
+        outcome = "ties the self-consistency baseline (it does not beat it)"
+    runs, tokens = baseline["runs_per_task"], baseline["tokens_per_task"]
+    return (
+        f"The fleet's routed 3-way vote {outcome} ({_pct(baseline['fleet_accuracy'])} against "
+        f"{_pct(baseline['baseline_accuracy'])} for {baseline['agent']} sampled 3 times and voted), with "
+        f"{_num(runs['vote3'], 2)} ballots and {_num(tokens['vote3'], 0)} tokens counted per task against "
+        f"{_num(runs['self_consistency'], 2)} and {_num(tokens['self_consistency'], 0)}."
+    )
+
+
 def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) -> str:
     """The Markdown section for one fleet run."""
     run = summary["run"]
@@ -89,6 +107,10 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
         "start cold and learn from the gold answers over the stream; `cost_aware` is a second, fresh router "
         "process with `router: {policy: cost_aware}` on the same items.",
         "",
+        "### The baseline: the best agent's self-consistency at the same budget",
+        "",
+        *_baseline_lines(summary["self_consistency"]),
+        "",
         "### Per benchmark, and routing to the best agent",
         "",
     ]
@@ -99,6 +121,7 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
             _pct(values["best_alone"]),
             _pct(values["single"]),
             _pct(values["vote3"]),
+            _pct(values.get("self_consistency")),
             _pct(values.get("cost")),
             _pct(summary["share_to_best_final"].get(benchmark)),
         ]
@@ -111,6 +134,7 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
             "its accuracy alone",
             "router single",
             "router vote3",
+            "self-consistency",
             "router cost_aware",
             "single: share to it (2nd half)",
         ],
@@ -136,6 +160,23 @@ def render(summary: Mapping[str, Any], figures: list[Path], report_dir: Path) ->
     lines += [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in figures]
     lines.append("")
     return "\n".join(lines)
+
+
+def _baseline_lines(baseline: Mapping[str, Any]) -> list[str]:
+    expected = ", ".join(f"{agent} {_pct(value)}" for agent, value in baseline["expected_accuracy"].items())
+    measured = baseline["best_measured_alone"]
+    agrees = "the same agent" if measured == baseline["agent"] else f"{measured}: the draws of this stream differ"
+    return [
+        f"**{baseline_verdict(baseline)}**",
+        "",
+        f"The baseline samples **{baseline['agent']}** 3 times per item (direct runs through a router process of "
+        "its own, voted by the router's vote as the fleet's ballots are), on the same items with the same seeds. "
+        "Both dispatch 3 runs per item and stop counting once the runs still out cannot change the winner, so "
+        "both count 2 or 3 ballots per item. "
+        "It is the best agent by its *configured* skill (expected accuracy on this stream: "
+        f"{expected}), chosen without looking at the answers it is scored on; the best agent measured alone "
+        f"on the same items is {agrees}.",
+    ]
 
 
 def _shock_title(exp2: Mapping[str, Any]) -> str:

@@ -5,6 +5,9 @@ Phases, in order, on one broker, one router process and one process per scripted
     alone    every stream item to every agent directly: each agent's accuracy, the best agent, the oracle
     single   the stream through the router, cot_count 1 (it learns from the gold answers as it goes)
     vote3    the same stream, cot_count 3 (three agents, weighted vote)
+    sc       the self-consistency baseline: the same stream, the best agent by configured skill sampled
+             cot_count 3 times (direct runs) and voted by the router, on a router process of its own (fresh
+             state, so its learning touches no other phase)
     cost     the same stream, cot_count 1, through a second, fresh router with `policy: cost_aware`
     exp2     a second stream through the first router (restarted: it resumes its saved state), or the
              cost_aware one (`exp2_router`), cot_count 1; at `kill_at` the best agent alone (or `kill`) is
@@ -25,16 +28,26 @@ from typing import Any
 import yaml
 
 from bench.data.fetch import DEFAULT_CACHE
+from bench.data.items import BenchItem
 from bench.fleet import metrics
 from bench.fleet.driver import Record, run_alone, run_routed, wait_for_fabric
 from bench.fleet.processes import FleetProcesses
-from bench.fleet.profiles import DEFAULT_FLEET, ScriptedProfile, node_config, write_node_config
+from bench.fleet.profiles import (
+    DEFAULT_FLEET,
+    ScriptedProfile,
+    best_by_skill,
+    expected_accuracy,
+    node_config,
+    write_node_config,
+)
 from bench.fleet.stream import build_stream, load_items
 from bench.runner.fabric import TEACHER
 from shared.config import ConnectionSettings
 
 ROUTER_ID = "fleet-router"
 COST_ROUTER_ID = "fleet-router-cost"
+BASELINE_ROUTER_ID = "fleet-router-sc"
+VOTE_COUNT = 3  # cot_count of the fleet's vote and of the self-consistency baseline: the same runs per task
 KEEPALIVE_S = 2
 
 
@@ -132,8 +145,15 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         alone = await run_alone(connection, stream, agent_ids)
         killed = metrics.best_agent(alone) if config.kill == "best" else config.kill
         single = await run_routed(connection, stream, "single", 1, top_l=config.top_l)
-        vote3 = await run_routed(connection, stream, "vote3", 3, top_l=config.top_l)
+        vote3 = await run_routed(connection, stream, "vote3", VOTE_COUNT, top_l=config.top_l)
         processes.stop_one(ROUTER_ID)
+        baseline_state = out / "router_sc_state.json"
+        baseline_state.unlink(missing_ok=True)
+        processes.start_router(BASELINE_ROUTER_ID, router_file, baseline_state, config.seed)
+        await ready(BASELINE_ROUTER_ID)
+        sampled = best_by_skill(config.profiles, stream)
+        sc = await run_routed(connection, stream, "sc", VOTE_COUNT, top_l=config.top_l, agent_id=sampled)
+        processes.stop_one(BASELINE_ROUTER_ID)
         processes.start_router(COST_ROUTER_ID, cost_router_file, cost_state_file, config.seed)
         await ready(COST_ROUTER_ID)
         cost = await run_routed(connection, stream, "cost", 1, top_l=config.top_l)
@@ -152,11 +172,11 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
         exp2 = await run_routed(connection, exp2_stream, "exp2", 1, top_l=config.top_l, before_task=maybe_kill)
     finally:
         processes.stop()
-    records = {"alone": alone, "single": single, "vote3": vote3, "cost": cost, "exp2": exp2}
+    records = {"alone": alone, "single": single, "vote3": vote3, "sc": sc, "cost": cost, "exp2": exp2}
     for name, rows in records.items():
         with open(out / f"records_{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
-    summary = summarize(config, records, killed, kill_index)
+    summary = summarize(config, records, killed, kill_index, stream)
     summary["run"] = {
         "elapsed_s": round(time.monotonic() - started, 1),
         "broker": processes.broker_kind,
@@ -169,12 +189,17 @@ async def run_async(config: FleetConfig) -> dict[str, Any]:
     return summary
 
 
-def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str, kill_index: int) -> dict[str, Any]:
-    """Every figure the report shows, from the records."""
-    alone, single, vote3, cost, exp2 = (records[name] for name in ("alone", "single", "vote3", "cost", "exp2"))
+def summarize(
+    config: FleetConfig, records: dict[str, list[Record]], killed: str, kill_index: int, stream: list[BenchItem]
+) -> dict[str, Any]:
+    """Every figure the report shows, from the records (and the stream, for the agents' configured skill)."""
+    alone, single, vote3, sc, cost, exp2 = (
+        records[name] for name in ("alone", "single", "vote3", "sc", "cost", "exp2")
+    )
     prices = {profile.agent_id: profile.cost_per_1k_tokens for profile in config.profiles}
     tokens = metrics.token_table(alone)
     best = metrics.best_agent(alone)
+    sampled = best_by_skill(config.profiles, stream)  # the agent the baseline phase sampled
     benchmarks = sorted({record["benchmark"] for record in alone})
     best_per_benchmark = {benchmark: metrics.best_agent(alone, benchmark) for benchmark in benchmarks}
     strategies = {
@@ -183,6 +208,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
             *metrics.cost_per_correct(single, prices, tokens),
         ),
         "router, 3-way vote (cot_count 3)": (metrics.accuracy(vote3), *metrics.cost_per_correct(vote3, prices, tokens)),
+        f"self-consistency: {sampled} x3, voted": (metrics.accuracy(sc), *metrics.cost_per_correct(sc, prices, tokens)),
         "router cost_aware, single choice": (metrics.accuracy(cost), *metrics.cost_per_correct(cost, prices, tokens)),
         f"best agent alone ({best})": (
             metrics.per_agent_accuracy(alone)[best],
@@ -208,6 +234,20 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
             for agent, value in metrics.per_agent_accuracy(alone).items()
         },
         "best_per_benchmark": best_per_benchmark,
+        "self_consistency": {
+            "agent": sampled,
+            "chosen_by": "configured skill: the highest expected accuracy on this stream",
+            "expected_accuracy": {
+                profile.agent_id: round(expected_accuracy(profile, stream), 4) for profile in config.profiles
+            },
+            "best_measured_alone": best,
+            "runs_per_task": {"vote3": metrics.runs_per_task(vote3), "self_consistency": metrics.runs_per_task(sc)},
+            "tokens_per_task": {
+                "vote3": metrics.tokens_per_task(vote3, tokens),
+                "self_consistency": metrics.tokens_per_task(sc, tokens),
+            },
+            **metrics.against_baseline(vote3, sc),
+        },
         "share_to_best": metrics.share_to_best(single, best_per_benchmark),
         "share_to_best_final": {
             benchmark: _share([r for r in single if r["benchmark"] == benchmark], agent, last_half=True)
@@ -218,6 +258,7 @@ def summarize(config: FleetConfig, records: dict[str, list[Record]], killed: str
             benchmark: {
                 "single": metrics.accuracy([r for r in single if r["benchmark"] == benchmark]),
                 "vote3": metrics.accuracy([r for r in vote3 if r["benchmark"] == benchmark]),
+                "self_consistency": metrics.accuracy([r for r in sc if r["benchmark"] == benchmark]),
                 "cost": metrics.accuracy([r for r in cost if r["benchmark"] == benchmark]),
                 "best_alone": metrics.per_agent_accuracy(alone, benchmark)[best_per_benchmark[benchmark]],
             }

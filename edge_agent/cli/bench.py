@@ -219,12 +219,14 @@ def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_js
               help="Queries (plans), GSM8K items (answers), requests (tools) or repeats (cost).")  # fmt: skip
 @click.option("--ballots", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per item (answers).")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="llama.cpp threads.")
+@click.option("--constrained-only", is_flag=True, help="plans: skip free decoding (its figures need no schema).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def constrained(measure: str, count: int, ballots: int, threads: int, as_json: bool) -> None:
+def constrained(measure: str, count: int, ballots: int, threads: int, constrained_only: bool, as_json: bool) -> None:
     """Constrained decoding with SmolLM2: plan validity, answer extraction, tool calls via the gateway, its cost."""
     from bench import constrained as experiment
 
-    _report(experiment.run(measure, count, ballots, threads), experiment.print_summary, as_json)
+    result = experiment.run(measure, count, ballots, threads, free_decoding=not constrained_only)
+    _report(result, experiment.print_summary, as_json)
 
 
 @bench.command("early-stop")
@@ -355,9 +357,9 @@ def fleet(
     results_md: Path | None,
     as_json: bool,
 ) -> None:
-    """Scripted agents of known skill on the real fabric: router vs vote vs best agent vs oracle, and Exp2."""
+    """Scripted agents of known skill on the real fabric: router, vote, self-consistency, best agent, oracle; Exp2."""
     from bench.data.fetch import DEFAULT_CACHE
-    from bench.fleet.report import write_section
+    from bench.fleet.report import baseline_verdict, write_section
     from bench.fleet.run import FleetConfig, run
 
     files = {}
@@ -392,6 +394,7 @@ def fleet(
     click.echo(f"fleet: {summary['items']} items per phase, scripted agents, run folder {out}")
     for name, values in summary["strategies"].items():
         click.echo(f"  {name:<40} accuracy {values['accuracy']:.3f}  cost/correct {values['cost_per_correct']:.4f}")
+    click.echo(f"  {baseline_verdict(summary['self_consistency'])}")
     exp2 = summary["exp2"]
     verb = "killed" if exp2["shock"] == "kill" else "degraded"
     click.echo(

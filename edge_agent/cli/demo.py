@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edge_agent.cli.common import run_async
 from edge_agent.cli.main import package_version
 from edge_agent.cli.submit import print_answer, print_event
+from shared.messages import TaskEvent
 
 DEFAULT_QUESTION = (
     "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar note. How much change does he get?"
@@ -94,6 +97,13 @@ async def _demo(
                 click.echo(f"3/4 router {router.router_id} up; waiting for the beacons ...")
                 await _wait_for_agents(router, len(workers))
                 click.echo(f"4/4 submitting: {question}\n")
+                planned: list[dict[str, Any]] = []
+
+                def on_event(event: TaskEvent) -> None:
+                    print_event(event)
+                    if event.event == "planned":
+                        planned.append(event.data)
+
                 async with FabricTaskClient(connection) as client:
                     result = await client.submit(
                         question,
@@ -101,10 +111,12 @@ async def _demo(
                         cot_count=cot_count,
                         max_tokens=max_tokens,
                         deadline_s=timeout_s,
-                        on_event=print_event,
+                        on_event=on_event,
                         answer=answer,
                     )
                 print_answer(result)
+                for line in planning_report(planned[0] if planned else {}, model):
+                    click.echo(line)
         finally:
             await node.stop()
     click.echo("\nstopped broker, agents and router cleanly")
@@ -114,3 +126,29 @@ async def _wait_for_agents(router: object, count: int, timeout_s: float = 10.0) 
     deadline = time.monotonic() + timeout_s
     while len(router.live_agents()) < count and time.monotonic() < deadline:  # type: ignore[attr-defined]
         await asyncio.sleep(0.05)
+
+
+def planning_report(planned: Mapping[str, Any], model: str) -> list[str]:
+    """What planning did, in words: the plan the planners produced and which one ran, or, when none was usable,
+    what they wrote and why it was not used (the task then ran as one step: the question itself)."""
+    if not planned:
+        return ["", "planning: no trace of it"]
+    if planned.get("skipped"):
+        return ["", f"planning: skipped ({planned.get('reason')}); the question ran as one step"]
+    constrained = set(planned.get("constrained") or ())
+    if not planned.get("fallback"):
+        chosen, usable = planned.get("chosen"), len(planned.get("candidates") or ())
+        lines = ["", f"planning: the plan of {chosen}{_how(chosen, constrained)} ran ({usable} usable plan(s)):"]
+        return lines + [f"  {number}. {step}" for number, step in enumerate(planned.get("plan") or (), 1)]
+    lines = ["", "planning: no plan was usable, so the question ran as one step. The planners wrote:"]
+    for rejected in planned.get("rejected") or ():
+        planner, steps = rejected.get("planner"), rejected.get("steps") or []
+        lines.append(f"  {planner}{_how(planner, constrained)}: {steps if steps else '(no steps)'}")
+        lines.append(f"    not used: {rejected.get('why')}")
+    small = " (SmolLM2, 135M parameters)" if model == "default" else ""
+    lines.append(f"  The model{small} did not write a plan about this question; a larger model plans better.")
+    return lines
+
+
+def _how(planner: object, constrained: set[str]) -> str:
+    return " (decoded under the plan schema)" if planner in constrained else ""

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from router.brain import RoutingBrain
-from router.constrained import PLANNER_PROMPT, plan_constraint, plan_is_on_topic
+from router.constrained import PLANNER_PROMPT, STEP_PATTERN, plan_constraint, plan_is_on_topic, plan_token_bound
 from router.pipeline import NoAgentsError, TaskPipeline
 from router.screening import AgentView
-from shared.constraints import answer_type_constraint, violation
+from shared.constraints import answer_type_constraint, example_output, violation
 from shared.messages import OutputConstraint, RunRequest, RunResult, TaskAnswer, TaskOptions, TaskRequest
 
 ALL_KINDS = ("json_schema", "regex", "choice")
@@ -92,6 +92,49 @@ def test_the_plan_schema_holds_one_to_max_steps_non_empty_strings() -> None:
         assert violation(bad, constraint) is not None
 
 
+@pytest.mark.parametrize(
+    "step",
+    ['say "hi"', "back\\slash", "caf\u00e9", "tab\there", "x" * 61],
+    ids=["quote", "backslash", "non-ascii", "control", "too-long"],
+)
+def test_a_plan_step_is_short_printable_ascii_without_escapes(step: str) -> None:
+    """Every character of a plan is one byte (no escape, no multi-byte character): its length has a known bound."""
+    assert violation(json.dumps({"subtasks": ["Find the prime factors of 360", step]}), plan_constraint(8))
+    assert violation(json.dumps({"subtasks": ["Find the prime factors of 360", "x" * 60]}), plan_constraint(8)) is None
+
+
+@pytest.mark.parametrize("max_steps", [1, 3, 8])
+def test_the_plan_budget_covers_the_longest_plan_the_schema_admits(max_steps: int) -> None:
+    longest = '{ "subtasks" : [ ' + ", ".join(['"' + "~" * 60 + '" '] * max_steps) + "] } "
+    assert violation(longest, plan_constraint(max_steps)) is None
+    assert len(longest.encode()) < plan_token_bound(max_steps)  # one byte, at most one token, per character
+
+
+def test_the_kits_json_grammar_allows_at_most_one_space_between_tokens_as_the_plan_budget_assumes() -> None:
+    """plan_token_bound counts one optional space per separator; a converter that allowed runs of whitespace (as
+    llama.cpp's newer one does: a newline and 20 indents) would make a plan longer than its budget."""
+    llamacpp = pytest.importorskip("edge_agent.backends.llamacpp")
+    pytest.importorskip("llama_cpp")
+    grammar = llamacpp.json_grammar(plan_constraint(8).json_schema or {})
+    assert 'space ::= " "?' in grammar.splitlines()
+    assert "char ::=" not in grammar  # the steps' own character class: no escape sequences
+
+
+def test_planners_get_the_budget_of_the_longest_plan() -> None:
+    port = Port({name: planner_then_solver('{"subtasks": ["factor 360", "add the factors"]}', "10") for name in "a"})
+    execute(port, [view("a")], HARD, plan_k=2, cot_count=1, max_tokens=64)
+    planning = [r for r in port.requests if r.purpose == "plan"]
+    assert planning and all(r.sampling.max_tokens == plan_token_bound(8) == 540 for r in planning)
+
+
+def test_a_scripted_or_echo_planner_still_plans_its_task_text_under_the_pattern() -> None:
+    assert json.loads(example_output(plan_constraint(8), fill="Find the factors of 360"))["subtasks"] == [
+        "Find the factors of 360"
+    ]
+    assert json.loads(example_output(plan_constraint(8), fill='Say "yes"'))["subtasks"] == ["a"]
+    assert STEP_PATTERN.startswith("^") and STEP_PATTERN.endswith("$")  # anchored, as llama.cpp's converter needs
+
+
 def test_typed_answers_vote_on_canonical_values() -> None:
     """Three runs say 42, 42.0 and 1000: the constrained answers compare as numbers, not prose."""
     said = {"a": "42", "b": "42.0", "c": "1000"}
@@ -140,6 +183,11 @@ def test_a_valid_but_off_topic_constrained_plan_is_not_used() -> None:
     assert answer.plan == (HARD,)
     (planned,) = [data for event, data in port.events if event == "planned"]
     assert planned.get("fallback") is True
+    # the trace keeps what the planners wrote and why it was not used, so a user sees the model's plan
+    assert planned["rejected"] == [
+        {"planner": "a", "steps": ["2018-08-28 13:12:13"], "why": "off topic: step 1 of 1 shares no word with the task"}
+    ] * 2
+    assert planned["constrained"] == ["a", "a"]
 
 
 @pytest.mark.parametrize(

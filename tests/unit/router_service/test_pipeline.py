@@ -406,6 +406,10 @@ def test_all_planners_failing_gives_a_one_step_plan() -> None:
     assert answer.plan == (PLAN_QUERY,)
     (planned,) = port.named("planned")
     assert planned["fallback"] is True
+    assert sorted((r["planner"], r["why"]) for r in planned["rejected"]) == [
+        ("a", "the run failed: backend_error"),
+        ("b", "no step could be read from its reply"),
+    ]
     assert {request.subtask for request in port.solve_requests()} == {PLAN_QUERY}
     assert answer.answer == "8"
 
