@@ -184,9 +184,8 @@ def test_a_valid_but_off_topic_constrained_plan_is_not_used() -> None:
     (planned,) = [data for event, data in port.events if event == "planned"]
     assert planned.get("fallback") is True
     # the trace keeps what the planners wrote and why it was not used, so a user sees the model's plan
-    assert planned["rejected"] == [
-        {"planner": "a", "steps": ["2018-08-28 13:12:13"], "why": "off topic: step 1 of 1 shares no word with the task"}
-    ] * 2
+    why = "off topic: step 1 of 1 shares no word with the task"
+    assert planned["rejected"] == [{"planner": "a", "steps": ["2018-08-28 13:12:13"], "why": why}] * 2
     assert planned["constrained"] == ["a", "a"]
 
 
