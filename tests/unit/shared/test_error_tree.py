@@ -8,19 +8,9 @@ import pkgutil
 
 import pytest
 
+from provisioning.artifacts import SOURCE_PACKAGES as PRODUCT_PACKAGES  # every package of the kit's wheel
 from shared.errors import SymphonyError
 
-PRODUCT_PACKAGES = (
-    "shared",
-    "broker",
-    "model_store",
-    "edge_agent",
-    "router",
-    "provisioning",
-    "fleet_observe",
-    "fleet_gateway",
-    "bench",
-)
 PRIVATE_CONTROL_FLOW = {"model_store.peers._Busy"}  # caught beside where it is raised; never reaches a caller
 
 
