@@ -35,6 +35,23 @@ def echo_agent(agent_id: str, **settings: Any) -> DesiredAgent:
     return DesiredAgent(agent_id=agent_id, preset="math", backend="echo", model_name="echo-v2", settings=settings)
 
 
+def start_echo_node(
+    processes: Processes,
+    tmp_path: Path,
+    node: str,
+    connection: Any,
+    model_server: dict[str, Any] | None = None,
+    own_state: bool = False,
+) -> None:
+    """A node process with one echo agent (`<node>-math`), its own state folder and, if given, a model server."""
+    agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
+    extra = {"model_server": model_server} if model_server is not None else {}
+    config = write_node_config(
+        tmp_path / f"{node}.yaml", node, connection, agents=agents, state_dir=str(tmp_path / node), **extra
+    )
+    processes.start(node, "start", "-c", str(config), own_state=own_state)
+
+
 def test_a_node_swaps_to_its_desired_state_and_reports_what_it_cannot_run(
     any_broker: RunningBroker, fabric: str, tmp_path: Path, processes: Processes
 ) -> None:
@@ -102,11 +119,7 @@ def test_a_failing_canary_is_rolled_back_and_the_rollout_exits_non_zero(
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     connection = connection_for(any_broker, fabric)
     for node in ("board-1", "board-2"):
-        agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
-        config = write_node_config(
-            tmp_path / f"{node}.yaml", node, connection, agents=agents, state_dir=str(tmp_path / node)
-        )
-        processes.start(node, "start", "-c", str(config))
+        start_echo_node(processes, tmp_path, node, connection)
     processes.start("router", "router", "-b", any_broker.url, "--fabric", fabric)
     served = tmp_path / "served"
     served.mkdir()
@@ -170,16 +183,7 @@ def test_a_model_is_fetched_from_a_peer_and_the_llamacpp_agent_swapped_in(
     reference = ModelRef(name=variant.name, sha256=sha256_file(variant), size_bytes=variant.stat().st_size)
     server = {"host": "127.0.0.1", "port": 0, "advertise": "127.0.0.1"}
     for node in ("seed", "target"):
-        agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
-        config = write_node_config(
-            tmp_path / f"{node}.yaml",
-            node,
-            connection,
-            agents=agents,
-            state_dir=str(tmp_path / node),
-            model_server=server,
-        )
-        processes.start(node, "start", "-c", str(config), own_state=True)
+        start_echo_node(processes, tmp_path, node, connection, server, own_state=True)
     processes.start("router", "router", "-b", amqtt_broker.url, "--fabric", fabric)
 
     async def scenario() -> None:
@@ -316,16 +320,7 @@ def test_two_nodes_on_one_host_both_serve_their_models_to_a_third(
     server = {"host": "127.0.0.1", "port": port, "advertise": "127.0.0.1"}
 
     def start(node: str, model_server: dict[str, Any]) -> None:
-        agents = [{"agent_id": f"{node}-math", "backend": "echo", "preset": "math"}]
-        config = write_node_config(
-            tmp_path / f"{node}.yaml",
-            node,
-            connection,
-            agents=agents,
-            state_dir=str(tmp_path / node),
-            model_server=model_server,
-        )
-        processes.start(node, "start", "-c", str(config), own_state=True)
+        start_echo_node(processes, tmp_path, node, connection, model_server, own_state=True)
 
     async def scenario() -> None:
         watch = await FabricWatch(connection).open()
