@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import http.server
 import os
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,15 @@ def processes(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Proces
 
 def echo_agent(agent_id: str, **settings: Any) -> DesiredAgent:
     return DesiredAgent(agent_id=agent_id, preset="math", backend="echo", model_name="echo-v2", settings=settings)
+
+
+def run_showing_logs(processes: Processes, scenario: Coroutine[Any, Any, None], timeout_s: float) -> None:
+    """Run a test's scenario within `timeout_s`; on any failure, print the processes' logs before raising."""
+    try:
+        asyncio.run(asyncio.wait_for(scenario, timeout_s))
+    except BaseException:
+        print(processes.logs())
+        raise
 
 
 def start_echo_node(
@@ -90,11 +99,7 @@ def test_a_node_swaps_to_its_desired_state_and_reports_what_it_cannot_run(
         await link.close()
         await watch.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 240))
-    except BaseException:
-        print(processes.logs())
-        raise
+    run_showing_logs(processes, scenario(), 240)
 
 
 def _serve(directory: Path) -> type[http.server.BaseHTTPRequestHandler]:
@@ -154,12 +159,8 @@ def test_a_failing_canary_is_rolled_back_and_the_rollout_exits_non_zero(
         await link.close()
         await watch.close()
 
-    try:
-        with http_server(_serve(served)) as url:
-            asyncio.run(asyncio.wait_for(scenario(url), 300))
-    except BaseException:
-        print(processes.logs())
-        raise
+    with http_server(_serve(served)) as url:
+        run_showing_logs(processes, scenario(url), 300)
 
 
 @pytest.mark.llamacpp
@@ -215,11 +216,7 @@ def test_a_model_is_fetched_from_a_peer_and_the_llamacpp_agent_swapped_in(
         await link.close()
         await watch.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 300))
-    except BaseException:
-        print(processes.logs())
-        raise
+    run_showing_logs(processes, scenario(), 300)
 
 
 @pytest.mark.llamacpp
@@ -273,11 +270,7 @@ def test_a_model_no_peer_holds_comes_from_the_control_nodes_model_server(
         assert list((tmp_path / "solo" / "models").glob("smollm2-new-*.gguf"))
         await watch.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 300))
-    except BaseException:
-        print(processes.logs())
-        raise
+    run_showing_logs(processes, scenario(), 300)
 
 
 def test_a_model_server_that_cannot_listen_does_not_stop_the_node(
@@ -295,11 +288,7 @@ def test_a_model_server_that_cannot_listen_does_not_stop_the_node(
         assert watch.beacons["lone"].status == "online" and watch.beacons["lone"].model_server == ""
         await watch.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 120))
-    except BaseException:
-        print(processes.logs())
-        raise
+    run_showing_logs(processes, scenario(), 120)
 
 
 def test_two_nodes_on_one_host_both_serve_their_models_to_a_third(
@@ -351,8 +340,4 @@ def test_two_nodes_on_one_host_both_serve_their_models_to_a_third(
         await link.close()
         await watch.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 240))
-    except BaseException:
-        print(processes.logs())
-        raise
+    run_showing_logs(processes, scenario(), 240)
