@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from shared.errors import MessageError
-from shared.topics import validate_id, validate_publish_topic
+from shared.ids import validate_id, validate_publish_topic
 
 SCHEMA_VERSION: Literal[1] = 1
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -610,8 +610,13 @@ def encode(message: WireModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
-    """Decode `payload` into a message (of type `expected` when given), or raise `MessageError`."""
+def decode(
+    payload: bytes | str,
+    expected: type[M] | tuple[type[WireModel], ...] | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Any:
+    """Decode `payload` into a message (of type `expected`, or of one of the types `expected` names, when given),
+    or raise `MessageError`. A message of another kind is refused before it is validated."""
     try:
         raw = payload.encode() if isinstance(payload, str) else payload
     except UnicodeEncodeError:  # a str with lone surrogates has no UTF-8 form
@@ -629,12 +634,17 @@ def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int
     kind = data["kind"]
     if kind not in MESSAGE_TYPES:
         raise MessageError(f"unknown message kind {kind[:64]!r}")
-    if expected is not None and MESSAGE_TYPES[kind] is not expected:
-        raise MessageError(f"expected a {expected.__name__}, got kind {kind!r}")
+    if expected is not None and not _is_expected(MESSAGE_TYPES[kind], expected):
+        wanted = expected if isinstance(expected, tuple) else (expected,)
+        raise MessageError(f"expected a {' or '.join(model.__name__ for model in wanted)}, got kind {kind!r}")
     try:
         return _MESSAGE_ADAPTER.validate_python(data)
     except ValidationError as error:
         raise MessageError(f"invalid {kind}: {_summarise(error)}") from None
+
+
+def _is_expected(model: type[WireModel], expected: type[WireModel] | tuple[type[WireModel], ...]) -> bool:
+    return model in expected if isinstance(expected, tuple) else model is expected
 
 
 def peek_reply_route(payload: bytes) -> tuple[str | None, str | None, str | None]:
