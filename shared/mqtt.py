@@ -350,13 +350,14 @@ class FabricClient:
         *,
         on_clear: ClearHandler | None = None,
         on_invalid: InvalidHandler | None = None,
+        decoder: Callable[[bytes], M] | None = None,
         qos: int = 1,
     ) -> None:
         """Subscribe `handler` to a route of `shared.topics`: it receives each message decoded, of one of the
         route's kinds; what does not decode or is of another kind is logged and dropped, or handed to
         `on_invalid` (which may answer it); an empty payload on a retained route goes to `on_clear`
         (`shared.delivery`). Unsubscribe with `unsubscribe(route.topic_filter)`."""
-        await self.subscribe(route.topic_filter, RouteHandler(route, handler, on_clear, on_invalid), qos)
+        await self.subscribe(route.topic_filter, RouteHandler(route, handler, on_clear, on_invalid, decoder), qos)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._handlers.pop(topic_filter, None)
