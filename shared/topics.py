@@ -231,6 +231,10 @@ class Route(Generic[P, M]):
         """This route's topic (or filter) in one fabric, for `FabricClient.route`."""
         return TopicRoute(self.build(topics, *args, **kwargs), self.kinds, self.retained, self.name)
 
+    def at(self, topic_filter: str) -> TopicRoute[M]:
+        """This route's kinds on a filter its caller built (with `build` or a sibling, e.g. one task's events)."""
+        return TopicRoute(topic_filter, self.kinds, self.retained, self.name)
+
     def __repr__(self) -> str:
         return f"Route({self.name}: {' | '.join(kind.__name__ for kind in self.kinds)})"
 
