@@ -634,17 +634,14 @@ def decode(
     kind = data["kind"]
     if kind not in MESSAGE_TYPES:
         raise MessageError(f"unknown message kind {kind[:64]!r}")
-    if expected is not None and not _is_expected(MESSAGE_TYPES[kind], expected):
+    model = MESSAGE_TYPES[kind]
+    if expected is not None and model is not expected and (not isinstance(expected, tuple) or model not in expected):
         wanted = expected if isinstance(expected, tuple) else (expected,)
-        raise MessageError(f"expected a {' or '.join(model.__name__ for model in wanted)}, got kind {kind!r}")
+        raise MessageError(f"expected a {' or '.join(kind_model.__name__ for kind_model in wanted)}, got kind {kind!r}")
     try:
         return _MESSAGE_ADAPTER.validate_python(data)
     except ValidationError as error:
         raise MessageError(f"invalid {kind}: {_summarise(error)}") from None
-
-
-def _is_expected(model: type[WireModel], expected: type[WireModel] | tuple[type[WireModel], ...]) -> bool:
-    return model in expected if isinstance(expected, tuple) else model is expected
 
 
 def peek_reply_route(payload: bytes) -> tuple[str | None, str | None, str | None]:
