@@ -58,7 +58,7 @@ from router.tasks import TaskHandlers
 from router.tenancy import AccountTasks, Tenancy
 from shared import topics as routes
 from shared.config import ConnectionSettings, Id, RouterSettings
-from shared.delivery import RouteHandler, Subscription
+from shared.delivery import subscription
 from shared.messages import (
     RebirthRequest,
     TaskCancel,
@@ -158,21 +158,19 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         submits = [routes.TASK_SUBMISSIONS.on(topics)] + (
             [routes.TASK_SUBMIT.on(topics)] if self._reads_legacy_submit() else []
         )
-        typed: list[Subscription] = [
-            RouteHandler(routes.BEACONS.on(topics), self._on_beacon, on_clear=self._on_beacon_cleared),
-            RouteHandler(routes.STATES.on(topics), self._on_state, decoder=parse_state),
-            RouteHandler(routes.ROUTER_PRESENCES.on(topics), self._on_presence, on_clear=self._on_presence_cleared),
-            *(
-                RouteHandler(self._shared(submit), self._on_submit, on_invalid=self._on_bad_submit)
-                for submit in submits
-            ),
-            RouteHandler(routes.ROUTER_INBOX.on(topics, router_id), self._on_inbox),
-            RouteHandler(routes.ROUTER_BIDS.on(topics, router_id), self._on_bid),
-            RouteHandler(routes.TRACE_REQUESTS.on(topics), self._on_trace_request),
-            *(self.sites.subscriptions() if self.sites is not None else []),
-        ]
-        raw: dict[str, Handler] = {topics.ledgers(): self._on_ledger}  # echoes skipped undecoded (router.fleet_state)
-        return {handler.topic_filter: handler for handler in typed} | raw
+        return dict(
+            [
+                subscription(routes.BEACONS.on(topics), self._on_beacon, on_clear=self._on_beacon_cleared),
+                subscription(routes.STATES.on(topics), self._on_state, decoder=parse_state),
+                subscription(routes.ROUTER_PRESENCES.on(topics), self._on_presence, on_clear=self._on_presence_cleared),
+                *(subscription(self._shared(s), self._on_submit, on_invalid=self._on_bad_submit) for s in submits),
+                subscription(routes.ROUTER_INBOX.on(topics, router_id), self._on_inbox),
+                subscription(routes.ROUTER_BIDS.on(topics, router_id), self._on_bid),
+                subscription(routes.TRACE_REQUESTS.on(topics), self._on_trace_request),
+                *(self.sites.subscriptions() if self.sites is not None else []),
+                (topics.ledgers(), self._on_ledger),  # raw: our echoes are skipped undecoded (router.fleet_state)
+            ]
+        )
 
     def _shared(self, submit: TopicRoute[TaskRequest | TaskCancel]) -> TopicRoute[TaskRequest | TaskCancel]:
         """task/submit/+, shared by the routers of a group when one is configured (each task reaches one of them)."""

@@ -22,8 +22,9 @@ from router.relay import SiteAgent
 from router.screening import AgentView
 from router.summaries import SiteDirectory, SummarySchedule, summary_entries
 from shared import topics as routes
-from shared.delivery import RouteHandler, Subscription
+from shared.delivery import subscription
 from shared.messages import RunCancel, RunRequest, RunResult, SiteSummary, TaskRequest
+from shared.mqtt import Handler
 from shared.topics import site_agent_id
 
 RouterService = Any  # router.service.RouterService (not imported: the service imports this module)
@@ -45,14 +46,12 @@ class SiteRole:
         self.published = 0
         self._wake = asyncio.Event()
 
-    def subscriptions(self) -> list[Subscription]:
+    def subscriptions(self) -> list[tuple[str, Handler]]:
         """The routes this part reads (subscribed with the service's, `RouterService.subscriptions`)."""
         topics = self.service.topics
-        found: list[Subscription] = [
-            RouteHandler(routes.SITE_SUMMARIES.on(topics), self._on_summary, on_clear=self._on_summary_cleared)
-        ]
+        found = [subscription(routes.SITE_SUMMARIES.on(topics), self._on_summary, on_clear=self._on_summary_cleared)]
         if self.site is not None:
-            found.append(RouteHandler(routes.AGENT_RUN.on(topics, site_agent_id(self.site)), self._on_run))
+            found.append(subscription(routes.AGENT_RUN.on(topics, site_agent_id(self.site)), self._on_run))
         return found
 
     def start(self) -> asyncio.Task[None] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import TypeVar
 
 from shared.errors import MessageError
 from shared.messages import WireModel, decode
@@ -28,47 +28,35 @@ ClearHandler = Callable[[str], Handled]
 InvalidHandler = Callable[[str, bytes, MessageError], Handled]
 
 
-class Subscription(Protocol):
-    """A raw handler that knows its filter: a `RouteHandler` of any message type (a component's table of them)."""
-
-    topic_filter: str
-
-    def __call__(self, topic: str, payload: bytes, /) -> Handled: ...
+RawHandler = Callable[[str, bytes], Handled]
+"""What `FabricClient.subscribe` takes: the topic and the payload's bytes."""
 
 
-class RouteHandler(Generic[M]):
-    """The raw handler of one route: decodes once, checks the kind, then calls the typed handler (see above)."""
+def subscription(
+    route: TopicRoute[M],
+    handler: Callable[[str, M], Handled],
+    *,
+    on_clear: ClearHandler | None = None,
+    on_invalid: InvalidHandler | None = None,
+    decoder: Callable[[bytes], M] | None = None,
+) -> tuple[str, RawHandler]:
+    """The filter of `route` and its raw handler, which decodes once, checks the kind and calls `handler` (see
+    above). `decoder` replaces `decode` for a route of one kind (it must check as much and raise `MessageError`).
 
-    __slots__ = ("decoder", "handler", "kinds", "name", "on_clear", "on_invalid", "retained", "topic_filter")
+    A closure, not an object with `__call__`: it runs for every message, and a plain function call is cheaper."""
+    kinds, retained, name = route.kinds, route.retained, route.name
 
-    def __init__(
-        self,
-        route: TopicRoute[M],
-        handler: Callable[[str, M], Handled],
-        on_clear: ClearHandler | None = None,
-        on_invalid: InvalidHandler | None = None,
-        decoder: Callable[[bytes], M] | None = None,
-    ) -> None:
-        self.topic_filter = route.topic_filter
-        self.handler = handler
-        self.kinds = route.kinds
-        self.retained = route.retained
-        self.name = route.name
-        self.on_clear = on_clear
-        self.on_invalid = on_invalid
-        self.decoder = decoder  # a faster decoder of the route's kind (same checks, same MessageError), if any
-
-    def __call__(self, topic: str, payload: bytes) -> Handled:
-        if not payload and self.retained:
-            return self.on_clear(topic) if self.on_clear is not None else None
+    def deliver(topic: str, payload: bytes) -> Handled:
+        if not payload and retained:
+            return on_clear(topic) if on_clear is not None else None
         try:
-            message: M = decode(payload, self.kinds) if self.decoder is None else self.decoder(payload)
+            message: M = decode(payload, kinds) if decoder is None else decoder(payload)
         except MessageError as error:
-            if self.on_invalid is not None:
-                return self.on_invalid(topic, payload, error)
-            log.info("ignoring a malformed message on %.200r (%s): %s", topic, self.name, error)
+            if on_invalid is not None:
+                return on_invalid(topic, payload, error)
+            log.info("ignoring a malformed message on %.200r (%s): %s", topic, name, error)
             return None
-        return self.handler(topic, message)
+        return handler(topic, message)
 
-    def __repr__(self) -> str:  # what FabricClient logs when the handler fails
-        return f"{getattr(self.handler, '__qualname__', self.handler)} (route {self.name})"
+    deliver.__qualname__ = f"{getattr(handler, '__qualname__', 'handler')} (route {name})"  # FabricClient logs it
+    return route.topic_filter, deliver

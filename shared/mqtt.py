@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.config import BrokerURL, ConnectionSettings
-from shared.delivery import ClearHandler, Handled, InvalidHandler, RouteHandler
+from shared.delivery import ClearHandler, Handled, InvalidHandler, subscription
 from shared.errors import MessageError, TransportError
 from shared.messages import WireModel, encode
 from shared.topics import TopicRoute
@@ -357,7 +357,8 @@ class FabricClient:
         route's kinds; what does not decode or is of another kind is logged and dropped, or handed to
         `on_invalid` (which may answer it); an empty payload on a retained route goes to `on_clear`
         (`shared.delivery`). Unsubscribe with `unsubscribe(route.topic_filter)`."""
-        await self.subscribe(route.topic_filter, RouteHandler(route, handler, on_clear, on_invalid, decoder), qos)
+        topic_filter, deliver = subscription(route, handler, on_clear=on_clear, on_invalid=on_invalid, decoder=decoder)
+        await self.subscribe(topic_filter, deliver, qos)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._handlers.pop(topic_filter, None)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared import topics as routes
-from shared.delivery import RouteHandler
+from shared.delivery import RawHandler, subscription
 from shared.errors import MessageError
 from shared.messages import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -51,6 +51,13 @@ class Heard:
         self.refused.append((topic, payload, str(error)))
 
 
+def deliver_on(route: TopicRoute[Any], handler: Any, **options: Any) -> RawHandler:
+    """The raw handler `FabricClient.route` subscribes for `route` (its filter checked on the way)."""
+    topic_filter, deliver = subscription(route, handler, **options)
+    assert topic_filter == route.topic_filter
+    return deliver
+
+
 def malformed_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == "shared.delivery"]
 
@@ -78,7 +85,7 @@ def test_a_route_is_built_for_one_fabric_and_may_be_shared_by_a_group() -> None:
 
 def test_a_message_of_the_routes_kinds_reaches_the_handler_decoded() -> None:
     heard = Heard()
-    deliver = RouteHandler(routes.AGENT_RUN.on(T, "a1"), heard.message)
+    deliver = deliver_on(routes.AGENT_RUN.on(T, "a1"), heard.message)
     deliver(T.agent_run("a1"), encode(RUN))
     deliver(T.agent_run("a1"), encode(CANCEL))
     assert heard.messages == [(T.agent_run("a1"), RUN), (T.agent_run("a1"), CANCEL)]
@@ -86,7 +93,7 @@ def test_a_message_of_the_routes_kinds_reaches_the_handler_decoded() -> None:
 
 def test_a_message_of_another_kind_is_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     heard = Heard()
-    deliver = RouteHandler(routes.BEACONS.on(T), heard.message)
+    deliver = deliver_on(routes.BEACONS.on(T), heard.message)
     with caplog.at_level(logging.INFO):
         deliver(T.beacon("n1"), encode(RUN))
     assert heard.messages == []
@@ -123,7 +130,7 @@ def test_bad_input_is_logged_once_and_never_reaches_the_handler(
     payload: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     heard = Heard()
-    deliver = RouteHandler(routes.ALL_TASK_EVENTS.on(T), heard.message)
+    deliver = deliver_on(routes.ALL_TASK_EVENTS.on(T), heard.message)
     with caplog.at_level(logging.INFO):
         assert deliver(T.task_events("c1", "t1"), payload) is None
     assert heard.messages == []
@@ -135,7 +142,7 @@ def test_bad_input_goes_to_the_subscribers_refusal_when_it_has_one(
     payload: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     heard = Heard()
-    deliver = RouteHandler(routes.ALL_TASK_EVENTS.on(T), heard.message, on_invalid=heard.refuse)
+    deliver = deliver_on(routes.ALL_TASK_EVENTS.on(T), heard.message, on_invalid=heard.refuse)
     with caplog.at_level(logging.INFO):
         deliver(T.task_events("c1", "t1"), payload)
     assert heard.messages == [] and malformed_logs(caplog) == []  # the refusal logs (and answers) it
@@ -145,8 +152,8 @@ def test_bad_input_goes_to_the_subscribers_refusal_when_it_has_one(
 def test_an_empty_payload_on_a_retained_route_is_a_cleared_topic(caplog: pytest.LogCaptureFixture) -> None:
     heard = Heard()
     with caplog.at_level(logging.INFO):
-        RouteHandler(routes.BEACONS.on(T), heard.message, on_clear=heard.clear)(T.beacon("n1"), b"")
-        RouteHandler(routes.BEACONS.on(T), heard.message)(T.beacon("n2"), b"")  # nobody asked: dropped quietly
+        deliver_on(routes.BEACONS.on(T), heard.message, on_clear=heard.clear)(T.beacon("n1"), b"")
+        deliver_on(routes.BEACONS.on(T), heard.message)(T.beacon("n2"), b"")  # nobody asked: dropped quietly
     assert heard.cleared == [T.beacon("n1")] and heard.messages == [] and malformed_logs(caplog) == []
 
 
@@ -157,9 +164,27 @@ def test_a_coroutine_handler_is_returned_for_the_client_to_run() -> None:
         heard.append(beacon)
 
     async def deliver() -> None:
-        pending = RouteHandler(routes.BEACONS.on(T), on_beacon)(T.beacon("n1"), encode(BEACON))
+        pending = deliver_on(routes.BEACONS.on(T), on_beacon)(T.beacon("n1"), encode(BEACON))
         assert pending is not None
         await pending
 
     asyncio.run(deliver())
     assert heard == [BEACON]
+
+
+def test_a_decoder_of_the_routes_kind_replaces_decode_and_its_refusals_are_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    heard = Heard()
+
+    def strict(payload: bytes) -> NodeBeacon:
+        if b"draining" in payload:
+            raise MessageError("no draining beacons here")
+        return NodeBeacon.model_validate_json(payload)
+
+    deliver = deliver_on(routes.BEACONS.on(T), heard.message, decoder=strict)
+    with caplog.at_level(logging.INFO):
+        deliver(T.beacon("n1"), encode(BEACON))
+        deliver(T.beacon("n1"), encode(BEACON.model_copy(update={"status": "draining"})))
+    assert heard.messages == [(T.beacon("n1"), BEACON)]
+    assert [line.rsplit(": ", 1)[-1] for line in malformed_logs(caplog)] == ["no draining beacons here"]

@@ -32,7 +32,7 @@ def role(site: str | None = "a") -> SiteRole:
 
 
 def subscriptions(site_role: SiteRole) -> dict[str, Any]:
-    return {handler.topic_filter: handler for handler in site_role.subscriptions()}
+    return dict(site_role.subscriptions())
 
 
 def summary(site: str) -> bytes:
