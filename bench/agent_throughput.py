@@ -60,8 +60,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 async def _measure_agent(
     broker_url: str, fabric: str, node_id: str, max_tokens: int, repeats: int, agent: subprocess.Popen[bytes]
 ) -> AgentFigures:
+    from shared import topics as routes
     from shared.config import ConnectionSettings
-    from shared.messages import NodeBeacon, RunRequest, RunResult, SamplingOptions, decode
+    from shared.messages import ErrorReply, NodeBeacon, RunChunk, RunRequest, RunResult, SamplingOptions
     from shared.mqtt import FabricClient, unique_client_id
     from shared.topics import Topics
 
@@ -70,16 +71,17 @@ async def _measure_agent(
     beacons: asyncio.Queue[NodeBeacon] = asyncio.Queue()
     results: asyncio.Queue[tuple[float, RunResult]] = asyncio.Queue()
 
-    def on_beacon(topic: str, payload: bytes) -> None:
-        if payload:
-            beacons.put_nowait(decode(payload, NodeBeacon))
+    def on_beacon(topic: str, beacon: NodeBeacon) -> None:
+        beacons.put_nowait(beacon)
 
-    def on_result(topic: str, payload: bytes) -> None:
-        results.put_nowait((time.perf_counter(), decode(payload, RunResult)))
+    def on_result(topic: str, message: RunResult | RunChunk | ErrorReply) -> None:
+        if isinstance(message, RunResult):
+            results.put_nowait((time.perf_counter(), message))
 
-    reply_topic = topics.router_inbox(client.client_id)  # agents answer only in a router's inbox namespace
-    await client.subscribe(topics.beacon(node_id), on_beacon)
-    await client.subscribe(reply_topic, on_result)
+    inbox = routes.ROUTER_INBOX.on(topics, client.client_id)  # agents answer only in a router's inbox namespace
+    reply_topic = inbox.topic_filter
+    await client.route(routes.BEACON.on(topics, node_id), on_beacon)
+    await client.route(inbox, on_result)
     await client.connect(timeout=30)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

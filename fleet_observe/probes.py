@@ -13,9 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from shared import topics as routes
 from shared.config import BrokerURL, ConnectionSettings
-from shared.errors import MessageError, TransportError
-from shared.messages import NodeBeacon, NodeState, decode
+from shared.errors import TransportError
+from shared.messages import NodeBeacon, NodeState
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -81,7 +82,7 @@ async def echo(client: FabricClient, topic: str, timeout_s: float) -> tuple[bool
         if nonce in payload and not arrived.done():
             arrived.set_result(time.perf_counter())
 
-    await client.subscribe(topic, on_message)
+    await client.subscribe(topic, on_message)  # raw, not a typed route: the probe is no fabric message
     started = time.perf_counter()
     await client.publish_confirmed(topic, b'{"kind":"doctor_probe","nonce":"' + nonce + b'"}', timeout=timeout_s)
     try:
@@ -116,16 +117,11 @@ async def observe_node(client: FabricClient, topics: Topics, node_id: str, wait_
     progress = asyncio.Event()
     own_topic = topics.state(node_id)
 
-    def on_beacon(_topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            seen.beacon = decode(payload, NodeBeacon) if payload else None
+    def on_beacon(_topic: str, beacon: NodeBeacon | None) -> None:
+        seen.beacon = beacon
         progress.set()
 
-    def on_state(topic: str, payload: bytes) -> None:
-        try:
-            state: NodeState = decode(payload, NodeState)
-        except MessageError:
-            return  # our own ACL probes land here too
+    def on_state(topic: str, state: NodeState) -> None:  # (our own ACL probes are dropped by the route)
         if topic == own_topic:
             seen.state_epochs.add(state.epoch)
             seen.own_state = (state, time.time())
@@ -133,8 +129,8 @@ async def observe_node(client: FabricClient, topics: Topics, node_id: str, wait_
             seen.other_state = (state, time.time())
         progress.set()
 
-    await client.subscribe(topics.beacon(node_id), on_beacon)
-    await client.subscribe(topics.states(), on_state, qos=0)
+    await client.route(routes.BEACON.on(topics, node_id), on_beacon, on_clear=lambda topic: on_beacon(topic, None))
+    await client.route(routes.STATES.on(topics), on_state, qos=0)
     loop = asyncio.get_running_loop()
     await asyncio.sleep(RETAINED_WAIT_S)
     deadline = loop.time() + wait_s
@@ -168,25 +164,23 @@ async def observe_fabric(client: FabricClient, topics: Topics, wait_s: float) ->
     online: set[str] = set()
     progress = asyncio.Event()
 
-    def on_beacon(_topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            beacon: NodeBeacon = decode(payload, NodeBeacon)
-            seen.beacons.add(beacon.node_id)
-            if beacon.status == "online":
-                online.add(beacon.node_id)
+    def on_beacon(_topic: str, beacon: NodeBeacon) -> None:
+        seen.beacons.add(beacon.node_id)
+        if beacon.status == "online":
+            online.add(beacon.node_id)
         progress.set()
 
-    def on_state(_topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            seen.states.add(decode(payload, NodeState).node_id)
+    def on_state(_topic: str, state: NodeState) -> None:
+        seen.states.add(state.node_id)
         progress.set()
 
     def on_presence(topic: str, payload: bytes) -> None:
         if payload:
             seen.routers.add(topics.last_level(topic))
 
-    await client.subscribe(topics.beacons(), on_beacon)
-    await client.subscribe(topics.states(), on_state, qos=0)
+    await client.route(routes.BEACONS.on(topics), on_beacon)
+    await client.route(routes.STATES.on(topics), on_state, qos=0)
+    # Raw, not a typed route: the check is what the account may read, so any presence counts, decoded or not.
     await client.subscribe(topics.router_presences(), on_presence)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s

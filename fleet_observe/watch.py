@@ -12,12 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from fleet_observe.snapshot import FabricSnapshot
+from shared import topics as routes
 from shared.config import ConnectionSettings
-from shared.errors import MessageError
-from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, TraceRequest, decode
+from shared.messages import NodeBeacon, NodeState, RouterPresence, TaskEvent, TraceRequest
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -53,11 +52,11 @@ class FabricWatcher:
         """Connect (raises TransportError when the broker is unreachable or refuses us), then subscribe."""
         await self.client.connect()
         self.connected_at = self.clock()
-        await self.client.subscribe(self.topics.beacons(), self._on_beacon)
-        await self.client.subscribe(self.topics.states(), self._on_state, qos=0)
-        await self.client.subscribe(self.topics.router_presences(), self._on_presence)
+        await self.client.route(routes.BEACONS.on(self.topics), self._on_beacon, on_clear=self._on_beacon_cleared)
+        await self.client.route(routes.STATES.on(self.topics), self._on_state, qos=0)
+        await self.client.route(routes.ROUTER_PRESENCES.on(self.topics), self._on_presence)
         if self.task_events is not None:
-            await self.client.subscribe(self.task_events, self._on_event, qos=0)
+            await self.client.route(routes.ALL_TASK_EVENTS.at(self.task_events), self._on_event, qos=0)
         if self.full_traces:
             self._asking = asyncio.create_task(self._ask_for_full_traces(), name="observer.trace-request")
 
@@ -89,44 +88,29 @@ class FabricWatcher:
 
     # --- handlers -----------------------------------------------------------------------------------------
 
-    def _on_beacon(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            self.snapshot.forget_node(self.topics.last_level(topic))
-            self.changed.set()
-            return
-        beacon = _decode(payload, NodeBeacon)
-        if beacon is not None and self.snapshot.apply_beacon(beacon, self.clock()):
+    def _on_beacon_cleared(self, topic: str) -> None:
+        self.snapshot.forget_node(self.topics.last_level(topic))
+        self.changed.set()
+
+    def _on_beacon(self, topic: str, beacon: NodeBeacon) -> None:
+        if self.snapshot.apply_beacon(beacon, self.clock()):
             self.changed.set()
 
-    def _on_state(self, topic: str, payload: bytes) -> None:
-        state = _decode(payload, NodeState)
-        if state is not None and self.snapshot.apply_state(state, self.clock()):
+    def _on_state(self, topic: str, state: NodeState) -> None:
+        if self.snapshot.apply_state(state, self.clock()):
             self.changed.set()
 
-    def _on_presence(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        presence = _decode(payload, RouterPresence)
-        if presence is not None and self.snapshot.apply_presence(presence, self.clock()):
+    def _on_presence(self, topic: str, presence: RouterPresence) -> None:
+        if self.snapshot.apply_presence(presence, self.clock()):
             self.changed.set()
 
-    def _on_event(self, topic: str, payload: bytes) -> None:
-        event = _decode(payload, TaskEvent)
-        if event is not None:
-            self.snapshot.apply_event(event, self.clock(), self._event_client(topic))
-            self.events.put_nowait(event)
-            self.changed.set()
+    def _on_event(self, topic: str, event: TaskEvent) -> None:
+        self.snapshot.apply_event(event, self.clock(), self._event_client(topic))
+        self.events.put_nowait(event)
+        self.changed.set()
 
     def _event_client(self, topic: str) -> str:
         """The client account of `{prefix}/task/{client}/{task_id}/events` (the router publishes traces there)."""
         levels = topic[len(self.topics.prefix) + 1 :].split("/")
         is_event_topic = topic.startswith(self.topics.prefix + "/") and len(levels) == 4
         return levels[1] if is_event_topic and levels[0] == "task" and levels[3] == "events" else ""
-
-
-def _decode(payload: bytes, expected: type) -> Any:
-    try:
-        return decode(payload, expected)
-    except MessageError as error:
-        log.debug("skipping a malformed %s: %s", expected.__name__, error)
-        return None

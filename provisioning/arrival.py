@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provisioning.plan import FleetPlan
+from shared import topics as routes
 from shared.config import ConnectionSettings
-from shared.errors import MessageError
-from shared.messages import NodeBeacon, RouterPresence, decode
+from shared.messages import NodeBeacon, RouterPresence
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -62,21 +62,11 @@ class FleetView:
     beacons: dict[str, NodeBeacon] = field(default_factory=dict)
     presences: dict[str, RouterPresence] = field(default_factory=dict)
 
-    def on_beacon(self, topic: str, payload: bytes) -> None:
-        if payload:
-            try:
-                beacon: NodeBeacon = decode(payload, NodeBeacon)
-            except MessageError:
-                return
-            self.beacons[beacon.node_id] = beacon
+    def on_beacon(self, topic: str, beacon: NodeBeacon) -> None:
+        self.beacons[beacon.node_id] = beacon
 
-    def on_presence(self, topic: str, payload: bytes) -> None:
-        if payload:
-            try:
-                presence: RouterPresence = decode(payload, RouterPresence)
-            except MessageError:
-                return
-            self.presences[presence.router_id] = presence
+    def on_presence(self, topic: str, presence: RouterPresence) -> None:
+        self.presences[presence.router_id] = presence
 
 
 async def wait_for_fleet(connection: ConnectionSettings, wanted: Expected, timeout_s: float) -> dict[str, str]:
@@ -84,8 +74,8 @@ async def wait_for_fleet(connection: ConnectionSettings, wanted: Expected, timeo
     topics = Topics(connection.fabric)
     view = FleetView()
     client = FabricClient(connection, unique_client_id("provision"))
-    await client.subscribe(topics.beacons(), view.on_beacon)
-    await client.subscribe(topics.router_presences(), view.on_presence)
+    await client.route(routes.BEACONS.on(topics), view.on_beacon)
+    await client.route(routes.ROUTER_PRESENCES.on(topics), view.on_presence)
     deadline = time.monotonic() + timeout_s
     try:
         await client.connect(timeout=min(timeout_s, connection.connect_timeout_s))

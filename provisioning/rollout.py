@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from provisioning.desired import Change, Convergence, convergence, rollback_of
+from shared import topics as routes
 from shared.client import FabricTaskClient, TaskFailed, TaskTimeout
 from shared.config import ConnectionSettings
-from shared.errors import MessageError
-from shared.messages import DesiredState, NodeBeacon, NodeControl, decode, encode
+from shared.messages import DesiredState, NodeBeacon, NodeControl, encode
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -41,8 +41,8 @@ class FleetLink:
         self._changed = asyncio.Event()
 
     async def open(self, settle_s: float = 1.0) -> FleetLink:
-        await self.client.subscribe(self.topics.desireds(), self._on_desired)
-        await self.client.subscribe(self.topics.beacons(), self._on_beacon)
+        await self.client.route(routes.DESIREDS.on(self.topics), self._on_desired, on_clear=self._on_desired_cleared)
+        await self.client.route(routes.BEACONS.on(self.topics), self._on_beacon, on_clear=self._on_beacon_cleared)
         await self.client.connect()
         await asyncio.sleep(settle_s)  # retained messages follow the SUBACK; this bounds the wait for all of them
         return self
@@ -50,30 +50,22 @@ class FleetLink:
     async def close(self) -> None:
         await self.client.close()
 
-    def _on_desired(self, topic: str, payload: bytes) -> None:
-        node_id = self.topics.last_level(topic)
-        if not payload:
-            self.desired.pop(node_id, None)
-        else:
-            try:
-                state: DesiredState = decode(payload, DesiredState)
-            except MessageError:
-                return
-            if state.node_id == node_id:
-                self.desired[node_id] = state
+    def _on_desired_cleared(self, topic: str) -> None:
+        self.desired.pop(self.topics.last_level(topic), None)
         self._changed.set()
 
-    def _on_beacon(self, topic: str, payload: bytes) -> None:
-        node_id = self.topics.last_level(topic)
-        if not payload:
-            self.beacons.pop(node_id, None)
-        else:
-            try:
-                beacon: NodeBeacon = decode(payload, NodeBeacon)
-            except MessageError:
-                return
-            if beacon.node_id == node_id:
-                self.beacons[node_id] = beacon
+    def _on_desired(self, topic: str, state: DesiredState) -> None:
+        if state.node_id == self.topics.last_level(topic):
+            self.desired[state.node_id] = state
+        self._changed.set()
+
+    def _on_beacon_cleared(self, topic: str) -> None:
+        self.beacons.pop(self.topics.last_level(topic), None)
+        self._changed.set()
+
+    def _on_beacon(self, topic: str, beacon: NodeBeacon) -> None:
+        if beacon.node_id == self.topics.last_level(topic):
+            self.beacons[beacon.node_id] = beacon
         self._changed.set()
 
     async def publish_desired(self, node_id: str, state: DesiredState | None) -> None:

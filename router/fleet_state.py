@@ -14,29 +14,24 @@ Part of RouterService (router.service); the state it reads is described in route
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from router.ownership import rendezvous_owner
 from router.plumbing import RouterPlumbing
-from router.registry import parse_state
-from shared.errors import MessageError
-from shared.messages import LedgerEntry, NodeBeacon, RouterPresence
-
-log = logging.getLogger(__name__)
+from shared.messages import LedgerEntry, NodeBeacon, NodeState, RouterPresence
 
 
 class FleetStateHandlers(RouterPlumbing):
     """Beacons, states, router presences and the shared ledger (see the module docstring)."""
 
-    def _on_beacon(self, topic: str, payload: bytes) -> None:
+    def _on_beacon_cleared(self, topic: str) -> None:
         node_id = self.topics.last_level(topic)
-        if not payload:
-            self._fail_pending(self.registry.agent_ids_of(node_id), "node decommissioned")
-            self.registry.forget_node(node_id)
-            return
-        beacon = self._decode_or_log(payload, NodeBeacon)
-        if beacon is None or beacon.node_id != node_id:
+        self._fail_pending(self.registry.agent_ids_of(node_id), "node decommissioned")
+        self.registry.forget_node(node_id)
+
+    def _on_beacon(self, topic: str, beacon: NodeBeacon) -> None:
+        node_id = self.topics.last_level(topic)
+        if beacon.node_id != node_id:
             return
         previous = self.registry.nodes.get(node_id)
         if not self.registry.apply_beacon(beacon, time.monotonic()):
@@ -78,22 +73,16 @@ class FleetStateHandlers(RouterPlumbing):
         if record is None or not record.online:
             self._fail_pending(agent_ids, f"node {node_id} went offline")
 
-    def _on_state(self, topic: str, payload: bytes) -> None:
-        try:
-            state = parse_state(payload)
-        except MessageError as error:
-            log.info("ignoring a malformed NodeState: %s", error)
-            return
+    def _on_state(self, topic: str, state: NodeState) -> None:
         if state.node_id != self.topics.last_level(topic):
             return  # a node speaks only for itself (it may write only its own state topic)
         self.registry.apply_state(state, time.monotonic())
 
-    def _on_presence(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            self.roster.forget(self.topics.last_level(topic))
-            return
-        presence = self._decode_or_log(payload, RouterPresence)
-        if presence is None or presence.router_id != self.topics.last_level(topic):
+    def _on_presence_cleared(self, topic: str) -> None:
+        self.roster.forget(self.topics.last_level(topic))
+
+    def _on_presence(self, topic: str, presence: RouterPresence) -> None:
+        if presence.router_id != self.topics.last_level(topic):
             return  # a router speaks only for itself (it may write only its own presence topic)
         if presence.router_id == self.router_id:
             self._deny_own_will(presence)
@@ -123,6 +112,8 @@ class FleetStateHandlers(RouterPlumbing):
                 self._publish_ledger(entry)
 
     def _on_ledger(self, topic: str, payload: bytes) -> None:
+        # A raw subscription (not a typed route): our own entries come back and are skipped by their bytes,
+        # undecoded (two of the router's inbound messages per task), and every message counts for the join.
         self._ledger_heard += 1
         task_id = self.topics.last_level(topic)
         if not payload:

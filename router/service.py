@@ -51,18 +51,22 @@ from router.identity import resolve_identity
 from router.ledger import TaskLedger
 from router.locality import LocalityPolicy
 from router.plumbing import LedgerEchoes
-from router.registry import AgentRegistry, RouterRoster
+from router.registry import AgentRegistry, RouterRoster, parse_state
 from router.routed_task import PendingRun, RoutedTask, without_gold
 from router.site_role import SiteRole
 from router.tasks import TaskHandlers
 from router.tenancy import AccountTasks, Tenancy
+from shared import topics as routes
 from shared.config import ConnectionSettings, Id, RouterSettings
+from shared.delivery import subscription
 from shared.messages import (
     RebirthRequest,
+    TaskCancel,
+    TaskRequest,
     encode,
 )
-from shared.mqtt import FabricClient, WillMessage, unique_client_id
-from shared.topics import Topics
+from shared.mqtt import FabricClient, Handler, WillMessage, unique_client_id
+from shared.topics import TopicRoute, Topics
 
 log = logging.getLogger(__name__)
 __all__ = ["RouterConfig", "RouterService", "hosted_router", "router_config", "without_gold"]
@@ -128,21 +132,8 @@ class RouterService(FleetStateHandlers, TaskHandlers):
         will = WillMessage(presence_topic, encode(self._presence("offline")))
         self.client = FabricClient(self.config.connection, unique_client_id(f"router-{self.router_id}"), will=will)
         self.client.on_connected(self._announce)
-        handlers = {
-            self.topics.beacons(): self._on_beacon,
-            self.topics.states(): self._on_state,
-            self.topics.router_presences(): self._on_presence,
-            self._submit_filter(): self._on_submit,
-            **({self._submit_filter(legacy=True): self._on_submit} if self._reads_legacy_submit() else {}),
-            self.reply_topic: self._on_inbox,
-            self.topics.router_bids(self.router_id): self._on_bid,
-            self.topics.ledgers(): self._on_ledger,
-            self.topics.trace_requests(): self._on_trace_request,
-        }
-        for topic_filter, handler in handlers.items():
+        for topic_filter, handler in self.subscriptions().items():
             await self.client.subscribe(topic_filter, handler)
-        if self.sites is not None:
-            await self.sites.subscribe()
         await self.client.connect()
         await self._sync_ledger()
         self._joined = True
@@ -161,12 +152,29 @@ class RouterService(FleetStateHandlers, TaskHandlers):
             heard = self._ledger_heard
             await asyncio.sleep(self.config.join_sync_s)
 
-    def _submit_filter(self, legacy: bool = False) -> str:
+    def subscriptions(self) -> dict[str, Handler]:
+        """Every filter the router reads, with its handler: typed routes (`shared.topics`), and the ledger raw."""
+        topics, router_id = self.topics, self.router_id
+        submits = [routes.TASK_SUBMISSIONS.on(topics)] + (
+            [routes.TASK_SUBMIT.on(topics)] if self._reads_legacy_submit() else []
+        )
+        return dict(
+            [
+                subscription(routes.BEACONS.on(topics), self._on_beacon, on_clear=self._on_beacon_cleared),
+                subscription(routes.STATES.on(topics), self._on_state, decoder=parse_state),
+                subscription(routes.ROUTER_PRESENCES.on(topics), self._on_presence, on_clear=self._on_presence_cleared),
+                *(subscription(self._shared(s), self._on_submit, on_invalid=self._on_bad_submit) for s in submits),
+                subscription(routes.ROUTER_INBOX.on(topics, router_id), self._on_inbox),
+                subscription(routes.ROUTER_BIDS.on(topics, router_id), self._on_bid),
+                subscription(routes.TRACE_REQUESTS.on(topics), self._on_trace_request),
+                *(self.sites.subscriptions() if self.sites is not None else []),
+                (topics.ledgers(), self._on_ledger),  # raw: our echoes are skipped undecoded (router.fleet_state)
+            ]
+        )
+
+    def _shared(self, submit: TopicRoute[TaskRequest | TaskCancel]) -> TopicRoute[TaskRequest | TaskCancel]:
         """task/submit/+, shared by the routers of a group when one is configured (each task reaches one of them)."""
-        topic_filter = self.topics.task_submit() if legacy else self.topics.task_submissions()
-        if self.config.share_group is None:
-            return topic_filter
-        return self.topics.shared(self.config.share_group, topic_filter)
+        return submit.shared_by(self.topics, self.config.share_group)
 
     async def stop(self) -> None:
         self._stopping = True

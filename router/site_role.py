@@ -21,8 +21,10 @@ from router.locality import SiteScopedBrain
 from router.relay import SiteAgent
 from router.screening import AgentView
 from router.summaries import SiteDirectory, SummarySchedule, summary_entries
-from shared.errors import MessageError
-from shared.messages import RunCancel, RunRequest, RunResult, SiteSummary, TaskRequest, decode
+from shared import topics as routes
+from shared.delivery import subscription
+from shared.messages import RunCancel, RunRequest, RunResult, SiteSummary, TaskRequest
+from shared.mqtt import Handler
 from shared.topics import site_agent_id
 
 RouterService = Any  # router.service.RouterService (not imported: the service imports this module)
@@ -44,12 +46,13 @@ class SiteRole:
         self.published = 0
         self._wake = asyncio.Event()
 
-    async def subscribe(self) -> None:
-        client, topics = self.service.client, self.service.topics
-        assert client is not None
-        await client.subscribe(topics.site_summaries(), self._on_summary)
+    def subscriptions(self) -> list[tuple[str, Handler]]:
+        """The routes this part reads (subscribed with the service's, `RouterService.subscriptions`)."""
+        topics = self.service.topics
+        found = [subscription(routes.SITE_SUMMARIES.on(topics), self._on_summary, on_clear=self._on_summary_cleared)]
         if self.site is not None:
-            await client.subscribe(topics.agent_run(site_agent_id(self.site)), self._on_run)
+            found.append(subscription(routes.AGENT_RUN.on(topics, site_agent_id(self.site)), self._on_run))
+        return found
 
     def start(self) -> asyncio.Task[None] | None:
         if self.site is None:
@@ -98,16 +101,11 @@ class SiteRole:
             return []
         return [(self.service.topics.site_summary(self.site), b"", True)]
 
-    def _on_summary(self, topic: str, payload: bytes) -> None:
-        if not payload:  # cleared: the site's router stopped
-            site = self.service.topics.last_level(topic.removesuffix("/summary"))
-            self.directory.forget(site)
-            return
-        try:
-            summary = decode(payload, SiteSummary)
-        except MessageError as error:
-            log.info("ignoring a malformed SiteSummary: %s", error)
-            return
+    def _on_summary_cleared(self, topic: str) -> None:
+        """The site's router stopped: nothing to route to there."""
+        self.directory.forget(self.service.topics.last_level(topic.removesuffix("/summary")))
+
+    def _on_summary(self, topic: str, summary: SiteSummary) -> None:
         if topic == self.service.topics.site_summary(summary.site) and summary.site != self.site:
             self.directory.apply(summary, time.monotonic())
 
@@ -120,16 +118,11 @@ class SiteRole:
 
     # --- the site agent -------------------------------------------------------------------------------------
 
-    def _on_run(self, topic: str, payload: bytes) -> None:
-        try:
-            message = decode(payload)
-        except MessageError as error:
-            log.info("ignoring a malformed run for the site agent: %s", error)
-            return
+    def _on_run(self, topic: str, message: RunRequest | RunCancel) -> None:
         if isinstance(message, RunCancel):
             self.agent.cancel(message.dispatch_id)
             return
-        if not isinstance(message, RunRequest) or message.agent_id != site_agent_id(self.site or ""):
+        if message.agent_id != site_agent_id(self.site or ""):
             return
         if self.service.topics.router_reply_owner(message.reply_topic) is None:
             log.warning("dropped a site run: reply topic %r is not a router's inbox", message.reply_topic[:200])

@@ -43,7 +43,6 @@ from shared.messages import (
     TaskEventName,
     TaskRequest,
     TraceRequest,
-    decode,
     peek_reply_route,
 )
 
@@ -53,22 +52,20 @@ log = logging.getLogger(__name__)
 class TaskHandlers(RouterPlumbing):
     """Submissions, cancels, each task's pipeline and reply, and the RunPort the pipeline uses."""
 
-    def _on_submit(self, topic: str, payload: bytes) -> None:
+    def _on_bad_submit(self, topic: str, payload: bytes, error: MessageError) -> None:
         self.submissions_received += 1
-        try:
-            request = decode(payload)
-            if not isinstance(request, (TaskRequest, TaskCancel)):
-                raise MessageError(f"expected a TaskRequest or TaskCancel, got kind {request.kind!r}")
-        except MessageError as error:
-            self._refuse(topic, payload, "bad_request", str(error))
-            return
-        client = submitter(self.topics, topic, request, self._reads_legacy_submit())  # who asked (router.tenancy)
+        self._refuse(topic, payload, "bad_request", str(error))
+
+    def _on_submit(self, topic: str, submitted: TaskRequest | TaskCancel) -> None:
+        self.submissions_received += 1
+        client = submitter(self.topics, topic, submitted, self._reads_legacy_submit())  # who asked (router.tenancy)
         if client is None:
-            log.warning("dropped task %s: no client account in %r nor its reply topic", request.task_id, topic[:200])
+            log.warning("dropped task %s: no client account in %r nor its reply topic", submitted.task_id, topic[:200])
             return
-        if isinstance(request, TaskCancel):
-            self._on_task_cancel(request.model_copy(update={"client_id": client}))
+        if isinstance(submitted, TaskCancel):
+            self._on_task_cancel(submitted.model_copy(update={"client_id": client}))
             return
+        request: TaskRequest = submitted
         if request.task_id in self.running:
             self._acknowledge_resend(request, client)  # ours even if its ownership moved since: we finish it
             return
@@ -285,12 +282,7 @@ class TaskHandlers(RouterPlumbing):
         if task is not None and chunk is not None:
             self._publish(task.reply_topic, chunk)
 
-    def _on_inbox(self, topic: str, payload: bytes) -> None:
-        try:
-            message = decode(payload)
-        except MessageError as error:
-            log.info("ignoring a malformed inbox message: %s", error)
-            return
+    def _on_inbox(self, topic: str, message: RunResult | RunChunk | ErrorReply) -> None:
         if isinstance(message, RunChunk):
             run = self._run_of(message.task_id, message.dispatch_id)
             if run is not None and run.request.stream and run.request.agent_id == message.agent_id:
@@ -303,16 +295,12 @@ class TaskHandlers(RouterPlumbing):
                 kind = message.code if message.code in ("busy", "bad_request") else "backend_error"
                 self._resolve(run, failed_result(run.request, kind, message.message))
 
-    def _on_trace_request(self, topic: str, payload: bytes) -> None:
+    def _on_trace_request(self, topic: str, request: TraceRequest) -> None:
         """An observer watches every task (the dashboard): the tasks that start within its request trace in full."""
-        request = self._decode_or_log(payload, TraceRequest)
-        if request is not None:
-            self.full_traces_until = max(self.full_traces_until, time.monotonic() + request.duration_s)
+        self.full_traces_until = max(self.full_traces_until, time.monotonic() + request.duration_s)
 
-    def _on_bid(self, topic: str, payload: bytes) -> None:
-        bid = self._decode_or_log(payload, Bid)
-        if bid is not None:
-            self.bids.offer(bid)
+    def _on_bid(self, topic: str, bid: Bid) -> None:
+        self.bids.offer(bid)
 
     def _run_of(self, task_id: str | None, dispatch_id: str) -> PendingRun | None:
         """The awaited run of a dispatch id: in the task the message names, else in any (a result names its task)."""

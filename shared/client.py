@@ -22,8 +22,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from shared import topics as routes
 from shared.config import ConnectionSettings
-from shared.errors import MessageError, SymphonyError
+from shared.errors import SymphonyError
 from shared.messages import (
     ErrorReply,
     TaskAnswer,
@@ -32,7 +33,6 @@ from shared.messages import (
     TaskEvent,
     TaskOptions,
     TaskRequest,
-    decode,
 )
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
@@ -79,7 +79,7 @@ class FabricTaskClient:
         await self.close()
 
     async def connect(self) -> None:
-        await self._mqtt.subscribe(self.reply_topic, self._on_reply)
+        await self._mqtt.route(routes.REPLY.on(self.topics, self.client_id), self._on_reply)
         await self._mqtt.connect()
 
     async def close(self) -> None:
@@ -183,15 +183,15 @@ class FabricTaskClient:
         """Publish `request` (resending it until answered) and return the reply."""
         future: asyncio.Future[TaskAnswer | ErrorReply] = asyncio.get_running_loop().create_future()
         self._waiting[request.task_id] = future
-        events_topic = self.topics.task_events(self.client_id, request.task_id)  # the router publishes them there
+        events = routes.TASK_EVENTS.on(self.topics, self.client_id, request.task_id)  # the router publishes there
         if on_event is not None:
-            await self._mqtt.subscribe(events_topic, lambda _topic, payload: _deliver_event(payload, on_event))
+            await self._mqtt.route(events, lambda _topic, event: on_event(event))
         try:
             return await self._send_until_answered(request, future, timeout_s, resend_every_s)
         finally:
             self._waiting.pop(request.task_id, None)
             if on_event is not None:
-                await self._mqtt.unsubscribe(events_topic)
+                await self._mqtt.unsubscribe(events.topic_filter)
 
     async def _send_until_answered(
         self, request: TaskRequest, future: asyncio.Future[Any], timeout_s: float, resend_every_s: float
@@ -208,12 +208,8 @@ class FabricTaskClient:
                 if time.monotonic() >= deadline:
                     raise TaskTimeout(f"no answer to task {request.task_id} within {timeout_s:g} s") from None
 
-    def _on_reply(self, topic: str, payload: bytes) -> None:
-        try:
-            reply = decode(payload)
-        except MessageError:
-            return
-        if isinstance(reply, (TaskAnswer, ErrorReply, TaskChunk)) and reply.task_id:
+    def _on_reply(self, topic: str, reply: TaskAnswer | TaskChunk | ErrorReply) -> None:
+        if reply.task_id:
             queue = self._streams.get(reply.task_id)
             if queue is not None:
                 queue.put_nowait(reply)
@@ -222,14 +218,6 @@ class FabricTaskClient:
             future = self._waiting.get(reply.task_id)
             if future is not None and not future.done():
                 future.set_result(reply)
-
-
-def _deliver_event(payload: bytes, callback: EventCallback) -> None:
-    try:
-        event = decode(payload, TaskEvent)
-    except MessageError:
-        return
-    callback(event)
 
 
 def ask(

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from shared.errors import MessageError
-from shared.topics import validate_id, validate_publish_topic
+from shared.ids import validate_id, validate_publish_topic
 
 SCHEMA_VERSION: Literal[1] = 1
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -610,8 +610,13 @@ def encode(message: WireModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
-    """Decode `payload` into a message (of type `expected` when given), or raise `MessageError`."""
+def decode(
+    payload: bytes | str,
+    expected: type[M] | tuple[type[WireModel], ...] | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Any:
+    """Decode `payload` into a message (of type `expected`, or of one of the types `expected` names, when given),
+    or raise `MessageError`. A message of another kind is refused before it is validated."""
     try:
         raw = payload.encode() if isinstance(payload, str) else payload
     except UnicodeEncodeError:  # a str with lone surrogates has no UTF-8 form
@@ -629,8 +634,10 @@ def decode(payload: bytes | str, expected: type[M] | None = None, max_bytes: int
     kind = data["kind"]
     if kind not in MESSAGE_TYPES:
         raise MessageError(f"unknown message kind {kind[:64]!r}")
-    if expected is not None and MESSAGE_TYPES[kind] is not expected:
-        raise MessageError(f"expected a {expected.__name__}, got kind {kind!r}")
+    model = MESSAGE_TYPES[kind]
+    if expected is not None and model is not expected and (not isinstance(expected, tuple) or model not in expected):
+        wanted = expected if isinstance(expected, tuple) else (expected,)
+        raise MessageError(f"expected a {' or '.join(kind_model.__name__ for kind_model in wanted)}, got kind {kind!r}")
     try:
         return _MESSAGE_ADAPTER.validate_python(data)
     except ValidationError as error:

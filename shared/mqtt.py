@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -39,13 +39,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.config import BrokerURL, ConnectionSettings
+from shared.delivery import ClearHandler, Handled, InvalidHandler, subscription
 from shared.errors import MessageError, TransportError
 from shared.messages import WireModel, encode
+from shared.topics import TopicRoute
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], "Awaitable[None] | None"]
 ConnectedCallback = Callable[[], "Awaitable[None] | None"]
+M = TypeVar("M", bound=WireModel)
 MIN_RECONNECT_DELAY_S = 0.2
 MAX_RECONNECT_DELAY_S = 5.0
 KEEPALIVE_TICK_S = 0.5
@@ -339,6 +342,23 @@ class FabricClient:
         ack = self._expect_ack(mid) if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None else None
         if ack is not None and mid is not None:
             await self._wait_ack(mid, ack, timeout=self.settings.connect_timeout_s)
+
+    async def route(
+        self,
+        route: TopicRoute[M],
+        handler: Callable[[str, M], Handled],
+        *,
+        on_clear: ClearHandler | None = None,
+        on_invalid: InvalidHandler | None = None,
+        decoder: Callable[[bytes], M] | None = None,
+        qos: int = 1,
+    ) -> None:
+        """Subscribe `handler` to a route of `shared.topics`: it receives each message decoded, of one of the
+        route's kinds; what does not decode or is of another kind is logged and dropped, or handed to
+        `on_invalid` (which may answer it); an empty payload on a retained route goes to `on_clear`
+        (`shared.delivery`). Unsubscribe with `unsubscribe(route.topic_filter)`."""
+        topic_filter, deliver = subscription(route, handler, on_clear=on_clear, on_invalid=on_invalid, decoder=decoder)
+        await self.subscribe(topic_filter, deliver, qos)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._handlers.pop(topic_filter, None)

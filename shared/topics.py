@@ -1,76 +1,51 @@
 """Every topic string of the fabric, built in one place (DESIGN §3).
 
 All topics live under the prefix ``symphony/{fabric}``. Ids that end up inside a topic level are checked by
-`validate_id` so a client can never subscribe to or publish on someone else's topics through a crafted id.
+`validate_id` (`shared.ids`) so a client can never subscribe to or publish on someone else's topics through a
+crafted id.
+
+The routes at the end bind each topic a component subscribes to to the message kinds it carries: a subscriber
+names the route (`FabricClient.route`), and the client decodes, checks and logs before the handler sees a message.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Concatenate, Generic, ParamSpec, TypeVar
 
-from shared.errors import TopicError
+from shared.ids import MAX_ID_LENGTH as MAX_ID_LENGTH  # re-exported: the ids' rules were first written here
+from shared.ids import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
+from shared.ids import is_valid_id
+from shared.ids import validate_id as validate_id
+from shared.ids import validate_publish_topic as validate_publish_topic
+from shared.messages import (
+    Bid,
+    BidRequest,
+    DesiredState,
+    ErrorReply,
+    LedgerEntry,
+    NodeBeacon,
+    NodeControl,
+    NodeState,
+    RebirthRequest,
+    RouterPresence,
+    RunCancel,
+    RunChunk,
+    RunRequest,
+    RunResult,
+    SiteSummary,
+    TaskAnswer,
+    TaskCancel,
+    TaskChunk,
+    TaskEvent,
+    TaskRequest,
+    TraceRequest,
+    WireModel,
+)
 
 ROOT = "symphony"
-MAX_ID_LENGTH = 128
-MAX_TOPIC_LENGTH = 1024
-_FORBIDDEN_CHARACTERS = frozenset("+#/")
-
-
-def _forbidden_code_points() -> str:
-    """The code points MQTT (3.1.1 §1.5.3, 5.0 §1.5.4) forbids or advises against in a topic or client id, as the
-    body of a regex character class: C0 and C1 controls (mosquitto disconnects a client publishing on a topic
-    with U+0085), surrogates (not UTF-8 at all), and the Unicode non-characters U+FDD0..U+FDEF and U+xFFFE/U+xFFFF
-    in every plane."""
-    ranges = [r"\x00-\x1f", r"\x7f-\x9f", r"\ud800-\udfff", r"\ufdd0-\ufdef"]
-    ranges += [rf"\U{plane:04x}fffe\U{plane:04x}ffff" for plane in range(17)]
-    return "".join(ranges)
-
-
-_FORBIDDEN = _forbidden_code_points()
-_VALID_ID = re.compile(rf"[^+#/{_FORBIDDEN}]{{1,{MAX_ID_LENGTH}}}")
-_CONTROL_CHARACTER = re.compile(rf"[{_FORBIDDEN}]")  # named for the C0 controls it began with; now all of MQTT's
-
-
-def _is_plain_ascii_id(value: str) -> bool:
-    """The common id, checked in C: printable ASCII (no C0 control, no DEL: the only code points of MQTT's
-    forbidden set below U+0080), 1..MAX_ID_LENGTH long, no topic syntax. The regex below says the same of every
-    string, but its character class (ranges in all 17 planes) costs a few microseconds per id, and every message
-    the fabric decodes or builds checks several ids."""
-    return (
-        value.isascii()
-        and value.isprintable()
-        and 0 < len(value) <= MAX_ID_LENGTH
-        and "+" not in value
-        and "#" not in value
-        and "/" not in value
-    )
-
-
-def validate_id(value: str, what: str = "id") -> str:
-    """Return `value` if it can be one topic level, else raise `TopicError` saying why."""
-    if isinstance(value, str) and (_is_plain_ascii_id(value) or _VALID_ID.fullmatch(value)):
-        return value
-    if not isinstance(value, str) or not value:
-        raise TopicError(f"{what} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise TopicError(f"{what} is longer than {MAX_ID_LENGTH} characters")
-    bad = sorted({character for character in value if character in _FORBIDDEN_CHARACTERS})
-    if bad:
-        raise TopicError(f"{what} {value!r} contains {' '.join(bad)} (not allowed in a topic level)")
-    raise TopicError(f"{what} {value[:40]!r} contains control characters or non-characters (MQTT forbids them)")
-
-
-def validate_publish_topic(value: str) -> str:
-    """Return `value` if a client may publish on it (no wildcards, not empty, none of the code points MQTT forbids)."""
-    if not value or len(value) > MAX_TOPIC_LENGTH:
-        raise TopicError(f"topic must have 1..{MAX_TOPIC_LENGTH} characters")
-    if "+" in value or "#" in value:
-        raise TopicError(f"topic {value!r} contains a wildcard")
-    plain = value.isascii() and value.isprintable()  # as in `_is_plain_ascii_id`: no forbidden code point, in C
-    if not plain and _CONTROL_CHARACTER.search(value):
-        raise TopicError("topic contains control characters or non-characters (MQTT forbids them)")
-    return value
 
 
 SITE_AGENT_PREFIX = "site:"
@@ -221,7 +196,7 @@ class Topics:
         if not isinstance(topic, str) or not topic.startswith(head) or not topic.endswith(suffix):
             return None
         owner = topic[len(head) : len(topic) - len(suffix)]
-        return owner if _VALID_ID.fullmatch(owner) else None
+        return owner if is_valid_id(owner) else None
 
     def shared(self, group: str, topic_filter: str) -> str:
         """A shared subscription (`$share/{group}/{filter}`): the broker hands each message to one member."""
@@ -230,6 +205,85 @@ class Topics:
     def last_level(self, topic: str) -> str:
         """The id in the last level of a beacon/state/presence topic."""
         return topic.rsplit("/", 1)[-1]
+
+
+# --- routes: each topic a component subscribes to, bound to the message kinds it carries ----------------------
+
+P = ParamSpec("P")
+M = TypeVar("M", bound=WireModel)
+
+
+class Route(Generic[P, M]):
+    """A topic of the fabric (its builder in `Topics`) bound to the message kinds it carries.
+
+    The one statement of what may arrive on a topic: `FabricClient.route` decodes each message once, drops (and
+    logs) one of another kind, and hands the handler a message of type `M`. On a `retained` route an empty
+    payload is no message but a cleared topic (a decommissioned node, a router gone).
+    """
+
+    def __init__(self, build: Callable[Concatenate[Topics, P], str], *kinds: type[M], retained: bool = False) -> None:
+        self.build = build
+        self.kinds = kinds
+        self.retained = retained
+        self.name = build.__name__
+
+    def on(self, topics: Topics, *args: P.args, **kwargs: P.kwargs) -> TopicRoute[M]:
+        """This route's topic (or filter) in one fabric, for `FabricClient.route`."""
+        return TopicRoute(self.build(topics, *args, **kwargs), self.kinds, self.retained, self.name)
+
+    def at(self, topic_filter: str) -> TopicRoute[M]:
+        """This route's kinds on a filter its caller built (with `build` or a sibling, e.g. one task's events)."""
+        return TopicRoute(topic_filter, self.kinds, self.retained, self.name)
+
+    def __repr__(self) -> str:
+        return f"Route({self.name}: {' | '.join(kind.__name__ for kind in self.kinds)})"
+
+
+@dataclass(frozen=True)
+class TopicRoute(Generic[M]):
+    """A route built for one fabric: the filter to subscribe to and the kinds that may arrive on it."""
+
+    topic_filter: str
+    kinds: tuple[type[M], ...]
+    retained: bool
+    name: str
+
+    def shared_by(self, topics: Topics, group: str | None) -> TopicRoute[M]:
+        """The same route as a shared subscription of `group` (each message reaches one member), or as is."""
+        if group is None:
+            return self
+        return TopicRoute(topics.shared(group, self.topic_filter), self.kinds, self.retained, self.name)
+
+
+# nodes
+BEACON = Route(Topics.beacon, NodeBeacon, retained=True)
+BEACONS = Route(Topics.beacons, NodeBeacon, retained=True)
+STATE = Route(Topics.state, NodeState)
+STATES = Route(Topics.states, NodeState)
+AGENT_RUN: Route[[str], RunRequest | RunCancel] = Route(Topics.agent_run, RunRequest, RunCancel)
+DESIRED = Route(Topics.desired, DesiredState, retained=True)
+DESIREDS = Route(Topics.desireds, DesiredState, retained=True)
+CONTROL = Route(Topics.control, NodeControl, retained=True)
+REBIRTH = Route(Topics.rebirth, RebirthRequest)
+BID_REQUEST = Route(Topics.bid_request, BidRequest)
+TRACE_REQUESTS = Route(Topics.trace_requests, TraceRequest)
+# routers
+ROUTER_PRESENCE = Route(Topics.router_presence, RouterPresence, retained=True)
+ROUTER_PRESENCES = Route(Topics.router_presences, RouterPresence, retained=True)
+ROUTER_INBOX: Route[[str], RunResult | RunChunk | ErrorReply] = Route(
+    Topics.router_inbox, RunResult, RunChunk, ErrorReply
+)
+ROUTER_BIDS = Route(Topics.router_bids, Bid)
+LEDGERS = Route(Topics.ledgers, LedgerEntry, retained=True)
+SITE_SUMMARIES = Route(Topics.site_summaries, SiteSummary, retained=True)
+# tasks and clients
+TASK_SUBMIT: Route[[], TaskRequest | TaskCancel] = Route(Topics.task_submit, TaskRequest, TaskCancel)
+TASK_SUBMISSIONS: Route[[], TaskRequest | TaskCancel] = Route(Topics.task_submissions, TaskRequest, TaskCancel)
+TASK_EVENTS = Route(Topics.task_events, TaskEvent)
+CLIENT_TASK_EVENTS = Route(Topics.client_task_events, TaskEvent)
+ANY_CLIENT_TASK_EVENTS = Route(Topics.any_client_task_events, TaskEvent)
+ALL_TASK_EVENTS = Route(Topics.all_task_events, TaskEvent)
+REPLY: Route[[str], TaskAnswer | TaskChunk | ErrorReply] = Route(Topics.reply, TaskAnswer, TaskChunk, ErrorReply)
 
 
 # --- Home Assistant MQTT discovery (opt-in; under Home Assistant's own prefix, outside the fabric's) ----------

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 
 from broker.mosquitto import MosquittoConfig, find_mosquitto, render_config
 from shared.config import ConnectionSettings
+from shared.mqtt import topic_matches
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,3 +117,11 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler] | object) -> I
     finally:
         server.shutdown()
         server.server_close()
+
+
+def deliver(handlers: Mapping[str, Callable[[str, bytes], object]], topic: str, payload: bytes) -> None:
+    """Hand a message to the handler of every filter that matches its topic, as `FabricClient` does (no broker):
+    a component's typed routes decode it, check its kind and drop bad input before its handler runs."""
+    for topic_filter, handler in handlers.items():
+        if topic_matches(topic_filter, topic):
+            handler(topic, payload)

@@ -17,10 +17,19 @@ from bench.runner.fabric import TEACHER
 from bench.runner.prompts import REQUIREMENTS, gold_for_router, prompt_for
 from bench.runner.scoring import score
 from router.answers import extract_answer
+from shared import topics as routes
 from shared.client import FabricTaskClient, TaskFailed, TaskTimeout
 from shared.config import ConnectionSettings
-from shared.errors import MessageError
-from shared.messages import NodeBeacon, RouterPresence, RunRequest, RunResult, SamplingOptions, TaskEvent, decode
+from shared.messages import (
+    ErrorReply,
+    NodeBeacon,
+    RouterPresence,
+    RunChunk,
+    RunRequest,
+    RunResult,
+    SamplingOptions,
+    TaskEvent,
+)
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -37,23 +46,19 @@ async def wait_for_fabric(
     routers: set[str] = set()
     changed = asyncio.Event()
 
-    def on_beacon(topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            beacon = decode(payload, NodeBeacon)
-            for agent in beacon.agents:
-                (online.add if beacon.status == "online" else online.discard)(agent.agent_id)
-            changed.set()
+    def on_beacon(topic: str, beacon: NodeBeacon) -> None:
+        for agent in beacon.agents:
+            (online.add if beacon.status == "online" else online.discard)(agent.agent_id)
+        changed.set()
 
-    def on_presence(topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            presence = decode(payload, RouterPresence)
-            if presence.status == "online":
-                routers.add(presence.router_id)
-            changed.set()
+    def on_presence(topic: str, presence: RouterPresence) -> None:
+        if presence.status == "online":
+            routers.add(presence.router_id)
+        changed.set()
 
     client = FabricClient(connection, unique_client_id("fleet-watch"))
-    await client.subscribe(topics.beacons(), on_beacon)
-    await client.subscribe(topics.router_presences(), on_presence)
+    await client.route(routes.BEACONS.on(topics), on_beacon)
+    await client.route(routes.ROUTER_PRESENCES.on(topics), on_presence)
     await client.connect()
     deadline = time.monotonic() + timeout_s
     try:
@@ -81,16 +86,16 @@ async def run_alone(
     client_id = unique_client_id("fleet-alone")
     waiting: dict[str, asyncio.Future[RunResult]] = {}
 
-    def on_result(topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            result = decode(payload, RunResult)
-            future = waiting.get(result.dispatch_id)
-            if future is not None and not future.done():
-                future.set_result(result)
+    def on_result(topic: str, result: RunResult | RunChunk | ErrorReply) -> None:
+        if not isinstance(result, RunResult):
+            return
+        future = waiting.get(result.dispatch_id)
+        if future is not None and not future.done():
+            future.set_result(result)
 
     client = FabricClient(connection, client_id)
-    inbox = topics.router_inbox(client_id)  # agents answer only inside a router's inbox namespace
-    await client.subscribe(inbox, on_result)
+    inbox = routes.ROUTER_INBOX.on(topics, client_id)  # agents answer only inside a router's inbox namespace
+    await client.route(inbox, on_result)
     await client.connect()
     records: list[Record] = []
     loop = asyncio.get_running_loop()
@@ -108,7 +113,7 @@ async def run_alone(
                     subtask=prompt,
                     sampling=SamplingOptions(max_tokens=256, temperature=0.0),
                     deadline_s=timeout_s,
-                    reply_topic=inbox,
+                    reply_topic=inbox.topic_filter,
                 )
                 client.publish(topics.agent_run(agent_id), request)
             for agent_id, future in futures.items():

@@ -168,6 +168,7 @@ async def _clear_home_assistant(client: Any, config: NodeConfig) -> None:
     prefix = config.home_assistant.discovery_prefix if config.home_assistant else HOME_ASSISTANT_PREFIX
     found: list[str] = []
     topic_filter = home_assistant_config_filter(config.connection.fabric, config.node_id, prefix)
+    # Raw, not a typed route: only the topics of Home Assistant's configs matter here, not their JSON.
     await client.subscribe(topic_filter, lambda topic, payload: found.append(topic) if payload else None)
     await asyncio.sleep(RETAINED_WAIT_S)  # retained messages follow the SUBACK at once; this bounds the wait
     await client.unsubscribe(topic_filter)

@@ -34,6 +34,7 @@ from edge_agent.runtime.node import EdgeNode
 from edge_agent.runtime.worker import AgentWorker
 from model_store.holdings import ModelHoldings
 from model_store.peers import fetch_model
+from shared import topics as routes
 from shared.config import AgentConfig
 from shared.errors import MessageError
 from shared.files import write_atomic
@@ -127,16 +128,12 @@ class PeerDirectory:
         self.own_node_id = own_node_id
         self.servers: dict[str, tuple[str, frozenset[str]]] = {}  # node id -> (model server, sha256s)
 
-    def on_beacon(self, topic: str, payload: bytes) -> None:
+    def on_beacon_cleared(self, topic: str) -> None:
+        self.servers.pop(topic.rsplit("/", 1)[-1], None)
+
+    def on_beacon(self, topic: str, beacon: NodeBeacon) -> None:
         node_id = topic.rsplit("/", 1)[-1]
         if node_id == self.own_node_id:
-            return
-        if not payload:
-            self.servers.pop(node_id, None)
-            return
-        try:
-            beacon: NodeBeacon = decode(payload, NodeBeacon)
-        except MessageError:
             return
         if beacon.node_id != node_id or beacon.status == "offline" or not beacon.model_server:
             self.servers.pop(node_id, None)
@@ -207,7 +204,8 @@ class DesiredStateApplier:
 
     async def attach(self, client: FabricClient) -> None:
         """Subscribe (before CONNECT, so the retained desired state arrives with the connection)."""
-        await client.subscribe(self.node.topics.desired(self.node.settings.node_id), self._on_desired)
+        desired = routes.DESIRED.on(self.node.topics, self.node.settings.node_id)
+        await client.route(desired, self._on_desired, on_clear=self._on_desired_cleared)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"node[{self.node.settings.node_id}].desired")
@@ -221,15 +219,10 @@ class DesiredStateApplier:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def _on_desired(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            self._set_target(None)
-            return
-        try:
-            desired: DesiredState = decode(payload, DesiredState)
-        except MessageError as error:
-            log.warning("ignoring a malformed desired state: %s", error)
-            return
+    def _on_desired_cleared(self, topic: str) -> None:
+        self._set_target(None)
+
+    def _on_desired(self, topic: str, desired: DesiredState) -> None:
         if desired.node_id != self.node.settings.node_id:
             log.warning("ignoring a desired state for %r on our topic", desired.node_id)
             return
@@ -365,15 +358,15 @@ class DesiredStateApplier:
     async def _watching_peers(self) -> AsyncIterator[None]:
         """The fabric's beacons (who serves which model), only while fetching: a node of a large fleet does not
         receive every beacon change of every other node the rest of the time."""
-        client, topic = self.node.client, self.node.topics.beacons()
-        if client is not None:
-            await client.subscribe(topic, self.peers.on_beacon)  # the retained beacons come with the SUBACK
+        client, beacons = self.node.client, routes.BEACONS.on(self.node.topics)
+        if client is not None:  # the retained beacons come with the SUBACK
+            await client.route(beacons, self.peers.on_beacon, on_clear=self.peers.on_beacon_cleared)
         try:
             yield
         finally:
             if client is not None:
                 with contextlib.suppress(Exception):  # a lost connection drops the subscription anyway
-                    await client.unsubscribe(topic)
+                    await client.unsubscribe(beacons.topic_filter)
                 self.peers.servers.clear()
 
     async def _drain(self) -> None:

@@ -166,6 +166,7 @@ class HomeAssistantDiscovery:
     async def start(self, beacon: NodeBeacon) -> None:
         """Subscribe to Home Assistant's status (its birth) and publish the configs of `beacon` now."""
         self._beacon = beacon
+        # Raw, not a typed route: Home Assistant's status is a plain `online`/`offline`, not a fabric message.
         await self.client.subscribe(status_topic(self.prefix), self._on_status)
         self.publish()
 

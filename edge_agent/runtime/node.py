@@ -14,7 +14,6 @@ send it nothing new. `replace_workers` swaps the agents once drained (edge_agent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -28,6 +27,7 @@ from edge_agent.runtime.epoch import next_epoch
 from edge_agent.runtime.homeassistant import HomeAssistantDiscovery
 from edge_agent.runtime.recent import RecentRuns
 from edge_agent.runtime.worker import AgentWorker, QueueFull
+from shared import topics as routes
 from shared.config import ConnectionSettings
 from shared.errors import MessageError, TransportError
 from shared.messages import (
@@ -44,7 +44,6 @@ from shared.messages import (
     RunChunk,
     RunRefusal,
     RunRequest,
-    decode,
     encode,
     peek_reply_route,
 )
@@ -126,10 +125,11 @@ class EdgeNode:
         self.client = FabricClient(self.settings.connection, client_id, will=will)
         self.client.on_connected(self._announce)
         for agent_id in self.workers:
-            await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
-        await self.client.subscribe(self.topics.bid_request(), self._on_bid_request)
-        await self.client.subscribe(self.topics.rebirth(), self._on_rebirth_request)
-        await self.client.subscribe(self.topics.control(self.settings.node_id), self._on_control)
+            await self._route_runs(agent_id)
+        await self.client.route(routes.BID_REQUEST.on(self.topics), self._on_bid_request)
+        await self.client.route(routes.REBIRTH.on(self.topics), self._on_rebirth_request)
+        control = routes.CONTROL.on(self.topics, self.settings.node_id)
+        await self.client.route(control, self._on_control, on_clear=self._on_control_cleared)
         for hook in self.before_connect:
             await hook(self.client)
         await self.client.connect()
@@ -220,7 +220,7 @@ class EdgeNode:
         for agent_id in new_ids:
             self._retired.discard(agent_id)
             if self.client is not None and agent_id not in {w.profile.agent_id for w in old}:
-                await self.client.subscribe(self.topics.agent_run(agent_id), self._on_run_request)
+                await self._route_runs(agent_id)
         self.recent = RecentRuns()  # dispatch ids of the old agents mean nothing to the new ones
         self._state_changed.set()
         return old
@@ -256,16 +256,18 @@ class EdgeNode:
 
     # --- handlers -----------------------------------------------------------------------------------------
 
-    def _on_run_request(self, topic: str, payload: bytes) -> None:
-        try:
-            request = decode(payload)
-            if isinstance(request, RunCancel):
-                self._on_cancel(topic, request)
-                return
-            if not isinstance(request, RunRequest):
-                raise MessageError(f"expected a RunRequest or RunCancel, got kind {request.kind!r}")
-        except MessageError as error:
-            self._reply_error(payload, "bad_request", str(error))
+    async def _route_runs(self, agent_id: str) -> None:
+        assert self.client is not None
+        route = routes.AGENT_RUN.on(self.topics, agent_id)
+        await self.client.route(route, self._on_run_request, on_invalid=self._on_bad_run_request)
+
+    def _on_bad_run_request(self, topic: str, payload: bytes, error: MessageError) -> None:
+        """A run request that does not decode is answered where it names a router's inbox."""
+        self._reply_error(peek_reply_route(payload), "bad_request", str(error))
+
+    def _on_run_request(self, topic: str, request: RunRequest | RunCancel) -> None:
+        if isinstance(request, RunCancel):
+            self._on_cancel(topic, request)
             return
         if self.topics.router_reply_owner(request.reply_topic) is None:
             log.warning(
@@ -274,10 +276,12 @@ class EdgeNode:
             return
         worker = self.workers.get(request.agent_id)
         if worker is None and request.agent_id in self._retired:
-            self._reply_error(payload, "busy", f"agent {request.agent_id!r} was swapped out; ask another")
+            self._reply_error(route_of(request), "busy", f"agent {request.agent_id!r} was swapped out; ask another")
             return
         if worker is None or topic != self.topics.agent_run(request.agent_id):
-            self._reply_error(payload, "bad_request", f"agent {request.agent_id!r} does not listen on {topic}")
+            self._reply_error(
+                route_of(request), "bad_request", f"agent {request.agent_id!r} does not listen on {topic}"
+            )
             return
         seen = self.recent.seen(request.dispatch_id)
         if seen == "running":
@@ -289,7 +293,7 @@ class EdgeNode:
         try:
             worker.admit()
         except QueueFull as error:
-            self._reply_error(payload, "busy", str(error))
+            self._reply_error(route_of(request), "busy", str(error))
             return
         self.recent.started(request.dispatch_id)
         self._state_changed.set()
@@ -297,16 +301,11 @@ class EdgeNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_control(self, topic: str, payload: bytes) -> None:
+    def _on_control_cleared(self, topic: str) -> None:
+        self.set_draining("operator", False)
+
+    def _on_control(self, topic: str, control: NodeControl) -> None:
         """An operator's retained order: drain (true) or serve again (false, or the order cleared)."""
-        if not payload:
-            self.set_draining("operator", False)
-            return
-        try:
-            control: NodeControl = decode(payload, NodeControl)
-        except MessageError as error:
-            log.warning("ignoring a malformed node control message: %s", error)
-            return
         if control.node_id != self.settings.node_id:
             log.warning("ignoring a control message for %r on our topic", control.node_id)
             return
@@ -337,17 +336,12 @@ class EdgeNode:
         self.client.publish(request.reply_topic, result)
         self._state_changed.set()
 
-    def _on_rebirth_request(self, topic: str, payload: bytes) -> None:
+    def _on_rebirth_request(self, topic: str, request: RebirthRequest) -> None:
         """A router asks live nodes to republish their beacons (it could not learn them from retained messages).
 
         The beacon goes out after a random delay within the request's `spread_s`, so a large fleet does not
         answer in one burst; requests arriving while one is pending are folded into it.
         """
-        try:
-            request: RebirthRequest = decode(payload, RebirthRequest)
-        except MessageError as error:
-            log.info("ignoring a malformed rebirth request: %s", error)
-            return
         if self._rebirth is None or self._rebirth.done():
             delay_s = random.uniform(0.0, request.spread_s)
             self._rebirth = asyncio.create_task(
@@ -361,13 +355,8 @@ class EdgeNode:
         if self.client is not None and self.client.is_connected:
             self._announce()
 
-    def _on_bid_request(self, topic: str, payload: bytes) -> None:
+    def _on_bid_request(self, topic: str, request: BidRequest) -> None:
         assert self.client is not None
-        try:
-            request: BidRequest = decode(payload, BidRequest)
-        except MessageError as error:
-            log.info("ignoring a malformed bid request: %s", error)
-            return
         if self.topics.router_reply_owner(request.reply_topic) is None:
             log.warning("dropped a bid request: reply topic %r is not a router's", request.reply_topic[:200])
             return
@@ -384,13 +373,21 @@ class EdgeNode:
             )
             self.client.publish(request.reply_topic, bid)
 
-    def _reply_error(self, payload: bytes, code: RunRefusal, message: str) -> None:
+    def _reply_error(self, route: ReplyRoute, code: RunRefusal, message: str) -> None:
         assert self.client is not None
-        reply_topic, task_id, dispatch_id = peek_reply_route(payload)
+        reply_topic, task_id, dispatch_id = route
         log.info("run request refused (%s): %s", code, message)
         if reply_topic is not None and self.topics.router_reply_owner(reply_topic) is not None:
             error = ErrorReply(code=code, message=message[:4000], task_id=task_id, dispatch_id=dispatch_id)
             self.client.publish(reply_topic, error)
+
+
+ReplyRoute = tuple[str | None, str | None, str | None]
+"""Where a refusal goes: (reply topic, task id, dispatch id), as `peek_reply_route` reads them."""
+
+
+def route_of(request: RunRequest) -> ReplyRoute:
+    return request.reply_topic, request.task_id, request.dispatch_id
 
 
 def tag_overlap(required: tuple[str, ...], capabilities: tuple[str, ...]) -> float:
@@ -413,22 +410,16 @@ async def find_live_duplicate(
     alive = asyncio.Event()
     beacon_holder: list[NodeBeacon] = []
 
-    def on_beacon(topic: str, payload: bytes) -> None:
-        if payload:
-            with contextlib.suppress(MessageError):
-                retained.put_nowait(decode(payload, NodeBeacon))
+    def on_beacon(topic: str, beacon: NodeBeacon) -> None:
+        retained.put_nowait(beacon)
 
-    def on_state(topic: str, payload: bytes) -> None:
-        try:
-            state: NodeState = decode(payload, NodeState)
-        except MessageError:
-            return
+    def on_state(topic: str, state: NodeState) -> None:
         if beacon_holder and state.epoch == beacon_holder[0].epoch:
             alive.set()
 
     probe = FabricClient(settings.connection, f"probe-{settings.node_id}-{instance_id}")
-    await probe.subscribe(topics.beacon(settings.node_id), on_beacon)
-    await probe.subscribe(topics.state(settings.node_id), on_state)
+    await probe.route(routes.BEACON.on(topics, settings.node_id), on_beacon)
+    await probe.route(routes.STATE.on(topics, settings.node_id), on_state)
     try:
         await probe.connect()
         try:

@@ -8,7 +8,7 @@ from edge_agent.runtime.desired import PeerDirectory, agent_config, backend_prob
 from provisioning.desired import Change, changes, convergence, desired_agent, rollback_of
 from router.registry import AgentRegistry
 from shared.config import AgentConfig
-from shared.messages import AgentInfo, DesiredAgent, DesiredState, ModelRef, NodeBeacon, encode
+from shared.messages import AgentInfo, DesiredAgent, DesiredState, ModelRef, NodeBeacon
 from shared.topics import Topics
 
 MODEL = ModelRef(name="m.gguf", sha256="c" * 64, size_bytes=2_000_000_000)
@@ -112,10 +112,10 @@ def test_peers_are_learned_from_beacons_and_the_node_itself_is_left_out() -> Non
     topics = Topics("f")
     directory = PeerDirectory("me")
     held = (MODEL,)
-    directory.on_beacon(topics.beacon("p1"), encode(beacon("p1", models=held, model_server="http://p1:8765")))
-    directory.on_beacon(topics.beacon("me"), encode(beacon("me", models=held, model_server="http://me:8765")))
-    directory.on_beacon(topics.beacon("p2"), encode(beacon("p2", models=(), model_server="http://p2:8765")))
-    directory.on_beacon(topics.beacon("p3"), encode(beacon("p1", models=held, model_server="http://liar:1")))
+    directory.on_beacon(topics.beacon("p1"), beacon("p1", models=held, model_server="http://p1:8765"))
+    directory.on_beacon(topics.beacon("me"), beacon("me", models=held, model_server="http://me:8765"))
+    directory.on_beacon(topics.beacon("p2"), beacon("p2", models=(), model_server="http://p2:8765"))
+    directory.on_beacon(topics.beacon("p3"), beacon("p1", models=held, model_server="http://liar:1"))
     assert directory.serving(MODEL.sha256) == ["http://p1:8765"]
-    directory.on_beacon(topics.beacon("p1"), encode(beacon("p1", status="offline", models=held, model_server="x")))
+    directory.on_beacon(topics.beacon("p1"), beacon("p1", status="offline", models=held, model_server="x"))
     assert directory.serving(MODEL.sha256) == []

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from support import deliver
 
 from router.ledger import TaskLedger, answered_entry, claim_entry
 from router.ownership import rendezvous_owner
@@ -118,7 +119,7 @@ def other_router_live(service: RouterService, router_id: str, instance_id: str) 
 
 
 def ledger_message(service: RouterService, entry: LedgerEntry) -> None:
-    service._on_ledger(service.topics.ledger(entry.task_id), encode(entry))
+    deliver(service.subscriptions(), service.topics.ledger(entry.task_id), encode(entry))
 
 
 def owned_by_r1(routers: list[str]) -> str:
@@ -128,7 +129,7 @@ def owned_by_r1(routers: list[str]) -> str:
 def test_an_answer_shared_by_another_router_is_replayed_without_a_new_run() -> None:
     service, recorder = router()
     ledger_message(service, answered_entry(answer(), "alice", "r2", "i2", now=time.time()))
-    service._on_submit(f"{P}/task/submit", submit())
+    deliver(service.subscriptions(), f"{P}/task/submit", submit())
     [reply] = recorder.on(f"{P}/reply/")
     assert isinstance(reply, TaskAnswer) and reply.replayed and reply.answer == "42"
     assert service.running == {} and recorder.on(f"{P}/agent/") == []
@@ -146,7 +147,7 @@ def test_a_task_another_live_router_runs_is_left_to_it() -> None:
     other_router_live(service, "r2", "i2")
     task_id = owned_by_r1(["r1", "r2"])
     ledger_message(service, claim_entry(task_id, "alice", "r2", "i2", now=time.time()))
-    service._on_submit(f"{P}/task/submit", submit(task_id))
+    deliver(service.subscriptions(), f"{P}/task/submit", submit(task_id))
     assert service.running == {} and recorder.published == []
 
 
@@ -156,7 +157,7 @@ def test_a_claim_of_a_router_instance_that_died_is_void() -> None:
         other_router_live(service, "r2", "i-new")
         task_id = owned_by_r1(["r1", "r2"])
         ledger_message(service, claim_entry(task_id, "alice", "r2", "i-old", now=time.time()))
-        service._on_submit(f"{P}/task/submit", submit(task_id))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit(task_id))
         assert task_id in service.running
         [(topic, claim, retain)] = recorder.published[:1]
         assert topic == f"{P}/ledger/{task_id}" and retain and claim.status == "running" and claim.router_id == "r1"
@@ -191,7 +192,7 @@ def test_a_resend_of_a_task_in_flight_is_acknowledged_without_sending_its_runs_a
         service, recorder = router()
         routed(service, "t1", asyncio.ensure_future(asyncio.sleep(10)))
         pending_run(service)
-        service._on_submit(f"{P}/task/submit", submit("t1"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("t1"))
         assert recorder.on(f"{P}/agent/n1-math/run") == []  # one small message must not re-publish every run
         [event] = recorder.on(f"{P}/task/alice/t1/events")
         assert isinstance(event, TaskEvent) and event.event == "resent" and event.data == {"outstanding_runs": 1}
@@ -216,7 +217,7 @@ def test_outstanding_runs_are_asked_again_after_a_reconnect_and_when_their_node_
             status="online",
             agents=(AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1),),
         )
-        service._on_beacon(service.topics.beacon("n1"), encode(beacon))
+        deliver(service.subscriptions(), service.topics.beacon("n1"), encode(beacon))
         assert recorder.on(f"{P}/agent/n1-math/run") == [run, run]
 
     asyncio.run(scenario())
@@ -230,7 +231,7 @@ def test_a_node_back_as_a_new_process_fails_its_outstanding_runs_at_once() -> No
             beacon = NodeBeacon(node_id="n1", epoch=epoch, instance_id=f"x{epoch}", status="online", agents=(info,))
             if epoch == 2:
                 run = pending_run(service)
-            service._on_beacon(service.topics.beacon("n1"), encode(beacon))
+            deliver(service.subscriptions(), service.topics.beacon("n1"), encode(beacon))
         future = pending_result(service, run.dispatch_id)
         assert future.done() and future.result().error == "backend_error"  # redispatched by the pipeline
         assert recorder.on(f"{P}/agent/") == []
@@ -242,7 +243,7 @@ def node_with_a_pending_run(service: RouterService) -> tuple[NodeBeacon, RunRequ
     """Node n1 (one agent) announced online, and a run of ours outstanding on its agent."""
     info = AgentInfo(agent_id="n1-math", backend="echo", model="echo", max_in_flight=1)
     online = NodeBeacon(node_id="n1", epoch=1, instance_id="x", status="online", agents=(info,))
-    service._on_beacon(service.topics.beacon("n1"), encode(online))
+    deliver(service.subscriptions(), service.topics.beacon("n1"), encode(online))
     return online, pending_run(service)
 
 
@@ -261,13 +262,13 @@ def test_an_offline_will_read_right_after_our_reconnect_gives_the_node_longer_to
         recorder.connected_since = time.monotonic()  # connected just now: the first time, or again
         if just_reconnected:  # the broker restarted: we are back first and read the node's retained Will
             recorder.connect_count = 2
-        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))
+        deliver(service.subscriptions(), service.topics.beacon("n1"), encode(will_of(online)))
         await asyncio.sleep(0.2)  # past offline_grace_s, within agent_wait_s
         future = pending_result(service, run.dispatch_id)
         assert future.done() is not just_reconnected
         if just_reconnected:  # the node re-announces: its run is asked again (same dispatch id), not failed
             back = online.model_copy(update={"sent_at": online.sent_at + 2})
-            service._on_beacon(service.topics.beacon("n1"), encode(back))
+            deliver(service.subscriptions(), service.topics.beacon("n1"), encode(back))
             assert recorder.on(f"{P}/agent/n1-math/run") == [run] and not future.done()
 
     asyncio.run(scenario())
@@ -279,7 +280,9 @@ def test_an_offline_will_sent_as_the_broker_stops_fails_nothing_until_the_nodes_
     async def scenario() -> None:
         service, recorder = router(offline_grace_s=0.05, agent_wait_s=0.3)
         online, run = node_with_a_pending_run(service)
-        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))  # the Will, then the broker goes
+        deliver(
+            service.subscriptions(), service.topics.beacon("n1"), encode(will_of(online))
+        )  # the Will, then the broker goes
         recorder.is_connected = False
         await asyncio.sleep(0.2)  # the grace is over while we are cut off
         future = pending_result(service, run.dispatch_id)
@@ -301,9 +304,9 @@ def test_the_grace_of_a_stopped_process_does_not_fail_the_runs_of_the_process_th
         service, _recorder = router(offline_grace_s=0.05)
         online, _ = node_with_a_pending_run(service)
         service.running.clear()
-        service._on_beacon(service.topics.beacon("n1"), encode(will_of(online)))
+        deliver(service.subscriptions(), service.topics.beacon("n1"), encode(will_of(online)))
         restarted = online.model_copy(update={"epoch": 2, "instance_id": "y", "sent_at": online.sent_at + 2})
-        service._on_beacon(service.topics.beacon("n1"), encode(restarted))
+        deliver(service.subscriptions(), service.topics.beacon("n1"), encode(restarted))
         run = pending_run(service)  # placed on the new process
         await asyncio.sleep(0.2)  # past the old process's grace
         assert not pending_result(service, run.dispatch_id).done()
@@ -334,7 +337,7 @@ def test_a_run_is_not_timed_out_while_the_router_is_cut_off_from_the_broker() ->
 def test_a_task_answered_meanwhile_by_another_router_gets_that_answer_not_a_second_one() -> None:
     async def scenario() -> None:
         service, recorder = router(agent_wait_s=0.2)  # no agent: our own run of the task ends in no_agents
-        service._on_submit(f"{P}/task/submit", submit("t1"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("t1"))
         ledger_message(service, answered_entry(answer("t1", "theirs"), "alice", "r2", "i2", now=time.time()))
         await asyncio.gather(*(task.runner for task in service.running.values() if task.runner))
         [reply] = recorder.on(f"{P}/reply/")
@@ -363,7 +366,7 @@ def test_a_long_task_keeps_its_claim_and_expired_entries_are_cleared() -> None:
 
 
 def presence_message(service: RouterService, presence: RouterPresence) -> None:
-    service._on_presence(service.topics.router_presence(presence.router_id), encode(presence))
+    deliver(service.subscriptions(), service.topics.router_presence(presence.router_id), encode(presence))
 
 
 def test_a_router_that_hears_its_own_will_while_it_lives_announces_itself_again() -> None:
@@ -408,7 +411,7 @@ def test_the_echo_of_our_own_entry_is_recognised_once_and_the_memory_is_bounded(
 def test_a_submitted_task_claims_it_and_the_claims_echo_counts_for_the_join_but_changes_nothing() -> None:
     async def scenario() -> None:
         service, recorder = router()
-        service._on_submit(f"{P}/task/submit", submit("t1"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("t1"))
         [(_, claim, _)] = recorder.published
         heard = service._ledger_heard
         service.ledger.forget("t1")  # were the echo applied, the claim would be back
@@ -422,15 +425,15 @@ def test_a_submitted_task_claims_it_and_the_claims_echo_counts_for_the_join_but_
 def test_a_dashboards_trace_request_makes_the_tasks_that_start_meanwhile_trace_in_full() -> None:
     async def scenario() -> None:
         service, _ = router()
-        service._on_submit(f"{P}/task/submit", submit("before"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("before"))
         watching = TraceRequest(observer_id="observer-1", duration_s=30.0)
-        service._on_trace_request(service.topics.trace_requests(), encode(watching))
+        deliver(service.subscriptions(), service.topics.trace_requests(), encode(watching))
         too_long = b'{"kind": "trace_request", "observer_id": "o", "duration_s": 1e9}'
-        service._on_trace_request(service.topics.trace_requests(), too_long)  # refused: 300 s at most
+        deliver(service.subscriptions(), service.topics.trace_requests(), too_long)  # refused: 300 s at most
         assert service.full_traces_until <= time.monotonic() + 30.0
-        service._on_submit(f"{P}/task/submit", submit("during"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("during"))
         service.full_traces_until = time.monotonic() - 1  # the request lapsed: nobody asked again
-        service._on_submit(f"{P}/task/submit", submit("after"))
+        deliver(service.subscriptions(), f"{P}/task/submit", submit("after"))
         traces = {task_id: task.request.options.trace for task_id, task in service.running.items()}
         assert traces == {"before": "summary", "during": "full", "after": "summary"}
         for task in service.running.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import deliver
 
 from router.routed_task import RoutedTask
 from router.service import RouterConfig, RouterService, without_gold
@@ -50,21 +51,23 @@ HOSTILE = [
 @pytest.mark.parametrize("reply_topic", HOSTILE)
 def test_a_task_with_a_reply_topic_outside_the_reply_namespace_is_dropped(reply_topic: str) -> None:
     service, recorder = router()
-    service._on_submit(f"{P}/task/submit", request(reply_topic))
+    deliver(service.subscriptions(), f"{P}/task/submit", request(reply_topic))
     assert recorder.published == [] and service.running == {}
 
 
 @pytest.mark.parametrize("reply_topic", ["#", "a/+", "x\\u0000y", "y" * 2000])
 def test_an_undecodable_reply_topic_gets_no_answer(reply_topic: str) -> None:
     service, recorder = router()
-    service._on_submit(f"{P}/task/submit", request(reply_topic))
+    deliver(service.subscriptions(), f"{P}/task/submit", request(reply_topic))
     assert recorder.published == []
 
 
 def test_a_malformed_task_with_a_valid_reply_topic_gets_an_error_reply() -> None:
     service, recorder = router()
-    service._on_submit(
-        f"{P}/task/submit", b'{"kind": "task_request", "task_id": "t9", "reply_topic": "%s/reply/alice"' % P.encode()
+    deliver(
+        service.subscriptions(),
+        f"{P}/task/submit",
+        b'{"kind": "task_request", "task_id": "t9", "reply_topic": "%s/reply/alice"' % P.encode(),
     )
     [(topic, reply)] = recorder.published
     assert topic == f"{P}/reply/alice" and isinstance(reply, ErrorReply) and reply.code == "bad_request"
@@ -73,8 +76,8 @@ def test_a_malformed_task_with_a_valid_reply_topic_gets_an_error_reply() -> None
 def test_an_answer_is_replayed_only_to_the_client_that_asked() -> None:
     service, recorder = router()
     service._remember("alice", TaskAnswer(task_id="t1", router_id="r1", answer="secret"))
-    service._on_submit(f"{P}/task/submit", request(f"{P}/reply/bob"))
-    service._on_submit(f"{P}/task/submit", request(f"{P}/reply/alice"))
+    deliver(service.subscriptions(), f"{P}/task/submit", request(f"{P}/reply/bob"))
+    deliver(service.subscriptions(), f"{P}/task/submit", request(f"{P}/reply/alice"))
     (bob_topic, to_bob), (alice_topic, to_alice) = [(t, m) for t, m in recorder.published if "/reply/" in t]
     assert bob_topic == f"{P}/reply/bob" and isinstance(to_bob, ErrorReply) and "secret" not in to_bob.model_dump_json()
     assert alice_topic == f"{P}/reply/alice" and isinstance(to_alice, TaskAnswer) and to_alice.replayed

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from support import deliver
 
 from router.brain import RoutingBrain
 from router.pipeline import TaskPipeline
@@ -74,7 +75,7 @@ def task(task_id: str = "t1", **fields: Any) -> TaskRequest:
 
 
 def submit(service: RouterService, account: str, request: TaskRequest | TaskCancel) -> None:
-    service._on_submit(TOPICS.client_task_submit(account), encode(request))
+    deliver(service.subscriptions(), TOPICS.client_task_submit(account), encode(request))
 
 
 # --- the pure rules ---------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_replies_and_events_go_to_the_account_of_the_submit_topic() -> None:
         submit(service, "alice", task())  # no reply_topic: the account says where
         assert service.running["t1"].request.reply_topic == TOPICS.reply("alice")
         assert service.running["t1"].events_topic == TOPICS.task_events("alice", "t1")
-        service._on_submit(TOPICS.task_submit(), encode(task("t2", reply_topic=TOPICS.reply("alice"))))
+        deliver(service.subscriptions(), TOPICS.task_submit(), encode(task("t2", reply_topic=TOPICS.reply("alice"))))
         assert "t2" not in service.running  # an account-less topic is not read with credentials
         service.running["t1"].runner.cancel()
 
@@ -230,7 +231,7 @@ def test_too_large_tasks_are_refused_and_deadlines_capped() -> None:
 def test_the_legacy_submit_topic_still_works_on_an_anonymous_fabric() -> None:
     async def scenario() -> None:
         service, _recorder = router(username=None)
-        service._on_submit(TOPICS.task_submit(), encode(task(reply_topic=TOPICS.reply("me"))))
+        deliver(service.subscriptions(), TOPICS.task_submit(), encode(task(reply_topic=TOPICS.reply("me"))))
         assert service.running["t1"].request.client_id == "me"
         service.running["t1"].runner.cancel()
 
@@ -244,11 +245,11 @@ def test_a_state_or_presence_naming_another_id_than_its_topic_is_ignored() -> No
     service.registry.apply_beacon(beacon, time.monotonic())
     busy = AgentState(agent_id="b-writer", load=1.0, in_flight=1, queue_length=9, available=False)
     forged = NodeState(node_id="node-b", epoch=5, agents=(busy,))
-    service._on_state(TOPICS.state("node-a"), encode(forged))  # node-a may write only state/node-a
+    deliver(service.subscriptions(), TOPICS.state("node-a"), encode(forged))  # node-a may write only state/node-a
     (view,) = service.live_agents()
     assert view.available and view.load == 0.0
     presence = RouterPresence(router_id="r9", instance_id="x", epoch=1, status="online")
-    service._on_presence(TOPICS.router_presence("hub"), encode(presence))
+    deliver(service.subscriptions(), TOPICS.router_presence("hub"), encode(presence))
     assert "r9" not in service.roster.presences
 
 

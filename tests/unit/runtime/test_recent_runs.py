@@ -13,7 +13,7 @@ from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.recent import RecentRuns
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
 from shared.config import ConnectionSettings
-from shared.messages import RunRequest, RunResult, encode
+from shared.messages import RunRequest, RunResult
 
 FABRIC = "unit"
 P = f"symphony/{FABRIC}"
@@ -75,10 +75,10 @@ def test_a_node_runs_a_re_asked_dispatch_once_and_sends_its_result_again(tmp_pat
             dispatch_id="t1.d1", task_id="t1", agent_id="n1-echo", subtask="hi", reply_topic=f"{P}/router/r1/inbox"
         )
         topic = node.topics.agent_run("n1-echo")
-        node._on_run_request(topic, encode(request))
-        node._on_run_request(topic, encode(request))  # re-asked while it runs: ignored
+        node._on_run_request(topic, request)
+        node._on_run_request(topic, request)  # re-asked while it runs: ignored
         await asyncio.gather(*node._tasks)
-        node._on_run_request(topic, encode(request))  # re-asked after: the kept result again
+        node._on_run_request(topic, request)  # re-asked after: the kept result again
         return backend, recorder.published
 
     backend, published = asyncio.run(scenario())

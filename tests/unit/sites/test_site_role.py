@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from support import deliver
+
 from router.brain import RoutingBrain
 from router.site_role import SiteRole
 from shared.config import ConnectionSettings
@@ -29,6 +31,10 @@ def role(site: str | None = "a") -> SiteRole:
     return SiteRole(service, interval_s=5.0)
 
 
+def subscriptions(site_role: SiteRole) -> dict[str, Any]:
+    return dict(site_role.subscriptions())
+
+
 def summary(site: str) -> bytes:
     line = CapabilitySummary(capabilities=("writing",), model="m", agents_live=2, slots=2, free_slots=2)
     return encode(SiteSummary(site=site, router_id=f"r{site}", epoch=1, seq=1, entries=(line,)))
@@ -36,21 +42,21 @@ def summary(site: str) -> bytes:
 
 def test_a_summary_counts_only_on_its_own_sites_topic() -> None:
     site_role = role()
-    site_role._on_summary(TOPICS.site_summary("c"), summary("b"))  # b's summary on c's topic: impersonation
-    site_role._on_summary(TOPICS.site_summary("b"), b"not json")
+    deliver(subscriptions(site_role), TOPICS.site_summary("c"), summary("b"))  # b's summary on c's topic: impersonation
+    deliver(subscriptions(site_role), TOPICS.site_summary("b"), b"not json")
     assert not site_role.directory.summaries
-    site_role._on_summary(TOPICS.site_summary("b"), summary("b"))
-    site_role._on_summary(TOPICS.site_summary("a"), summary("a"))  # our own site: we know it in detail
+    deliver(subscriptions(site_role), TOPICS.site_summary("b"), summary("b"))
+    deliver(subscriptions(site_role), TOPICS.site_summary("a"), summary("a"))  # our own site: we know it in detail
     assert set(site_role.directory.summaries) == {"b"}
     assert [view.agent_id for view in site_role.site_agents()] == ["site:b"]
 
 
 def test_a_cleared_summary_or_an_offline_router_removes_its_site() -> None:
     site_role = role()
-    site_role._on_summary(TOPICS.site_summary("b"), summary("b"))
-    site_role._on_summary(TOPICS.site_summary("b"), b"")
+    deliver(subscriptions(site_role), TOPICS.site_summary("b"), summary("b"))
+    deliver(subscriptions(site_role), TOPICS.site_summary("b"), b"")
     assert not site_role.directory.summaries
-    site_role._on_summary(TOPICS.site_summary("b"), summary("b"))
+    deliver(subscriptions(site_role), TOPICS.site_summary("b"), summary("b"))
     site_role.directory.forget_router("rb")
     assert not site_role.directory.summaries
 
