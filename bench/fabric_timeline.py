@@ -65,11 +65,15 @@ ROUTER_STEPS: list[Step] = [
 # --- stamping (in every process of the benchmark) ----------------------------------------------------------
 
 
+_installed: list[str] = []  # the log this process stamps to, once installed
+
+
 def install() -> None:
-    """Wrap paho's and FabricClient's methods to stamp into the log named by $FABRIC_TIMELINE (if set)."""
+    """Wrap paho's and FabricClient's methods to stamp into the log named by $FABRIC_TIMELINE (if set; once)."""
     path = os.environ.get(ENV)
-    if not path:
+    if not path or _installed:
         return
+    _installed.append(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
     clock = time.perf_counter_ns
@@ -94,6 +98,7 @@ def install() -> None:
 
 
 def wrap(owner: Any, name: str, before: Callable[..., None], after: Callable[[], None] | None = None) -> None:
+    """Replace the method `name` of `owner` by one that calls `before` (with its arguments) and `after` around it."""
     original = getattr(owner, name)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
