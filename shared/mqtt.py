@@ -55,6 +55,7 @@ RESUBSCRIBE_DELAY_S = 1.0
 ROUTE_CACHE_SIZE = 65_536  # topics whose handlers are remembered: a state and a beacon topic per node
 MAX_COALESCED_BYTES = 256 * 1024  # written with one send at most (a bigger backlog goes in several)
 MAX_FLUSH_DEFERRALS = 8  # loop passes a write waits at most for the work ready before it (see _flush)
+MAX_FLUSH_DELAY_S = 0.001  # and seconds: a long burst (a backlog of fleet states) does not hold the writes back
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ class FabricClient:
         self._watched_fd: int | None = None
         self._flush_scheduled = False
         self._flush_deferrals = 0
+        self._flush_wanted_at = 0.0
         self._writer_added = False
         self._loop_thread = threading.get_ident()
         self._fail_back = FailBackPolicy(settings.fail_back_probe_s, len(self._urls))
@@ -569,13 +571,18 @@ class FabricClient:
         if self._loop is not None and not self._flush_scheduled and sock is self._paho.socket():
             self._flush_scheduled = True
             self._flush_deferrals = 0
+            self._flush_wanted_at = self._loop.time()
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         if self._loop is None or self._watched_fd is None:
             self._flush_scheduled = False
             return
-        if self._flush_deferrals < MAX_FLUSH_DEFERRALS and _has_ready_callbacks(self._loop):
+        if (
+            self._flush_deferrals < MAX_FLUSH_DEFERRALS
+            and self._loop.time() - self._flush_wanted_at < MAX_FLUSH_DELAY_S
+            and _has_ready_callbacks(self._loop)
+        ):
             self._flush_deferrals += 1  # more work is ready (a task's next step): write after it, with its messages
             self._loop.call_soon(self._flush)
             return

@@ -7,10 +7,11 @@ The client's paho is replaced by a stub that records when it is asked to write; 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from shared.config import ConnectionSettings
-from shared.mqtt import MAX_FLUSH_DEFERRALS, FabricClient
+from shared.mqtt import MAX_FLUSH_DEFERRALS, MAX_FLUSH_DELAY_S, FabricClient
 
 
 class StubPaho:
@@ -123,3 +124,27 @@ async def _two_clients_in_one_loop_do_not_wait_for_each_other() -> None:
     await written
     assert log == ["write a", "write b"]
     assert first._flush_deferrals == second._flush_deferrals == 0
+
+
+def test_a_long_burst_delays_a_write_a_bounded_time() -> None:
+    asyncio.run(_a_long_burst_delays_a_write_a_bounded_time())
+
+
+async def _a_long_burst_delays_a_write_a_bounded_time() -> None:
+    log: list[str] = []
+    client, stub = client_writing_to(log)
+    loop = asyncio.get_running_loop()
+    remaining = [MAX_FLUSH_DEFERRALS]
+
+    def slow() -> None:  # each pass takes longer than the delay a write may wait
+        time.sleep(MAX_FLUSH_DELAY_S * 1.5)
+        log.append("slow")
+        remaining[0] -= 1
+        if remaining[0]:
+            loop.call_soon(slow)
+
+    written = await waiting_for(stub)
+    client._want_write(stub.sock)
+    loop.call_soon(slow)
+    await written
+    assert log.index("write a") == 1  # deferred once: after the first slow pass, the delay was spent
