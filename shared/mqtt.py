@@ -57,6 +57,8 @@ MAX_READS_PER_WAKEUP = 10_000
 RESUBSCRIBE_DELAY_S = 1.0
 ROUTE_CACHE_SIZE = 65_536  # topics whose handlers are remembered: a state and a beacon topic per node
 MAX_COALESCED_BYTES = 256 * 1024  # written with one send at most (a bigger backlog goes in several)
+MAX_FLUSH_DEFERRALS = 8  # loop passes a write waits at most for the work ready before it (see _flush)
+MAX_FLUSH_DELAY_S = 0.001  # and seconds: a long burst (a backlog of fleet states) does not hold the writes back
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,8 @@ class FabricClient:
         self._connecting: asyncio.Future[Any] | None = None
         self._watched_fd: int | None = None
         self._flush_scheduled = False
+        self._flush_deferrals = 0
+        self._flush_wanted_at = 0.0
         self._writer_added = False
         self._loop_thread = threading.get_ident()
         self._fail_back = FailBackPolicy(settings.fail_back_probe_s, len(self._urls))
@@ -582,16 +586,27 @@ class FabricClient:
             self._want_write(current)
 
     def _want_write(self, sock: Any) -> None:
-        # Flush once this loop iteration's publishes are queued; wait for the socket only when its buffer is full
+        # Flush once this burst of work has queued its publishes; wait for the socket only when its buffer is full
         # (that saves an epoll registration and a wake-up per burst of messages).
         if self._loop is not None and not self._flush_scheduled and sock is self._paho.socket():
             self._flush_scheduled = True
+            self._flush_deferrals = 0
+            self._flush_wanted_at = self._loop.time()
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         if self._loop is None or self._watched_fd is None:
+            self._flush_scheduled = False
             return
+        if (
+            self._flush_deferrals < MAX_FLUSH_DEFERRALS
+            and self._loop.time() - self._flush_wanted_at < MAX_FLUSH_DELAY_S
+            and _has_ready_callbacks(self._loop)
+        ):
+            self._flush_deferrals += 1  # more work is ready (a task's next step): write after it, with its messages
+            self._loop.call_soon(self._flush)
+            return
+        self._flush_scheduled = False
         self._paho.loop_write()
         if self._paho.want_write() and self._watched_fd is not None and not self._writer_added:
             self._writer_added = True
@@ -770,6 +785,17 @@ class FabricClient:
         wanted = self._on_ack if self._pending_acks else None
         if self._paho.on_publish != wanted:
             self._paho.on_publish = wanted
+
+
+def _has_ready_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether work other than flushes waits in the loop's ready queue (asyncio's own loop keeps its ready
+    callbacks in `_ready`; for another loop, False: flush at once). Other clients' flushes do not count, so two
+    clients in one loop do not wait for each other."""
+    ready = getattr(loop, "_ready", ())
+    return bool(ready) and any(getattr(handle._callback, "__func__", None) is not _FLUSH for handle in ready)
+
+
+_FLUSH = FabricClient._flush
 
 
 async def _answers(host: str, port: int, timeout: float) -> bool:
