@@ -185,6 +185,7 @@ class NodeBeacon(SiteAware):
     drain_requested: bool = False  # an operator asked it to drain (`edge-agent drain`)
     models: tuple[ModelRef, ...] = Field(default=(), max_length=256)  # model files it holds and serves to peers
     model_server: str = Field(default="", max_length=300)  # http://host:port/ of its model server ("" : none)
+    desired_kit: str = Field(default="", max_length=64)  # the kit version its desired state names ("": none named)
 
 
 class AgentState(WireModel):
@@ -555,6 +556,9 @@ class DesiredState(WireModel):
     """What an operator wants a node to run, retained on ``desired/{node_id}`` (operators only may write it).
 
     `generation` grows with every change (a rollback too); the node reports the generation it runs in its beacon.
+    `kit` names a wheel of the kit by content, like a model: the node fetches it from peers, installs it through
+    its privileged updater and restarts before it applies the agents; its beacon's `software_version` says which
+    kit runs.
     """
 
     kind: Literal["desired_state"] = "desired_state"
@@ -562,6 +566,9 @@ class DesiredState(WireModel):
     node_id: Id
     generation: int = Field(ge=1)
     agents: tuple[DesiredAgent, ...] = Field(default=(), max_length=64)
+    kit: ModelRef | None = (
+        None  # a symphony-edge wheel to run (None: keep the installed kit); see docs/fleet-operations.md
+    )
     issued_by: str = Field(default="", max_length=128)
     issued_at: float = 0.0
 
