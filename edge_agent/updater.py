@@ -39,12 +39,11 @@ from edge_agent.runtime.kit import (
     KitResult,
     KitRunning,
     read_record,
-    wheel_version,
     write_record,
 )
 from shared.config import ConnectionSettings
 from shared.errors import MessageError
-from shared.messages import DesiredState, ModelRef, decode
+from shared.messages import DesiredState, ModelRef, decode, wheel_version
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 

@@ -162,6 +162,21 @@ class ModelRef(WireModel):
     url: str | None = Field(default=None, max_length=2000)
 
 
+KIT_DISTRIBUTION = "symphony_edge"
+# {distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl (PEP 427), the distribution normalised
+_WHEEL_NAME = re.compile(r"^([A-Za-z0-9_.]+)-([A-Za-z0-9_.!+]+)(-\d[A-Za-z0-9_]*)?-[\w.]+-[\w.]+-[\w.]+\.whl$")
+
+
+def wheel_version(name: str) -> str:
+    """The version in a kit wheel's file name; ValueError when it is not a wheel of symphony-edge."""
+    matched = _WHEEL_NAME.match(name)
+    if matched is None:
+        raise ValueError(f"{name!r} is not a wheel file name (name-version-python-abi-platform.whl)")
+    if matched.group(1).lower().replace(".", "_").replace("-", "_") != KIT_DISTRIBUTION:
+        raise ValueError(f"{name!r} is not a wheel of symphony-edge")
+    return matched.group(2)
+
+
 class NodeBeacon(SiteAware):
     """Retained birth (online), death (offline, also the MQTT Will) or `draining` certificate of a node.
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.backends.registry import available_backends
-from edge_agent.runtime.kit import KitRequest, KitSpool, kit_step, wheel_version
+from edge_agent.runtime.kit import KitRequest, KitSpool, kit_step
 from edge_agent.runtime.node import EdgeNode
 from edge_agent.runtime.worker import AgentWorker
 from model_store.holdings import ModelHoldings
@@ -42,7 +42,7 @@ from model_store.peers import fetch_model
 from shared.config import AgentConfig
 from shared.errors import MessageError
 from shared.files import write_atomic
-from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode
+from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode, wheel_version
 from shared.mqtt import FabricClient
 
 log = logging.getLogger(__name__)

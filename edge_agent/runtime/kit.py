@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -30,15 +29,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.files import write_atomic
-from shared.messages import ModelRef
+from shared.messages import ModelRef, wheel_version
 
-KIT_DISTRIBUTION = "symphony_edge"
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: `Restart=on-failure` starts the unit again, now with the new kit
 SPOOL_DIRECTORY = "kit-spool"  # under the state directory; the role creates it, so its presence means an updater
 REQUEST_FILE, RESULT_FILE, RUNNING_FILE, WHEEL_FILE = "request.json", "result.json", "running.json", "wheel.whl"
 MAX_RECORD_BYTES = 64 * 1024
-# {distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl (PEP 427), the distribution normalised
-_WHEEL_NAME = re.compile(r"^([A-Za-z0-9_.]+)-([A-Za-z0-9_.!+]+)(-\d[A-Za-z0-9_]*)?-[\w.]+-[\w.]+-[\w.]+\.whl$")
 
 
 class SpoolRecord(BaseModel):
@@ -73,16 +69,6 @@ class KitRunning(SpoolRecord):
 
 
 # --- pure parts -------------------------------------------------------------------------------------------
-
-
-def wheel_version(name: str) -> str:
-    """The version in a kit wheel's file name; ValueError when it is not a wheel of symphony-edge."""
-    matched = _WHEEL_NAME.match(name)
-    if matched is None:
-        raise ValueError(f"{name!r} is not a wheel file name (name-version-python-abi-platform.whl)")
-    if matched.group(1).lower().replace(".", "_").replace("-", "_") != KIT_DISTRIBUTION:
-        raise ValueError(f"{name!r} is not a wheel of symphony-edge")
-    return matched.group(2)
 
 
 def kit_step(kit: ModelRef | None, running: str, generation: int, last: KitResult | None) -> tuple[str, str]:
