@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 from integration.fleet.fleetkit import FabricWatch, Processes, cli, write_node_config
-from support import REPO, RunningBroker, connection_for, free_port, stop_processes
+from support import REPO, RunningBroker, connection_for, stop_processes
 
+from broker.policy import free_port
 from edge_agent.cli.main import package_version
 from edge_agent.runtime.kit import REQUEST_FILE, SPOOL_DIRECTORY
 
@@ -216,7 +217,9 @@ def test_a_kit_upgrade_spreads_from_peers_and_a_broken_wheel_is_rolled_back(
             assert "(kit as installed -> " + new + ")" in result.stdout
             fetched = (boards[1].folder / "agent.log").read_text()
             assert re.search(r"fetched model symphony_edge-\S+ from http://127\.0\.0\.1:(\d+)", fetched), fetched
-            source_port = int(re.findall(r"fetched model symphony_edge-\S+ from http://127\.0\.0\.1:(\d+)", fetched)[-1])
+            source_port = int(
+                re.findall(r"fetched model symphony_edge-\S+ from http://127\.0\.0\.1:(\d+)", fetched)[-1]
+            )
             assert source_port != port  # board-2 took it from board-1, not from the control node
 
             # A wheel pip cannot install: the canary keeps the running kit and says why; the rollout is undone.
