@@ -101,12 +101,13 @@ class Updater:
     def started(self, version: str, since: float) -> bool:
         """Whether an agent of `version` wrote running.json after `since`, within the start timeout."""
         deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
+        while True:
             running = read_record(self.spool / RUNNING_FILE, KitRunning)
             if isinstance(running, KitRunning) and running.version == version and running.started_at >= since:
                 return True
-            time.sleep(0.5)
-        return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def install(self, wheel: Path, pip: PipRunner) -> str:
         command = [str(self.python), "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall"]
