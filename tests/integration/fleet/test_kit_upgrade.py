@@ -27,14 +27,14 @@ from pathlib import Path
 import pytest
 import yaml
 from integration.fleet.fleetkit import FabricWatch, Processes, cli, write_node_config
-from support import REPO, RunningBroker, connection_for, stop_processes
+from kit_wheels import build_kit_wheel
+from support import RunningBroker, connection_for, stop_processes
 
 from broker.policy import free_port
 from edge_agent.cli.main import package_version
 from edge_agent.runtime.kit import REQUEST_FILE, SPOOL_DIRECTORY
 
 pytestmark = pytest.mark.slow
-PACKAGES = ("shared", "broker", "model_store", "edge_agent", "router", "provisioning", "fleet_observe", "fleet_gateway")
 
 
 @dataclass(frozen=True)
@@ -44,27 +44,6 @@ class Kits:
     broken: Path  # named like a wheel of the kit, but not a wheel: pip cannot install it
 
 
-def _build_wheel(tree: Path, version: str | None, out: Path) -> Path:
-    copy = out / f"tree-{version or 'base'}"
-    for package in PACKAGES:
-        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
-    pyproject = (tree / "pyproject.toml").read_text()
-    if version is not None:
-        pyproject = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject, count=1, flags=re.MULTILINE)
-    (copy / "pyproject.toml").write_text(pyproject.replace('"bench*",', ""))
-    (copy / "README.md").write_text("kit\n")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if built.returncode != 0:
-        pytest.skip(f"cannot build a wheel of the kit here: {built.stderr[-500:]}")
-    return next(out.glob(f"symphony_edge-{version or package_version()}-*.whl"))
-
-
 @pytest.fixture(scope="module")
 def kits(tmp_path_factory: pytest.TempPathFactory) -> Kits:
     out = tmp_path_factory.mktemp("kits")
@@ -72,7 +51,7 @@ def kits(tmp_path_factory: pytest.TempPathFactory) -> Kits:
     broken = out / "broken" / f"symphony_edge-{package_version()}.post8-py3-none-any.whl"
     broken.parent.mkdir()
     broken.write_bytes(b"not a zip file " * 100)
-    return Kits(_build_wheel(REPO, None, out), _build_wheel(REPO, new_version, out), broken)
+    return Kits(build_kit_wheel(out), build_kit_wheel(out, new_version), broken)
 
 
 def make_venv(path: Path, wheel: Path) -> Path:
