@@ -42,7 +42,7 @@ from edge_agent.runtime.kit import (
     write_record,
 )
 from shared.config import ConnectionSettings
-from shared.errors import MessageError
+from shared.errors import MessageError, SymphonyError
 from shared.messages import DesiredState, ModelRef, decode, wheel_version
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
@@ -51,7 +51,7 @@ PipRunner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 CHUNK_BYTES = 1 << 20
 
 
-class Refused(Exception):
+class KitRefused(SymphonyError):
     """The request does not name the desired state's wheel, or the wheel's bytes are not that wheel."""
 
 
@@ -82,7 +82,7 @@ class Updater:
                 if failure:
                     return self.finish(request, False, f"pip could not install {kit.name}: {failure}")
                 installed = self.keep(wheel)
-        except Refused as error:
+        except KitRefused as error:
             return self.finish(request, False, f"kit updater refused: {error}")
         version = wheel_version(kit.name)
         self.finish(request, True, "", version=version)
@@ -149,19 +149,21 @@ class Updater:
 
 
 def checked_kit(request: KitRequest, desired: DesiredState | None) -> ModelRef:
-    """The desired state's kit, when the request names it; Refused otherwise."""
+    """The desired state's kit, when the request names it; KitRefused otherwise."""
     if desired is None or desired.kit is None:
-        raise Refused("the node's desired state names no kit wheel")
+        raise KitRefused("the node's desired state names no kit wheel")
     if desired.node_id != request.node_id:
-        raise Refused(f"the request is for node {request.node_id!r}, the desired state for {desired.node_id!r}")
+        raise KitRefused(f"the request is for node {request.node_id!r}, the desired state for {desired.node_id!r}")
     if request.wheel.sha256 != desired.kit.sha256:
-        raise Refused(f"the requested wheel {request.wheel.sha256[:12]} is not the desired {desired.kit.sha256[:12]}")
+        raise KitRefused(
+            f"the requested wheel {request.wheel.sha256[:12]} is not the desired {desired.kit.sha256[:12]}"
+        )
     try:
         wheel_version(desired.kit.name)
     except ValueError as error:
-        raise Refused(str(error)) from None
+        raise KitRefused(str(error)) from None
     if os.sep in desired.kit.name or desired.kit.name.startswith("."):
-        raise Refused(f"the wheel name {desired.kit.name!r} is not a plain file name")
+        raise KitRefused(f"the wheel name {desired.kit.name!r} is not a plain file name")
     return desired.kit
 
 
@@ -171,16 +173,16 @@ def copy_verified(source: Path, target: Path, kit: ModelRef) -> Path:
     try:
         descriptor = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as error:
-        raise Refused(f"cannot read the wheel in the spool: {error}") from None
+        raise KitRefused(f"cannot read the wheel in the spool: {error}") from None
     with os.fdopen(descriptor, "rb") as stream, target.open("wb") as sink:
         while chunk := stream.read(min(CHUNK_BYTES, kit.size_bytes + 1 - size)):
             digest.update(chunk)
             sink.write(chunk)
             size += len(chunk)
             if size > kit.size_bytes:
-                raise Refused(f"the wheel in the spool is larger than the {kit.size_bytes} bytes desired")
+                raise KitRefused(f"the wheel in the spool is larger than the {kit.size_bytes} bytes desired")
     if size != kit.size_bytes or digest.hexdigest() != kit.sha256:
-        raise Refused(f"the wheel in the spool is not {kit.name} (size {size}, sha256 {digest.hexdigest()[:12]})")
+        raise KitRefused(f"the wheel in the spool is not {kit.name} (size {size}, sha256 {digest.hexdigest()[:12]})")
     return target
 
 

@@ -137,11 +137,10 @@ async def _fleet_node(
         return await build_workers(config.model_copy(update={"agents": tuple(chosen)}))
 
     node = EdgeNode(node_settings(config, version), await build(agents))
+    node.report.models = holdings.references()
     spool = KitSpool(state_dir / SPOOL_DIRECTORY)
-    if spool.available:
-        await asyncio.to_thread(
-            spool.mark_running, version
-        )  # the updater waits for this after an upgrade    node.report.models = holdings.references()
+    if spool.available:  # the updater waits for this after an upgrade
+        await asyncio.to_thread(spool.mark_running, version)
     if config.model_server is not None:
         settings = config.model_server
         try:
