@@ -57,7 +57,7 @@ from shared.messages import TaskAnswer
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, boards: list[Board]) -> None:
     llama_wheel = any(PREBUILT_WHEELS.glob("llama_cpp_python-*.whl")) or any(CACHE.glob("llama/*/*.whl"))
     backend = "llamacpp" if llama_wheel else "echo"  # no wheel: the boards could only build from an index
