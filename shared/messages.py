@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -86,16 +86,28 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class SiteAware(WireModel):
+class LeftOutWhenEmpty(WireModel):
+    """A message whose newer optional fields are left out of the JSON while empty (None or ""), so a message that
+    does not use them is the bytes it always was, and a component of an earlier release, which refuses unknown
+    fields, still reads it (a node of the previous kit must read the desired state that upgrades it)."""
+
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty_new_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.LEFT_OUT_WHEN_EMPTY:
+                if data.get(name, 0) in (None, ""):
+                    del data[name]
+        return data
+
+
+class SiteAware(LeftOutWhenEmpty):
     """A message with an optional `site`: left out of the JSON while unset, so a one-site fleet sends the bytes it
     always sent (and a component of an earlier release, which refuses unknown fields, still reads them)."""
 
-    @model_serializer(mode="wrap")
-    def _without_unset_site(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("site", "") is None:
-            del data["site"]
-        return data
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("site",)
 
 
 # --- nodes ------------------------------------------------------------------------------------------------
@@ -183,6 +195,7 @@ class NodeBeacon(SiteAware):
     A draining node is alive and finishes its runs in flight, but routers send it no new ones.
     """
 
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("site", "desired_kit")  # read by routers of the kit before
     kind: Literal["node_beacon"] = "node_beacon"
     v: Literal[1] = SCHEMA_VERSION
     node_id: Id
@@ -567,7 +580,7 @@ class DesiredAgent(WireModel):
     settings: dict[str, Any] = Field(default_factory=dict)  # other AgentConfig fields (capabilities, max_tokens...)
 
 
-class DesiredState(WireModel):
+class DesiredState(LeftOutWhenEmpty):
     """What an operator wants a node to run, retained on ``desired/{node_id}`` (operators only may write it).
 
     `generation` grows with every change (a rollback too); the node reports the generation it runs in its beacon.
@@ -576,6 +589,7 @@ class DesiredState(WireModel):
     kit runs.
     """
 
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("kit",)  # a node of the kit before reads one without a kit
     kind: Literal["desired_state"] = "desired_state"
     v: Literal[1] = SCHEMA_VERSION
     node_id: Id

@@ -27,7 +27,7 @@ from edge_agent.runtime.kit import (
 )
 from edge_agent.updater import Updater, checked_kit
 from provisioning.desired import changes, convergence, kit_version
-from shared.messages import AgentInfo, DesiredAgent, DesiredState, ModelRef, NodeBeacon, wheel_version
+from shared.messages import AgentInfo, DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode, wheel_version
 
 WHEEL_BYTES = b"PK\x03\x04 a wheel of the kit, as far as these tests care"
 NEW = ModelRef(
@@ -221,3 +221,13 @@ def test_the_agent_gives_up_waiting_for_an_absent_updater(tmp_path: Path) -> Non
     request = KitRequest(node_id="n1", generation=5, wheel=NEW)
     result = asyncio.run(spool.wait_result(request, timeout_s=0.1, poll_s=0.02))
     assert not result.ok and "did not answer within 0.1 s" in result.error
+
+
+def test_messages_without_a_kit_are_the_bytes_a_node_of_the_kit_before_reads() -> None:
+    """Unknown fields are refused, so a node of the previous kit must get no `kit` key when none is named."""
+    plain = encode(DesiredState(node_id="n1", generation=1, agents=(AGENT,)))
+    assert b'"kit"' not in plain and decode(plain, DesiredState).kit is None
+    assert decode(encode(desired()), DesiredState).kit == NEW
+    beacon = NodeBeacon(node_id="n1", epoch=1, instance_id="i", status="online")
+    assert b"desired_kit" not in encode(beacon)
+    assert decode(encode(beacon.model_copy(update={"desired_kit": "0.2.0"})), NodeBeacon).desired_kit == "0.2.0"
