@@ -13,6 +13,11 @@ when the agent writes `<state_dir>/kit-spool/request.json` (edge_agent/runtime/k
 
 A wheel runs no code when pip installs it, and with `--no-deps --no-index` nothing else is fetched or
 installed: the updater installs exactly the bytes an operator named.
+
+Errors::
+
+    SymphonyError
+    └── KitRefused   the request or the wheel's bytes are not the desired state's kit (written to result.json)
 """
 
 from __future__ import annotations

@@ -155,6 +155,17 @@ async def _apply(
         return 2
     link = await FleetLink(connection).open()
     try:
+        if (
+            kit is not None
+            and kit.url is None
+            and not any(kit.sha256 in {model.sha256 for model in beacon.models} for beacon in link.beacons.values())
+        ):
+            click.echo(
+                f"no node holds {kit.name} yet and no --model-source serves it: serve its folder with "
+                "`edge-agent models serve DIR` and name that server with --model-source",
+                err=True,
+            )
+            return 2
         found = changes(wanted, link.desired, issued_by, only=only, kit=kit)
         if not found:
             click.echo("nothing to change: every node's desired state matches the fleet file")

@@ -181,6 +181,10 @@ def test_a_kit_upgrade_spreads_from_peers_and_a_broken_wheel_is_rolled_back(
             await watch.until(lambda: {"board-1", "board-2"} <= set(watch.beacons), what="both boards online")
             assert {watch.beacons[b.name].software_version for b in boards} == {base}
 
+            unserved = [word for word in apply if not word.startswith(("--model-source", "http://"))]
+            result = await asyncio.to_thread(cli, subprocess_env, *unserved, "--kit", str(kits.new), timeout=120)
+            assert result.returncode == 2 and "no node holds" in result.stderr, result.stdout + result.stderr
+
             started = time.monotonic()
             result = await asyncio.to_thread(cli, subprocess_env, *apply, "--kit", str(kits.new), timeout=400)
             assert result.returncode == 0, result.stdout + result.stderr
