@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.backends.registry import available_backends
-from edge_agent.runtime.kit import KitRequest, KitSpool, kit_step
+from edge_agent.runtime.kit import KitRequest, KitResult, KitSpool, kit_step
 from edge_agent.runtime.node import EdgeNode
 from edge_agent.runtime.worker import AgentWorker
 from model_store.holdings import ModelHoldings
@@ -355,8 +355,12 @@ class DesiredStateApplier:
         request = KitRequest(node_id=self.node.settings.node_id, generation=target.generation, wheel=target.kit)
         self.node.set_draining("kit", True)
         await self._drain()
-        await asyncio.to_thread(self.kit.spool.hand_over, wheel, request)
-        result = await self.kit.spool.wait_result(request, self.kit.timeout_s)
+        try:
+            await asyncio.to_thread(self.kit.spool.hand_over, wheel, request)
+        except OSError as error:  # a full disk, a spool we may not write: serve on with the old kit
+            result = KitResult(generation=target.generation, sha256=target.kit.sha256, ok=False, error=str(error))
+        else:
+            result = await self.kit.spool.wait_result(request, self.kit.timeout_s)
         if result.ok:
             log.info("kit %s installed: restarting into it", result.version)
             self.kit.restart()  # stays draining until it stops: nothing new is sent to the old kit
