@@ -97,11 +97,14 @@ class Updater:
         why = f"the new kit {version} did not start within {self.start_timeout_s:g} s"
         if previous is None:
             return self.finish(request, False, f"{why}; no earlier wheel is kept to go back to")
+        # Said before the reinstall: an old kit restarted meanwhile must find the failure, not ask again.
+        result = self.finish(request, False, f"{why}; reinstalled {previous.name}")
         failure = self.install(previous, pip)
-        if not failure and previous.parent == self.keep_dir:
+        if failure:
+            return self.finish(request, False, f"{why}; pip could not reinstall {previous.name}: {failure}")
+        if previous.parent == self.keep_dir:
             self.prune(previous)
-        back = f"pip could not reinstall {previous.name}: {failure}" if failure else f"reinstalled {previous.name}"
-        return self.finish(request, False, f"{why}; {back}")
+        return result
 
     def started(self, version: str, since: float) -> bool:
         """Whether an agent of `version` wrote running.json after `since`, within the start timeout."""

@@ -23,6 +23,7 @@ agent again when it exits non-zero (`Restart=on-failure`). Both boards must come
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -135,6 +136,9 @@ class UnitsOfTheRole:
         self.restarts: dict[str, int] = {board.name: 0 for board in boards}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
+        # A unit's environment: no PYTHONPATH (this test's points at the checkout, which would shadow the kit the
+        # updater installs in the board's venv).
+        self.environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONUNBUFFERED": "1"}
 
     def __enter__(self) -> UnitsOfTheRole:
         self._thread.start()
@@ -154,8 +158,10 @@ class UnitsOfTheRole:
                 if agent.poll() not in (None, 0):  # Restart=on-failure (a kit upgrade exits 75)
                     self.restarts[board.name] += 1
                     user, command = unit_entry(self._units(board) / "symphony-edge-agent.service")
-                    log = self.fleet_dir / f"{board.name}-restart{self.restarts[board.name]}.log"
-                    in_namespace(board, user, command, log)
+                    log = (self.fleet_dir / f"{board.name}-restart{self.restarts[board.name]}.log").open("wb")
+                    runner = ["ip", "netns", "exec", board.namespace, "runuser", "-u", user, "--", *command]
+                    agent = subprocess.Popen(runner, stdout=log, stderr=subprocess.STDOUT, env=self.environment)
+                    board.services.append(agent)
                 spool = self.fleet_dir / board.name / "var/lib/symphony-edge/kit-spool"
                 running = board.name in self.updaters and self.updaters[board.name].poll() is None
                 if not running and (spool / "request.json").exists():  # the .path unit starts the oneshot
@@ -164,7 +170,9 @@ class UnitsOfTheRole:
                     assert start and not re.search(r"^User=", text, re.MULTILINE)  # root's
                     log = (self.fleet_dir / f"{board.name}-kit-update.log").open("ab")
                     command = ["ip", "netns", "exec", board.namespace, *shlex.split(start.group(1))]
-                    self.updaters[board.name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                    self.updaters[board.name] = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, env=self.environment
+                    )
                     board.services.insert(0, self.updaters[board.name])  # stopped with the board
 
 
