@@ -20,11 +20,15 @@ from edge_agent.cli.main import package_version
 PACKAGES = ("shared", "broker", "model_store", "edge_agent", "router", "provisioning", "fleet_observe", "fleet_gateway")
 
 
-def build_kit_wheel(out: Path, version: str | None = None) -> Path:
-    """A wheel of this tree (the benchmarks left out) into `out`; `version` replaces the project's version."""
+def build_kit_wheel(out: Path, version: str | None = None, broken_start: bool = False) -> Path:
+    """A wheel of this tree (the benchmarks left out) into `out`; `version` replaces the project's version;
+    `broken_start`: `edge-agent start` of that kit fails at once (a new kit that does not start)."""
     copy = out / f"tree-{version or 'base'}"
     for package in PACKAGES:
         shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    if broken_start:
+        with (copy / "edge_agent" / "cli" / "start.py").open("a") as start:
+            start.write('\nraise SystemExit("this kit is broken on purpose")\n')
     pyproject = (REPO / "pyproject.toml").read_text()
     if version is not None:
         pyproject = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject, count=1, flags=re.MULTILINE)

@@ -7,7 +7,8 @@ role's units do on a board: it runs `edge-agent start` and starts it again when 
 `.path` unit starting the root oneshot). `edge-agent fleet apply --kit ... --rolling 1` upgrades the canary, which
 fetches the wheel from the control node's model server, then the second board, which fetches it from the canary;
 both come back reporting the new version. A broken wheel (pip cannot install it) fails the canary: the old kit
-keeps serving with pip's reason in the beacon, the rollout is rolled back and exits non-zero.
+keeps serving with pip's reason in the beacon, the rollout is rolled back and exits non-zero. A kit that installs
+but does not start is replaced by the updater with the kit that ran before, which says why.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from edge_agent.cli.main import package_version
 from edge_agent.runtime.kit import REQUEST_FILE, SPOOL_DIRECTORY
 
 pytestmark = pytest.mark.slow
+RESTART_S = 1.0  # the agent unit's RestartSec (5 s on a board)
+START_TIMEOUT_S = 45  # how long the updater waits for a new kit to start (90 s on a board)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Kits:
     base: Path  # the wheel of this tree (what the boards run first)
     new: Path  # the same with its version bumped
     broken: Path  # named like a wheel of the kit, but not a wheel: pip cannot install it
+    crashing: Path  # a wheel of the kit whose `edge-agent start` fails: the new kit does not start
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,8 @@ def kits(tmp_path_factory: pytest.TempPathFactory) -> Kits:
     broken = out / "broken" / f"symphony_edge-{package_version()}.post8-py3-none-any.whl"
     broken.parent.mkdir()
     broken.write_bytes(b"not a zip file " * 100)
-    return Kits(build_kit_wheel(out), build_kit_wheel(out, new_version), broken)
+    crashing = build_kit_wheel(out, f"{package_version()}.post9", broken_start=True)
+    return Kits(build_kit_wheel(out), build_kit_wheel(out, new_version), broken, crashing)
 
 
 def make_venv(path: Path, wheel: Path) -> Path:
@@ -89,6 +94,7 @@ class Board:
     agent: subprocess.Popen[bytes] | None = None
     updater: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    exited_at: float | None = None
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_agent(self) -> None:
@@ -100,14 +106,16 @@ class Board:
     def tick(self) -> None:
         """One look: restart a failed agent (Restart=on-failure); start the updater for a request (the path unit)."""
         if self.agent is not None and self.agent.poll() not in (None, 0):
-            self.restarts += 1
-            self.start_agent()
+            self.exited_at = self.exited_at or time.monotonic()
+            if time.monotonic() - self.exited_at >= RESTART_S:
+                self.restarts, self.exited_at = self.restarts + 1, None
+                self.start_agent()
         busy = self.updater is not None and self.updater.poll() is None
         if not busy and (self.spool / REQUEST_FILE).exists():
             log = (self.folder / "updater.log").open("ab")
             command = [str(self.python), "-m", "edge_agent.cli", "kit-update", "-c", str(self.config)]
             command += ["--keep-dir", str(self.folder / "kept"), "--fallback", str(self.fallback)]
-            command += ["--start-timeout", "120"]
+            command += ["--start-timeout", str(START_TIMEOUT_S)]
             self.updater = subprocess.Popen(command, cwd=self.folder, env=_clean_env({}), stdout=log, stderr=log)
             self.others.append(self.updater)
 
@@ -162,6 +170,7 @@ def test_a_kit_upgrade_spreads_from_peers_and_a_broken_wheel_is_rolled_back(
     served.mkdir()
     shutil.copy(kits.new, served)
     shutil.copy(kits.broken, served)
+    shutil.copy(kits.crashing, served)
     port = free_port()
     processes.start("control-server", "models", "serve", str(served), "--host", "127.0.0.1", "--port", str(port))
     (tmp_path / "inventory.ini").write_text("[boards]\nboard-1\nboard-2\n")
@@ -214,6 +223,18 @@ def test_a_kit_upgrade_spreads_from_peers_and_a_broken_wheel_is_rolled_back(
             beacon = watch.beacons["board-1"]
             assert (beacon.software_version, beacon.status, beacon.desired_kit) == (new, "online", new)
             assert watch.beacons["board-2"].desired_generation == 1  # never touched
+
+            # A new kit that does not start: the updater puts back the kit that ran, which says why.
+            crashes = boards[0].restarts
+            result = await asyncio.to_thread(cli, subprocess_env, *apply, "--kit", str(kits.crashing), timeout=400)
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert f"the new kit {base}.post9 did not start within {START_TIMEOUT_S} s" in result.stderr, result.stderr
+            assert f"reinstalled {kits.new.name}" in result.stderr, result.stderr
+            await watch.until(lambda: watch.beacons["board-1"].generation == 5, what="the canary rolled back")
+            beacon = watch.beacons["board-1"]
+            assert (beacon.software_version, beacon.status) == (new, "online")
+            assert boards[0].restarts >= crashes + 3  # into the new kit, its failures, back to the old one
+
             status = await asyncio.to_thread(
                 cli, subprocess_env, "fleet", "status", "-b", amqtt_broker.url, "--fabric", fabric
             )
