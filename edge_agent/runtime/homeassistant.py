@@ -112,14 +112,13 @@ UPDATE_TEMPLATE = (
 )
 
 
-KIT_UPDATE_TEMPLATE = (
+KIT_UPDATE_TEMPLATE = (  # a beacon leaves desired_kit out while no kit is named
+    "{% set wanted = value_json.desired_kit | default('') %}"
     "{{ {'installed_version': value_json.software_version,"
-    " 'latest_version': value_json.desired_kit or value_json.software_version,"
+    " 'latest_version': wanted or value_json.software_version,"
     " 'title': 'symphony-edge',"
-    " 'release_summary': value_json.desired_error if value_json.desired_kit"
-    " and value_json.desired_kit != value_json.software_version else '',"
-    " 'in_progress': value_json.desired_kit != '' and value_json.desired_kit != value_json.software_version"
-    " and not value_json.desired_error}"
+    " 'release_summary': value_json.desired_error if wanted and wanted != value_json.software_version else '',"
+    " 'in_progress': wanted != '' and wanted != value_json.software_version and not value_json.desired_error}"
     " | tojson }}"
 )
 
