@@ -4,6 +4,8 @@ A node announces what it holds in its beacon (`ModelRef`s) and serves exactly th
 only (never by a path a peer names). Hashing a model takes seconds, so each file's digest is cached in
 `<models dir>/.index.json` against its size and modification time; a changed file is hashed again.
 
+Kit wheels (`*.whl`) are held, served and fetched the same way, beside the models.
+
 Fetched models are stored as `<safe name>-<sha256[:12]><suffix>` in the models directory: the name a person
 gave is kept for `edge-agent models list`, the digest makes two different files of one name distinct.
 """
@@ -23,6 +25,7 @@ from shared.messages import ModelRef
 INDEX_FILE = ".index.json"
 HASH_CHUNK_BYTES = 1 << 20
 MODEL_SUFFIXES = (".gguf",)
+HELD_SUFFIXES = (*MODEL_SUFFIXES, ".whl")  # kit wheels travel like models (docs/fleet-operations.md)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -37,7 +40,7 @@ def sha256_file(path: Path) -> str:
 def stored_name(reference: ModelRef) -> str:
     """The file name a fetched model gets: a safe form of its name, its digest's head, its suffix."""
     base = Path(reference.name).name
-    suffix = Path(base).suffix if Path(base).suffix in MODEL_SUFFIXES else ".gguf"
+    suffix = Path(base).suffix if Path(base).suffix in HELD_SUFFIXES else ".gguf"
     stem = _UNSAFE.sub("_", Path(base).stem).lstrip(".")[:64] or "model"
     return f"{stem}-{reference.sha256[:12]}{suffix}"
 
@@ -63,7 +66,7 @@ class ModelHoldings:
         """Look at the directory again (hashing new or changed files); returns what is held."""
         files = list(self.extra_files)
         if self.directory.is_dir():
-            files += [p for p in sorted(self.directory.iterdir()) if p.is_file() and p.suffix in MODEL_SUFFIXES]
+            files += [p for p in sorted(self.directory.iterdir()) if p.is_file() and p.suffix in HELD_SUFFIXES]
         found: dict[str, HeldModel] = {}
         for path in files:
             held = self._describe(path)

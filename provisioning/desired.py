@@ -1,7 +1,8 @@
 """Desired states from the fleet file (pure, apart from hashing model files on the control node).
 
 The same fleet file and inventory that `edge-agent provision` reads say what each node should run; this module
-turns them into one `DesiredState` per node (agents with their model by name + sha256 + size), decides which
+turns them into one `DesiredState` per node (agents with their model by name + sha256 + size, and the kit wheel
+when `fleet apply --kit` names one), decides which
 nodes change (a new generation only where the agents differ from the retained desired state), and tells whether
 a node's beacon shows it converged.
 """
@@ -18,7 +19,7 @@ from model_store.holdings import sha256_file
 from provisioning.plan import FleetPlan
 from provisioning.targets import needs_model_file
 from shared.config import AgentConfig
-from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon
+from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, wheel_version
 
 _DIRECT_FIELDS = frozenset({"agent_id", "preset", "backend", "model", "max_in_flight", "backend_settings"})
 
@@ -41,6 +42,13 @@ def model_reference(
     if cache is not None:
         cache[spec] = reference
     return reference
+
+
+def kit_reference(wheel: Path, source: str | None = None) -> ModelRef:
+    """The content reference of a kit wheel built on the control node (`source`: a model server as its `url`)."""
+    digest = sha256_file(wheel)
+    url = f"{source.rstrip('/')}/models/{digest}" if source is not None else None
+    return ModelRef(name=wheel.name, sha256=digest, size_bytes=wheel.stat().st_size, url=url)
 
 
 def desired_agent(agent: AgentConfig, model: ModelRef | None) -> DesiredAgent:
@@ -95,20 +103,41 @@ def changes(
     issued_by: str,
     now: float | None = None,
     only: set[str] | None = None,
+    kit: ModelRef | None = None,
 ) -> list[Change]:
-    """The nodes whose agents differ from their retained desired state, each with the next generation."""
+    """The nodes whose agents (or kit) differ from their retained desired state, each with the next generation.
+
+    `kit` None keeps the kit each retained state names (an apply without `--kit` never changes the kit).
+    """
     now = time.time() if now is None else now
     found = []
     for node_id, agents in sorted(wanted.items()):
         if only is not None and node_id not in only:
             continue
         previous = current.get(node_id)
-        if previous is not None and previous.agents == agents:
+        node_kit = kit if kit is not None else (previous.kit if previous else None)
+        if previous is not None and previous.agents == agents and _same_kit(previous.kit, node_kit):
             continue
         generation = (previous.generation if previous else 0) + 1
-        new = DesiredState(node_id=node_id, generation=generation, agents=agents, issued_by=issued_by, issued_at=now)
+        new = DesiredState(
+            node_id=node_id, generation=generation, agents=agents, kit=node_kit, issued_by=issued_by, issued_at=now
+        )
         found.append(Change(node_id, previous, new))
     return found
+
+
+def _same_kit(before: ModelRef | None, after: ModelRef | None) -> bool:
+    return (before.sha256 if before else None) == (after.sha256 if after else None)
+
+
+def kit_version(kit: ModelRef | None) -> str:
+    """The version of the kit a desired state names ("" when none)."""
+    if kit is None:
+        return ""
+    try:
+        return wheel_version(kit.name)
+    except ValueError:
+        return kit.name[:64]
 
 
 def rollback_of(change: Change, generation: int, issued_by: str, now: float | None = None) -> DesiredState | None:
@@ -132,21 +161,30 @@ class Convergence:
     status: str
     converged: bool
     why: str
+    kit_desired: str = ""  # the kit version the desired state names ("": none)
+    kit_reported: str = ""  # the kit version the node runs (its beacon's software_version)
 
 
 def convergence(node_id: str, desired: DesiredState | None, beacon: NodeBeacon | None) -> Convergence:
     """Compare what an operator published with what the node reports in its beacon."""
     wanted = desired.generation if desired else 0
+    kits = {"kit_desired": kit_version(desired.kit if desired else None)}
     if beacon is None:
-        return Convergence(node_id, wanted, None, "unknown", False, "no beacon: the node never announced itself")
+        return Convergence(
+            node_id, wanted, None, "unknown", False, "no beacon: the node never announced itself", **kits
+        )
+    kits["kit_reported"] = beacon.software_version
     reported = beacon.generation
     if beacon.status == "offline":
-        return Convergence(node_id, wanted, reported, "offline", False, "offline")
+        return Convergence(node_id, wanted, reported, "offline", False, "offline", **kits)
     if reported == wanted:
         why = "draining (operator)" if beacon.drain_requested else ""
-        return Convergence(node_id, wanted, reported, beacon.status, True, why)
+        return Convergence(node_id, wanted, reported, beacon.status, True, why, **kits)
     if beacon.desired_generation == wanted and beacon.desired_error:
-        return Convergence(node_id, wanted, reported, beacon.status, False, beacon.desired_error)
+        return Convergence(node_id, wanted, reported, beacon.status, False, beacon.desired_error, **kits)
     if beacon.desired_generation == wanted:
-        return Convergence(node_id, wanted, reported, beacon.status, False, "applying (fetching, loading or draining)")
-    return Convergence(node_id, wanted, reported, beacon.status, False, "has not seen this generation yet")
+        doing = "applying (fetching, loading or draining)"
+        if kits["kit_desired"] and kits["kit_desired"] != beacon.software_version:
+            doing = f"upgrading the kit {beacon.software_version} -> {kits['kit_desired']}"
+        return Convergence(node_id, wanted, reported, beacon.status, False, doing, **kits)
+    return Convergence(node_id, wanted, reported, beacon.status, False, "has not seen this generation yet", **kits)

@@ -30,6 +30,7 @@ into a one-line message). Where callers also catch a builtin, it stays a second 
     ├── PlanParseError (ValueError)    router.planning: a planner's output holds no usable step
     ├── RouterIdentityError (ValueError)  router.identity: the router id file holds no usable id
     ├── ForeignHost                    fleet_observe.web: a loopback dashboard asked under another host name
+    ├── KitRefused                     edge_agent.updater: a kit wheel the desired state does not name (not installed)
     ├── the gateway's, each answered in OpenAI's error shape (fleet_gateway):
     │   GatewayError (app), Refused (limits), QuotaExceeded and CapExceeded (quotas),
     │   UnknownModel and BadRequest (openai_api), InvalidReply (structured)

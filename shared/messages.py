@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -86,16 +86,28 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class SiteAware(WireModel):
+class LeftOutWhenEmpty(WireModel):
+    """A message whose newer optional fields are left out of the JSON while empty (None or ""), so a message that
+    does not use them is the bytes it always was, and a component of an earlier release, which refuses unknown
+    fields, still reads it (a node of the previous kit must read the desired state that upgrades it)."""
+
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty_new_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.LEFT_OUT_WHEN_EMPTY:
+                if data.get(name, 0) in (None, ""):
+                    del data[name]
+        return data
+
+
+class SiteAware(LeftOutWhenEmpty):
     """A message with an optional `site`: left out of the JSON while unset, so a one-site fleet sends the bytes it
     always sent (and a component of an earlier release, which refuses unknown fields, still reads them)."""
 
-    @model_serializer(mode="wrap")
-    def _without_unset_site(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("site", "") is None:
-            del data["site"]
-        return data
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("site",)
 
 
 # --- nodes ------------------------------------------------------------------------------------------------
@@ -162,12 +174,28 @@ class ModelRef(WireModel):
     url: str | None = Field(default=None, max_length=2000)
 
 
+KIT_DISTRIBUTION = "symphony_edge"
+# {distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl (PEP 427), the distribution normalised
+_WHEEL_NAME = re.compile(r"^([A-Za-z0-9_.]+)-([A-Za-z0-9_.!+]+)(-\d[A-Za-z0-9_]*)?-[\w.]+-[\w.]+-[\w.]+\.whl$")
+
+
+def wheel_version(name: str) -> str:
+    """The version in a kit wheel's file name; ValueError when it is not a wheel of symphony-edge."""
+    matched = _WHEEL_NAME.match(name)
+    if matched is None:
+        raise ValueError(f"{name!r} is not a wheel file name (name-version-python-abi-platform.whl)")
+    if matched.group(1).lower().replace(".", "_").replace("-", "_") != KIT_DISTRIBUTION:
+        raise ValueError(f"{name!r} is not a wheel of symphony-edge")
+    return matched.group(2)
+
+
 class NodeBeacon(SiteAware):
     """Retained birth (online), death (offline, also the MQTT Will) or `draining` certificate of a node.
 
     A draining node is alive and finishes its runs in flight, but routers send it no new ones.
     """
 
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("site", "desired_kit")  # read by routers of the kit before
     kind: Literal["node_beacon"] = "node_beacon"
     v: Literal[1] = SCHEMA_VERSION
     node_id: Id
@@ -185,6 +213,7 @@ class NodeBeacon(SiteAware):
     drain_requested: bool = False  # an operator asked it to drain (`edge-agent drain`)
     models: tuple[ModelRef, ...] = Field(default=(), max_length=256)  # model files it holds and serves to peers
     model_server: str = Field(default="", max_length=300)  # http://host:port/ of its model server ("" : none)
+    desired_kit: str = Field(default="", max_length=64)  # the kit version its desired state names ("": none named)
 
 
 class AgentState(WireModel):
@@ -551,17 +580,24 @@ class DesiredAgent(WireModel):
     settings: dict[str, Any] = Field(default_factory=dict)  # other AgentConfig fields (capabilities, max_tokens...)
 
 
-class DesiredState(WireModel):
+class DesiredState(LeftOutWhenEmpty):
     """What an operator wants a node to run, retained on ``desired/{node_id}`` (operators only may write it).
 
     `generation` grows with every change (a rollback too); the node reports the generation it runs in its beacon.
+    `kit` names a wheel of the kit by content, like a model: the node fetches it from peers, installs it through
+    its privileged updater and restarts before it applies the agents; its beacon's `software_version` says which
+    kit runs.
     """
 
+    LEFT_OUT_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("kit",)  # a node of the kit before reads one without a kit
     kind: Literal["desired_state"] = "desired_state"
     v: Literal[1] = SCHEMA_VERSION
     node_id: Id
     generation: int = Field(ge=1)
     agents: tuple[DesiredAgent, ...] = Field(default=(), max_length=64)
+    kit: ModelRef | None = (
+        None  # a symphony-edge wheel to run (None: keep the installed kit); see docs/fleet-operations.md
+    )
     issued_by: str = Field(default="", max_length=128)
     issued_at: float = 0.0
 

@@ -39,6 +39,12 @@ def fleet() -> None:
     "--model-source",
     help="A model server (`edge-agent models serve`) nodes may fetch from when no peer holds a model yet.",
 )
+@click.option(
+    "--kit",
+    "kit_wheel",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A symphony-edge wheel every node of the fleet file should run (installed by its kit updater).",
+)
 def apply(
     fleet_file: Path,
     inventory: Path | None,
@@ -52,8 +58,13 @@ def apply(
     wait: bool,
     dry_run: bool,
     model_source: str | None,
+    kit_wheel: Path | None,
 ) -> None:
-    """Publish each node's desired state from FLEET_FILE (the file `edge-agent provision` reads)."""
+    """Publish each node's desired state from FLEET_FILE (the file `edge-agent provision` reads).
+
+    With --kit, the nodes also upgrade (or downgrade) their kit to that wheel: they fetch it from peers (the node
+    that holds it, or --model-source serving it), drain, install it through their kit updater and restart.
+    """
     if rolling is not None and rolling < 1:
         raise click.UsageError("--rolling takes a batch size of at least 1")
     from provisioning.errors import ProvisioningError
@@ -61,12 +72,13 @@ def apply(
     config = fabric_config(config_path, brokers, fabric)
     try:
         wanted = _wanted(fleet_file, inventory, model_source)
+        kit = _kit(kit_wheel, model_source) if kit_wheel is not None else None
     except ProvisioningError as error:
         raise click.ClickException(str(error)) from None
     connection = config.connection.model_copy(update={"fabric": _fleet_fabric(fleet_file, config.connection)})
     issued_by = connection.username or config.node_id
     code = run_async(
-        _apply(connection, wanted, set(nodes) or None, rolling, deadline_s, probe, wait, dry_run, issued_by)
+        _apply(connection, wanted, set(nodes) or None, rolling, deadline_s, probe, wait, dry_run, issued_by, kit)
     )
     sys.exit(code)
 
@@ -103,6 +115,18 @@ def _wanted(fleet_file: Path, inventory: Path | None, model_source: str | None) 
     return wanted_agents(plan, locate, model_source)
 
 
+def _kit(wheel: Path, model_source: str | None) -> Any:
+    from provisioning.desired import kit_reference
+    from provisioning.errors import ProvisioningError
+    from shared.messages import wheel_version
+
+    try:
+        wheel_version(wheel.name)
+    except ValueError as error:
+        raise ProvisioningError(f"--kit: {error}") from None
+    return kit_reference(wheel, model_source)
+
+
 def _beside(fleet_file: Path) -> Path:
     for name in ("inventory.ini", "inventory.yml", "inventory.yaml", "hosts", "hosts.ini"):
         if (fleet_file.parent / name).is_file():
@@ -120,6 +144,7 @@ async def _apply(
     wait: bool,
     dry_run: bool,
     issued_by: str,
+    kit: Any = None,
 ) -> int:
     from provisioning.desired import changes
     from provisioning.rollout import FleetLink, roll_out, wait_converged
@@ -130,13 +155,25 @@ async def _apply(
         return 2
     link = await FleetLink(connection).open()
     try:
-        found = changes(wanted, link.desired, issued_by, only=only)
+        if (
+            kit is not None
+            and kit.url is None
+            and not any(kit.sha256 in {model.sha256 for model in beacon.models} for beacon in link.beacons.values())
+        ):
+            click.echo(
+                f"no node holds {kit.name} yet and no --model-source serves it: serve its folder with "
+                "`edge-agent models serve DIR` and name that server with --model-source",
+                err=True,
+            )
+            return 2
+        found = changes(wanted, link.desired, issued_by, only=only, kit=kit)
         if not found:
             click.echo("nothing to change: every node's desired state matches the fleet file")
             return 0
         for change in found:
             before = f"generation {change.previous.generation}" if change.previous else "its config file"
-            click.echo(f"{change.node_id}: {before} -> generation {change.new.generation}")
+            kit_change = _kit_change(change)
+            click.echo(f"{change.node_id}: {before} -> generation {change.new.generation}{kit_change}")
         if dry_run:
             return 0
         if rolling is not None:
@@ -161,6 +198,14 @@ async def _apply(
         return 1 if failures else 0
     finally:
         await link.close()
+
+
+def _kit_change(change: Any) -> str:
+    from provisioning.desired import kit_version
+
+    before = kit_version(change.previous.kit if change.previous else None)
+    after = kit_version(change.new.kit)
+    return f" (kit {before or 'as installed'} -> {after})" if after != before else ""
 
 
 @fleet.command()
@@ -192,12 +237,13 @@ async def _status(connection: ConnectionSettings, settle_s: float) -> list[Any]:
 
 
 def _table(rows: list[Any]) -> str:
-    header = ("NODE", "DESIRED", "REPORTED", "STATUS", "CONVERGED", "WHY")
+    header = ("NODE", "DESIRED", "REPORTED", "KIT", "STATUS", "CONVERGED", "WHY")
     lines = [header] + [
         (
             row.node_id,
             str(row.desired),
             "-" if row.reported is None else str(row.reported),
+            _kit_cell(row.kit_reported, row.kit_desired),
             row.status,
             "yes" if row.converged else "no",
             row.why,
@@ -208,6 +254,13 @@ def _table(rows: list[Any]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1] for line in lines
     )
+
+
+def _kit_cell(reported: str, desired: str) -> str:
+    """The kit a node runs, and the one it should run when they differ."""
+    if not desired or desired == reported:
+        return reported or "-"
+    return f"{reported or '-'} -> {desired}"
 
 
 @click.command()

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fleet": ("edge_agent.cli.fleet", "Publish desired states from the fleet file; show who converged."),
     "drain": ("edge_agent.cli.fleet", "Take a node out of routing (its runs in flight finish)."),
     "undrain": ("edge_agent.cli.fleet", "Put a drained node back into routing."),
+    "kit-update": ("edge_agent.cli.kit", "Install the kit wheel a node's desired state names (the root updater)."),
 }
 
 

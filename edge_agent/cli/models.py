@@ -73,7 +73,8 @@ def pull_command(name_or_url: str) -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
 @click.option("--max-uploads", default=4, show_default=True, type=click.IntRange(min=1), help="Downloads at once.")
 def serve_command(directory: Path | None, host: str, port: int, max_uploads: int) -> None:
-    """Serve the .gguf files of DIRECTORY to the fleet's nodes, by sha256 (default: the artifact cache's models).
+    """Serve the .gguf files and kit wheels (.whl) of DIRECTORY to the fleet's nodes, by sha256 (default: the
+    artifact cache's models).
 
     Name it in `edge-agent fleet apply --model-source http://<this host>:<port>`: nodes fetch from their peers
     first and from here only when no peer holds a model yet.

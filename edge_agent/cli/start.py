@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ def start(
     if host_gateway:
         companions.append(_gateway_companion(config, gateway_port))
     hosts = [_broker_host(config)] if config.broker is not None else []
-    run_async(run_node(config, package_version(), companions, hosts))
+    code = run_async(run_node(config, package_version(), companions, hosts))
+    if code:
+        sys.exit(code)  # a kit upgrade: the service manager (Restart=on-failure) starts the new kit
 
 
 def _with_quick_agent(

@@ -16,7 +16,8 @@ from edge_agent.backends.base import Backend
 from edge_agent.backends.registry import choose_backend, create_backend, default_cost_per_1k_tokens, detect_platform
 from edge_agent.backends.throughput import measure_tokens_per_second
 from edge_agent.personas import FINAL_ANSWER_INSTRUCTION, get_persona
-from edge_agent.runtime.desired import DesiredStateApplier, applied_agents, load_applied
+from edge_agent.runtime.desired import DesiredStateApplier, KitUpgrades, applied_agents, load_applied
+from edge_agent.runtime.kit import RESTART_EXIT_CODE, SPOOL_DIRECTORY, KitSpool
 from edge_agent.runtime.node import EdgeNode, NodeSettings
 from edge_agent.runtime.worker import AgentProfile, AgentWorker
 from model_store import ModelNotFound, default_model_path, resolve_model
@@ -121,7 +122,9 @@ def open_holdings(state_dir: Path) -> ModelHoldings:
     return holdings
 
 
-async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -> tuple[EdgeNode, DesiredStateApplier]:
+async def _fleet_node(
+    config: NodeConfig, version: str, stack: AsyncExitStack, restart: Callable[[], None]
+) -> tuple[EdgeNode, DesiredStateApplier]:
     """The node with the agents of its last applied desired state (else its config), following desired states."""
     state_dir = config.resolved_state_dir()
     holdings = await asyncio.to_thread(open_holdings, state_dir)
@@ -135,6 +138,9 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
 
     node = EdgeNode(node_settings(config, version), await build(agents))
     node.report.models = holdings.references()
+    spool = KitSpool(state_dir / SPOOL_DIRECTORY)
+    if spool.available:  # the updater waits for this after an upgrade
+        await asyncio.to_thread(spool.mark_running, version)
     if config.model_server is not None:
         settings = config.model_server
         try:
@@ -155,6 +161,7 @@ async def _fleet_node(config: NodeConfig, version: str, stack: AsyncExitStack) -
         applied,
         drain_timeout_s=config.drain_timeout_s,
         current_agents=agents,
+        kit=KitUpgrades(spool, version, restart),
     )
     node.before_connect.append(applier.attach)
     return node, applier
@@ -165,21 +172,27 @@ Companion = Callable[[], AbstractAsyncContextManager[Any]]
 
 async def run_node(
     config: NodeConfig, version: str, companions: Sequence[Companion] = (), hosts: Sequence[Companion] = ()
-) -> None:
-    """Run a node until SIGINT/SIGTERM.
+) -> int:
+    """Run a node until SIGINT/SIGTERM (exit code 0), or until a kit upgrade asks for a restart (RESTART_EXIT_CODE:
+    the service manager starts the new kit).
 
     `hosts` are started before the node and stopped after it (the CLI passes the embedded broker here);
     `companions` are started after the node and stopped before it (the router, the gateway). The CLI ties
     them in, so the agent runtime never imports the broker, the router or the gateway.
     """
-    stop = asyncio.Event()
+    stop, exit_code = asyncio.Event(), [0]
+
+    def restart() -> None:
+        exit_code[0] = RESTART_EXIT_CODE
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     async with AsyncExitStack() as stack:
         for host in hosts:
             await stack.enter_async_context(host())
-        node, applier = await _fleet_node(config, version, stack)
+        node, applier = await _fleet_node(config, version, stack, restart)
         workers = list(node.workers.values())
         await node.start()
         stack.push_async_callback(node.stop)
@@ -196,4 +209,5 @@ async def run_node(
         agents = ", ".join(f"{w.profile.agent_id} ({w.backend.name}, {w.profile.persona})" for w in workers)
         print(f"node {config.node_id} online (epoch {node.epoch}) with agents: {agents}", flush=True)
         await stop.wait()
-        print(f"node {config.node_id} stopping", flush=True)
+        print(f"node {config.node_id} stopping" + (" to restart into a new kit" if exit_code[0] else ""), flush=True)
+    return exit_code[0]

@@ -5,6 +5,9 @@
         ▼
     check (backend installed? model fits the board's memory?)  ── no ──► beacon: desired_error, old agents serve on
         ▼
+    another kit wheel named? fetch it, drain, hand it to the root updater, restart into it (runtime/kit.py);
+        the new kit carries on from here
+        ▼
     fetch missing models from peers (model_store.peers), sha256-checked
         ▼
     load the new agents while the old ones still serve
@@ -27,9 +30,11 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.backends.registry import available_backends
+from edge_agent.runtime.kit import KitRequest, KitResult, KitSpool, kit_step
 from edge_agent.runtime.node import EdgeNode
 from edge_agent.runtime.worker import AgentWorker
 from model_store.holdings import ModelHoldings
@@ -38,7 +43,7 @@ from shared import topics as routes
 from shared.config import AgentConfig
 from shared.errors import MessageError
 from shared.files import write_atomic
-from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode
+from shared.messages import DesiredAgent, DesiredState, ModelRef, NodeBeacon, decode, encode, wheel_version
 from shared.mqtt import FabricClient
 
 log = logging.getLogger(__name__)
@@ -158,6 +163,17 @@ def load_applied(state_dir: Path, node_id: str) -> DesiredState | None:
     return state if state.node_id == node_id else None
 
 
+@dataclass(frozen=True)
+class KitUpgrades:
+    """What a node needs to change its own kit: the spool of its updater, the version it runs, and how to stop
+    so that its service manager starts the new kit (`restart`)."""
+
+    spool: KitSpool
+    running: str
+    restart: Callable[[], None]
+    timeout_s: float = 600.0
+
+
 # --- the applier ------------------------------------------------------------------------------------------
 
 
@@ -180,6 +196,7 @@ class DesiredStateApplier:
         fetch_deadline_s: float = 1800.0,
         memory: int | None = None,
         current_agents: Sequence[AgentConfig] | None = None,
+        kit: KitUpgrades | None = None,
     ) -> None:
         self.node = node
         self.own_agents = tuple(own_agents)
@@ -192,6 +209,7 @@ class DesiredStateApplier:
         self.memory = memory if memory is not None else memory_bytes()
         self.peers = PeerDirectory(node.settings.node_id)
         self.current_agents = list(current_agents if current_agents is not None else own_agents)
+        self.kit = kit
         self._target: DesiredState | None = applied
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -201,6 +219,7 @@ class DesiredStateApplier:
         self._stopping = False
         node.report.generation = applied.generation if applied else 0
         node.report.desired_generation = node.report.generation
+        node.report.desired_kit = _kit_version(applied)
 
     async def attach(self, client: FabricClient) -> None:
         """Subscribe (before CONNECT, so the retained desired state arrives with the connection)."""
@@ -267,11 +286,14 @@ class DesiredStateApplier:
     async def apply(self, target: DesiredState | None) -> bool:
         """Converge on `target` (None: the node's own config); True when it runs, else the beacon says why."""
         generation = target.generation if target else 0
+        self.node.report.desired_kit = _kit_version(target)
         self._report(generation, "")
         if target is not None:
             problems = desired_problems(target, available_backends(), is_importable, self.memory)
             if problems:
                 self._report(generation, "; ".join(problems))
+                return False
+            if not await self._kit_runs(target):
                 return False
         try:
             agents = await self._agent_configs(target)
@@ -295,6 +317,49 @@ class DesiredStateApplier:
         self.node.announce()
         log.info("node %s runs desired generation %s", self.node.settings.node_id, generation)
         return True
+
+    async def _kit_runs(self, target: DesiredState) -> bool:
+        """True when the desired kit (if any) runs; else it is being installed (the node restarts) or cannot be."""
+        running = self.kit.running if self.kit is not None else ""
+        last = self.kit.spool.last_result() if self.kit is not None else None
+        step, why = kit_step(target.kit, running, target.generation, last)
+        if step == "keep":
+            return True
+        if step == "upgrade" and (self.kit is None or not self.kit.spool.available):
+            where = self.kit.spool.directory if self.kit is not None else "its kit spool"
+            step, why = "failed", f"this node has no kit updater ({where} is missing): upgrade it with provisioning"
+        if step == "failed":
+            self._report(target.generation, why)
+            return False
+        await self._upgrade_kit(target)
+        return False
+
+    async def _upgrade_kit(self, target: DesiredState) -> None:
+        """Fetch the wheel, drain, hand it to the updater; on success stop for the restart, else serve on."""
+        assert self.kit is not None and target.kit is not None
+        try:
+            wheel = await self._ensure_model(target.kit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # no peer has it, a wrong sha256: say why, keep serving the old kit
+            self._report(target.generation, f"kit: {error}")
+            return
+        self._committed = True
+        request = KitRequest(node_id=self.node.settings.node_id, generation=target.generation, wheel=target.kit)
+        self.node.set_draining("kit", True)
+        await self._drain()
+        try:
+            await asyncio.to_thread(self.kit.spool.hand_over, wheel, request)
+        except OSError as error:  # a full disk, a spool we may not write: serve on with the old kit
+            result = KitResult(generation=target.generation, sha256=target.kit.sha256, ok=False, error=str(error))
+        else:
+            result = await self.kit.spool.wait_result(request, self.kit.timeout_s)
+        if result.ok:
+            log.info("kit %s installed: restarting into it", result.version)
+            self.kit.restart()  # stays draining until it stops: nothing new is sent to the old kit
+            return
+        self.node.set_draining("kit", False)
+        self._report(target.generation, f"kit upgrade to {target.kit.name} failed: {result.error}")
 
     async def _load_then_swap(self, agents: list[AgentConfig], generation: int) -> bool:
         """Room for both: load the new agents while the old ones serve, then drain and swap (the short way)."""
@@ -392,6 +457,15 @@ class DesiredStateApplier:
                 write_atomic(path, encode(target))
         except OSError as error:  # the node runs it anyway; after a restart it follows the retained state again
             log.warning("could not keep the applied desired state in %s: %s", path, error)
+
+
+def _kit_version(target: DesiredState | None) -> str:
+    if target is None or target.kit is None:
+        return ""
+    try:
+        return wheel_version(target.kit.name)
+    except ValueError:
+        return target.kit.name[:64]
 
 
 def model_bytes(agents: Sequence[AgentConfig]) -> int:

@@ -3,6 +3,7 @@
     <prefix>/sensor/<node object>/<agent>_<metric>/config     load (%), queue, tokens/s, latency p50 (ms)
     <prefix>/binary_sensor/<node object>/online/config        connectivity: follows the beacon (and its Will)
     <prefix>/update/<node object>/agents/config               installed vs desired generation (fleet operations)
+    <prefix>/update/<node object>/kit/config                  installed vs desired kit version (`fleet apply --kit`)
     <prefix>/switch/<node object>/drain/config                drain switch: writes the node's retained drain order
 
 The configs are retained and point at the fabric's own topics, so nothing else is published for Home Assistant:
@@ -111,6 +112,17 @@ UPDATE_TEMPLATE = (
 )
 
 
+KIT_UPDATE_TEMPLATE = (  # a beacon leaves desired_kit out while no kit is named
+    "{% set wanted = value_json.desired_kit | default('') %}"
+    "{{ {'installed_version': value_json.software_version,"
+    " 'latest_version': wanted or value_json.software_version,"
+    " 'title': 'symphony-edge',"
+    " 'release_summary': value_json.desired_error if wanted and wanted != value_json.software_version else '',"
+    " 'in_progress': wanted != '' and wanted != value_json.software_version and not value_json.desired_error}"
+    " | tojson }}"
+)
+
+
 def operation_configs(
     topics: Topics,
     beacon: NodeBeacon,
@@ -119,7 +131,7 @@ def operation_configs(
     availability: dict[str, Any],
     origin: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    """The `update` entity (installed vs desired generation) and the drain `switch` of a node."""
+    """The `update` entities (installed vs desired generation, and kit version) and the drain `switch` of a node."""
     node = node_object(topics.fabric, beacon.node_id)
     beacon_topic = topics.beacon(beacon.node_id)
     drain_on = NodeControl(node_id=beacon.node_id, drain=True, reason="Home Assistant")
@@ -130,6 +142,16 @@ def operation_configs(
             "unique_id": f"{node}_agents_update",
             "state_topic": beacon_topic,
             "value_template": UPDATE_TEMPLATE,
+            "entity_category": "diagnostic",
+            "device": device,
+            "origin": origin,
+            **availability,
+        },
+        f"{prefix}/update/{node}/kit/config": {
+            "name": "kit",
+            "unique_id": f"{node}_kit_update",
+            "state_topic": beacon_topic,
+            "value_template": KIT_UPDATE_TEMPLATE,
             "entity_category": "diagnostic",
             "device": device,
             "origin": origin,

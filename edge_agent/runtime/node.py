@@ -74,7 +74,8 @@ class NodeReport:
     desired_error: str = ""
     models: tuple[ModelRef, ...] = ()
     model_server: str = ""
-    drain_reasons: set[str] = field(default_factory=set)  # "operator", "swap": draining while any is set
+    desired_kit: str = ""  # the kit version the desired state names ("": none)
+    drain_reasons: set[str] = field(default_factory=set)  # "operator", "swap", "kit": draining while any is set
 
 
 BeforeConnect = Callable[[FabricClient], Awaitable[None]]
@@ -171,6 +172,7 @@ class EdgeNode:
             drain_requested="operator" in self.report.drain_reasons,
             models=self.report.models[:256],
             model_server=self.report.model_server,
+            desired_kit=self.report.desired_kit,
         )
 
     @property

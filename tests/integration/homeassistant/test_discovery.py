@@ -97,7 +97,7 @@ async def scenario(broker: RunningBroker, fabric: str, tmp_path: Path) -> dict[s
     found: dict[str, Any] = {}
     try:
         await home.start(config_filter(fabric, "n1"), topics.beacon("n1"), topics.state("n1"))
-        await until(lambda: len(home.configs()) == 7 and topics.state("n1") in home.messages)
+        await until(lambda: len(home.configs()) == 8 and topics.state("n1") in home.messages)
         found["configs"] = home.configs()
         found["beacon"], found["state"] = home.latest(topics.beacon("n1")), home.latest(topics.state("n1"))
         before = {topic: len(home.messages[topic]) for topic in found["configs"]}
@@ -128,6 +128,7 @@ def test_a_node_is_a_home_assistant_device_with_valid_discovery_configs(
         ("sensor", "n1-math_tokens_per_second"),
         ("switch", "drain"),
         ("update", "agents"),
+        ("update", "kit"),
     ]
     for topic, config in configs.items():
         component = topic.split("/")[1]
@@ -145,6 +146,17 @@ def test_a_node_is_a_home_assistant_device_with_valid_discovery_configs(
     update = configs[f"homeassistant/update/{node_id}/agents/config"]
     versions = json.loads(render(update["value_template"], found["beacon"]))
     assert versions["installed_version"] == versions["latest_version"] == "generation 0"
+    kit = configs[f"homeassistant/update/{node_id}/kit/config"]
+    beacon = json.loads(found["beacon"])
+    versions = json.loads(render(kit["value_template"], found["beacon"]))
+    assert versions["installed_version"] == versions["latest_version"] == beacon["software_version"]
+    assert versions["in_progress"] is False
+    upgrading = json.dumps({**beacon, "desired_kit": "9.9.9"}).encode()  # `fleet apply --kit` of a 9.9.9 wheel
+    versions = json.loads(render(kit["value_template"], upgrading))
+    assert (versions["latest_version"], versions["in_progress"]) == ("9.9.9", True)
+    failed = json.dumps({**beacon, "desired_kit": "9.9.9", "desired_error": "pip could not install"}).encode()
+    versions = json.loads(render(kit["value_template"], failed))
+    assert (versions["release_summary"], versions["in_progress"]) == ("pip could not install", False)
     drain = configs[f"homeassistant/switch/{node_id}/drain/config"]
     assert drain["command_topic"] == f"symphony/{fabric}/control/n1"  # what `edge-agent drain` writes
     assert json.loads(drain["payload_on"])["drain"] is True and json.loads(drain["payload_off"])["drain"] is False
@@ -174,7 +186,7 @@ def test_decommission_removes_the_device_from_home_assistant(
         return list(home.configs())
 
     asyncio.run(asyncio.wait_for(publish_configs(), 30))
-    assert len(asyncio.run(retained_configs())) == 7  # 5 sensors, the update entity, the drain switch
+    assert len(asyncio.run(retained_configs())) == 8  # 5 sensors, the two update entities, the drain switch
     command = [sys.executable, "-m", "edge_agent.cli", "decommission", "--node-id", "n1"]
     command += ["--broker", amqtt_broker.url, "--fabric", fabric]
     done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=60)

@@ -13,19 +13,29 @@ Then the fleet changes over the fabric, without Ansible (docs/fleet-operations.m
 holds is named in the fleet file, `edge-agent fleet apply --rolling 1` publishes the desired states, board2
 fetches the model from board1's model server, both drain, swap and report the new generation, and a task is
 answered by both boards' new agents.
+
+Last, the kit itself is upgraded over the fabric: a wheel of this tree with its version bumped, served by the
+control node, named with `fleet apply --kit`. The test plays systemd for the units the role installed: it runs the
+kit updater's ExecStart as root when the agent writes its spool's request.json (the `.path` unit) and starts the
+agent again when it exits non-zero (`Restart=on-failure`). Both boards must come back reporting the new version.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from kit_wheels import build_kit_wheel
 from netns_boards import (
     CACHE,
     PREBUILT_WHEELS,
@@ -41,12 +51,14 @@ from netns_boards import (
 )
 
 from broker.mosquitto import find_mosquitto
+from broker.policy import free_port
+from edge_agent.cli.main import package_version
 from shared.messages import TaskAnswer
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, boards: list[Board]) -> None:
     llama_wheel = any(PREBUILT_WHEELS.glob("llama_cpp_python-*.whl")) or any(CACHE.glob("llama/*/*.whl"))
     backend = "llamacpp" if llama_wheel else "echo"  # no wheel: the boards could only build from an index
@@ -111,6 +123,94 @@ def test_provision_two_boards_over_ssh_then_both_answer_a_task(fleet_dir: Path, 
     assert answer.answer
     if backend == "llamacpp":
         _rolling_model_change(fleet_dir, boards, inventory, fleet, variant)
+        _kit_upgrade(fleet_dir, boards, inventory)
+
+
+class UnitsOfTheRole:
+    """systemd's part for the kit upgrade, where systemd is not PID 1: `Restart=on-failure` of the agent unit and
+    the kit updater's `.path` unit (its oneshot's ExecStart, as root, in the board's namespace)."""
+
+    def __init__(self, fleet_dir: Path, boards: list[Board]) -> None:
+        self.fleet_dir, self.boards = fleet_dir, boards
+        self.updaters: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {board.name: 0 for board in boards}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        # A unit's environment: no PYTHONPATH (this test's points at the checkout, which would shadow the kit the
+        # updater installs in the board's venv).
+        self.environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONUNBUFFERED": "1"}
+
+    def __enter__(self) -> UnitsOfTheRole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _units(self, board: Board) -> Path:
+        return self.fleet_dir / board.name / "etc/systemd/system"
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.3):
+            for board in self.boards:
+                agent = board.services[-1]  # the agent unit's process (started last on each board)
+                if agent.poll() not in (None, 0):  # Restart=on-failure (a kit upgrade exits 75)
+                    self.restarts[board.name] += 1
+                    user, command = unit_entry(self._units(board) / "symphony-edge-agent.service")
+                    log = (self.fleet_dir / f"{board.name}-restart{self.restarts[board.name]}.log").open("wb")
+                    runner = ["ip", "netns", "exec", board.namespace, "runuser", "-u", user, "--", *command]
+                    agent = subprocess.Popen(runner, stdout=log, stderr=subprocess.STDOUT, env=self.environment)
+                    board.services.append(agent)
+                spool = self.fleet_dir / board.name / "var/lib/symphony-edge/kit-spool"
+                running = board.name in self.updaters and self.updaters[board.name].poll() is None
+                if not running and (spool / "request.json").exists():  # the .path unit starts the oneshot
+                    text = (self._units(board) / "symphony-edge-kit-update.service").read_text()
+                    start = re.search(r"^ExecStart=(.+)$", text, re.MULTILINE)
+                    assert start and not re.search(r"^User=", text, re.MULTILINE)  # root's
+                    log = (self.fleet_dir / f"{board.name}-kit-update.log").open("ab")
+                    command = ["ip", "netns", "exec", board.namespace, *shlex.split(start.group(1))]
+                    self.updaters[board.name] = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, env=self.environment
+                    )
+                    board.services.insert(0, self.updaters[board.name])  # stopped with the board
+
+
+def _kit_upgrade(fleet_dir: Path, boards: list[Board], inventory: Path) -> None:
+    """A kit wheel of a new version, served by the control node, installed on both boards over the fabric."""
+    out = fleet_dir / "rendered"
+    new = f"{package_version()}.post7"
+    wheel = build_kit_wheel(fleet_dir / "kit", new)
+    for board in boards:  # what the role provisioned for the updater
+        assert (fleet_dir / board.name / "var/lib/symphony-edge/kit-spool").owner() == service_user(board)
+        units = [
+            fleet_dir / board.name / f"etc/systemd/system/symphony-edge-kit-update.{kind}"
+            for kind in ("service", "path")
+        ]
+        verified = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+    control, port = boards[0].address.rsplit(".", 1)[0] + ".1", free_port()
+    serve = [sys.executable, "-m", "edge_agent.cli", "models", "serve", str(wheel.parent), "--host", control]
+    server = subprocess.Popen([*serve, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    boards[0].services.insert(0, server)
+    wait_for_tcp(control, port, server)
+    operator = out / "operators" / "ops.yaml"
+    command = [sys.executable, "-m", "edge_agent.cli", "fleet", "apply", str(fleet_dir / "fleet-new-model.yml")]
+    command += ["-i", str(inventory), "-c", str(operator), "--kit", str(wheel), "--rolling", "1", "--deadline", "300"]
+    command += ["--model-source", f"http://{control}:{port}"]
+    with UnitsOfTheRole(fleet_dir, boards) as units:
+        started = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        elapsed = time.monotonic() - started
+        logs = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(fleet_dir.glob("board*.log")))
+        assert result.returncode == 0, result.stdout + result.stderr + logs
+    status = [sys.executable, "-m", "edge_agent.cli", "fleet", "status", "-c", str(operator), "--json"]
+    rows = subprocess.run(status, capture_output=True, text=True, timeout=120, check=False)
+    assert rows.returncode == 0, rows.stdout + rows.stderr
+    reported = {row["node_id"]: row["kit_reported"] for row in map(json.loads, rows.stdout.splitlines())}
+    assert reported == {board.name: new for board in boards}, reported
+    assert units.restarts == {board.name: 1 for board in boards}
+    print(f"kit upgrade {package_version()} -> {new} over the fabric, rolling 1: {elapsed:.0f} s\n{result.stdout}")
 
 
 def _rolling_model_change(fleet_dir: Path, boards: list[Board], inventory: Path, fleet: Path, variant: Path) -> None:

@@ -121,3 +121,31 @@ def test_the_rendered_units_name_their_own_users_and_verify(tmp_path: Path) -> N
     for unit in (broker, agent):
         verified = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
         assert verified.returncode == 0, verified.stderr
+
+
+def test_the_kit_updater_runs_as_root_and_may_write_only_the_venv_its_keep_folder_and_the_spool(tmp_path: Path) -> None:
+    venv, keep, spool = tmp_path / "venv", tmp_path / "kit", tmp_path / "state" / "kit-spool"
+    for folder in (venv / "bin", keep, spool):
+        folder.mkdir(parents=True)
+    (venv / "bin" / "edge-agent").write_text("#!/bin/sh\nexit 0\n")
+    (venv / "bin" / "edge-agent").chmod(0o755)
+    variables = {
+        "inventory_hostname": "board1",
+        "edge_agent_kit_update_command": f"{venv}/bin/edge-agent kit-update -c /etc/symphony-edge/node.yaml",
+        "edge_agent_venv_dir": venv,
+        "edge_agent_kit_keep_dir": keep,
+        "edge_agent_kit_spool_dir": spool,
+        "edge_agent_kit_update_name": defaults("edge_agent")["edge_agent_kit_update_name"],
+    }
+    service = render_unit("edge_agent", "symphony-edge-kit-update.service.j2", variables, tmp_path)
+    path = render_unit("edge_agent", "symphony-edge-kit-update.path.j2", variables, tmp_path)
+    text = service.read_text()
+    assert user_lines(service) == [] and "Type=oneshot" in text and "ProtectSystem=strict" in text
+    assert f"ReadWritePaths={venv} {keep} {spool}" in text.splitlines()
+    assert f"PathExists={spool}/request.json" in path.read_text()
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(service), str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stderr
