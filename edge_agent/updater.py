@@ -46,9 +46,10 @@ from edge_agent.runtime.kit import (
     read_record,
     write_record,
 )
+from shared import topics as routes
 from shared.config import ConnectionSettings
-from shared.errors import MessageError, SymphonyError
-from shared.messages import DesiredState, ModelRef, decode, wheel_version
+from shared.errors import SymphonyError
+from shared.messages import DesiredState, ModelRef, wheel_version
 from shared.mqtt import FabricClient, unique_client_id
 from shared.topics import Topics
 
@@ -199,13 +200,15 @@ async def retained_desired(connection: ConnectionSettings, node_id: str, wait_s:
     topics, arrived = Topics(connection.fabric), asyncio.Event()
     found: list[DesiredState] = []
 
-    def on_desired(topic: str, payload: bytes) -> None:
-        with contextlib.suppress(MessageError):
-            found.append(decode(payload, DesiredState))
+    def on_desired(topic: str, state: DesiredState) -> None:
+        found.append(state)
+        arrived.set()
+
+    def on_other(topic: str, *_: object) -> None:  # cleared, or not a desired state: there is none to apply
         arrived.set()
 
     client = FabricClient(connection, unique_client_id(f"{node_id}-kit-update"))
-    await client.subscribe(topics.desired(node_id), on_desired)
+    await client.route(routes.DESIRED.on(topics, node_id), on_desired, on_clear=on_other, on_invalid=on_other)
     try:
         await client.connect()
         with contextlib.suppress(asyncio.TimeoutError):
