@@ -134,7 +134,7 @@ def grammar_first_llama(llama_class: Any) -> Any:
             if grammar is None:
                 return chain
             if isinstance(grammar, guidance.GuidanceGrammar):
-                return guidance.GuidanceCheck(self, chain, grammar, redraw_safe=_stateless_chain(args, kwargs))
+                return guidance.GuidanceCheck(self, chain, grammar, redraw_safe=stateless_chain(args, kwargs))
             return GrammarFirstCheck(self, chain, grammar)
 
     return GrammarFirstLlama
@@ -143,7 +143,7 @@ def grammar_first_llama(llama_class: Any) -> Any:
 _NEUTRAL = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 
 
-def _stateless_chain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+def stateless_chain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether llama-cpp-python's chain for these `_init_sampler` arguments keeps no history that a rejected draw
     could skew: neutral penalties, no mirostat and no logits processor (llama-cpp-python passes them by name)."""
     if args or kwargs.get("logits_processor") is not None or kwargs.get("mirostat_mode", 0) != 0:

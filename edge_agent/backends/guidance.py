@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,13 +110,46 @@ def grammar_text(constraint: OutputConstraint) -> str:
         raise ConstraintError(f"LLGuidance cannot read the grammar of this {constraint.type}: {error}") from None
 
 
+class TokenCheck:
+    """Check-first over an LLGuidance matcher, free of any engine: the draw and the logits come from outside."""
+
+    def __init__(self, matcher: Any, n_vocab: int) -> None:
+        self.matcher = matcher
+        self._n_vocab = n_vocab
+        self._bitmask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+        self.rejections = 0  # draws the matcher refused (each cost one mask and one more draw)
+
+    def choose(self, logits: np.ndarray, draw: Callable[[], int]) -> int:
+        """The token `draw` gives when the matcher takes it; else the disallowed `logits` (the array `draw` reads)
+        become -inf and `draw` is asked again. The matcher has taken the token returned."""
+        token = draw()
+        if self.matcher.try_consume_tokens([token]) == 1:
+            return token
+        self.rejections += 1
+        logits[~self.allowed()] = -np.inf
+        token = draw()
+        if not self.matcher.consume_token(token):
+            raise RuntimeError(f"LLGuidance refused a token it allowed: {self.matcher.get_error()}")
+        return token
+
+    def allowed(self) -> np.ndarray:
+        """The tokens the matcher allows now, as a boolean array over the vocabulary."""
+        self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
+        if self.matcher.is_error():
+            raise RuntimeError(f"LLGuidance stopped: {self.matcher.get_error()}")
+        allowed = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little", count=self._n_vocab).view(bool)
+        if not allowed.any():
+            raise RuntimeError("LLGuidance allows no token here")
+        return allowed
+
+
 class GuidanceCheck:
     """A sampler with llama-cpp-python's `sample(ctx, idx)` interface: draw first, let the matcher check the token.
 
-    `redraw_safe` (the chain has no penalties and no logits processor) lets both draws use llama.cpp's own
-    `llama_sampler_sample`, which also tells the chain about the rejected token: harmless for a chain without
-    history (top-k, top-p, min-p, temperature, the draw), wrong for repetition penalties. Otherwise the draws go
-    through a candidate array built here (`grammar_sampling.Candidates`), and the chain hears only the final token.
+    `redraw_safe` (the chain keeps no history: no penalties, no mirostat, no logits processor) lets both draws use
+    llama.cpp's own `llama_sampler_sample`, which builds the candidates in C as free sampling does, and which also
+    tells the chain about a rejected token: harmless for such a chain. Otherwise the draws go through a candidate
+    array built here (`grammar_sampling.Candidates`), and the chain hears only the final token.
     """
 
     def __init__(self, llm: Any, chain: Any, grammar: GuidanceGrammar, redraw_safe: bool) -> None:
@@ -125,22 +159,15 @@ class GuidanceCheck:
 
         self._lib = llama_cpp
         self._chain = chain  # llama-cpp-python's LlamaSampler (frees itself)
-        self._matcher = grammar.start()
         self._n_vocab = int(llm.n_vocab())
-        self._bitmask = np.zeros((self._n_vocab + 31) // 32, dtype=np.int32)
+        self.check = TokenCheck(grammar.start(), self._n_vocab)
         self._candidates = None if redraw_safe else Candidates(self._n_vocab)
-        self.rejections = 0  # draws the matcher refused (each cost one mask and one more draw)
 
     def sample(self, ctx: Any, idx: int) -> int:
         """The next token: the chain's draw when the matcher takes it, else a draw from the allowed tokens."""
+        # the context's own logits row: masking it in place is safe, the next decode overwrites it
         logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(ctx.ctx, idx), shape=(self._n_vocab,))
-        token = self._draw(ctx, idx, logits)
-        if self._matcher.try_consume_tokens([token]) != 1:
-            self.rejections += 1
-            logits[~self._allowed()] = -np.inf  # the context's own logits row: overwritten by the next decode
-            token = self._draw(ctx, idx, logits)
-            if not self._matcher.consume_token(token):
-                raise RuntimeError(f"LLGuidance refused a token it allowed: {self._matcher.get_error()}")
+        token = self.check.choose(logits, lambda: self._draw(ctx, idx, logits))
         if self._candidates is not None:
             self._lib.llama_sampler_accept(self._chain.sampler, token)
         return token
@@ -149,14 +176,3 @@ class GuidanceCheck:
         if self._candidates is None:
             return int(self._lib.llama_sampler_sample(self._chain.sampler, ctx.ctx, idx))
         return self._candidates.draw(logits, self._chain.sampler)
-
-    def _allowed(self) -> np.ndarray:
-        """The tokens the matcher allows now, as a boolean array over the vocabulary."""
-        self._matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
-        if self._matcher.is_error():
-            raise RuntimeError(f"LLGuidance stopped: {self._matcher.get_error()}")
-        bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little", count=self._n_vocab)
-        allowed = bits.view(bool)
-        if not allowed.any():
-            raise RuntimeError("LLGuidance allows no token here")
-        return allowed
