@@ -15,8 +15,10 @@ into a matcher in its start state, and each run takes a copy of it. The tokenize
 vocabulary once per model, on the first constrained run (about 0.7 s for SmolLM2).
 
 A JSON schema goes through LLGuidance's own compiler with fixed separators (`", "`, `": "`) and no free whitespace,
-so the longest output of a bounded schema stays bounded (the plan budget relies on it); a regular expression or a
-choice goes through `shared.constraints.to_gbnf` (Python's regex semantics) and LLGuidance's GBNF reader.
+so the longest output of a bounded schema stays bounded (the plan budget relies on it), and read as llama.cpp's
+converter reads it: objects closed to unlisted properties, numbers of at most 16 digits before the point
+(`bounded_schema`). A regular expression or a choice goes through `shared.constraints.to_gbnf` (Python's regex
+semantics) and LLGuidance's GBNF reader.
 `ConstraintError` says LLGuidance cannot take a constraint; the backend then uses llama.cpp's grammar for it.
 """
 
@@ -99,8 +101,9 @@ def grammar_text(constraint: OutputConstraint) -> str:
     from llguidance.gbnf_to_lark import GbnfToLarkError, gbnf_to_lark
 
     if constraint.type == "json_schema":
+        schema = bounded_schema(constraint.json_schema or {})
         try:
-            return str(LLMatcher.grammar_from_json_schema(constraint.json_schema or {}, overrides=JSON_OPTIONS))  # type: ignore[arg-type]
+            return str(LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS))  # type: ignore[arg-type]
         except ValueError as error:
             raise ConstraintError(f"LLGuidance cannot read this JSON schema: {error}") from None
     gbnf = to_gbnf(constraint)  # ConstraintError for what no grammar can express
@@ -108,6 +111,40 @@ def grammar_text(constraint: OutputConstraint) -> str:
         return str(LLMatcher.grammar_from_lark(gbnf_to_lark(gbnf)))
     except GbnfToLarkError as error:
         raise ConstraintError(f"LLGuidance cannot read the grammar of this {constraint.type}: {error}") from None
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+
+
+LARGEST_NUMBER = 10**16 - 1
+"""llama-cpp-python's converter allows 16 digits before the point; so does `bounded_schema`."""
+
+
+def bounded_schema(schema: Any) -> Any:
+    """The schema as llama-cpp-python's converter reads it, so that a small model's output still ends: an object
+    that lists properties and says nothing of others is closed to others (`additionalProperties: false`, also
+    OpenAI's strict mode), and a number without a bound has at most 16 digits before the point. Without these a
+    model at temperature 0 adds properties, or writes `111...`, until `max_tokens` cuts its JSON. What the schema
+    says explicitly is kept."""
+    if not isinstance(schema, dict):
+        return [bounded_schema(item) for item in schema] if isinstance(schema, list) else schema
+    bounded = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(bounded.get(key), dict):
+            bounded[key] = {name: bounded_schema(value) for name, value in bounded[key].items()}
+    for key in (*_SCHEMA_LISTS, *_SCHEMAS):
+        if key in bounded:
+            bounded[key] = bounded_schema(bounded[key])
+    if "properties" in bounded and "additionalProperties" not in bounded:
+        bounded["additionalProperties"] = False
+    if bounded.get("type") in ("integer", "number"):
+        if "minimum" not in bounded and "exclusiveMinimum" not in bounded:
+            bounded["minimum"] = -LARGEST_NUMBER
+        if "maximum" not in bounded and "exclusiveMaximum" not in bounded:
+            bounded["maximum"] = LARGEST_NUMBER
+    return bounded
 
 
 class TokenCheck:

@@ -14,7 +14,7 @@ pytest.importorskip("llguidance", reason="llguidance is not installed")
 from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
 
 from edge_agent.backends.grammar_sampling import stateless_chain
-from edge_agent.backends.guidance import JSON_OPTIONS, TokenCheck, grammar_text
+from edge_agent.backends.guidance import JSON_OPTIONS, TokenCheck, bounded_schema, grammar_text
 from shared.constraints import ConstraintError, violation
 from shared.messages import OutputConstraint
 
@@ -151,3 +151,34 @@ def test_what_no_grammar_expresses_is_refused() -> None:
 )
 def test_a_rejected_draw_may_reach_only_a_chain_without_history(arguments: dict[str, Any], safe: bool) -> None:
     assert stateless_chain((), arguments) is safe
+
+
+def test_objects_without_a_word_on_other_properties_are_closed() -> None:
+    """As llama-cpp-python's converter reads them: SmolLM2 otherwise adds properties until `max_tokens` cuts it."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"$ref": "#/$defs/City"},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {"t": {"type": "string"}}}},
+            "properties": {"type": "object", "properties": {}, "additionalProperties": True},
+        },
+        "$defs": {
+            "City": {"anyOf": [{"type": "object", "properties": {"name": {"type": "string"}}}, {"type": "null"}]}
+        },
+    }
+    closed = bounded_schema(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["tags"]["items"]["additionalProperties"] is False
+    assert closed["$defs"]["City"]["anyOf"][0]["additionalProperties"] is False
+    assert closed["properties"]["properties"]["additionalProperties"] is True  # said explicitly: kept
+    assert "additionalProperties" not in closed["properties"]  # the map of names is not a schema
+    assert "additionalProperties" not in schema  # the caller's schema is left alone
+
+
+def test_numbers_without_a_bound_get_sixteen_digits() -> None:
+    """SmolLM2 at temperature 0 wrote `"population": 1111...` until `max_tokens`; llama.cpp's converter stops at 16."""
+    bounded = bounded_schema({"type": "object", "properties": {"n": {"type": "integer"}, "x": {"minimum": 0}}})
+    assert bounded["properties"]["n"]["maximum"] == 10**16 - 1 == -bounded["properties"]["n"]["minimum"]
+    assert bounded["properties"]["x"] == {"minimum": 0}
+    kept = bounded_schema({"type": "number", "exclusiveMinimum": 0, "maximum": 5})
+    assert kept == {"type": "number", "exclusiveMinimum": 0, "maximum": 5}
