@@ -47,6 +47,9 @@ class LlamaCppBackend:
     """One ``llama_cpp.Llama`` instance serving one generation at a time.
 
     ``use_chat_template`` forces the plain-prompt path when ``False``; by default it follows the model.
+    ``constraint_engine`` says what checks constrained runs: ``auto`` (LLGuidance when installed and sampling is
+    check-first, else llama.cpp's grammar), ``llguidance`` or ``llama.cpp``; ``constraint_engine`` then names the one
+    in use.
     """
 
     name = "llamacpp"
