@@ -12,7 +12,7 @@ step for every rejected draw, and short JSON outputs are full of them (the openi
 
 The grammar of a constraint is compiled once (`GuidanceEngine.compile`, cached by the backend's `GrammarCache`)
 into a matcher in its start state, and each run takes a copy of it. The tokenizer is built from the llama.cpp
-vocabulary once per model, on the first constrained run (about 0.7 s for SmolLM2).
+vocabulary once per model, on the first constrained run (0.2-1.1 s for SmolLM2).
 
 A JSON schema goes through LLGuidance's own compiler with fixed separators (`", "`, `": "`) and no free whitespace,
 so the longest output of a bounded schema stays bounded (the plan budget relies on it), and read as llama.cpp's
