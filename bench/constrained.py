@@ -12,8 +12,9 @@ Run with `edge-agent bench constrained MEASURE [--n N]` (or `python -m bench.con
              ballot (no number found) and vote agreement before and after. Goal: 0 failures.
     tools    N requests with two tools through the real gateway (broker, router, llama.cpp agent, gateway as
              processes): share of calls that parse and validate against the function's schema. Goal: 100 %.
-    cost     tokens/s of the same generation free and under a constraint on llama.cpp (goal: <= 10 % slower), and
-             the time to convert a schema to a grammar the first time against a cached reuse.
+    cost     tokens/s of the same generation free and under a constraint on llama.cpp (goal: <= 10 % slower), with
+             LLGuidance and with llama.cpp's grammar, against free runs at 96 tokens and at the same lengths, and
+             the time to compile a schema the first time against a cached reuse.
 
 Each run is seeded; the machine is shared, so the figures are for this machine at that moment.
 """
@@ -369,10 +370,18 @@ def _ask_with_tools(port: int, question: str) -> list[dict[str, Any]]:
 # --- cost ---------------------------------------------------------------------------------------------------
 
 
-def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 96) -> dict[str, Any]:
-    """`backend` samples check-first (ours), `stock` with llama-cpp-python's grammar-first chain."""
+def measure_cost(backend: Any, legacy: Any, stock: Any, repeats: int = 5, max_tokens: int = 96) -> dict[str, Any]:
+    """Tokens/s free and under a constraint, three engines: `backend` (check-first over its engine, LLGuidance when
+    installed), `legacy` (check-first over llama.cpp's grammar), `stock` (llama-cpp-python's grammar-first chain).
+
+    Two yardsticks. `slowdown`: tokens per CPU second of each run against the free run's (96 tokens), the figure
+    measured so far; a constrained output shorter than 96 tokens (a JSON story often closes after 10-20) carries
+    the per-call costs (the last prompt token, the chat template, the first draws) over fewer tokens.
+    `slowdown_equal_length`: each constrained run against a free run of the same length (same seed, `max_tokens` =
+    its token count), so only what the constraint adds per token and per call remains, and one decode: a run the
+    grammar ends decodes its last token to find the end, which a free run cut by `max_tokens` skips (~2.5 % at 40).
+    """
     from edge_agent.backends.base import GenerationOptions
-    from edge_agent.backends.llamacpp import GrammarCache
     from edge_agent.personas import build_messages
     from shared.messages import OutputConstraint
 
@@ -383,29 +392,41 @@ def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 9
         ),
         "regex": OutputConstraint(type="regex", pattern=r"[^\n]{1,2000}"),
     }
+    engines = {
+        f"check-first {backend.constraint_engine}": backend,
+        f"check-first {legacy.constraint_engine}": legacy,
+        "grammar-first llama.cpp": stock,
+    }
     runs: dict[str, tuple[Any, OutputConstraint | None]] = {"free": (backend, None)}
     for name, constraint in constraints.items():
-        runs[f"{name} check-first"] = (backend, constraint)
-        runs[f"{name} grammar-first"] = (stock, constraint)
+        for engine_name, engine in engines.items():
+            runs[f"{name} {engine_name}"] = (engine, constraint)
+    for engine, wanted in runs.values():
+        if wanted is not None:  # first use (LLGuidance's tokenizer, each compile) is measured on its own, below
+            engine.grammars.get(wanted)
     rates: dict[str, list[float]] = {name: [] for name in runs}
     cpu_rates: dict[str, list[float]] = {name: [] for name in runs}  # tokens per CPU second: steadier on a busy box
+    equal: dict[str, list[float]] = {name: [0.0, 0.0, 0.0, 0.0] for name in runs if name != "free"}
     for repeat in range(repeats):
         messages = build_messages(
             "You are a storyteller.", f"Tell a long story about a lighthouse keeper, part {repeat}."
         )
-        for engine in (backend, stock):  # the prompt is evaluated once per engine: runs then time generation
+        for engine in (backend, legacy, stock):  # the prompt is evaluated once per engine: runs then time generation
             engine.generate(messages, GenerationOptions(max_tokens=1))
         for name, (engine, wanted) in runs.items():
             options = GenerationOptions(max_tokens=max_tokens, temperature=0.7, seed=repeat, constraint=wanted)
-            cpu_started = time.process_time()
-            generation = engine.generate(messages, options)
-            cpu_s = time.process_time() - cpu_started
-            _progress(
-                f"{name}: {generation.completion_tokens} tokens in {generation.latency_s:.2f} s, {cpu_s:.2f} CPU s"
-            )
-            if generation.completion_tokens >= 8:
-                rates[name].append(generation.completion_tokens / generation.latency_s)
-                cpu_rates[name].append(generation.completion_tokens / max(cpu_s, 1e-9))
+            tokens, seconds, cpu_s = _generate_timed(engine, messages, options)
+            _progress(f"{name}: {tokens} tokens in {seconds:.2f} s, {cpu_s:.2f} CPU s")
+            if tokens >= 8:
+                rates[name].append(tokens / seconds)
+                cpu_rates[name].append(tokens / max(cpu_s, 1e-9))
+            if wanted is not None and tokens > 0:  # the free run of the same length, right after it
+                free_tokens, _, free_cpu_s = _generate_timed(
+                    backend, messages, options.model_copy(update={"constraint": None, "max_tokens": tokens})
+                )
+                totals = equal[name]
+                totals[0], totals[1] = totals[0] + tokens, totals[1] + cpu_s
+                totals[2], totals[3] = totals[2] + free_tokens, totals[3] + free_cpu_s
     medians = {name: round(statistics.median(values), 1) for name, values in rates.items() if values}
     cpu_medians = {name: round(statistics.median(values), 1) for name, values in cpu_rates.items() if values}
     slowdown = {
@@ -413,21 +434,49 @@ def measure_cost(backend: Any, stock: Any, repeats: int = 5, max_tokens: int = 9
         for name in runs
         if name != "free" and name in cpu_medians and "free" in cpu_medians
     }
-    cache, schema = (
-        GrammarCache(),
-        {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}},
-    )
-    first = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
-    cached = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
+    equal_rates = {
+        name: {"constrained": round(t[0] / t[1], 1), "free": round(t[2] / t[3], 1), "tokens": int(t[0])}
+        for name, t in equal.items()
+        if t[1] > 0 and t[3] > 0
+    }
     return {
         "measure": "cost",
         "repeats": repeats,
+        "engine": backend.constraint_engine,
         "tokens_per_second": medians,
         "tokens_per_cpu_second": cpu_medians,
         "slowdown": slowdown,
+        "equal_length_tokens_per_cpu_second": equal_rates,
+        "slowdown_equal_length": {
+            name: round(1 - rates["constrained"] / rates["free"], 3) for name, rates in equal_rates.items()
+        },
         "goal_slowdown": COST_GOAL,
-        "schema_to_grammar_ms": {"first_use": round(first * 1000, 3), "cached": round(cached * 1000, 4)},
+        "compile": {engine.constraint_engine: _compile_times(engine) for engine in (backend, legacy)},
+        "load_average": [round(load, 2) for load in os.getloadavg()],
     }
+
+
+def _generate_timed(engine: Any, messages: Any, options: Any) -> tuple[int, float, float]:
+    """Tokens, wall seconds and CPU seconds (this process) of one generation."""
+    cpu_started = time.process_time()
+    generation = engine.generate(messages, options)
+    return generation.completion_tokens, generation.latency_s, time.process_time() - cpu_started
+
+
+def _compile_times(engine: Any) -> dict[str, float]:
+    """First use and cached reuse of a schema in a fresh cache with the engine's compiler, in ms; for LLGuidance
+    also the tokenizer, built from the llama.cpp vocabulary once per model (already built here by the runs)."""
+    from edge_agent.backends.llamacpp import GrammarCache
+    from shared.messages import OutputConstraint
+
+    cache = GrammarCache(engine.grammars.compile)
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
+    first = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
+    cached = _timed(lambda: cache.get(OutputConstraint(type="json_schema", json_schema=schema)))
+    times = {"first_use_ms": round(first * 1000, 3), "cached_ms": round(cached * 1000, 4)}
+    if engine.guidance is not None:
+        times["tokenizer_once_per_model_ms"] = round(engine.guidance.tokenizer_s * 1000, 1)
+    return times
 
 
 def _progress(line: str) -> None:
@@ -493,19 +542,33 @@ def print_summary(result: dict[str, Any]) -> None:
         )
     else:
         rates, slowdown = result["tokens_per_second"], result["slowdown"]
-        cpu = result["tokens_per_cpu_second"]
-        print(f"cost of the constraint on llama.cpp, SmolLM2 (median of {result['repeats']}; slowdown from CPU time)")
+        cpu, equal = result["tokens_per_cpu_second"], result["slowdown_equal_length"]
+        load = ", ".join(f"{value:.2f}" for value in result.get("load_average", ()))
+        print(
+            f"cost of the constraint on llama.cpp, SmolLM2 (median of {result['repeats']}; slowdown from CPU time; "
+            f"engine {result['engine']}; load average {load})"
+        )
+        print("  slowdown A: tokens/CPU-s against free at 96 tokens; B: against free runs of the same lengths")
         for name, rate in rates.items():
-            extra = (
-                ""
-                if name == "free"
-                else (
-                    f"  {slowdown[name]:+.0%} slower (goal <= {COST_GOAL:.0%}: {_verdict(slowdown[name] <= COST_GOAL)})"
-                )
+            extra = ""
+            if name != "free":
+                extra = f"  A {slowdown[name]:+.0%}"
+                if name in equal:
+                    figures = result["equal_length_tokens_per_cpu_second"][name]
+                    extra += (
+                        f"  B {equal[name]:+.0%} ({figures['constrained']:.1f} vs {figures['free']:.1f} tokens/CPU-s, "
+                        f"{figures['tokens']} tokens)"
+                    )
+                met = max(slowdown[name], equal.get(name, slowdown[name])) <= COST_GOAL
+                extra += f"  goal <= {COST_GOAL:.0%} slower: {_verdict(met)}"
+            print(f"  {name:<34} {rate:7.1f} tokens/s  {cpu.get(name, 0):7.1f} tokens/CPU-s{extra}")
+        for engine, times in result["compile"].items():
+            tokenizer = times.get("tokenizer_once_per_model_ms")
+            once = f", tokenizer once per model {tokenizer:.0f} ms" if tokenizer is not None else ""
+            print(
+                f"  schema compile ({engine}): first use {times['first_use_ms']:.3f} ms, "
+                f"cached {times['cached_ms']:.4f} ms{once}"
             )
-            print(f"  {name:<26} {rate:7.1f} tokens/s  {cpu.get(name, 0):7.1f} tokens/CPU-s{extra}")
-        compile_ms = result["schema_to_grammar_ms"]
-        print(f"  schema -> grammar: first use {compile_ms['first_use']:.3f} ms, cached {compile_ms['cached']:.4f} ms")
 
 
 def _verdict(met: bool) -> str:
@@ -525,13 +588,17 @@ def run(measure: str, n: int, ballots: int = 3, threads: int = 2, free_decoding:
             return measure_plans(backend, n, free_decoding=free_decoding)
         if measure == "answers":
             return measure_answers(backend, n, ballots)
+        legacy = LlamaCppBackend(
+            default_model_path(), n_ctx=2048, n_threads=threads, seed=1, constraint_engine="llama.cpp"
+        )
         stock = LlamaCppBackend(
             default_model_path(), n_ctx=2048, n_threads=threads, seed=1, grammar_sampling="grammar-first"
         )
         try:
-            return measure_cost(backend, stock, repeats=n)
+            return measure_cost(backend, legacy, stock, repeats=n)
         finally:
             stock.close()
+            legacy.close()
     finally:
         backend.close()
 

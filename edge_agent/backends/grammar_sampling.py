@@ -12,8 +12,10 @@ decoding. llama.cpp's own `common_sampler` does it the other way round, and so d
 
 The token drawn is always one the grammar allows, exactly as with the grammar first: a rejected draw is redone
 from the masked distribution. `grammar_first_llama` subclasses `llama_cpp.Llama` so that its sampler comes from
-here when a grammar is given (the stock path otherwise); it relies on llama-cpp-python's `_init_sampler` hook
-and low-level sampler functions (0.3.x), and `supported` says whether they are there.
+here when a grammar is given (the stock path otherwise): `GrammarFirstCheck` for a llama.cpp grammar,
+`guidance.GuidanceCheck` (the same shape over LLGuidance, much faster when a draw is rejected) for a
+`guidance.GuidanceGrammar`. It relies on llama-cpp-python's `_init_sampler` hook and low-level sampler functions
+(0.3.x), and `supported` says whether they are there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import ctypes
 from typing import Any
 
 import numpy as np
+
+from edge_agent.backends import guidance
 
 _REQUIRED = (
     "llama_get_logits_ith",
@@ -44,6 +48,36 @@ def supported() -> bool:
     return all(hasattr(llama_cpp, name) for name in _REQUIRED) and hasattr(Llama, "_init_sampler")
 
 
+class Candidates:
+    """A llama.cpp candidate array over the whole vocabulary, allocated once and refilled from the logits at each
+    draw (the samplers reorder it in place)."""
+
+    def __init__(self, n_vocab: int) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._n_vocab = n_vocab
+        self._data = (llama_cpp.llama_token_data * n_vocab)()
+        self._view = np.ctypeslib.as_array(self._data)
+        self._ids = np.arange(n_vocab, dtype=self._view["id"].dtype)
+
+    def draw(self, logits: np.ndarray, *samplers: Any) -> int:
+        """The token the samplers, applied in order to the logits, select (none of them is told: no accept)."""
+        lib = self._lib
+        self._view["id"] = self._ids
+        self._view["logit"] = logits
+        self._view["p"] = 0.0
+        candidates = lib.llama_token_data_array(
+            data=ctypes.cast(self._data, ctypes.POINTER(lib.llama_token_data)),
+            size=self._n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        for sampler in samplers:
+            lib.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
+
+
 class GrammarFirstCheck:
     """A sampler with llama-cpp-python's `sample(ctx, idx)` interface: draw first, check the grammar after."""
 
@@ -58,37 +92,19 @@ class GrammarFirstCheck:
         if not self._grammar:
             raise ValueError("llama.cpp could not parse the grammar")
         self._n_vocab = int(llm.n_vocab())
-        self._data = (llama_cpp.llama_token_data * self._n_vocab)()
-        self._view = np.ctypeslib.as_array(self._data)
-        self._ids = np.arange(self._n_vocab, dtype=self._view["id"].dtype)
+        self._candidates = Candidates(self._n_vocab)
         self._single = (llama_cpp.llama_token_data * 1)()
 
     def sample(self, ctx: Any, idx: int) -> int:
         """The next token: the chain's draw when the grammar accepts it, else a draw from the masked vocabulary."""
         lib = self._lib
         logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx.ctx, idx), shape=(self._n_vocab,))
-        token = self._draw(logits, with_grammar=False)
+        token = self._candidates.draw(logits, self._chain.sampler)
         if not self._allowed(token):
-            token = self._draw(logits, with_grammar=True)
+            token = self._candidates.draw(logits, self._grammar, self._chain.sampler)
         lib.llama_sampler_accept(self._grammar, token)
         lib.llama_sampler_accept(self._chain.sampler, token)
         return token
-
-    def _draw(self, logits: np.ndarray, with_grammar: bool) -> int:
-        lib = self._lib
-        self._view["id"] = self._ids
-        self._view["logit"] = logits
-        self._view["p"] = 0.0
-        candidates = lib.llama_token_data_array(
-            data=ctypes.cast(self._data, ctypes.POINTER(lib.llama_token_data)),
-            size=self._n_vocab,
-            selected=-1,
-            sorted=False,
-        )
-        if with_grammar:
-            lib.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-        lib.llama_sampler_apply(self._chain.sampler, ctypes.byref(candidates))
-        return int(candidates.data[candidates.selected].id)
 
     def _allowed(self, token: int) -> bool:
         lib = self._lib
@@ -115,6 +131,21 @@ def grammar_first_llama(llama_class: Any) -> Any:
     class GrammarFirstLlama(llama_class):  # type: ignore[misc, valid-type, unused-ignore]
         def _init_sampler(self, *args: Any, grammar: Any = None, **kwargs: Any) -> Any:
             chain = super()._init_sampler(*args, grammar=None, **kwargs)
-            return chain if grammar is None else GrammarFirstCheck(self, chain, grammar)
+            if grammar is None:
+                return chain
+            if isinstance(grammar, guidance.GuidanceGrammar):
+                return guidance.GuidanceCheck(self, chain, grammar, redraw_safe=stateless_chain(args, kwargs))
+            return GrammarFirstCheck(self, chain, grammar)
 
     return GrammarFirstLlama
+
+
+_NEUTRAL = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
+
+
+def stateless_chain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether llama-cpp-python's chain for these `_init_sampler` arguments keeps no history that a rejected draw
+    could skew: neutral penalties, no mirostat and no logits processor (llama-cpp-python passes them by name)."""
+    if args or kwargs.get("logits_processor") is not None or kwargs.get("mirostat_mode", 0) != 0:
+        return False  # mirostat learns from the token it is told
+    return all(kwargs.get(name, neutral) == neutral for name, neutral in _NEUTRAL.items())

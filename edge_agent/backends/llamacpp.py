@@ -8,13 +8,16 @@ llama-cpp-python would otherwise silently fall back to the Llama-2 format.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_agent.backends import grammar_sampling as grammar_sampling_module
+from edge_agent.backends import guidance
 from edge_agent.backends.base import (
     PLAIN_PROMPT_STOPS,
     BackendUnavailable,
@@ -30,15 +33,23 @@ from model_store import check_gguf
 from shared.constraints import ConstraintError, canonical_json, to_gbnf
 from shared.messages import OutputConstraint
 
+_log = logging.getLogger(__name__)
+
 GRAMMAR_CACHE_SIZE = 64
 GRAMMAR_SAMPLING = ("check-first", "grammar-first")
 """check-first: draw, then check the token (fast); grammar-first: llama-cpp-python's stock chain (grammar first)."""
+CONSTRAINT_ENGINES = ("auto", "llguidance", "llama.cpp")
+"""What checks a constrained run's tokens: LLGuidance (fast masks; `auto` picks it when installed, check-first
+sampling only) or llama.cpp's own grammar engine."""
 
 
 class LlamaCppBackend:
     """One ``llama_cpp.Llama`` instance serving one generation at a time.
 
     ``use_chat_template`` forces the plain-prompt path when ``False``; by default it follows the model.
+    ``constraint_engine`` says what checks constrained runs: ``auto`` (LLGuidance when installed and sampling is
+    check-first, else llama.cpp's grammar), ``llguidance`` or ``llama.cpp``; ``constraint_engine`` then names the one
+    in use.
     """
 
     name = "llamacpp"
@@ -53,15 +64,22 @@ class LlamaCppBackend:
         seed: int | None = None,
         use_chat_template: bool | None = None,
         grammar_sampling: str = "check-first",
+        constraint_engine: str = "auto",
     ) -> None:
         path = check_gguf(model_path)
         llama_class = _import_llama()
         if grammar_sampling not in GRAMMAR_SAMPLING:
             raise ValueError(f"grammar_sampling must be one of {', '.join(GRAMMAR_SAMPLING)}, not {grammar_sampling!r}")
-        if grammar_sampling == "check-first" and grammar_sampling_module.supported():
+        if constraint_engine not in CONSTRAINT_ENGINES:
+            raise ValueError(
+                f"constraint_engine must be one of {', '.join(CONSTRAINT_ENGINES)}, not {constraint_engine!r}"
+            )
+        check_first = grammar_sampling == "check-first" and grammar_sampling_module.supported()
+        if check_first:
             # draw, then check the one token against the grammar (llama.cpp's common sampler): see grammar_sampling
             llama_class = grammar_sampling_module.grammar_first_llama(llama_class)
         self.grammar_sampling = grammar_sampling
+        self.constraint_engine = _constraint_engine(constraint_engine, check_first)
         threads = n_threads if n_threads is not None else max(1, (os.cpu_count() or 1) - 1)
         try:
             self._llm = llama_class(
@@ -81,7 +99,8 @@ class LlamaCppBackend:
         self.model_path = path
         self.device = "gpu" if n_gpu_layers != 0 and _gpu_offload_supported() else "cpu"
         self._lock = threading.Lock()
-        self.grammars = GrammarCache()
+        self.guidance = guidance.GuidanceEngine(self._llm) if self.constraint_engine == "llguidance" else None
+        self.grammars = GrammarCache(self._compile_guided if self.guidance is not None else _compile)
 
     def generate(self, messages: list[ChatMessage], options: GenerationOptions) -> Generation:
         """Generate a reply with the chat template when there is one, else a plain transcript prompt."""
@@ -164,6 +183,15 @@ class LlamaCppBackend:
         except RuntimeError as error:
             raise ServerError(f"llama.cpp failed while generating: {error}") from error
 
+    def _compile_guided(self, constraint: OutputConstraint) -> Any:
+        """LLGuidance's matcher of a constraint, or llama.cpp's grammar for one LLGuidance cannot take."""
+        assert self.guidance is not None
+        try:
+            return self.guidance.compile(constraint)
+        except ConstraintError as error:
+            _log.info("LLGuidance cannot take this %s constraint, llama.cpp's grammar will: %s", constraint.type, error)
+            return _compile(constraint)
+
     def close(self) -> None:
         """Free the model; later calls raise ``BackendUnavailable``."""
         with self._lock:
@@ -173,10 +201,14 @@ class LlamaCppBackend:
 
 
 class GrammarCache:
-    """llama.cpp grammars by constraint, converted once (a JSON schema through llama-cpp-python's converter, a regex
-    or choice through `shared.constraints.to_gbnf`) and reused; the oldest entry goes when it is full."""
+    """Grammars by constraint, compiled once by `compile` and reused; the oldest entry goes when it is full. By
+    default llama.cpp grammars (a JSON schema through llama-cpp-python's converter, a regex or choice through
+    `shared.constraints.to_gbnf`); the backend passes LLGuidance's compiler when it uses LLGuidance."""
 
-    def __init__(self, size: int = GRAMMAR_CACHE_SIZE) -> None:
+    def __init__(
+        self, compile: Callable[[OutputConstraint], Any] | None = None, size: int = GRAMMAR_CACHE_SIZE
+    ) -> None:
+        self.compile = compile or _compile
         self.size = size
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -191,7 +223,7 @@ class GrammarCache:
         if grammar is not None:
             return grammar
         started = time.perf_counter()
-        grammar = _compile(constraint)
+        grammar = self.compile(constraint)
         with self._lock:
             self.compiled += 1
             self.compile_s += time.perf_counter() - started
@@ -238,6 +270,17 @@ def _response_text(response: dict[str, Any]) -> str:
     if "message" in choice:
         return str(choice["message"].get("content") or "")
     return str(choice.get("text") or "")
+
+
+def _constraint_engine(wanted: str, check_first: bool) -> str:
+    """The engine a backend uses: LLGuidance needs check-first sampling (the stock chain takes llama.cpp grammars)."""
+    usable = check_first and guidance.available()
+    if wanted == "llguidance" and not usable:
+        why = "it samples grammar-first" if not check_first else "llguidance is not installed"
+        raise BackendUnavailable(f"the llguidance constraint engine is not usable: {why}")
+    if wanted == "auto":
+        return "llguidance" if usable else "llama.cpp"
+    return wanted
 
 
 def _import_llama() -> Any:
