@@ -37,9 +37,7 @@ from router.constrained import (
     can_honour,
     constrained_answer,
     honouring,
-    off_topic_reason,
     plan_constraint,
-    plan_is_on_topic,
     plan_token_bound,
     required_kinds,
     step_constraints,
@@ -51,6 +49,7 @@ from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.routed_task import traced
 from router.screening import AgentView
+from router.topic import off_topic_reason, plan_is_on_topic
 from router.voting import (
     Ballot,
     ChainBallot,
