@@ -153,6 +153,12 @@ FORM_PROMPT = (
     "one after the other. Write each subtask as a command: a verb, then the thing of the task it acts on. "
     "Do not solve them. The last subtask produces the final answer to the whole task. A simple task is one subtask."
 )
+SHAPE_PROMPT = (
+    "You are a planner. Split the user's task into at most {max_steps} short subtasks that other agents solve "
+    'one after the other. Reply on one line, in this shape: {{"subtasks": ["...", "..."]}}, each string one '
+    "subtask: a concrete action on the task's own subject, in your own words. Do not solve them. The last subtask "
+    "produces the final answer to the whole task. A simple task is one subtask."
+)
 FEW_SHOT_PROMPT = (
     "You are a planner. Split the user's task into at most {max_steps} short subtasks that other agents solve "
     "one after the other. Do not solve them. The last subtask produces the final answer to the whole task.\n"
@@ -179,6 +185,8 @@ def plan_variants() -> dict[str, PlanVariant]:
         "form": replace(baseline, prompt=FORM_PROMPT),
         "few-shot": replace(baseline, prompt=FEW_SHOT_PROMPT),
         "greedy": replace(baseline, temperature=0.0),
+        "shape": replace(baseline, prompt=SHAPE_PROMPT),
+        "few-shot-greedy": replace(baseline, prompt=FEW_SHOT_PROMPT, temperature=0.0),
     }
 
 

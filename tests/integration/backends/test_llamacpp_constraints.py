@@ -17,7 +17,6 @@ from edge_agent.personas import build_messages, get_persona
 from edge_agent.runtime.answering import reason_then_answer
 from model_store import default_model_path
 from router.constrained import (
-    CONSTRAINED_PLAN_MAX_TOKENS,
     MAX_PLAN_STEPS,
     PLANNER_PROMPT,
     plan_constraint,
@@ -45,8 +44,8 @@ def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBac
     query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
     messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
     for seed in (1, 2, 3):
-        # the router's budget for a constrained plan: room for every step at one character a token, so it closes
-        settings = options(constraint, CONSTRAINED_PLAN_MAX_TOKENS, temperature=0.3).model_copy(update={"seed": seed})
+        # the router's budget for a constrained plan: room for every step at its widest in bytes, so it closes
+        settings = options(constraint, plan_token_bound(4), temperature=0.3).model_copy(update={"seed": seed})
         text = backend.generate(messages, settings).text
         assert violation(text, constraint) is None, text
         assert 1 <= len(json.loads(text)["subtasks"]) <= 4
