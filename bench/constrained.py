@@ -182,6 +182,7 @@ def plan_variants() -> dict[str, PlanVariant]:
         ),
         "baseline": baseline,
         "short": replace(baseline, max_steps=4, min_steps=2, step_chars=48),
+        "four": replace(baseline, max_steps=4),
         "form": replace(baseline, prompt=FORM_PROMPT),
         "few-shot": replace(baseline, prompt=FEW_SHOT_PROMPT),
         "greedy": replace(baseline, temperature=0.0),
@@ -237,6 +238,7 @@ def measure_plans(
             cut = generation.completion_tokens >= budget
             failures.append({"query": index, "tokens": generation.completion_tokens, "cut": cut, "text": text})
         counts["constrained_valid"] += valid
+        quality: dict[str, bool] = {}
         if valid:
             steps = json.loads(text)["subtasks"]
             quality = plan_quality(steps, query, constrained_prompt)
@@ -244,7 +246,8 @@ def measure_plans(
             counts["constrained_useful"] += all(quality[name] for name in ("distinct", "not_copied", "on_topic"))
             if len(examples) < 5:
                 examples.append(steps)
-        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r}")
+        judged = ",".join(name for name, good in quality.items() if good) if valid else "invalid"
+        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r} | {judged}")
     shares = {name: round(value / n, 3) for name, value in sorted(counts.items())}
     return {
         "measure": "plans",

@@ -22,8 +22,12 @@ from edge_agent.cli.submit import print_answer, print_event
 from shared.messages import TaskEvent
 
 DEFAULT_QUESTION = (
-    "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar note. How much change does he get?"
+    "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar note. "
+    "First work out what the pens cost, then how much change he gets."
 )
+"""The shop question, asked in two parts as a user would: a question with parts is what planning is for, and
+SmolLM2 (135M) plans it with steps about the pens and the change, where the one-sentence question mostly gets
+steps of numbers that the on-topic judge rejects (the task then runs as one step)."""
 PERSONAS = ("planner", "math", "writer")
 
 
