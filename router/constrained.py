@@ -29,7 +29,7 @@ PLANNER_PROMPT = (
 
 
 MIN_PLAN_STEPS = 1
-MAX_PLAN_STEPS = 8
+MAX_PLAN_STEPS = 4  # measured: as useful as 8 (52 % of 50 plans), more distinct, half the budget
 MAX_STEP_CHARS = 60  # a step is a short instruction; a small model left unbounded may never close its string
 MAX_CHAR_BYTES = 3  # a step's characters are in the Basic Multilingual Plane: at most 3 bytes of UTF-8 each
 STEP_CHARACTER = (
