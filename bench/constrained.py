@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "
 
 def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
     """The rerunnable judge: distinct steps, none copied from the prompt, each sharing a content word with the query."""
-    from router.constrained import plan_is_on_topic
+    from router.topic import plan_is_on_topic
 
     lowered = [step.lower().strip() for step in steps]
     return {
@@ -137,21 +138,84 @@ def plan_quality(steps: list[str], query: str, prompt: str) -> dict[str, bool]:
     }
 
 
-def measure_plans(backend: Any, n: int, seed: int = 1, free_decoding: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PlanVariant:
+    """One way of asking for a constrained plan: the planner prompt, the plan schema's shape, the temperature."""
+
+    prompt: str
+    max_steps: int = 8
+    min_steps: int = 1
+    step_chars: int = 60
+    temperature: float = 0.3
+
+
+FORM_PROMPT = (
+    "You are a planner. Split the user's task into at most {max_steps} short subtasks that other agents solve "
+    "one after the other. Write each subtask as a command: a verb, then the thing of the task it acts on. "
+    "Do not solve them. The last subtask produces the final answer to the whole task. A simple task is one subtask."
+)
+SHAPE_PROMPT = (
+    "You are a planner. Split the user's task into at most {max_steps} short subtasks that other agents solve "
+    'one after the other. Reply on one line, in this shape: {{"subtasks": ["...", "..."]}}, each string one '
+    "subtask: a concrete action on the task's own subject, in your own words. Do not solve them. The last subtask "
+    "produces the final answer to the whole task. A simple task is one subtask."
+)
+FEW_SHOT_PROMPT = (
+    "You are a planner. Split the user's task into at most {max_steps} short subtasks that other agents solve "
+    "one after the other. Do not solve them. The last subtask produces the final answer to the whole task.\n"
+    "Example task: A train leaves at 9:00 and travels 240 km at 80 km per hour. When does it arrive?\n"
+    'Example plan: {{"subtasks": ["Compute the travel time of 240 km at 80 km per hour", '
+    '"Add the travel time to 9:00"]}}\n'
+    "Example task: Name the tallest mountain in Africa, then describe its climate zones.\n"
+    'Example plan: {{"subtasks": ["Name the tallest mountain in Africa", "Describe the climate zones of that '
+    'mountain"]}}'
+)
+
+
+def plan_variants() -> dict[str, PlanVariant]:
+    """The variants `plans --variant` measures; `router` is what the router does now."""
+    from router import constrained as router
+
+    baseline = PlanVariant(router.PLANNER_PROMPT, 8, 1, 60)
+    return {
+        "router": PlanVariant(
+            router.PLANNER_PROMPT, router.MAX_PLAN_STEPS, router.MIN_PLAN_STEPS, router.MAX_STEP_CHARS
+        ),
+        "baseline": baseline,
+        "short": replace(baseline, max_steps=4, min_steps=2, step_chars=48),
+        "four": replace(baseline, max_steps=4),
+        "form": replace(baseline, prompt=FORM_PROMPT),
+        "few-shot": replace(baseline, prompt=FEW_SHOT_PROMPT),
+        "greedy": replace(baseline, temperature=0.0),
+        "shape": replace(baseline, prompt=SHAPE_PROMPT),
+        "few-shot-greedy": replace(baseline, prompt=FEW_SHOT_PROMPT, temperature=0.0),
+    }
+
+
+def measure_plans(
+    backend: Any, n: int, seed: int = 1, free_decoding: bool = True, variant: str = "router"
+) -> dict[str, Any]:
     """Plan validity and usefulness; `free_decoding=False` skips the free side (the old prompt, unconstrained),
-    whose figures do not depend on the plan schema, to re-measure the constrained side alone on a slow machine."""
+    whose figures do not depend on the plan schema, to re-measure the constrained side alone on a slow machine.
+    `variant` names the constrained side's prompt, schema and temperature (`plan_variants`)."""
     from edge_agent.backends.base import GenerationOptions
     from edge_agent.personas import build_messages
-    from router.constrained import PLANNER_PROMPT, plan_constraint, plan_token_bound
+    from router.constrained import plan_constraint, plan_token_bound
     from router.pipeline import PLAN_MAX_TOKENS
     from router.planning import SYSTEM_PROMPT, PlanParseError, parse_plan
     from shared.constraints import violation
 
-    constraint = plan_constraint(8)
-    free_prompt, constrained_prompt = SYSTEM_PROMPT.format(max_steps=8), PLANNER_PROMPT.format(max_steps=8)
+    chosen = plan_variants()[variant]
+    constraint = plan_constraint(chosen.max_steps, chosen.min_steps, chosen.step_chars)
+    budget = plan_token_bound(chosen.max_steps, chosen.step_chars)
+    free_prompt, constrained_prompt = (
+        SYSTEM_PROMPT.format(max_steps=8),
+        chosen.prompt.format(max_steps=chosen.max_steps),
+    )
     counts: Counter[str] = Counter()
     examples: list[list[str]] = []
     failures: list[dict[str, Any]] = []
+    tokens: list[int] = []
     for index, query in enumerate(QUERIES[:n]):
         options = GenerationOptions(max_tokens=PLAN_MAX_TOKENS, temperature=0.3, seed=seed + index)  # as the router
         free = ""
@@ -166,14 +230,16 @@ def measure_plans(backend: Any, n: int, seed: int = 1, free_decoding: bool = Tru
             except PlanParseError:
                 pass
         # as the router: a constrained plan gets the budget of the longest plan the schema admits
-        under = options.model_copy(update={"constraint": constraint, "max_tokens": plan_token_bound(8)})
-        generation = backend.generate(build_messages(constrained_prompt, query), under)
+        update = {"constraint": constraint, "max_tokens": budget, "temperature": chosen.temperature}
+        generation = backend.generate(build_messages(constrained_prompt, query), options.model_copy(update=update))
         text = generation.text
+        tokens.append(generation.completion_tokens)
         valid = violation(text, constraint) is None
         if not valid:  # which query, and whether the budget cut it (max_tokens reached in the middle of the JSON)
-            cut = generation.completion_tokens >= under.max_tokens
+            cut = generation.completion_tokens >= budget
             failures.append({"query": index, "tokens": generation.completion_tokens, "cut": cut, "text": text})
         counts["constrained_valid"] += valid
+        quality: dict[str, bool] = {}
         if valid:
             steps = json.loads(text)["subtasks"]
             quality = plan_quality(steps, query, constrained_prompt)
@@ -181,15 +247,18 @@ def measure_plans(backend: Any, n: int, seed: int = 1, free_decoding: bool = Tru
             counts["constrained_useful"] += all(quality[name] for name in ("distinct", "not_copied", "on_topic"))
             if len(examples) < 5:
                 examples.append(steps)
-        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r}")
+        judged = ",".join(name for name, good in quality.items() if good) if valid else "invalid"
+        _progress(f"plan {index + 1}/{n}: free {free[:60]!r} | constrained {text[:100]!r} | {judged}")
     shares = {name: round(value / n, 3) for name, value in sorted(counts.items())}
     return {
         "measure": "plans",
         "n": n,
+        "variant": variant,
         "shares": shares,
         "examples": examples,
         "failures": failures,
-        "budget_tokens": plan_token_bound(8),
+        "budget_tokens": budget,
+        "median_plan_tokens": statistics.median(tokens) if tokens else 0,
         "free_decoding": free_decoding,
         "goal_valid": PLAN_GOAL,
     }
@@ -497,7 +566,7 @@ def print_summary(result: dict[str, Any]) -> None:
     measure = result["measure"]
     if measure == "plans":
         shares = result["shares"]
-        print(f"plans, SmolLM2, {result['n']} multi-step queries")
+        print(f"plans, SmolLM2, {result['n']} multi-step queries, variant {result.get('variant', 'router')}")
         if not result.get("free_decoding", True):
             print("  free, old prompt:   not run (--constrained-only)")
         else:
@@ -512,7 +581,8 @@ def print_summary(result: dict[str, Any]) -> None:
             f"multi-step {shares.get('constrained_multi_step', 0):.0%}, distinct "
             f"{shares.get('constrained_distinct', 0):.0%}, not copied {shares.get('constrained_not_copied', 0):.0%}, "
             f"on topic {shares.get('constrained_on_topic', 0):.0%}, useful (all three) "
-            f"{shares.get('constrained_useful', 0):.0%}"
+            f"{shares.get('constrained_useful', 0):.0%}; median {result.get('median_plan_tokens')} tokens of "
+            f"{result['budget_tokens']}"
         )
         for steps in result["examples"]:
             print(f"    e.g. {steps}")
@@ -575,7 +645,9 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def run(measure: str, n: int, ballots: int = 3, threads: int = 2, free_decoding: bool = True) -> dict[str, Any]:
+def run(
+    measure: str, n: int, ballots: int = 3, threads: int = 2, free_decoding: bool = True, variant: str = "router"
+) -> dict[str, Any]:
     from model_store import default_model_path
 
     if measure == "tools":
@@ -585,7 +657,7 @@ def run(measure: str, n: int, ballots: int = 3, threads: int = 2, free_decoding:
     backend = LlamaCppBackend(default_model_path(), n_ctx=2048, n_threads=threads, seed=1)
     try:
         if measure == "plans":
-            return measure_plans(backend, n, free_decoding=free_decoding)
+            return measure_plans(backend, n, free_decoding=free_decoding, variant=variant)
         if measure == "answers":
             return measure_answers(backend, n, ballots)
         legacy = LlamaCppBackend(
@@ -610,10 +682,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ballots", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--constrained-only", action="store_true", help="plans: skip free decoding")
+    parser.add_argument("--variant", default="router", choices=sorted(plan_variants()), help="plans: what to ask")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args(argv)
     free = not arguments.constrained_only
-    result = run(arguments.measure, arguments.n, arguments.ballots, arguments.threads, free)
+    result = run(arguments.measure, arguments.n, arguments.ballots, arguments.threads, free, arguments.variant)
     print(json.dumps(result, indent=2) if arguments.json else "", end="")
     if not arguments.json:
         print_summary(result)

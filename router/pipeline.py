@@ -32,25 +32,26 @@ from typing import Any, Protocol
 from router.answers import ExtractedAnswer, canonicalize
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
-from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
 from router.constrained import (
+    MAX_PLAN_STEPS,
+    MIN_PLAN_STEPS,
     can_honour,
     constrained_answer,
     honouring,
-    off_topic_reason,
     plan_constraint,
-    plan_is_on_topic,
     plan_token_bound,
     required_kinds,
     step_constraints,
     unsupported_reason,
 )
+from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
 from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
 from router.rewards import RewardInputs, reward
 from router.routed_task import traced
 from router.screening import AgentView
+from router.topic import off_topic_reason, plan_is_on_topic
 from router.voting import (
     Ballot,
     ChainBallot,
@@ -79,7 +80,6 @@ from shared.messages import (
 PLANNING_TAGS = ("planning",)
 MAX_CONTEXT_CHARS = 2000
 PLAN_MAX_TOKENS = 256
-MAX_PLAN_STEPS = 8
 FINAL_STEP_NOTE = "This is the last step: give the answer to the original task, in the format it asks for."
 _CHAIN: ContextVar[int | None] = ContextVar("symphony_chain", default=None)
 """The chain a coroutine works on (chains mode), added to its trace events."""
@@ -333,9 +333,10 @@ class TaskPipeline:
 
     async def _plan_with(self, choice: Choice) -> PlannerRun:
         if self._agent_honours(choice.agent_id, ("json_schema",)):  # a plan by construction, no example to copy
-            constraint = plan_constraint(MAX_PLAN_STEPS)
+            most = self._plan_schema_steps()
+            constraint = plan_constraint(most, min(MIN_PLAN_STEPS, most))
             request = self._run_request(choice, self.request.query, (), "plan", constraint=constraint)
-            budget = max(request.sampling.max_tokens, plan_token_bound(MAX_PLAN_STEPS))  # it always closes
+            budget = max(request.sampling.max_tokens, plan_token_bound(most))  # it always closes
             room = request.sampling.model_copy(update={"max_tokens": budget})
             request = request.model_copy(update={"sampling": room})
         else:
@@ -761,11 +762,7 @@ class TaskPipeline:
             purpose=purpose,
             subtask=text,
             context=context,
-            instructions=(CONSTRAINED_PLANNER_PROMPT if constrained_plan else PLANNER_PROMPT).format(
-                max_steps=self.max_steps
-            )
-            if purpose == "plan"
-            else None,
+            instructions=self._planner_prompt(constrained_plan) if purpose == "plan" else None,
             sampling=self._sampling(purpose),
             deadline_s=self._run_timeout(),
             reply_topic=self.port.reply_topic,
@@ -774,6 +771,15 @@ class TaskPipeline:
             constraint=constraint,
             answer_constraint=answer_constraint,
         )
+
+    def _plan_schema_steps(self) -> int:
+        """The most steps a constrained plan may have: the plan schema's, or the account's limit when lower."""
+        return min(self.max_steps, MAX_PLAN_STEPS)
+
+    def _planner_prompt(self, constrained: bool) -> str:
+        if constrained:
+            return CONSTRAINED_PLANNER_PROMPT.format(max_steps=self._plan_schema_steps())
+        return PLANNER_PROMPT.format(max_steps=self.max_steps)
 
     def _sampling(self, purpose: str) -> SamplingOptions:
         if purpose == "plan":  # plans must be strict JSON: less randomness, room for the whole object

@@ -4,7 +4,8 @@ Small models rarely return clean JSON, so `parse_plan` tries, in order: the JSON
 the outermost {...} / [...] in the text; the same after repairs (trailing commas removed, Python-style
 single quotes read as a Python literal); the complete items of a plan cut off by the token limit; and as a
 last resort a numbered or bulleted list. The steps are
-stripped, empty ones dropped, consecutive duplicates merged and the list cut to `max_steps`.
+stripped (and their own numbering, `1. ` or `Step 2:`, removed), empty ones dropped, consecutive duplicates merged
+and the list cut to `max_steps`.
 
 Errors: PlanParseError (a ValueError) when no step can be recovered.
 """
@@ -25,6 +26,7 @@ _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _ITEM_FIELD = re.compile(r'"(?:subtask|task|step|description|text|title)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _BARE_ITEM = re.compile(r'(?:^|[\[,])\s*"((?:[^"\\]|\\.)*)"\s*(?=[,\]])')
 _LIST_LINE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|step\s*\d+\s*[.):-]?)\s+(.+?)\s*$", re.IGNORECASE)
+_ENUMERATION = re.compile(r"^(?:\d{1,2}\s*[.):]|step\s*\d{1,2}\s*[.):-]?)\s+", re.IGNORECASE)
 _MULTI_STEP_WORDS = re.compile(
     r"\b(?:then|after that|afterwards|first|second|finally|step|steps|and also|as well as|compare|"
     r"plan|list|each|explain|describe|write|design|implement)\b",
@@ -155,10 +157,10 @@ def _list_lines(text: str) -> list[str]:
 
 
 def _clean(steps: list[str], max_steps: int) -> list[str]:
-    """Strip steps, drop empty ones, merge consecutive duplicates, keep at most max_steps."""
+    """Strip steps and their numbering, drop empty ones, merge consecutive duplicates, keep at most max_steps."""
     cleaned: list[str] = []
     for step in steps:
-        text = " ".join(step.split()).strip(" \"'`*")
+        text = _ENUMERATION.sub("", " ".join(step.split())).strip(" \"'`*")
         if text and (not cleaned or cleaned[-1].lower() != text.lower()):
             cleaned.append(text)
     return cleaned[:max_steps]

@@ -213,6 +213,9 @@ def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_js
     _report(result, gateway_ttft.print_summary, as_json)
 
 
+PLAN_VARIANTS = ("router", "baseline", "four", "short", "form", "few-shot", "shape", "greedy", "few-shot-greedy")
+
+
 @bench.command()
 @click.argument("measure", type=click.Choice(["plans", "answers", "tools", "cost"]))
 @click.option("--n", "count", default=50, show_default=True, type=click.IntRange(min=1),
@@ -220,12 +223,16 @@ def ttft(model: Path | None, repeats: int, threads: int, broker_kind: str, as_js
 @click.option("--ballots", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per item (answers).")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="llama.cpp threads.")
 @click.option("--constrained-only", is_flag=True, help="plans: skip free decoding (its figures need no schema).")
+@click.option("--variant", type=click.Choice(PLAN_VARIANTS), default="router", show_default=True,
+              help="plans: the prompt, plan schema and temperature (bench.constrained.plan_variants).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def constrained(measure: str, count: int, ballots: int, threads: int, constrained_only: bool, as_json: bool) -> None:
+def constrained(
+    measure: str, count: int, ballots: int, threads: int, constrained_only: bool, variant: str, as_json: bool
+) -> None:
     """Constrained decoding with SmolLM2: plan validity, answer extraction, tool calls via the gateway, its cost."""
     from bench import constrained as experiment
 
-    result = experiment.run(measure, count, ballots, threads, free_decoding=not constrained_only)
+    result = experiment.run(measure, count, ballots, threads, free_decoding=not constrained_only, variant=variant)
     _report(result, experiment.print_summary, as_json)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,12 @@ from edge_agent.cli.submit import print_answer, print_event
 from shared.messages import TaskEvent
 
 DEFAULT_QUESTION = (
-    "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar note. How much change does he get?"
+    "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar note. "
+    "First work out what the pens cost, then how much change he gets."
 )
+"""The shop question, asked in two parts as a user would: a question with parts is what planning is for, and
+SmolLM2 (135M) plans it with steps about the pens and the change, where the one-sentence question mostly gets
+steps of numbers that the on-topic judge rejects (the task then runs as one step)."""
 PERSONAS = ("planner", "math", "writer")
 
 
@@ -115,7 +119,8 @@ async def _demo(
                         answer=answer,
                     )
                 print_answer(result)
-                for line in planning_report(planned[0] if planned else {}, model):
+                answers = [subtask.answer for subtask in result.subtasks]
+                for line in planning_report(planned[0] if planned else {}, model, answers):
                     click.echo(line)
         finally:
             await node.stop()
@@ -128,9 +133,10 @@ async def _wait_for_agents(router: object, count: int, timeout_s: float = 10.0) 
         await asyncio.sleep(0.05)
 
 
-def planning_report(planned: Mapping[str, Any], model: str) -> list[str]:
-    """What planning did, in words: the plan the planners produced and which one ran, or, when none was usable,
-    what they wrote and why it was not used (the task then ran as one step: the question itself)."""
+def planning_report(planned: Mapping[str, Any], model: str, answers: Sequence[str] = ()) -> list[str]:
+    """What planning did, in words: the plan that ran, step by step with each step's voted answer (`answers`, in
+    the plan's order), and its planner; or, when no plan was usable, what the planners wrote and why it was not
+    used (the task then ran as one step: the question itself)."""
     if not planned:
         return ["", "planning: no trace of it"]
     if planned.get("skipped"):
@@ -139,7 +145,11 @@ def planning_report(planned: Mapping[str, Any], model: str) -> list[str]:
     if not planned.get("fallback"):
         chosen, usable = planned.get("chosen"), len(planned.get("candidates") or ())
         lines = ["", f"planning: the plan of {chosen}{_how(chosen, constrained)} ran ({usable} usable plan(s)):"]
-        return lines + [f"  {number}. {step}" for number, step in enumerate(planned.get("plan") or (), 1)]
+        for number, step in enumerate(planned.get("plan") or (), 1):
+            lines.append(f"  {number}. {step}")
+            if number <= len(answers):
+                lines.append(f"     -> {' '.join(answers[number - 1].split())[:120]}")
+        return lines
     lines = ["", "planning: no plan was usable, so the question ran as one step. The planners wrote:"]
     for rejected in planned.get("rejected") or ():
         planner, steps = rejected.get("planner"), rejected.get("steps") or []

@@ -17,7 +17,12 @@ from edge_agent.backends.llamacpp import LlamaCppBackend, json_grammar
 from edge_agent.personas import build_messages, get_persona
 from edge_agent.runtime.answering import reason_then_answer
 from model_store import default_model_path
-from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS, PLANNER_PROMPT, plan_constraint
+from router.constrained import (
+    MAX_PLAN_STEPS,
+    PLANNER_PROMPT,
+    plan_constraint,
+    plan_token_bound,
+)
 from shared.constraints import answer_type_constraint, violation
 from shared.messages import OutputConstraint, RunRequest
 
@@ -44,11 +49,30 @@ def test_plans_decoded_under_the_plan_schema_are_valid_json(backend: LlamaCppBac
     query = "Find the prime factors of 360, then compute their sum, then say if the sum is prime."
     messages = build_messages(PLANNER_PROMPT.format(max_steps=4), query)
     for seed in (1, 2, 3):
-        # the router's budget for a constrained plan: room for every step at one character a token, so it closes
-        settings = options(constraint, CONSTRAINED_PLAN_MAX_TOKENS, temperature=0.3).model_copy(update={"seed": seed})
+        # the router's budget for a constrained plan: room for every step at its widest in bytes, so it closes
+        settings = options(constraint, plan_token_bound(4), temperature=0.3).model_copy(update={"seed": seed})
         text = backend.generate(messages, settings).text
         assert violation(text, constraint) is None, text
         assert 1 <= len(json.loads(text)["subtasks"]) <= 4
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Convertis 72 degrés Fahrenheit en Celsius, puis dis si la température permet de nager dehors.",
+        "Найди простые множители числа 360, затем вычисли их сумму.",
+        "一支笔三美元。汤姆买了七支笔，付了五十美元。先算出笔的总价，然后算出找零。",  # noqa: RUF001 CJK commas
+    ],
+    ids=["french", "russian", "chinese"],
+)
+def test_a_plan_for_a_query_in_another_script_is_valid_and_closes(backend: LlamaCppBackend, query: str) -> None:
+    """Steps may be written in any script; a character can take several tokens, and the budget still covers it."""
+    constraint, budget = plan_constraint(), plan_token_bound()
+    messages = build_messages(PLANNER_PROMPT.format(max_steps=MAX_PLAN_STEPS), query)
+    generation = backend.generate(messages, options(constraint, budget, temperature=0.3))
+    assert violation(generation.text, constraint) is None, generation.text
+    assert generation.completion_tokens < budget  # closed by the grammar, not cut by the budget
+    assert len(generation.text.encode()) + 1 <= budget
 
 
 def test_a_tool_call_schema_gives_a_call_with_valid_arguments(backend: LlamaCppBackend) -> None:

@@ -22,6 +22,17 @@ def test_a_plan_that_ran_is_shown_step_by_step_with_its_planner() -> None:
     ]
 
 
+def test_a_plan_that_ran_shows_each_steps_voted_answer() -> None:
+    planned = {"plan": ["Compute the cost of 7 pens", "Subtract it from 50"], "chosen": "demo-math", "candidates": []}
+    lines = planning_report(planned, "default", ["21", "29\nand more"])
+    assert lines[2:] == [
+        "  1. Compute the cost of 7 pens",
+        "     -> 21",
+        "  2. Subtract it from 50",
+        "     -> 29 and more",
+    ]
+
+
 def test_degenerate_plans_are_shown_and_the_fallback_is_said_plainly() -> None:
     planned = {
         "plan": [QUESTION],

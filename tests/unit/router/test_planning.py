@@ -25,6 +25,11 @@ PARSE_CASES = [
         ["gather sources", "summarize them", "write the report"],
     ),
     ("Step 1: read\nStep 2: answer", ["read", "answer"]),
+    # the steps' own numbering inside JSON (SmolLM2 writes it under the plan schema) is not part of the step
+    (
+        '{"subtasks": ["1. Cost of the pens", "2) The change", "Step 3: Check", "3x + 7 = 22"]}',
+        ["Cost of the pens", "The change", "Check", "3x + 7 = 22"],
+    ),
     # cut off by the token limit: keep the complete items
     ('{"subtasks": ["Compute 7*3", "Subtract from 50", "Say the', ["Compute 7*3", "Subtract from 50"]),
     ('{"subtasks": [{"description": "Price 7 pens"}, {"description": "Change', ["Price 7 pens"]),
