@@ -33,14 +33,15 @@ MAX_PLAN_STEPS = 4  # measured: as useful as 8 (52 % of 50 plans), more distinct
 MAX_STEP_CHARS = 60  # a step is a short instruction; a small model left unbounded may never close its string
 MAX_CHAR_BYTES = 3  # a step's characters are in the Basic Multilingual Plane: at most 3 bytes of UTF-8 each
 STEP_CHARACTER = (
-    r"[^\x00-\x1F\x22\x5C\x7F-\xA0\xAD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uD800-\uF8FF\uFEFF"
+    r"[^\x00-\x1F\x22\x5C\x7F-\xA0\xAD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uD7FF-\uF8FF\uFEFF"
     r"\uFFF0-\uFFFF\U00010000-\U0010FFFF]"
 )
 """One character of a step: any printable character of the Basic Multilingual Plane (letters, marks, digits,
 punctuation, symbols of every script, the space) but `"` and backslash. Excluded: control characters (C0, DEL, C1),
 the no-break space, the invisible format characters (soft hyphen, zero-width and direction marks, line and
 paragraph separators, word joiners, the byte-order mark), surrogates, private use, the specials block, and
-everything above U+FFFF. No escape sequence (`\\u0041` is six characters of output for one of text) and no
+everything above U+FFFF. The surrogates' range starts at U+D7FF (unassigned), because LLGuidance's regex parser
+(Rust's) refuses a surrogate as an endpoint; llama.cpp's grammar needs them excluded. No escape sequence (`\\u0041` is six characters of output for one of text) and no
 character of more than three bytes, so a step's length in bytes, hence in tokens, has a known bound."""
 
 

@@ -185,10 +185,13 @@ def test_numbers_without_a_bound_get_sixteen_digits() -> None:
 
 
 def test_the_longest_plan_fits_the_plan_budget(tokenizer: Any) -> None:
-    """The router's plan budget counts llama.cpp's optional spaces; LLGuidance's JSON has fewer, so it fits."""
-    from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS, MAX_STEP_CHARS, plan_constraint
+    """The router's plan budget counts llama.cpp's optional spaces; LLGuidance's JSON has fewer, so it fits, in
+    the widest script (a step of three-byte characters) as in ASCII."""
+    from router.constrained import CONSTRAINED_PLAN_MAX_TOKENS, MAX_PLAN_STEPS, MAX_STEP_CHARS, plan_constraint
 
-    matcher = LLMatcher(tokenizer, grammar_text(plan_constraint(8)), log_level=0)
-    longest = '{"subtasks": [' + ", ".join(['"' + "x" * MAX_STEP_CHARS + '"'] * 8) + "]}"
-    assert matcher.try_consume_tokens(ToyVocabulary()(longest.encode())) == len(longest)
-    assert matcher.is_stopped() and len(longest) + 1 <= CONSTRAINED_PLAN_MAX_TOKENS  # one byte a token at most
+    for character in ("x", "中"):
+        matcher = LLMatcher(tokenizer, grammar_text(plan_constraint(MAX_PLAN_STEPS)), log_level=0)
+        step = '"' + character * MAX_STEP_CHARS + '"'
+        longest = ('{"subtasks": [' + ", ".join([step] * MAX_PLAN_STEPS) + "]}").encode()
+        assert matcher.try_consume_tokens(ToyVocabulary()(longest)) == len(longest)
+        assert matcher.is_stopped() and len(longest) + 1 <= CONSTRAINED_PLAN_MAX_TOKENS  # one byte a token at most
