@@ -41,8 +41,9 @@ punctuation, symbols of every script, the space) but `"` and backslash. Excluded
 the no-break space, the invisible format characters (soft hyphen, zero-width and direction marks, line and
 paragraph separators, word joiners, the byte-order mark), surrogates, private use, the specials block, and
 everything above U+FFFF. The surrogates' range starts at U+D7FF (unassigned), because LLGuidance's regex parser
-(Rust's) refuses a surrogate as an endpoint; llama.cpp's grammar needs them excluded. No escape sequence (`\\u0041` is six characters of output for one of text) and no
-character of more than three bytes, so a step's length in bytes, hence in tokens, has a known bound."""
+(Rust's) refuses a surrogate as an endpoint; llama.cpp's grammar needs them excluded. No escape sequence
+(`\\u0041` is six characters of output for one of text) and no character of more than three bytes, so a step's
+length in bytes, hence in tokens, has a known bound."""
 
 
 def step_pattern(step_chars: int = MAX_STEP_CHARS) -> str:
