@@ -123,14 +123,17 @@ def test_random_draws_always_give_valid_output(tokenizer: Any, constraint: Outpu
         assert violation(text, constraint) is None, text
 
 
-def test_json_allows_no_whitespace_but_the_separators(tokenizer: Any) -> None:
-    """A bounded schema stays bounded: free whitespace would let a model pad a plan past its token budget."""
+def test_json_allows_one_space_between_tokens_and_no_more(tokenizer: Any) -> None:
+    """A bounded schema stays bounded: free whitespace would let a model pad a plan past its token budget, and
+    plan_token_bound counts one optional space per gap, as llama.cpp's converter allows."""
     schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
-    matcher = LLMatcher(tokenizer, grammar_text(OutputConstraint(type="json_schema", json_schema=schema)))
-    assert matcher.try_consume_tokens(ToyVocabulary()(b'{ "')) == 1
-    matcher.reset()
-    assert matcher.try_consume_tokens(ToyVocabulary()(b'{"a": [1, 2]}')) == len(b'{"a": [1, 2]}')
-    assert JSON_OPTIONS["whitespace_flexible"] is False
+    for text in (b'{"a":[1,2]}', b'{"a": [1, 2]}', b'{ "a" : [ 1 , 2 ] }'):
+        matcher = LLMatcher(tokenizer, grammar_text(OutputConstraint(type="json_schema", json_schema=schema)))
+        assert matcher.try_consume_tokens(ToyVocabulary()(text)) == len(text)
+    for padded in (b'{  "', b'{\n"'):
+        matcher = LLMatcher(tokenizer, grammar_text(OutputConstraint(type="json_schema", json_schema=schema)))
+        assert matcher.try_consume_tokens(ToyVocabulary()(padded)) < len(padded)
+    assert JSON_OPTIONS["whitespace_pattern"] == "[ ]?"
 
 
 def test_what_no_grammar_expresses_is_refused() -> None:
