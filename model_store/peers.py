@@ -253,12 +253,15 @@ def fetch_model(
     rng: random.Random | None = None,
     timeout_s: float = 30.0,
     cancelled: threading.Event | None = None,
+    url_after_s: float = 0.0,
 ) -> FetchReport:
     """Fetch `reference` into the holdings' directory from peers (model server URLs), else its `url`.
 
     Blocking (call it in a thread). `peers` is asked again each round, so nodes that finished meanwhile count.
     Returns at once when the model is already held. Raises `ModelFetchError` after `deadline_s`, or soon after
-    `cancelled` is set (the partial file stays, for a later fetch to resume).
+    `cancelled` is set (the partial file stays, for a later fetch to resume). The reference's `url` joins the
+    sources only `url_after_s` after the start: peers learnt from retained beacons, which arrive a moment after
+    the subscription, come first, so that a fleet does not pull from the operator's host what a peer holds.
     """
     held = holdings.find(reference.sha256)
     if held is not None:
@@ -270,12 +273,13 @@ def fetch_model(
     partial = directory / f".{target.name}.part"
     report = FetchReport(target)
     reasons: dict[str, str] = {}
-    deadline = time.monotonic() + deadline_s
+    started = time.monotonic()
+    deadline = started + deadline_s
     pause_s = 0.05
     cancelled = cancelled or threading.Event()
     while time.monotonic() < deadline and not cancelled.is_set():
-        sources = _sources(reference, peers, rng)
-        if not sources:
+        sources = _sources(reference, peers, rng, with_url=time.monotonic() - started >= url_after_s)
+        if not sources and time.monotonic() - started >= url_after_s:
             reasons.setdefault("peers", "no peer holds this model and the desired state names no url")
         for source in sources:
             report.attempts += 1
@@ -307,11 +311,11 @@ def fetch_model(
     raise ModelFetchError(f"could not fetch model {reference.name} ({reference.sha256[:12]}): {why}")
 
 
-def _sources(reference: ModelRef, peers: Callable[[], Iterable[str]], rng: random.Random) -> list[str]:
+def _sources(reference: ModelRef, peers: Callable[[], Iterable[str]], rng: random.Random, with_url: bool) -> list[str]:
     servers = [server for server in dict.fromkeys(peers()) if server.startswith(("http://", "https://"))]
     rng.shuffle(servers)
     sources = [peer_url(server, reference.sha256) for server in servers]
-    if reference.url and reference.url.startswith(("http://", "https://")):
+    if with_url and reference.url and reference.url.startswith(("http://", "https://")):
         sources.append(reference.url)  # the operator named it: the last resort
     return sources
 

@@ -52,6 +52,7 @@ _ENGINE_MODULES = {"llamacpp": "llama_cpp", "mlx": "mlx_lm", "openai": "openai"}
 _AUTO_ENGINES = ("llamacpp", "mlx")  # what `auto` may pick
 _DIRECT_FIELDS = frozenset({"agent_id", "preset", "backend", "model", "max_in_flight", "backend_settings"})
 MEMORY_SHARE = 0.8  # models may take this share of the board's memory; the rest is the OS and the runtime
+PEERS_FIRST_S = 3.0  # a fetch asks only peers this long (their retained beacons are on the way), then the url too
 
 WorkerBuilder = Callable[[Sequence[AgentConfig]], Awaitable[list[AgentWorker]]]
 
@@ -413,6 +414,7 @@ class DesiredStateApplier:
                 self.fetch_deadline_s,
                 rng,
                 cancelled=cancelled,
+                url_after_s=PEERS_FIRST_S,
             )
         log.info("fetched model %s from %s", reference.name, ", ".join(report.sources) or "(held)")
         self.node.report.models = self.holdings.references()

@@ -85,6 +85,33 @@ def test_without_peers_or_url_nothing_is_downloaded(tmp_path: Path, seed: tuple[
         fetch_model(reference, lambda: [], ModelHoldings(tmp_path / "mine"), deadline_s=0.3)
 
 
+def test_a_peer_announced_a_moment_late_is_preferred_to_the_operators_url(
+    tmp_path: Path, seed: tuple[ModelServer, ModelRef]
+) -> None:
+    """Retained beacons arrive after the subscription: the url waits `url_after_s`, so the peer still serves."""
+    origin, reference = seed
+    with_url = reference.model_copy(update={"url": peer_url(origin.url("127.0.0.1"), reference.sha256)})
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / "copy.gguf").write_bytes(DATA)
+    peer = ModelServer(ModelHoldings(tmp_path / "peer"))
+    peer.holdings.refresh()
+    peer.start()
+    announced = threading.Timer(0.4, lambda: None)
+    announced.start()
+    try:
+        (tmp_path / "mine").mkdir()
+        late = lambda: [] if announced.is_alive() else [peer.url("127.0.0.1")]  # noqa: E731
+        report = fetch_model(with_url, late, ModelHoldings(tmp_path / "mine"), 30, url_after_s=2.0)
+        assert report.sources == [peer_url(peer.url("127.0.0.1"), reference.sha256)]
+        assert origin.counters.downloads == 0
+        (tmp_path / "alone").mkdir()  # no peer at all: the url serves once the wait is over
+        report = fetch_model(with_url, lambda: [], ModelHoldings(tmp_path / "alone"), 30, url_after_s=0.3)
+        assert report.sources == [with_url.url]
+    finally:
+        announced.cancel()
+        peer.close()
+
+
 def test_a_busy_peer_sends_the_fetcher_to_another(tmp_path: Path, seed: tuple[ModelServer, ModelRef]) -> None:
     server, reference = seed
     hold = threading.Event()

@@ -144,7 +144,8 @@ def test_a_client_at_site_a_is_answered_by_agents_at_site_b_across_a_hub_restart
                 fleet.start_node(node, output / "nodes" / node / "node.yaml", *extra)
             known = await at_a.wait_until(lambda: fleet_known(at_a), 30)
             assert known, f"site A does not see the fleet of site B: {fleet.log_text(ROUTER)[-2000:]}"
-            assert fleet_known(at_hub)
+            # The router's beacon crosses from its site to the hub over a bridge: the hub may hear it a moment later.
+            assert await at_hub.wait_until(lambda: fleet_known(at_hub), 30)
             alice_settings = settings(output / "clients" / "alice.yaml", fail_back_probe_s=0.5)
             async with FabricTaskClient(alice_settings) as alice:
                 assert alice._mqtt.broker.port == ports["gw-a"]

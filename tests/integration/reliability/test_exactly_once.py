@@ -137,6 +137,12 @@ def test_a_router_killed_and_restarted_under_load_hands_over_without_running_a_t
             stop = asyncio.Event()
             running = asyncio.ensure_future(continuous_load(settings, CLIENTS, stop, load))
             await asyncio.sleep(6.0)
+            # The tasks split between the routers by id: wait (bounded) until router-1 has answered a few, so that
+            # there is something to replay while it is dead.
+            for _ in range(300):
+                if len(load.answered_by("router-1")) >= 3:
+                    break
+                await asyncio.sleep(0.1)
             fleet.kill("router-1")
             faults.append(time.monotonic())
             new_runs_dead = await replay("while dead", 5)
