@@ -144,9 +144,11 @@ class SiteDirectory:
         self._numbers: dict[str, int] = {}  # site -> a short number for its index ids
 
     def apply(self, summary: SiteSummary, now: float) -> bool:
-        """Keep `summary` unless an older router run or an older sequence number; returns whether kept."""
+        """Keep `summary` when it is newer (router run, then sequence number) than the one held; returns whether
+        kept. The same summary again is a retained copy replayed by a restarted broker or a reconnected bridge,
+        not news from the site: it does not make the site fresh (the link to it may still be down)."""
         held = self.summaries.get(summary.site)
-        if held is not None and (summary.epoch, summary.seq) < (held[0].epoch, held[0].seq):
+        if held is not None and (summary.epoch, summary.seq) <= (held[0].epoch, held[0].seq):
             return False
         self.summaries[summary.site] = (summary, now)
         self._index(summary, now)

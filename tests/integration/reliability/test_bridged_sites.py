@@ -300,9 +300,15 @@ class SummaryWatcher:
             self.heard.append((time.monotonic(), decode(payload, SiteSummary)))
 
     def live_at(self, site: str, since: float = 0.0) -> bool:
-        """A summary of `site` with a live agent arrived after `since`."""
+        """A summary of `site` with a live agent arrived after `since`, newer than all heard before: a retained copy
+        that a restarted hub replays arrives before the far site's bridge is back, and proves no path to it."""
+        before = [(summary.epoch, summary.seq) for at, summary in self.heard if at < since and summary.site == site]
+        newest = max(before, default=(-1, -1))
         return any(
-            at >= since and summary.site == site and any(entry.agents_live for entry in summary.entries)
+            at >= since
+            and summary.site == site
+            and (summary.epoch, summary.seq) > newest
+            and any(entry.agents_live for entry in summary.entries)
             for at, summary in self.heard
         )
 
@@ -345,6 +351,7 @@ def test_a_site_answers_its_own_tasks_crosses_by_summary_when_it_must_and_when_c
     brokers = {host: broker_process(output, host, port, tmp_path) for host, port in ports.items()}
     (tmp_path / "fleet").mkdir()
     fleet = Fleet(tmp_path / "fleet", subprocess_env, fabric, [])
+    fleet.cli_options = ("-v",)  # every run and placement in the logs: a failure's story
     router_a = output / "nodes" / "board-a1" / "node.yaml"
     at_a = Watcher(settings(router_a, brokers=(brokers["gw-a"].url,)))
     summaries_at_a = SummaryWatcher(settings(router_a, brokers=(brokers["gw-a"].url,)))

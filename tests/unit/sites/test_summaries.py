@@ -72,6 +72,8 @@ def test_the_directory_keeps_the_newest_summary_and_forgets_stale_ones() -> None
     directory = SiteDirectory(stale_after_s=10.0)
     assert directory.apply(summary("b", 2), 0.0)
     assert not directory.apply(summary("b", 1), 1.0)  # older
+    assert not directory.apply(summary("b", 2), 11.0)  # a retained replay (a restarted hub): b stays stale
+    assert directory.views(11.0, {}) == []
     assert directory.apply(summary("b", 1, epoch=2), 1.0)  # a restarted router starts again
     assert directory.apply(summary("c", 1), 5.0)
     assert [view.agent_id for view in directory.views(6.0, {})] == ["site:b", "site:c"]
