@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.answers import ExtractedAnswer, canonicalize
+from router.answers import ExtractedAnswer
 from router.brain import Choice, RoutingBrain
 from router.capabilities import infer_requirements
 from router.constrained import (
@@ -45,10 +45,11 @@ from router.constrained import (
     unsupported_reason,
 )
 from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
+from router.credit import PLANNING_TAGS, TaskCredit
+from router.outcomes import ChainOutcome, PlannerRun, RunRecord, SubtaskOutcome, winning_record
 from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
-from router.rewards import RewardInputs, reward
 from router.routed_task import traced
 from router.screening import AgentView
 from router.topic import off_topic_reason, plan_is_on_topic
@@ -77,7 +78,6 @@ from shared.messages import (
     TaskRequest,
 )
 
-PLANNING_TAGS = ("planning",)
 MAX_CONTEXT_CHARS = 2000
 PLAN_MAX_TOKENS = 256
 FINAL_STEP_NOTE = "This is the last step: give the answer to the original task, in the format it asks for."
@@ -109,67 +109,6 @@ class RunPort(Protocol):
 
 class NoAgentsError(SymphonyError):
     """No live agent can take the task."""
-
-
-@dataclass
-class RunRecord:
-    """One finished run of a subtask, as voting and learning see it."""
-
-    choice: Choice
-    dispatch_id: str
-    result: RunResult
-    answer: ExtractedAnswer
-    order: int
-
-
-@dataclass
-class SubtaskOutcome:
-    index: int
-    text: str
-    winner: str
-    winner_raw: str
-    winner_text: str
-    records: list[RunRecord] = field(default_factory=list)
-
-
-@dataclass
-class PlannerRun:
-    """One planner's run and the plan parsed from it (None when it failed or held no step)."""
-
-    record: RunRecord
-    candidate: PlanCandidate | None
-    constrained: bool = False  # decoded under the plan schema
-    steps: tuple[str, ...] = ()  # the steps read from its reply, used or not
-    rejected: str | None = None  # why its plan was not used (a failed run, nothing readable, off topic)
-
-    def summary(self) -> dict[str, Any]:
-        """The planner, the steps it wrote and why they were not used, for a trace that falls back."""
-        return {"planner": self.record.choice.agent_id, "steps": list(self.steps), "why": self.rejected}
-
-
-@dataclass
-class ChainOutcome:
-    """One planner's chain (numbered from 1), executed: its steps' outcomes (complete: every step answered)."""
-
-    number: int
-    planner: PlannerRun
-    steps: tuple[str, ...]
-    outcomes: list[SubtaskOutcome]
-    complete: bool
-
-    @property
-    def weight(self) -> float:
-        """The seed's chain weight: mean Top-L score of the agents whose answers the chain carried."""
-        scores = [_winning_record(o).choice.screening.score for o in self.outcomes]
-        return sum(scores) / len(scores) if scores else 0.0
-
-    @property
-    def answer(self) -> str:
-        return self.outcomes[-1].winner if self.complete else ""
-
-    @property
-    def name(self) -> str:
-        return f"chain-{self.number}"
 
 
 @dataclass
@@ -225,7 +164,7 @@ class TaskPipeline:
         self.request = request
         # Only a teacher's labels (gold answer, benchmark, difficulty, requirements) key what the router learns;
         # anyone else's task teaches from the vote alone, under labels the router derives (router.tenancy).
-        self.teaches = teaches
+        self.credit = TaskCredit(brain, request.options, request.requirements, teaches, self._emit)
         self.max_steps = max_steps
         self.options = request.options
         self.brain = brain
@@ -257,7 +196,7 @@ class TaskPipeline:
         planners = await self._ask_planners()
         candidates = [run.candidate for run in planners if run.candidate is not None]
         if not candidates:
-            self._reward_planners(planners, lambda run: False)
+            self.credit.planners(planners, lambda run: False)
             plan = fallback_plan(self.request.query)
             self._emit(
                 "planned",
@@ -279,7 +218,7 @@ class TaskPipeline:
             constrained=[r.record.choice.agent_id for r in planners if r.constrained],
         )
         winning_key = plan_key(winner.steps)
-        self._reward_planners(
+        self.credit.planners(
             planners, lambda run: run.candidate is not None and plan_key(run.candidate.steps) == winning_key
         )
         return await self._execute_plan(list(winner.steps))
@@ -290,13 +229,13 @@ class TaskPipeline:
         for index, step in enumerate(plan):
             is_final = index == len(plan) - 1
             outcome = await self._solve(index, step, self._context(step, outcomes), is_final, self.options.cot_count)
-            self._learn(outcome, is_final)
+            self.credit.step(outcome, is_final)
             outcomes.append(outcome)
         return self._answer(plan, outcomes)
 
     def _answer(self, plan: Sequence[str], outcomes: list[SubtaskOutcome]) -> TaskAnswer:
         final = outcomes[-1]
-        winner = _winning_record(final).result
+        winner = winning_record(final).result
         answer = TaskAnswer(
             task_id=self.request.task_id,
             router_id=self.router_id,
@@ -355,22 +294,6 @@ class TaskPipeline:
         scores = tuple(self._step_score(step) for step in steps)
         return PlannerRun(record, PlanCandidate(choice.agent_id, tuple(steps), scores), constrained, tuple(steps))
 
-    def _reward_planners(
-        self,
-        planners: list[PlannerRun],
-        won: Callable[[PlannerRun], bool],
-        correct: Callable[[PlannerRun], bool | None] = lambda run: None,
-    ) -> None:
-        """Reward each planner run: success and a parsable plan, plus the bonus when its plan (or chain) won."""
-        rewards = {}
-        for run in planners:
-            if run.record.result.error is not None:
-                value = self._credit_failure(run.record, PLANNING_TAGS[0])
-            else:
-                value = self._credit(run.record, PLANNING_TAGS[0], won(run), correct(run), run.candidate is not None)
-            rewards[run.record.choice.agent_id] = round(value, 3)
-        self._emit("rewarded", subtask=-1, rewards=rewards)
-
     def _step_score(self, step: str) -> float:
         """Mean Top-L screening score of a step (the seed's plan weight)."""
         choices = self._screen(infer_requirements(step), step, self.options.top_l)
@@ -391,7 +314,7 @@ class TaskPipeline:
         chains = list(await asyncio.gather(*(self._run_chain(number, run) for number, run in enumerate(runs, 1))))
         complete = [chain for chain in chains if chain.complete]
         if not complete:
-            self._reward_chains(planners, chains, None)
+            self.credit.chains(planners, chains, None)
             raise NoAgentsError("every chain failed: no agent answered one of its steps")
         chosen, vote = vote_chains(
             [ChainBallot(c.name, c.answer, c.outcomes[-1].winner_raw, c.weight) for c in complete]
@@ -404,7 +327,7 @@ class TaskPipeline:
             chosen=winner.planner.record.choice.agent_id,
             weights={c.name: round(c.weight, 4) for c in complete},
         )
-        self._reward_chains(planners, chains, vote.winner)
+        self.credit.chains(planners, chains, vote.winner)
         return self._answer(winner.steps, winner.outcomes)
 
     async def _run_chain(self, number: int, planner: PlannerRun) -> ChainOutcome:
@@ -424,33 +347,6 @@ class TaskPipeline:
             outcomes.append(outcome)
         return ChainOutcome(number, planner, steps, outcomes, complete=True)
 
-    def _reward_chains(self, planners: list[PlannerRun], chains: list[ChainOutcome], winner: str | None) -> None:
-        """Every step of a chain, and its planner, earn the winner bonus when the chain's answer won the vote.
-
-        With a gold answer, the chain's correctness replaces agreement (as for a plain subtask). A planner whose
-        plan could not be read has no chain and earns no bonus.
-        """
-        gold_answer = self._gold()
-        gold = None if gold_answer is None else canonicalize(gold_answer)
-        won: dict[int, bool] = {}
-        correct: dict[int, bool | None] = {}
-        for chain in chains:
-            won[id(chain.planner)] = chain.complete and winner is not None and chain.answer == winner
-            correct[id(chain.planner)] = None if gold is None else chain.complete and chain.answer == gold
-            rewards = {}
-            for outcome in chain.outcomes:
-                capability = self._capability(outcome.text)
-                for record in outcome.records:
-                    value = self._credit(record, capability, won[id(chain.planner)], correct[id(chain.planner)])
-                    rewards[record.choice.agent_id] = round(value, 3)
-            planner = chain.planner.record.choice.agent_id
-            self._emit("rewarded", chain=chain.number, planner=planner, rewards=rewards)
-        self._reward_planners(
-            planners,
-            lambda run: won.get(id(run), False),
-            lambda run: correct.get(id(run), None if gold is None else False),
-        )
-
     # --- execution and voting -------------------------------------------------------------------------
 
     async def _solve(
@@ -463,7 +359,7 @@ class TaskPipeline:
         avoid: set[str] | None = None,
     ) -> SubtaskOutcome:
         """Run one step on `count` distinct agents (agents in `avoid` last) and vote; learning is the caller's."""
-        tags = self._tags(step)
+        tags = self.credit.tags(step)
         constraints = step_constraints(self.options, is_final)
         needs = required_kinds(*constraints)
         choices = await self._choose(tags, step, max(self.options.top_l, count), needs)
@@ -560,7 +456,7 @@ class TaskPipeline:
             record = await self._run(current, request, index)
             if record.result.error is None:
                 return record
-            self._credit_failure(record, self._capability(step))
+            self.credit.failure(record, self.credit.capability(step))
             if record.result.node_id == UNREACHED_NODE:
                 spares.lost[record.choice.agent_id] = sent_at
             current = spares.next()
@@ -625,64 +521,7 @@ class TaskPipeline:
             Ballot(r.choice.agent_id, r.answer.canonical, r.answer.raw, r.answer.confidence, r.order) for r in records
         ]
 
-    def _learn(self, outcome: SubtaskOutcome, is_final: bool) -> None:
-        """Reward the runs of a voted step: correctness on the last step when a gold answer is known, else agreement."""
-        gold = self._gold()
-        capability = self._capability(outcome.text)
-        rewards = {}
-        for record in outcome.records:
-            correct = record.answer.canonical == canonicalize(gold) if gold is not None and is_final else None
-            value = self._credit(record, capability, record.answer.canonical == outcome.winner, correct)
-            rewards[record.choice.agent_id] = round(value, 3)
-        self._emit("rewarded", subtask=outcome.index, rewards=rewards)
-
-    def _credit(
-        self,
-        record: RunRecord,
-        capability: str | None,
-        agreed: bool,
-        correct: bool | None,
-        well_formed: bool | None = None,
-    ) -> float:
-        """Reward one answered run (LinUCB, vote weight) and count its outcome into the priors."""
-        inputs = RewardInputs(
-            succeeded=True,
-            well_formed=record.answer.method not in ("text", "none") if well_formed is None else well_formed,
-            agreed_with_vote=agreed,
-            correct=correct,
-            latency_ms=record.result.latency_ms,
-            cost=record.result.prompt_tokens + record.result.completion_tokens,
-        )
-        value = reward(inputs)
-        self.brain.learn(record.dispatch_id, value)
-        self._observe(record, capability, agreed if correct is None else correct)
-        return value
-
-    def _credit_failure(self, record: RunRecord, capability: str | None) -> float:
-        """A run that produced nothing earns 0 and counts as a miss."""
-        self.brain.learn(record.dispatch_id, 0.0)
-        self._observe(record, capability, False)
-        return 0.0
-
-    def _observe(self, record: RunRecord, capability: str | None, success: bool) -> None:
-        options = self.options
-        benchmark, difficulty = (options.benchmark, options.difficulty) if self.teaches else (None, None)
-        self.brain.observe(record.choice.agent_id, benchmark, difficulty, capability, success)
-
-    def _gold(self) -> str | None:
-        """The gold answer rewards are checked against: a teacher's only."""
-        return self.options.gold_answer if self.teaches else None
-
     # --- helpers --------------------------------------------------------------------------------------
-
-    def _tags(self, step: str) -> tuple[str, ...]:
-        return tuple(self.request.requirements) or tuple(infer_requirements(step))
-
-    def _capability(self, step: str) -> str | None:
-        """The capability a step's outcomes count towards in the priors: its first required tag (the task's own
-        requirements only from a teacher; else the tags the router infers from the step)."""
-        tags = self._tags(step) if self.teaches else tuple(infer_requirements(step))
-        return tags[0] if tags else None
 
     def _run_text(self, step: str, is_final: bool) -> str:
         """What the agents are asked: the step, and on the last step of a plan, to answer in the task's format."""
@@ -830,11 +669,6 @@ def _distinct(choices: list[Choice], count: int) -> list[Choice]:
     if not choices:
         return []
     return [choices[i % len(choices)] for i in range(count)]
-
-
-def _winning_record(outcome: SubtaskOutcome) -> RunRecord:
-    """The run whose answer won a step's vote (the first one that gave it)."""
-    return next(r for r in outcome.records if r.answer.canonical == outcome.winner)
 
 
 def _rounded(weights: dict[str, float]) -> dict[str, float]:
