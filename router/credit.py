@@ -19,10 +19,9 @@ from router.answers import canonicalize
 from router.brain import RoutingBrain
 from router.capabilities import infer_requirements
 from router.outcomes import ChainOutcome, PlannerRun, RunRecord, SubtaskOutcome
+from router.planning import PLANNING_TAGS
 from router.rewards import RewardInputs, reward
 from shared.messages import TaskEventName, TaskOptions
-
-PLANNING_TAGS = ("planning",)
 
 
 class Emit(Protocol):
@@ -41,14 +40,10 @@ class TaskCredit:
         self.teaches = teaches
         self.emit = emit
 
-    def tags(self, step: str) -> tuple[str, ...]:
-        """The tags a step is screened by: the task's requirements, else the ones the router infers."""
-        return self.requirements or tuple(infer_requirements(step))
-
     def capability(self, step: str) -> str | None:
         """The capability a step's outcomes count towards in the priors: its first required tag (the task's own
         requirements only from a teacher; else the tags the router infers from the step)."""
-        tags = self.tags(step) if self.teaches else tuple(infer_requirements(step))
+        tags = self.requirements if self.teaches and self.requirements else tuple(infer_requirements(step))
         return tags[0] if tags else None
 
     def gold(self) -> str | None:

@@ -45,9 +45,9 @@ from router.constrained import (
     unsupported_reason,
 )
 from router.constrained import PLANNER_PROMPT as CONSTRAINED_PLANNER_PROMPT
-from router.credit import PLANNING_TAGS, TaskCredit
+from router.credit import TaskCredit
 from router.outcomes import ChainOutcome, PlannerRun, RunRecord, SubtaskOutcome, winning_record
-from router.planning import MAX_STEPS, PlanParseError, fallback_plan, is_simple_query, parse_plan
+from router.planning import MAX_STEPS, PLANNING_TAGS, PlanParseError, fallback_plan, is_simple_query, parse_plan
 from router.planning import SYSTEM_PROMPT as PLANNER_PROMPT
 from router.registry import DEFAULT_RELIABILITY
 from router.routed_task import traced
@@ -359,7 +359,7 @@ class TaskPipeline:
         avoid: set[str] | None = None,
     ) -> SubtaskOutcome:
         """Run one step on `count` distinct agents (agents in `avoid` last) and vote; learning is the caller's."""
-        tags = self.credit.tags(step)
+        tags = tuple(self.request.requirements) or tuple(infer_requirements(step))
         constraints = step_constraints(self.options, is_final)
         needs = required_kinds(*constraints)
         choices = await self._choose(tags, step, max(self.options.top_l, count), needs)

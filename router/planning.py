@@ -19,6 +19,8 @@ import re
 from shared.errors import SymphonyError
 
 MAX_STEPS = 8
+PLANNING_TAGS = ("planning",)
+"""The tags planner runs are screened, rewarded and counted under."""
 _STEP_KEYS = ("subtasks", "steps", "plan", "tasks")
 _ITEM_KEYS = ("subtask", "task", "step", "description", "text", "title")
 _FENCE = re.compile(r"```[A-Za-z]*\s*(.*?)```", re.DOTALL)
